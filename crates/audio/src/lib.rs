@@ -1,0 +1,1 @@
+//! audio (stub: filled by later issues).

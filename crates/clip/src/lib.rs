@@ -1,0 +1,1 @@
+//! clip (stub: filled by later issues).

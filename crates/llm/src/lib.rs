@@ -1,0 +1,1 @@
+//! llm (stub: filled by later issues).

@@ -1,0 +1,1 @@
+//! mtmd (stub: filled by later issues).

@@ -1,0 +1,1 @@
+//! Ops: one module per op with its contract and scalar reference.
