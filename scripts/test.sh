@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The whole test suite: the same command on a developer machine and in CI.
+# Optimised build with debug assertions (profile `ci`): golden tests run real models.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Software Vulkan (lavapipe) counts as a GPU for the GPU-vs-CPU kernel tests.
+export MTMD_GPU_ALLOW_CPU_ADAPTER="${MTMD_GPU_ALLOW_CPU_ADAPTER:-1}"
+if [ -z "${XDG_RUNTIME_DIR:-}" ]; then
+  XDG_RUNTIME_DIR="$(mktemp -d)"
+  export XDG_RUNTIME_DIR
+fi
+
+# The two real text models live outside the work tree (see scripts/fetch-test-models.sh).
+if [ "${MTMD_SKIP_FETCH:-0}" != 1 ]; then
+  bash scripts/fetch-test-models.sh
+fi
+
+cargo fmt --all -- --check
+cargo test --workspace --profile ci -- "$@"
