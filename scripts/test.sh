@@ -4,6 +4,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# The GPU kernel tests run on Mesa's software Vulkan driver when no GPU driver is installed.
+if ! ldconfig -p 2>/dev/null | grep -q libvulkan.so.1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  echo "installing mesa-vulkan-drivers (software Vulkan for the GPU tests)..."
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends mesa-vulkan-drivers libvulkan1 >/dev/null
+fi
+
 # Software Vulkan (lavapipe) counts as a GPU for the GPU-vs-CPU kernel tests.
 export MTMD_GPU_ALLOW_CPU_ADAPTER="${MTMD_GPU_ALLOW_CPU_ADAPTER:-1}"
 if [ -z "${XDG_RUNTIME_DIR:-}" ]; then

@@ -1,1 +1,19 @@
-//! llm (stub: filled by later issues).
+//! Text decoding: GGUF text models (llama/mistral, qwen2/2-VL/3/3-VL, gemma3) on one shared
+//! decoder, their tokenizers, chat templates and samplers.
+//!
+//! A batch carries token ids *or* embeddings (media encoder output) with explicit positions
+//! (4 components for M-RoPE models) and a non-causal flag, so the multimodal library feeds
+//! images through the same entry point as text.
+
+pub mod batch;
+pub mod decoder;
+pub mod error;
+pub mod hparams;
+pub mod kv_cache;
+pub mod weights;
+
+pub use batch::{Batch, BatchInput, Logits};
+pub use decoder::Decoder;
+pub use error::{LlmError, Result};
+pub use hparams::{Arch, HParams};
+pub use kv_cache::{KvCache, KvType};
