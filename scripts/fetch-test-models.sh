@@ -30,8 +30,8 @@ trap cleanup EXIT
 pip_target() { # target_dir packages...
   local target="$1"
   shift
-  "$PYTHON" -m pip install -q --disable-pip-version-check --no-cache-dir --no-deps \
-    --target "$target" "$@"
+  PIP_ROOT_USER_ACTION=ignore "$PYTHON" -m pip install -q --disable-pip-version-check \
+    --no-cache-dir --no-deps --target "$target" "$@"
 }
 
 # Verifies `tmp_file` against `sha` and moves it to `$MODEL_DIR/file`.

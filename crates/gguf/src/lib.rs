@@ -2,8 +2,19 @@
 //! hands out tensor data as zero-copy slices of a memory map, and a writer that emits
 //! files llama.cpp reads.
 
+mod error;
+mod file;
 mod ggml_type;
 mod mapped;
+mod reader;
+mod value;
+mod writer;
 
+pub use error::GgufError;
+pub use file::{GgufFile, TensorInfo};
 pub use ggml_type::GgmlType;
 pub use mapped::MappedBytes;
+pub use value::{Array, Value, ValueType};
+pub use writer::GgufWriter;
+
+pub type Result<T, E = GgufError> = std::result::Result<T, E>;

@@ -59,7 +59,7 @@ fn rms_norm_inplace(x: &mut [f32], w: &[f32], eps: f32, cols: usize, tmp: &mut V
 impl Decoder {
     pub fn new(hp: HParams, w: Weights) -> Self {
         let rope = |base: f32, scale: f32| RopeConfig {
-            mode: hp.rope_mode,
+            mode: hp.rope_mode.clone(),
             n_dims: hp.n_rot,
             freq_base: base,
             freq_scale: scale,

@@ -6,10 +6,14 @@
 //! images through the same entry point as text.
 
 pub mod batch;
+pub mod chat;
 pub mod decoder;
 pub mod error;
 pub mod hparams;
 pub mod kv_cache;
+pub mod sampling;
+pub mod stop;
+pub mod tokenizer;
 pub mod weights;
 
 pub use batch::{Batch, BatchInput, Logits};

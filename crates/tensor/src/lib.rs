@@ -13,10 +13,12 @@ pub mod ops;
 pub mod quant;
 pub mod safetensors;
 
+mod device;
 mod error;
 mod storage;
 mod tensor;
 
+pub use device::Device;
 pub use error::TensorError;
 pub use gguf::GgmlType as DType;
 pub use storage::{HostBytes, Storage};

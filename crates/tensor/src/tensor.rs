@@ -83,7 +83,10 @@ impl Tensor {
         if numel != data.len() {
             return Err(TensorError::ShapeMismatch {
                 op: "from_f32",
-                detail: format!("shape {shape:?} has {numel} elements, data has {}", data.len()),
+                detail: format!(
+                    "shape {shape:?} has {numel} elements, data has {}",
+                    data.len()
+                ),
             });
         }
         Self::new(DType::F32, shape, Storage::Host(HostBytes::from_f32(data)))
@@ -304,7 +307,12 @@ impl Tensor {
         let rank = self.rank();
         let mut idx = vec![0usize; rank];
         for i in 0..numel {
-            let pos = self.offset + idx.iter().zip(&self.strides).map(|(a, s)| a * s).sum::<usize>();
+            let pos = self.offset
+                + idx
+                    .iter()
+                    .zip(&self.strides)
+                    .map(|(a, s)| a * s)
+                    .sum::<usize>();
             dst[i * elem..(i + 1) * elem].copy_from_slice(&src[pos * elem..(pos + 1) * elem]);
             for d in (0..rank).rev() {
                 idx[d] += 1;
@@ -355,8 +363,14 @@ mod tests {
     #[test]
     fn narrow_selects_rows_and_columns() {
         let t = Tensor::from_f32(&[3, 2], &[1., 2., 3., 4., 5., 6.]).unwrap();
-        assert_eq!(t.narrow(0, 1, 2).unwrap().to_f32_vec().unwrap(), vec![3., 4., 5., 6.]);
-        assert_eq!(t.narrow(1, 1, 1).unwrap().to_f32_vec().unwrap(), vec![2., 4., 6.]);
+        assert_eq!(
+            t.narrow(0, 1, 2).unwrap().to_f32_vec().unwrap(),
+            vec![3., 4., 5., 6.]
+        );
+        assert_eq!(
+            t.narrow(1, 1, 1).unwrap().to_f32_vec().unwrap(),
+            vec![2., 4., 6.]
+        );
         assert!(t.narrow(0, 2, 2).is_err());
     }
 

@@ -1,1 +1,35 @@
-//! CPU kernels.
+//! CPU kernels: f32 activations, row-major slices, rayon inside.
+//!
+//! Every kernel picks AVX-512, AVX2+FMA or the scalar reference of its op (`ops/`) from
+//! [`features`], detected once; [`with_isa`] caps the choice on one thread (tests compare
+//! every path). Work splits across rayon's global pool only when it is large enough to pay.
+
+// "cpu-core" kernels.
+pub mod act;
+pub mod elementwise;
+mod gemm;
+pub mod get_rows;
+mod math;
+pub mod matmul_float;
+pub mod norm;
+pub mod simd;
+pub use act::{geglu, gelu_erf, gelu_quick, gelu_tanh, silu, swiglu};
+pub use elementwise::{add, add_rows, mul, mul_rows, scale};
+pub use get_rows::get_rows;
+pub use matmul_float::matmul;
+pub use norm::{layer_norm, rms_norm, softmax_rows};
+pub use simd::{CpuFeatures, Isa, features, isa, with_isa};
+
+// "cpu-nn" kernels.
+pub mod rope;
+pub use rope::{RopeConfig, RopeMode, rope};
+pub mod attention;
+pub use attention::{AttnMask, AttnParams, KvData, attention};
+pub mod concat;
+pub mod conv;
+pub mod interp;
+pub mod pool;
+pub use concat::concat;
+pub use conv::{Conv1dParams, Conv2dParams, conv1d, conv2d};
+pub use interp::{InterpMode, interpolate_bicubic, interpolate_bilinear};
+pub use pool::{PoolKind, avg_pool2d};

@@ -1,0 +1,161 @@
+//! Activation kernels (contracts and scalar twins in `ops::act`).
+// `dispatch!` expands to calls of `#[target_feature]` functions (SIMD kernel module).
+#![allow(unsafe_code)]
+
+use rayon::prelude::*;
+
+use super::math::{self, ErfCoefficients};
+use super::simd::{Isa, Simd, dispatch, isa};
+use crate::ops::act::{GELU_COEF_A, GELU_QUICK_COEF, GELU_SQRT_2_OVER_PI, reference};
+
+/// Below this many elements a kernel stays on the calling thread.
+const PARALLEL_MIN: usize = 1 << 16;
+/// Elements per rayon task.
+const CHUNK: usize = 1 << 14;
+
+#[derive(Clone, Copy)]
+enum Act {
+    Silu,
+    GeluTanh,
+    GeluErf,
+    GeluQuick,
+}
+
+#[inline(always)]
+fn apply<S: Simd>(s: S, act: Act, erf: &ErfCoefficients, x: S::V) -> S::V {
+    match act {
+        Act::Silu => s.mul(x, math::sigmoid(s, x)),
+        // 0.5 x (1 + tanh(u)) == x * sigmoid(2u): no cancellation, one exp.
+        Act::GeluTanh => {
+            let x2 = s.mul(x, x);
+            let inner = s.fma(s.splat(GELU_COEF_A), x2, s.splat(1.0));
+            let two_u = s.mul(s.mul(x, inner), s.splat(2.0 * GELU_SQRT_2_OVER_PI));
+            s.mul(x, math::sigmoid(s, two_u))
+        }
+        Act::GeluErf => {
+            let e = math::erf(s, erf, s.mul(x, s.splat(std::f32::consts::FRAC_1_SQRT_2)));
+            let half_x = s.mul(x, s.splat(0.5));
+            s.fma(half_x, e, half_x)
+        }
+        Act::GeluQuick => s.mul(x, math::sigmoid(s, s.mul(x, s.splat(GELU_QUICK_COEF)))),
+    }
+}
+
+// The `match act` sits outside the loops so each loop is compiled for one activation.
+#[inline(always)]
+fn map_simd<S: Simd>(s: S, act: Act, x: &mut [f32]) {
+    let erf = math::erf_coefficients();
+    #[inline(always)]
+    fn run<S: Simd>(s: S, act: Act, erf: &ErfCoefficients, x: &mut [f32]) {
+        let mut chunks = x.chunks_exact_mut(S::LANES);
+        for c in &mut chunks {
+            let v = s.load(c);
+            s.store(c, apply(s, act, erf, v));
+        }
+        let rest = chunks.into_remainder();
+        if !rest.is_empty() {
+            let v = s.load_partial(rest);
+            s.store_partial(rest, apply(s, act, erf, v));
+        }
+    }
+    match act {
+        Act::Silu => run(s, Act::Silu, &erf, x),
+        Act::GeluTanh => run(s, Act::GeluTanh, &erf, x),
+        Act::GeluErf => run(s, Act::GeluErf, &erf, x),
+        Act::GeluQuick => run(s, Act::GeluQuick, &erf, x),
+    }
+}
+
+fn map_scalar(act: Act, x: &mut [f32]) {
+    match act {
+        Act::Silu => reference::silu(x),
+        Act::GeluTanh => reference::gelu_tanh(x),
+        Act::GeluErf => reference::gelu_erf(x),
+        Act::GeluQuick => reference::gelu_quick(x),
+    }
+}
+
+fn map_chunk(isa: Isa, act: Act, x: &mut [f32]) {
+    dispatch!(isa, map_simd, map_scalar, (act: Act, x: &mut [f32]))
+}
+
+fn map(act: Act, x: &mut [f32]) {
+    let isa = isa();
+    if x.len() < PARALLEL_MIN {
+        map_chunk(isa, act, x);
+    } else {
+        x.par_chunks_mut(CHUNK).for_each(|c| map_chunk(isa, act, c));
+    }
+}
+
+/// In place: `x * sigmoid(x)`.
+pub fn silu(x: &mut [f32]) {
+    map(Act::Silu, x)
+}
+/// In place: GELU, tanh approximation (ggml `gelu`).
+pub fn gelu_tanh(x: &mut [f32]) {
+    map(Act::GeluTanh, x)
+}
+/// In place: GELU with the exact erf.
+pub fn gelu_erf(x: &mut [f32]) {
+    map(Act::GeluErf, x)
+}
+/// In place: `x * sigmoid(1.702 x)`.
+pub fn gelu_quick(x: &mut [f32]) {
+    map(Act::GeluQuick, x)
+}
+
+#[inline(always)]
+fn gated_simd<S: Simd>(s: S, act: Act, gate: &[f32], up: &[f32], out: &mut [f32]) {
+    let erf = math::erf_coefficients();
+    let n = out.len();
+    let (gate, up) = (&gate[..n], &up[..n]);
+    let full = n - n % S::LANES;
+    for i in (0..full).step_by(S::LANES) {
+        let g = apply(s, act, &erf, s.load(&gate[i..]));
+        s.store(&mut out[i..], s.mul(g, s.load(&up[i..])));
+    }
+    if full < n {
+        let g = apply(s, act, &erf, s.load_partial(&gate[full..]));
+        let y = s.mul(g, s.load_partial(&up[full..]));
+        s.store_partial(&mut out[full..], y);
+    }
+}
+
+fn gated_scalar(act: Act, gate: &[f32], up: &[f32], out: &mut [f32]) {
+    match act {
+        Act::Silu => reference::swiglu(gate, up, out),
+        _ => reference::geglu(gate, up, out),
+    }
+}
+
+fn gated_chunk(isa: Isa, act: Act, gate: &[f32], up: &[f32], out: &mut [f32]) {
+    dispatch!(isa, gated_simd, gated_scalar, (act: Act, gate: &[f32], up: &[f32], out: &mut [f32]))
+}
+
+fn gated(act: Act, gate: &[f32], up: &[f32], out: &mut [f32]) {
+    assert!(
+        gate.len() == out.len() && up.len() == out.len(),
+        "gated activation: gate {}, up {}, out {} elements",
+        gate.len(),
+        up.len(),
+        out.len()
+    );
+    let isa = isa();
+    if out.len() < PARALLEL_MIN {
+        gated_chunk(isa, act, gate, up, out);
+    } else {
+        out.par_chunks_mut(CHUNK)
+            .zip(gate.par_chunks(CHUNK).zip(up.par_chunks(CHUNK)))
+            .for_each(|(o, (g, u))| gated_chunk(isa, act, g, u, o));
+    }
+}
+
+/// `out = silu(gate) * up` (all the same length; panics otherwise).
+pub fn swiglu(gate: &[f32], up: &[f32], out: &mut [f32]) {
+    gated(Act::Silu, gate, up, out)
+}
+/// `out = gelu_tanh(gate) * up` (all the same length; panics otherwise).
+pub fn geglu(gate: &[f32], up: &[f32], out: &mut [f32]) {
+    gated(Act::GeluTanh, gate, up, out)
+}

@@ -1,0 +1,429 @@
+//! Fused attention (flash-style): `softmax(scale · Q·Kᵀ + mask) · V` without materialising
+//! the `n_q × n_kv` score matrix.
+//!
+//! Work is split into tasks of (a block of queries) × (one KV head with the query heads that
+//! share it, GQA), so each packed K/V block is reused by up to 16 query rows. Keys are visited
+//! in blocks with an online softmax (running max `m`, running sum `l`, output rescaled when
+//! the max grows), as ggml-cpu's tiled flash-attention does: scores are scaled, soft-capped
+//! (`c · tanh(s / c)`), masked to `-inf`, and rows that see no key at all give 0.
+
+pub mod simd;
+
+use crate::cpu::Isa;
+use rayon::prelude::*;
+
+/// K or V rows, `[n_kv, n_kv_head, head_dim]`.
+#[derive(Clone, Copy, Debug)]
+pub enum KvData<'a> {
+    F32(&'a [f32]),
+    F16(&'a [half::f16]),
+}
+
+impl KvData<'_> {
+    pub fn len(&self) -> usize {
+        match self {
+            KvData::F32(x) => x.len(),
+            KvData::F16(x) => x.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Copies `dst.len()` values starting at element `start`, converting to f32.
+    fn copy_to(&self, isa: Isa, start: usize, dst: &mut [f32]) {
+        let end = start + dst.len();
+        match self {
+            KvData::F32(x) => dst.copy_from_slice(&x[start..end]),
+            KvData::F16(x) => simd::f16_to_f32(isa, &x[start..end], dst),
+        }
+    }
+}
+
+/// Which keys each query sees, from token positions (llama.cpp's KV-cache mask rules).
+///
+/// Key `j` is visible to query `i` iff
+/// `(!causal || k_pos[j] <= q_pos[i]) && (window.is_none() || q_pos[i] - k_pos[j] < window)`,
+/// or both carry the same non-zero group id (bidirectional spans such as Gemma 3 images).
+#[derive(Clone, Copy, Debug)]
+pub struct AttnMask<'a> {
+    pub q_pos: &'a [i32],
+    pub k_pos: &'a [i32],
+    pub causal: bool,
+    /// Sliding window (llama.cpp's standard SWA): visible iff `q_pos - k_pos < window`.
+    pub window: Option<usize>,
+    pub q_group: Option<&'a [u32]>,
+    pub k_group: Option<&'a [u32]>,
+}
+
+impl<'a> AttnMask<'a> {
+    /// Every key visible to every query (encoders).
+    pub fn full(q_pos: &'a [i32], k_pos: &'a [i32]) -> Self {
+        Self {
+            q_pos,
+            k_pos,
+            causal: false,
+            window: None,
+            q_group: None,
+            k_group: None,
+        }
+    }
+
+    /// Causal by position (decoders).
+    pub fn causal(q_pos: &'a [i32], k_pos: &'a [i32]) -> Self {
+        Self {
+            causal: true,
+            ..Self::full(q_pos, k_pos)
+        }
+    }
+
+    pub fn n_q(&self) -> usize {
+        self.q_pos.len()
+    }
+
+    pub fn n_kv(&self) -> usize {
+        self.k_pos.len()
+    }
+
+    /// Whether query `i` sees key `j`.
+    #[inline]
+    pub fn visible(&self, i: usize, j: usize) -> bool {
+        let (qp, kp) = (self.q_pos[i] as i64, self.k_pos[j] as i64);
+        let by_pos = (!self.causal || kp <= qp) && self.window.is_none_or(|w| qp - kp < w as i64);
+        by_pos
+            || match (self.q_group, self.k_group) {
+                (Some(qg), Some(kg)) => qg[i] != 0 && qg[i] == kg[j],
+                _ => false,
+            }
+    }
+
+    /// Panics with a clear message on slices that disagree (caller bugs).
+    fn check(&self) {
+        if let Some(g) = self.q_group {
+            assert_eq!(g.len(), self.n_q(), "attention: q_group length");
+        }
+        if let Some(g) = self.k_group {
+            assert_eq!(g.len(), self.n_kv(), "attention: k_group length");
+        }
+    }
+}
+
+/// Head geometry and score transform.
+#[derive(Clone, Copy, Debug)]
+pub struct AttnParams {
+    pub n_head: usize,
+    pub n_kv_head: usize,
+    pub head_dim: usize,
+    /// Multiplies `q·k` (usually `1/sqrt(head_dim)`).
+    pub scale: f32,
+    /// Soft cap `c`: scores become `c · tanh(scale · q·k / c)` (Gemma 2).
+    pub softcap: Option<f32>,
+}
+
+impl AttnParams {
+    /// Plain multi-head attention with `1/sqrt(head_dim)` scaling.
+    pub fn mha(n_head: usize, head_dim: usize) -> Self {
+        Self {
+            n_head,
+            n_kv_head: n_head,
+            head_dim,
+            scale: 1.0 / (head_dim as f32).sqrt(),
+            softcap: None,
+        }
+    }
+}
+
+/// Query rows one task aims at (queries × heads sharing a KV head).
+const ROWS_PER_TASK: usize = 16;
+
+/// Keys per block: small enough that a packed K or V block stays in L1/L2.
+fn kv_block(head_dim: usize) -> usize {
+    if head_dim > 128 { 32 } else { 64 }
+}
+
+/// One unit of parallel work: queries `q0..q0 + outs.len()` against KV head `g`.
+/// `outs[i]` is the output of query `q0 + i` for the heads of group `g`, `group * d` long.
+struct Task<'o> {
+    g: usize,
+    q0: usize,
+    outs: Vec<&'o mut [f32]>,
+}
+
+/// Per-thread buffers, reused across tasks.
+#[derive(Default)]
+struct Scratch {
+    q: Vec<f32>,
+    acc: Vec<f32>,
+    s: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    m: Vec<f32>,
+    l: Vec<f32>,
+    visible: Vec<bool>,
+}
+
+fn resize_zeroed(v: &mut Vec<f32>, n: usize) {
+    v.clear();
+    v.resize(n, 0.0);
+}
+
+/// Fused attention: `q` `[n_q, n_head, d]`, `k`/`v` `[n_kv, n_kv_head, d]`, `out`
+/// `[n_q, n_head, d]`; `n_q`/`n_kv` are the lengths of the mask's position slices.
+///
+/// Query head `h` reads KV head `h / (n_head / n_kv_head)`. Memory beyond `out` is
+/// O(threads · d · block), never O(n_q · n_kv).
+pub fn attention(
+    q: &[f32],
+    k: KvData,
+    v: KvData,
+    mask: &AttnMask,
+    p: &AttnParams,
+    out: &mut [f32],
+) {
+    let (n_q, n_kv, d) = (mask.n_q(), mask.n_kv(), p.head_dim);
+    assert!(
+        p.n_kv_head > 0 && p.n_head % p.n_kv_head == 0,
+        "attention: n_head {} is not a multiple of n_kv_head {}",
+        p.n_head,
+        p.n_kv_head
+    );
+    assert_eq!(q.len(), n_q * p.n_head * d, "attention: q length");
+    assert_eq!(out.len(), n_q * p.n_head * d, "attention: out length");
+    assert_eq!(k.len(), n_kv * p.n_kv_head * d, "attention: k length");
+    assert_eq!(v.len(), n_kv * p.n_kv_head * d, "attention: v length");
+    mask.check();
+    if out.is_empty() {
+        return;
+    }
+    // Read on the calling thread: a `cpu::with_isa` cap does not reach rayon's workers.
+    let isa = crate::cpu::isa();
+
+    let group = p.n_head / p.n_kv_head;
+    let q_per_task = (ROWS_PER_TASK / group).max(1);
+    let n_blocks = n_q.div_ceil(q_per_task);
+    let mut tasks: Vec<Task> = (0..n_blocks)
+        .flat_map(|b| {
+            (0..p.n_kv_head).map(move |g| Task {
+                g,
+                q0: b * q_per_task,
+                outs: Vec::with_capacity(q_per_task),
+            })
+        })
+        .collect();
+    // Heads sharing KV head g are contiguous within a query's output row.
+    for (qi, row) in out.chunks_exact_mut(p.n_head * d).enumerate() {
+        for (g, heads) in row.chunks_exact_mut(group * d).enumerate() {
+            tasks[(qi / q_per_task) * p.n_kv_head + g].outs.push(heads);
+        }
+    }
+    tasks
+        .into_par_iter()
+        .for_each_init(Scratch::default, |scratch, mut task| {
+            run_task(isa, q, k, v, mask, p, &mut task, scratch);
+        });
+}
+
+fn run_task(
+    isa: Isa,
+    q: &[f32],
+    k: KvData,
+    v: KvData,
+    mask: &AttnMask,
+    p: &AttnParams,
+    task: &mut Task,
+    sc: &mut Scratch,
+) {
+    let d = p.head_dim;
+    let group = p.n_head / p.n_kv_head;
+    let n_tq = task.outs.len();
+    let rows = n_tq * group;
+    let rows_pad = rows.next_multiple_of(4);
+    let kb = kv_block(d);
+    let n_kv = mask.n_kv();
+
+    // Packed query rows (row = query-in-task * group + head-in-group), zero padding rows.
+    resize_zeroed(&mut sc.q, rows_pad * d);
+    for qi in 0..n_tq {
+        let src = ((task.q0 + qi) * p.n_head + task.g * group) * d;
+        sc.q[qi * group * d..(qi + 1) * group * d].copy_from_slice(&q[src..src + group * d]);
+    }
+    resize_zeroed(&mut sc.acc, rows_pad * d);
+    resize_zeroed(&mut sc.s, rows_pad * kb);
+    resize_zeroed(&mut sc.k, kb * d);
+    resize_zeroed(&mut sc.v, kb * d);
+    sc.m.clear();
+    sc.m.resize(rows, f32::NEG_INFINITY);
+    resize_zeroed(&mut sc.l, rows);
+    sc.visible.clear();
+    sc.visible.resize(n_tq * kb, false);
+
+    let (score_scale, cap) = match p.softcap {
+        Some(c) if c != 0.0 => (p.scale / c, Some(c)),
+        _ => (p.scale, None),
+    };
+
+    for j0 in (0..n_kv).step_by(kb) {
+        let nk = kb.min(n_kv - j0);
+        let mut any = false;
+        for qi in 0..n_tq {
+            for jj in 0..nk {
+                let vis = mask.visible(task.q0 + qi, j0 + jj);
+                sc.visible[qi * kb + jj] = vis;
+                any |= vis;
+            }
+        }
+        if !any {
+            continue;
+        }
+        for jj in 0..nk {
+            let src = ((j0 + jj) * p.n_kv_head + task.g) * d;
+            k.copy_to(isa, src, &mut sc.k[jj * d..(jj + 1) * d]);
+        }
+        simd::scores(isa, &sc.q, rows_pad, &sc.k, nk, d, &mut sc.s, kb);
+
+        for r in 0..rows_pad {
+            let s = &mut sc.s[r * kb..r * kb + nk];
+            if r >= rows {
+                s.fill(0.0);
+                continue;
+            }
+            let vis = &sc.visible[(r / group) * kb..(r / group) * kb + nk];
+            let mut block_max = f32::NEG_INFINITY;
+            for (x, &seen) in s.iter_mut().zip(vis) {
+                let mut t = *x * score_scale;
+                if let Some(c) = cap {
+                    t = c * t.tanh();
+                }
+                *x = if seen { t } else { f32::NEG_INFINITY };
+                block_max = block_max.max(*x);
+            }
+            if block_max == f32::NEG_INFINITY {
+                s.fill(0.0);
+                continue;
+            }
+            let m_new = sc.m[r].max(block_max);
+            if m_new > sc.m[r] {
+                // Earlier weights were relative to a smaller max: shrink them.
+                let shrink = (sc.m[r] - m_new).exp();
+                sc.l[r] *= shrink;
+                for a in &mut sc.acc[r * d..(r + 1) * d] {
+                    *a *= shrink;
+                }
+                sc.m[r] = m_new;
+            }
+            sc.l[r] += simd::exp_sub_sum(isa, s, m_new);
+        }
+
+        for jj in 0..nk {
+            let src = ((j0 + jj) * p.n_kv_head + task.g) * d;
+            v.copy_to(isa, src, &mut sc.v[jj * d..(jj + 1) * d]);
+        }
+        simd::accumulate(isa, &sc.s, kb, rows_pad, &sc.v, nk, d, &mut sc.acc);
+    }
+
+    for (qi, heads) in task.outs.iter_mut().enumerate() {
+        for hi in 0..group {
+            let r = qi * group + hi;
+            let inv = if sc.l[r] > 0.0 { 1.0 / sc.l[r] } else { 0.0 };
+            let dst = &mut heads[hi * d..(hi + 1) * d];
+            for (o, a) in dst.iter_mut().zip(&sc.acc[r * d..(r + 1) * d]) {
+                *o = a * inv;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pos(n: usize) -> Vec<i32> {
+        (0..n as i32).collect()
+    }
+
+    fn visible_matrix(m: &AttnMask) -> Vec<Vec<bool>> {
+        (0..m.n_q())
+            .map(|i| (0..m.n_kv()).map(|j| m.visible(i, j)).collect())
+            .collect()
+    }
+
+    #[test]
+    fn causal_mask_is_lower_triangular_by_position() {
+        let p = pos(4);
+        let m = visible_matrix(&AttnMask::causal(&p, &p));
+        for i in 0..4 {
+            for j in 0..4 {
+                assert_eq!(m[i][j], j <= i, "({i},{j})");
+            }
+        }
+    }
+
+    #[test]
+    fn window_keeps_keys_closer_than_window() {
+        let p = pos(6);
+        let mask = AttnMask {
+            window: Some(2),
+            ..AttnMask::causal(&p, &p)
+        };
+        let m = visible_matrix(&mask);
+        for i in 0..6 {
+            for j in 0..6 {
+                assert_eq!(m[i][j], j <= i && i - j < 2, "({i},{j})");
+            }
+        }
+        // Without causality the window only limits the past.
+        let mask = AttnMask {
+            window: Some(2),
+            ..AttnMask::full(&p, &p)
+        };
+        assert!(mask.visible(0, 5) && !mask.visible(5, 3) && mask.visible(5, 4));
+    }
+
+    #[test]
+    fn groups_open_bidirectional_spans() {
+        let p = pos(5);
+        let g = [0, 1, 1, 1, 0];
+        let mask = AttnMask {
+            q_group: Some(&g),
+            k_group: Some(&g),
+            ..AttnMask::causal(&p, &p)
+        };
+        assert!(mask.visible(1, 3), "image token sees a later image token");
+        assert!(!mask.visible(0, 1), "text before the image stays causal");
+        assert!(mask.visible(4, 3) && !mask.visible(3, 4));
+        assert!(!mask.visible(0, 4), "group 0 means no group");
+    }
+
+    #[test]
+    fn rows_without_visible_keys_are_zero() {
+        let (qp, kp) = ([0, 5], [3, 4]);
+        let mask = AttnMask::causal(&qp, &kp);
+        let p = AttnParams::mha(1, 4);
+        let q = [1.0; 8];
+        let kv = [0.5; 8];
+        let mut out = [9.0; 8];
+        attention(&q, KvData::F32(&kv), KvData::F32(&kv), &mask, &p, &mut out);
+        assert_eq!(&out[..4], &[0.0; 4]);
+        assert!(out[4..].iter().all(|&x| (x - 0.5).abs() < 1e-6));
+    }
+
+    #[test]
+    fn single_key_returns_its_value() {
+        let qp = [0, 1, 2];
+        let kp = [0];
+        let mask = AttnMask::full(&qp, &kp);
+        let p = AttnParams {
+            n_kv_head: 1,
+            ..AttnParams::mha(2, 3)
+        };
+        let q: Vec<f32> = (0..18).map(|i| i as f32).collect();
+        let k = [1.0, 2.0, 3.0];
+        let v = [4.0, -5.0, 6.0];
+        let mut out = vec![0.0; 18];
+        attention(&q, KvData::F32(&k), KvData::F32(&v), &mask, &p, &mut out);
+        for row in out.chunks(3) {
+            assert_eq!(row, &v);
+        }
+    }
+}

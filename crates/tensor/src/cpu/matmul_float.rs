@@ -1,0 +1,337 @@
+//! `matmul`: `out[n, m] = x[n, k] · w[m, k]ᵀ` for f32 / f16 / bf16 weights (quantized weights
+//! go to `quant::dot`). Contract and scalar twin in `ops::matmul`.
+//!
+//! Few activation rows (decode: n = 1) are bandwidth-bound: each weight row is streamed
+//! once and dotted with every x row while in registers ([`dot_rows`]). More rows go through
+//! the blocked, packed GEMM in [`super::gemm`], which converts f16 / bf16 while packing.
+#![allow(unsafe_code)]
+
+use half::{bf16, f16};
+use rayon::prelude::*;
+
+use super::gemm;
+use super::simd::{Isa, Simd, dispatch, isa};
+use crate::{DType, Result, Tensor, TensorError};
+
+/// Up to this many activation rows use the streaming dot path instead of the GEMM.
+const DOT_MAX_ROWS: usize = 4;
+/// Weight elements (m·k) below which the dot path stays on the calling thread.
+const PARALLEL_MIN: usize = 1 << 16;
+
+/// A weight element type the float kernels read directly.
+pub(crate) trait WeightElem: bytemuck::Pod + Send + Sync + 'static {
+    const ZERO: Self;
+    /// `S::LANES` weights from the start of `src`, widened to f32.
+    fn load<S: Simd>(s: S, src: &[Self]) -> S::V;
+    fn to_f32(self) -> f32;
+    /// Fewer than `S::LANES` weights, the other lanes zero.
+    #[inline(always)]
+    fn load_partial<S: Simd>(s: S, src: &[Self]) -> S::V {
+        let mut buf = [Self::ZERO; 16];
+        buf[..src.len()].copy_from_slice(src);
+        Self::load(s, &buf)
+    }
+}
+
+impl WeightElem for f32 {
+    const ZERO: Self = 0.0;
+    #[inline(always)]
+    fn load<S: Simd>(s: S, src: &[f32]) -> S::V {
+        s.load(src)
+    }
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        self
+    }
+}
+
+impl WeightElem for f16 {
+    const ZERO: Self = f16::ZERO;
+    #[inline(always)]
+    fn load<S: Simd>(s: S, src: &[f16]) -> S::V {
+        s.load_f16(bytemuck::cast_slice(src))
+    }
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        f16::to_f32(self)
+    }
+}
+
+impl WeightElem for bf16 {
+    const ZERO: Self = bf16::ZERO;
+    #[inline(always)]
+    fn load<S: Simd>(s: S, src: &[bf16]) -> S::V {
+        s.load_bf16(bytemuck::cast_slice(src))
+    }
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        bf16::to_f32(self)
+    }
+}
+
+/// `out[n, m] = x[n, k] · wᵀ` for a weight `w` of shape `[m, k]` (leading dimensions are
+/// flattened into m) in any dtype held on the host.
+pub fn matmul(w: &Tensor, x: &[f32], n: usize, out: &mut [f32]) -> Result<()> {
+    let k = w.shape().last().copied().unwrap_or(1);
+    let m = if k == 0 { 0 } else { w.numel() / k };
+    if x.len() != n * k || out.len() != n * m {
+        return Err(TensorError::ShapeMismatch {
+            op: "matmul",
+            detail: format!(
+                "weight {:?} ({}) with x of {} values for n = {n} (expected {}) into {} outputs (expected {})",
+                w.shape(),
+                w.dtype(),
+                x.len(),
+                n * k,
+                out.len(),
+                n * m
+            ),
+        });
+    }
+    if n == 0 || m == 0 {
+        return Ok(());
+    }
+    if k == 0 {
+        out.fill(0.0);
+        return Ok(());
+    }
+    let owned;
+    let w = if w.is_contiguous() {
+        w
+    } else {
+        owned = w.contiguous()?;
+        &owned
+    };
+    let bytes = w.host_bytes()?;
+    let typed =
+        |what| TensorError::InvalidView(format!("matmul: {what} weight bytes are misaligned"));
+    match w.dtype() {
+        DType::F32 => run(
+            bytemuck::try_cast_slice::<u8, f32>(bytes).map_err(|_| typed("f32"))?,
+            x,
+            n,
+            k,
+            m,
+            out,
+        ),
+        DType::F16 => run(
+            bytemuck::try_cast_slice::<u8, f16>(bytes).map_err(|_| typed("f16"))?,
+            x,
+            n,
+            k,
+            m,
+            out,
+        ),
+        DType::BF16 => run(
+            bytemuck::try_cast_slice::<u8, bf16>(bytes).map_err(|_| typed("bf16"))?,
+            x,
+            n,
+            k,
+            m,
+            out,
+        ),
+        d if d.is_quantized() => matmul_quant_via_dequantized_rows_temporary(w, x, n, k, m, out)?,
+        d => {
+            return Err(TensorError::Unsupported {
+                op: "matmul",
+                dtype: d,
+                backend: "cpu",
+            });
+        }
+    }
+    Ok(())
+}
+
+fn run<T: WeightElem>(w: &[T], x: &[f32], n: usize, k: usize, m: usize, out: &mut [f32]) {
+    let isa = isa();
+    if isa == Isa::Scalar {
+        let wf: Vec<f32> = w.iter().map(|v| v.to_f32()).collect();
+        crate::ops::matmul::reference(&wf, x, n, k, m, out);
+    } else if n <= DOT_MAX_ROWS {
+        dot_path(isa, w, x, n, k, m, out);
+    } else {
+        gemm::gemm(isa, w, x, n, k, m, out);
+    }
+}
+
+/// TEMPORARY until `quant::dot::matmul_quant` lands: dequantizes weight rows in blocks and
+/// runs the f32 path on them. Correct but slow (the integer dot products replace it).
+fn matmul_quant_via_dequantized_rows_temporary(
+    w: &Tensor,
+    x: &[f32],
+    n: usize,
+    k: usize,
+    m: usize,
+    out: &mut [f32],
+) -> Result<()> {
+    const ROWS: usize = 256;
+    let bytes = w.host_bytes()?;
+    let row_bytes = crate::quant::bytes_for(w.dtype(), k).ok_or(TensorError::PartialBlock {
+        dtype: w.dtype(),
+        len: k,
+        block: w.dtype().block_size(),
+    })?;
+    let mut wf = vec![0f32; ROWS.min(m) * k];
+    let mut part = vec![0f32; n * ROWS.min(m)];
+    for j0 in (0..m).step_by(ROWS) {
+        let rows = ROWS.min(m - j0);
+        crate::quant::dequantize(
+            w.dtype(),
+            &bytes[j0 * row_bytes..(j0 + rows) * row_bytes],
+            &mut wf[..rows * k],
+        )?;
+        run(&wf[..rows * k], x, n, k, rows, &mut part[..n * rows]);
+        for i in 0..n {
+            out[i * m + j0..i * m + j0 + rows].copy_from_slice(&part[i * rows..(i + 1) * rows]);
+        }
+    }
+    Ok(())
+}
+
+/// Few activation rows: weight rows split across threads, each streamed once.
+fn dot_path<T: WeightElem>(
+    isa: Isa,
+    w: &[T],
+    x: &[f32],
+    n: usize,
+    k: usize,
+    m: usize,
+    out: &mut [f32],
+) {
+    if n == 1 {
+        // out is one row of m: tasks own contiguous pieces of it.
+        let rows_per_task = task_rows(m, k);
+        if rows_per_task >= m {
+            dot_rows_dispatch(isa, w, x, 1, k, 0, out);
+        } else {
+            out.par_chunks_mut(rows_per_task)
+                .enumerate()
+                .for_each(|(t, o)| dot_rows_dispatch(isa, w, x, 1, k, t * rows_per_task, o));
+        }
+        return;
+    }
+    // n > 1: compute outᵀ [m, n] (contiguous per task), then transpose.
+    let mut out_t = vec![0f32; m * n];
+    let rows_per_task = task_rows(m, k);
+    out_t
+        .par_chunks_mut(rows_per_task * n)
+        .enumerate()
+        .for_each(|(t, o)| dot_rows_dispatch(isa, w, x, n, k, t * rows_per_task, o));
+    for j in 0..m {
+        for i in 0..n {
+            out[i * m + j] = out_t[j * n + i];
+        }
+    }
+}
+
+/// Weight rows per rayon task: all of them when small, else ~8 tasks per thread.
+fn task_rows(m: usize, k: usize) -> usize {
+    if m * k < PARALLEL_MIN {
+        return m;
+    }
+    let tasks = 8 * rayon::current_num_threads();
+    m.div_ceil(tasks).max(16)
+}
+
+fn dot_rows_dispatch<T: WeightElem>(
+    isa: Isa,
+    w: &[T],
+    x: &[f32],
+    n: usize,
+    k: usize,
+    j0: usize,
+    out_t: &mut [f32],
+) {
+    dispatch!(isa, dot_rows, dot_rows_scalar,
+        <T: WeightElem> (w: &[T], x: &[f32], n: usize, k: usize, j0: usize, out_t: &mut [f32]))
+}
+
+/// Plain loops (the dot path is only chosen with SIMD; this keeps dispatch total).
+fn dot_rows_scalar<T: WeightElem>(
+    w: &[T],
+    x: &[f32],
+    n: usize,
+    k: usize,
+    j0: usize,
+    out_t: &mut [f32],
+) {
+    for (jj, o) in out_t.chunks_exact_mut(n).enumerate() {
+        let wr = &w[(j0 + jj) * k..(j0 + jj + 1) * k];
+        for (i, oi) in o.iter_mut().enumerate() {
+            *oi = wr
+                .iter()
+                .zip(&x[i * k..(i + 1) * k])
+                .map(|(a, b)| a.to_f32() * b)
+                .sum();
+        }
+    }
+}
+
+/// `out_t[jj * n + i] = dot(w[j0 + jj], x[i])` for every weight row of this task.
+#[inline(always)]
+fn dot_rows<S: Simd, T: WeightElem>(
+    s: S,
+    w: &[T],
+    x: &[f32],
+    n: usize,
+    k: usize,
+    j0: usize,
+    out_t: &mut [f32],
+) {
+    match n {
+        1 => dot_rows_n::<S, T, 1>(s, w, x, k, j0, out_t),
+        2 => dot_rows_n::<S, T, 2>(s, w, x, k, j0, out_t),
+        3 => dot_rows_n::<S, T, 3>(s, w, x, k, j0, out_t),
+        _ => dot_rows_n::<S, T, 4>(s, w, x, k, j0, out_t),
+    }
+}
+
+#[inline(always)]
+fn dot_rows_n<S: Simd, T: WeightElem, const N: usize>(
+    s: S,
+    w: &[T],
+    x: &[f32],
+    k: usize,
+    j0: usize,
+    out_t: &mut [f32],
+) {
+    let l = S::LANES;
+    let step = 2 * l;
+    let full = k - k % step;
+    let xs: [&[f32]; N] = std::array::from_fn(|i| &x[i * k..(i + 1) * k]);
+    for (jj, o) in out_t.chunks_exact_mut(N).enumerate() {
+        let j = j0 + jj;
+        let wr = &w[j * k..(j + 1) * k];
+        let mut acc = [[s.zero(); 2]; N];
+        let mut p = 0;
+        while p < full {
+            let w0 = T::load(s, &wr[p..]);
+            let w1 = T::load(s, &wr[p + l..]);
+            for i in 0..N {
+                acc[i][0] = s.fma(w0, s.load(&xs[i][p..]), acc[i][0]);
+                acc[i][1] = s.fma(w1, s.load(&xs[i][p + l..]), acc[i][1]);
+            }
+            p += step;
+        }
+        while p < k {
+            let end = (p + l).min(k);
+            let wv = if end - p == l {
+                T::load(s, &wr[p..])
+            } else {
+                T::load_partial(s, &wr[p..end])
+            };
+            for i in 0..N {
+                let xv = if end - p == l {
+                    s.load(&xs[i][p..])
+                } else {
+                    s.load_partial(&xs[i][p..end])
+                };
+                acc[i][0] = s.fma(wv, xv, acc[i][0]);
+            }
+            p = end;
+        }
+        for i in 0..N {
+            o[i] = s.reduce_sum(s.add(acc[i][0], acc[i][1]));
+        }
+    }
+}

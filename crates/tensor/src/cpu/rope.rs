@@ -1,0 +1,448 @@
+//! Rotary position embedding, every ggml variant.
+//!
+//! The angles follow ggml-cpu exactly: `theta_scale = base^(-2/n_dims)` once, then the angle of
+//! pair `i` is built by repeated f32 multiplication (`theta_{i+1} = theta_i * theta_scale`,
+//! starting from the position), divided by the pair's frequency factor and multiplied by
+//! `freq_scale`; `cos`/`sin` are then scaled by `attn_factor` (YaRN's extrapolation mix is off).
+//! Repeated multiplication is not `pos * base^(-2i/n)` to the last bit; matching the reference
+//! engine's rounding matters more than matching the textbook formula.
+
+use rayon::prelude::*;
+
+/// Which dimensions rotate together and which position component drives each pair.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RopeMode {
+    /// ggml mode 0: pairs `(2i, 2i+1)` for `2i < n_dims`.
+    Normal,
+    /// ggml mode 2 (GPT-NeoX): pairs `(i, i + n_dims/2)`.
+    Neox,
+    /// ggml mode 8 (Qwen2-VL text M-RoPE): NeoX pairs; pair `i` falls in section
+    /// `i % sum(sections)`, whose order is t, h, w, e.
+    MultiSection { sections: [usize; 4] },
+    /// ggml mode 24 (Qwen2-VL / 2.5-VL vision encoder): `n_dims == head_dim / 2`, pairs
+    /// `(i, i + n_dims)` over the whole head; each section restarts its angle sequence.
+    Vision { sections: [usize; 4] },
+    /// ggml mode 40 (Qwen3-VL interleaved M-RoPE): NeoX pairs; sections interleave t, h, w.
+    Imrope { sections: [usize; 4] },
+}
+
+impl RopeMode {
+    /// The integer ggml stores in `op_params` for this mode.
+    pub fn ggml_mode(&self) -> i32 {
+        match self {
+            RopeMode::Normal => 0,
+            RopeMode::Neox => 2,
+            RopeMode::MultiSection { .. } => 8,
+            RopeMode::Vision { .. } => 24,
+            RopeMode::Imrope { .. } => 40,
+        }
+    }
+
+    /// The mode for a ggml integer mode, or `None` for modes we do not know.
+    pub fn from_ggml(mode: i32, sections: [usize; 4]) -> Option<Self> {
+        Some(match mode {
+            0 => RopeMode::Normal,
+            2 => RopeMode::Neox,
+            8 => RopeMode::MultiSection { sections },
+            24 => RopeMode::Vision { sections },
+            40 => RopeMode::Imrope { sections },
+            _ => return None,
+        })
+    }
+
+    /// Sectioned modes take four position components per token.
+    pub fn positions_per_token(&self) -> usize {
+        match self {
+            RopeMode::Normal | RopeMode::Neox => 1,
+            _ => 4,
+        }
+    }
+
+    fn sections(&self) -> Option<[usize; 4]> {
+        match *self {
+            RopeMode::MultiSection { sections }
+            | RopeMode::Vision { sections }
+            | RopeMode::Imrope { sections } => Some(sections),
+            RopeMode::Normal | RopeMode::Neox => None,
+        }
+    }
+}
+
+/// Parameters of one rope application (what ggml_rope_ext / ggml_rope_multi take).
+#[derive(Clone, Debug)]
+pub struct RopeConfig {
+    pub mode: RopeMode,
+    /// Rotated dimensions per head; dimensions past it pass through (except in `Vision` mode,
+    /// where `n_dims == head_dim / 2` and the whole head rotates).
+    pub n_dims: usize,
+    pub freq_base: f32,
+    pub freq_scale: f32,
+    /// Per-pair divisors of the angle (e.g. Llama 3 long-context factors), at least `n_dims/2`.
+    pub freq_factors: Option<Vec<f32>>,
+    /// Multiplies `cos` and `sin` (ggml's `attn_factor`, YaRN's `mscale`).
+    pub attn_factor: f32,
+}
+
+impl RopeConfig {
+    /// A plain rope: no frequency scaling, no factors.
+    pub fn new(mode: RopeMode, n_dims: usize, freq_base: f32) -> Self {
+        Self {
+            mode,
+            n_dims,
+            freq_base,
+            freq_scale: 1.0,
+            freq_factors: None,
+            attn_factor: 1.0,
+        }
+    }
+
+    /// Number of (cos, sin) pairs a head needs, i.e. how many pairs rotate.
+    fn rotated_pairs(&self, head_dim: usize) -> usize {
+        match self.mode {
+            RopeMode::Vision { .. } => head_dim / 2,
+            _ => self.n_dims / 2,
+        }
+    }
+
+    /// Panics with a clear message on inconsistent arguments (caller bugs, not data errors).
+    fn check(&self, x_len: usize, n_tokens: usize, n_heads: usize, head_dim: usize, n_pos: usize) {
+        assert_eq!(x_len, n_tokens * n_heads * head_dim, "rope: x length");
+        assert!(
+            self.n_dims <= head_dim && self.n_dims % 2 == 0,
+            "rope: n_dims {} must be even and <= head_dim {head_dim}",
+            self.n_dims
+        );
+        assert_eq!(
+            n_pos,
+            n_tokens * self.mode.positions_per_token(),
+            "rope: positions length for {:?}",
+            self.mode
+        );
+        if let RopeMode::Vision { .. } = self.mode {
+            assert_eq!(
+                self.n_dims * 2,
+                head_dim,
+                "rope: vision mode needs n_dims == head_dim/2"
+            );
+        }
+        if let Some(s) = self.mode.sections() {
+            assert!(s.iter().sum::<usize>() > 0, "rope: all sections are zero");
+        }
+    }
+}
+
+/// Fills `cache[i] = (cos, sin)` of pair `i` for the token whose position components are
+/// `pos` (one value, or t/h/w/e for the sectioned modes).
+pub(crate) fn fill_cache(cfg: &RopeConfig, pos: [i32; 4], cache: &mut [(f32, f32)]) {
+    let theta_scale = cfg.freq_base.powf(-2.0 / cfg.n_dims as f32);
+    let factor = |i: usize| {
+        cfg.freq_factors
+            .as_ref()
+            .and_then(|f| f.get(i).copied())
+            .unwrap_or(1.0)
+    };
+    let cos_sin = |theta: f32, i: usize| {
+        let theta = cfg.freq_scale * (theta / factor(i));
+        (theta.cos() * cfg.attn_factor, theta.sin() * cfg.attn_factor)
+    };
+    let Some(sections) = cfg.mode.sections() else {
+        let mut theta = pos[0] as f32;
+        for (i, c) in cache.iter_mut().enumerate() {
+            *c = cos_sin(theta, i);
+            theta *= theta_scale;
+        }
+        return;
+    };
+
+    let base = pos.map(|p| p as f32);
+    let mut theta = base;
+    let sect_dims: usize = sections.iter().sum();
+    let sec_w = sections[0] + sections[1];
+    let sec_e = sec_w + sections[2];
+    let interleaved = matches!(cfg.mode, RopeMode::Imrope { .. });
+    let restart_sections = matches!(cfg.mode, RopeMode::Vision { .. });
+    for (i, c) in cache.iter_mut().enumerate() {
+        let sector = i % sect_dims;
+        if restart_sections {
+            // Each section's angles start again from its own position component.
+            let starts = [0, sections[0], sec_w, sec_e];
+            for k in 0..4 {
+                if sector == starts[k] {
+                    theta[k] = base[k];
+                    break;
+                }
+            }
+        }
+        let component = if interleaved {
+            if sector % 3 == 1 && sector < 3 * sections[1] {
+                1
+            } else if sector % 3 == 2 && sector < 3 * sections[2] {
+                2
+            } else if sector % 3 == 0 && sector < 3 * sections[0] {
+                0
+            } else {
+                3
+            }
+        } else if sector < sections[0] {
+            0
+        } else if sector < sec_w {
+            1
+        } else if sector < sec_e {
+            2
+        } else {
+            3
+        };
+        *c = cos_sin(theta[component], i);
+        for t in &mut theta {
+            *t *= theta_scale;
+        }
+    }
+}
+
+/// Rotates one head in place with a filled cache.
+pub(crate) fn rotate_head(mode: &RopeMode, n_dims: usize, cache: &[(f32, f32)], head: &mut [f32]) {
+    // (first index of the pair, distance to the second, index step)
+    let (stride, offset) = match mode {
+        RopeMode::Normal => (2, 1),
+        RopeMode::Neox | RopeMode::MultiSection { .. } | RopeMode::Imrope { .. } => (1, n_dims / 2),
+        RopeMode::Vision { .. } => (1, n_dims),
+    };
+    for (i, &(cos, sin)) in cache.iter().enumerate() {
+        let a = i * stride;
+        let b = a + offset;
+        let (x0, x1) = (head[a], head[b]);
+        head[a] = x0 * cos - x1 * sin;
+        head[b] = x0 * sin + x1 * cos;
+    }
+}
+
+/// Position components of token `t` (t, h, w, e; a single position fills only the first).
+pub(crate) fn token_pos(mode: &RopeMode, positions: &[i32], n_tokens: usize, t: usize) -> [i32; 4] {
+    if mode.positions_per_token() == 1 {
+        [positions[t], 0, 0, 0]
+    } else {
+        std::array::from_fn(|k| positions[t + k * n_tokens])
+    }
+}
+
+/// Applies rope in place to `x` laid out `[n_tokens, n_heads, head_dim]`.
+///
+/// `positions` holds `n_tokens` values, or `4 * n_tokens` for the sectioned modes laid out as
+/// ggml does: all t components, then all h, then all w, then all e.
+pub fn rope(
+    x: &mut [f32],
+    n_tokens: usize,
+    n_heads: usize,
+    head_dim: usize,
+    positions: &[i32],
+    cfg: &RopeConfig,
+) {
+    cfg.check(x.len(), n_tokens, n_heads, head_dim, positions.len());
+    if x.is_empty() {
+        return;
+    }
+    let pairs = cfg.rotated_pairs(head_dim);
+    x.par_chunks_mut(n_heads * head_dim)
+        .enumerate()
+        .with_min_len(4)
+        .for_each_init(
+            || vec![(0f32, 0f32); pairs],
+            |cache, (t, token)| {
+                fill_cache(cfg, token_pos(&cfg.mode, positions, n_tokens, t), cache);
+                for head in token.chunks_exact_mut(head_dim) {
+                    rotate_head(&cfg.mode, cfg.n_dims, cache, head);
+                }
+            },
+        );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(cfg: &RopeConfig, x: &[f32], head_dim: usize, pos: &[i32]) -> Vec<f32> {
+        let mut y = x.to_vec();
+        let n_tokens = pos.len() / cfg.mode.positions_per_token();
+        rope(
+            &mut y,
+            n_tokens,
+            x.len() / n_tokens / head_dim,
+            head_dim,
+            pos,
+            cfg,
+        );
+        y
+    }
+
+    fn close(a: &[f32], b: &[f32]) {
+        for (i, (x, y)) in a.iter().zip(b).enumerate() {
+            assert!((x - y).abs() < 1e-5, "index {i}: {x} vs {y}\n{a:?}\n{b:?}");
+        }
+    }
+
+    /// Rotation of (x0, x1) by angle t.
+    fn rot(x0: f32, x1: f32, t: f32) -> (f32, f32) {
+        (x0 * t.cos() - x1 * t.sin(), x0 * t.sin() + x1 * t.cos())
+    }
+
+    #[test]
+    fn normal_rotates_adjacent_pairs() {
+        // head_dim 6, n_dims 4: pairs (0,1) angle p, (2,3) angle p/100, dims 4,5 pass.
+        let cfg = RopeConfig::new(RopeMode::Normal, 4, 10000.0);
+        let x = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
+        let y = run(&cfg, &x, 6, &[3]);
+        let (a, b) = rot(1.0, 2.0, 3.0);
+        let (c, d) = rot(3.0, 4.0, 3.0 / 100.0);
+        close(&y, &[a, b, c, d, 5.0, 6.0]);
+    }
+
+    #[test]
+    fn neox_rotates_halves() {
+        let cfg = RopeConfig::new(RopeMode::Neox, 4, 10000.0);
+        let x = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
+        let y = run(&cfg, &x, 6, &[2]);
+        let (a, c) = rot(1.0, 3.0, 2.0);
+        let (b, d) = rot(2.0, 4.0, 2.0 / 100.0);
+        close(&y, &[a, b, c, d, 5.0, 6.0]);
+    }
+
+    #[test]
+    fn freq_scale_factors_and_attn_factor() {
+        let mut cfg = RopeConfig::new(RopeMode::Neox, 4, 10000.0);
+        cfg.freq_scale = 0.5;
+        cfg.freq_factors = Some(vec![2.0, 4.0]);
+        cfg.attn_factor = 1.5;
+        let x = [1.0, 2.0, 3.0, 4.0];
+        let y = run(&cfg, &x, 4, &[8]);
+        let (a, c) = rot(1.0, 3.0, 8.0 / 2.0 * 0.5);
+        let (b, d) = rot(2.0, 4.0, 8.0 / 100.0 / 4.0 * 0.5);
+        close(&y, &[a * 1.5, b * 1.5, c * 1.5, d * 1.5]);
+    }
+
+    #[test]
+    fn multi_section_picks_component_per_section() {
+        // n_dims 8 -> 4 pairs; sections [2,1,1,0]: pairs 0,1 use t, pair 2 uses h, pair 3 w.
+        let cfg = RopeConfig::new(
+            RopeMode::MultiSection {
+                sections: [2, 1, 1, 0],
+            },
+            8,
+            10000.0,
+        );
+        let x: Vec<f32> = (1..=8).map(|v| v as f32).collect();
+        let (pt, ph, pw) = (5.0f32, 7.0f32, 11.0f32);
+        let y = run(&cfg, &x, 8, &[5, 7, 11, 0]);
+        let ts = 10000f32.powf(-2.0 / 8.0);
+        let ang = [pt, pt * ts, ph * ts * ts, pw * ts * ts * ts];
+        let mut want = x.clone();
+        for i in 0..4 {
+            let (a, b) = rot(x[i], x[i + 4], ang[i]);
+            want[i] = a;
+            want[i + 4] = b;
+        }
+        close(&y, &want);
+    }
+
+    #[test]
+    fn imrope_interleaves_components() {
+        // sections [2,1,1,0], sect_dims 4: sector 0 t, 1 h, 2 w, 3 -> t (sector%3==0, < 6).
+        let cfg = RopeConfig::new(
+            RopeMode::Imrope {
+                sections: [2, 1, 1, 0],
+            },
+            8,
+            10000.0,
+        );
+        let x: Vec<f32> = (1..=8).map(|v| v as f32).collect();
+        let y = run(&cfg, &x, 8, &[5, 7, 11, 13]);
+        let ts = 10000f32.powf(-2.0 / 8.0);
+        let ang = [5.0, 7.0 * ts, 11.0 * ts * ts, 5.0 * ts * ts * ts];
+        let mut want = x.clone();
+        for i in 0..4 {
+            let (a, b) = rot(x[i], x[i + 4], ang[i]);
+            want[i] = a;
+            want[i + 4] = b;
+        }
+        close(&y, &want);
+    }
+
+    #[test]
+    fn imrope_sector_past_sections_uses_e() {
+        // sections [1,1,1,1]: sector 3 -> %3==0 but not < 3*1 -> e component.
+        let cfg = RopeConfig::new(
+            RopeMode::Imrope {
+                sections: [1, 1, 1, 1],
+            },
+            8,
+            100.0,
+        );
+        let x: Vec<f32> = (1..=8).map(|v| v as f32).collect();
+        let y = run(&cfg, &x, 8, &[2, 3, 4, 9]);
+        let ts = 100f32.powf(-2.0 / 8.0);
+        let ang = [2.0, 3.0 * ts, 4.0 * ts * ts, 9.0 * ts * ts * ts];
+        let mut want = x.clone();
+        for i in 0..4 {
+            let (a, b) = rot(x[i], x[i + 4], ang[i]);
+            want[i] = a;
+            want[i + 4] = b;
+        }
+        close(&y, &want);
+    }
+
+    #[test]
+    fn vision_rotates_whole_head_and_restarts_sections() {
+        // head_dim 8, n_dims 4: pairs (i, i+4) for i in 0..4; theta_scale = base^(-2/4).
+        // sections [2,2,0,0]: pairs 0,1 use t; pairs 2,3 restart their angles from h.
+        let cfg = RopeConfig::new(
+            RopeMode::Vision {
+                sections: [2, 2, 0, 0],
+            },
+            4,
+            10000.0,
+        );
+        let x: Vec<f32> = (1..=8).map(|v| v as f32).collect();
+        let y = run(&cfg, &x, 8, &[3, 5, 0, 0]);
+        let ts = 10000f32.powf(-2.0 / 4.0);
+        let ang = [3.0, 3.0 * ts, 5.0, 5.0 * ts];
+        let mut want = x.clone();
+        for i in 0..4 {
+            let (a, b) = rot(x[i], x[i + 4], ang[i]);
+            want[i] = a;
+            want[i + 4] = b;
+        }
+        close(&y, &want);
+    }
+
+    #[test]
+    fn every_head_and_token_uses_its_position() {
+        let cfg = RopeConfig::new(RopeMode::Neox, 2, 10000.0);
+        // 2 tokens, 2 heads, head_dim 2.
+        let x = [1.0, 0.0, 0.0, 1.0, 1.0, 0.0, 0.0, 1.0];
+        let y = run(&cfg, &x, 2, &[1, 2]);
+        let (a, b) = rot(1.0, 0.0, 1.0);
+        let (c, d) = rot(0.0, 1.0, 1.0);
+        let (e, f) = rot(1.0, 0.0, 2.0);
+        let (g, h) = rot(0.0, 1.0, 2.0);
+        close(&y, &[a, b, c, d, e, f, g, h]);
+    }
+
+    #[test]
+    fn ggml_mode_round_trips() {
+        for m in [
+            RopeMode::Normal,
+            RopeMode::Neox,
+            RopeMode::MultiSection {
+                sections: [1, 2, 3, 4],
+            },
+            RopeMode::Vision {
+                sections: [1, 2, 3, 4],
+            },
+            RopeMode::Imrope {
+                sections: [1, 2, 3, 4],
+            },
+        ] {
+            assert_eq!(RopeMode::from_ggml(m.ggml_mode(), [1, 2, 3, 4]), Some(m));
+        }
+        assert_eq!(RopeMode::from_ggml(1, [0; 4]), None);
+    }
+}

@@ -1,0 +1,291 @@
+//! The GPU context: adapter choice, device and queue, buffer pool, pipeline cache, transfers.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use super::GpuBuffer;
+use super::pipelines::{self, Pipeline};
+use super::pool::{BufferKind, BufferPool, PoolStats};
+use crate::{Result, TensorError};
+
+/// Set to `1` to accept a CPU-type (software, e.g. lavapipe) Vulkan adapter as a GPU.
+pub const ALLOW_CPU_ADAPTER_ENV: &str = "MTMD_GPU_ALLOW_CPU_ADAPTER";
+
+/// Free buffers the pool may keep for reuse.
+const POOL_CACHE_BYTES: u64 = 512 << 20;
+
+/// Everything one device owns; shared by every [`GpuContext`] handle and every buffer on it.
+pub(crate) struct Shared {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub info: wgpu::AdapterInfo,
+    pub pool: BufferPool,
+    pipelines: Mutex<HashMap<String, Arc<Pipeline>>>,
+    pub offset_align: u64,
+    pub max_workgroups: u32,
+    pub max_binding: u64,
+}
+
+/// A handle on a GPU device (cheap to clone). `binding_limit` is how many bytes one storage
+/// binding may cover; ops split tensors above it.
+#[derive(Clone)]
+pub struct GpuContext {
+    pub(crate) shared: Arc<Shared>,
+    binding_limit: u64,
+}
+
+fn device_rank(t: wgpu::DeviceType) -> u8 {
+    match t {
+        wgpu::DeviceType::DiscreteGpu => 4,
+        wgpu::DeviceType::IntegratedGpu => 3,
+        wgpu::DeviceType::VirtualGpu => 2,
+        wgpu::DeviceType::Other => 1,
+        wgpu::DeviceType::Cpu => 0,
+    }
+}
+
+impl GpuContext {
+    /// Opens the best Vulkan adapter. A CPU-type adapter counts only when
+    /// `MTMD_GPU_ALLOW_CPU_ADAPTER=1`. Never panics: no adapter is an `Err`.
+    pub fn new() -> Result<Self> {
+        let allow_cpu = std::env::var(ALLOW_CPU_ADAPTER_ENV).is_ok_and(|v| v == "1");
+        let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
+        desc.backends = wgpu::Backends::VULKAN;
+        desc.flags = wgpu::InstanceFlags::from_build_config().with_env();
+        let instance = wgpu::Instance::new(desc);
+        let adapters = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::VULKAN));
+        if adapters.is_empty() {
+            return Err(TensorError::Gpu("no Vulkan adapter found".into()));
+        }
+        let software: Vec<String> = adapters
+            .iter()
+            .map(|a| a.get_info())
+            .filter(|i| i.device_type == wgpu::DeviceType::Cpu)
+            .map(|i| i.name)
+            .collect();
+        let Some(adapter) = adapters
+            .into_iter()
+            .filter(|a| allow_cpu || a.get_info().device_type != wgpu::DeviceType::Cpu)
+            .max_by_key(|a| device_rank(a.get_info().device_type))
+        else {
+            return Err(TensorError::Gpu(format!(
+                "only a software Vulkan adapter ({}) was found; set {ALLOW_CPU_ADAPTER_ENV}=1 to use it",
+                software.join(", ")
+            )));
+        };
+        let info = adapter.get_info();
+        let limits = adapter.limits();
+        // unpack2x16float (f16 weights and block scales) needs it; WebGPU-compliant adapters have it.
+        if !adapter
+            .get_downlevel_capabilities()
+            .flags
+            .contains(wgpu::DownlevelFlags::SHADER_F16_IN_F32)
+        {
+            return Err(TensorError::Gpu(format!(
+                "{} cannot unpack f16 in shaders",
+                info.name
+            )));
+        }
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("mtmd"),
+            required_features: wgpu::Features::empty(),
+            required_limits: limits.clone(),
+            experimental_features: wgpu::ExperimentalFeatures::disabled(),
+            memory_hints: wgpu::MemoryHints::Performance,
+            trace: wgpu::Trace::Off,
+        }))
+        .map_err(|e| TensorError::Gpu(format!("opening {}: {e}", info.name)))?;
+        // Ops check their own errors with error scopes; anything else is a bug worth a line on
+        // stderr, not a panic in a library.
+        device.on_uncaptured_error(Arc::new(|e| {
+            eprintln!("mtmd gpu: uncaptured wgpu error: {e}")
+        }));
+        let max_binding = limits
+            .max_storage_buffer_binding_size
+            .min(limits.max_buffer_size);
+        let shared = Shared {
+            device,
+            queue,
+            info,
+            pool: BufferPool::new(POOL_CACHE_BYTES),
+            pipelines: Mutex::new(HashMap::new()),
+            offset_align: u64::from(limits.min_storage_buffer_offset_alignment),
+            max_workgroups: limits.max_compute_workgroups_per_dimension,
+            max_binding,
+        };
+        Ok(Self {
+            shared: Arc::new(shared),
+            binding_limit: max_binding,
+        })
+    }
+
+    /// The adapter's name, e.g. `llvmpipe (LLVM 15.0.6, 256 bits)`.
+    pub fn adapter_name(&self) -> &str {
+        &self.shared.info.name
+    }
+
+    pub fn adapter_info(&self) -> &wgpu::AdapterInfo {
+        &self.shared.info
+    }
+
+    /// Largest storage binding the ops use, in bytes.
+    pub fn binding_limit(&self) -> u64 {
+        self.binding_limit
+    }
+
+    /// The same device, but ops split tensors as if one binding could hold only `bytes`
+    /// (clamped to the device limit). Tests use it to exercise the split paths on small data.
+    pub fn with_binding_limit(&self, bytes: u64) -> Self {
+        Self {
+            shared: self.shared.clone(),
+            binding_limit: bytes.min(self.shared.max_binding),
+        }
+    }
+
+    pub fn pool_stats(&self) -> PoolStats {
+        self.shared.pool.stats()
+    }
+
+    /// Whether both handles drive the same device (buffers can be mixed).
+    pub fn same_device(&self, other: &GpuContext) -> bool {
+        Arc::ptr_eq(&self.shared, &other.shared)
+    }
+
+    pub(crate) fn offset_align(&self) -> u64 {
+        self.shared.offset_align
+    }
+
+    pub(crate) fn max_workgroups(&self) -> u32 {
+        self.shared.max_workgroups
+    }
+
+    pub(crate) fn device(&self) -> &wgpu::Device {
+        &self.shared.device
+    }
+
+    /// An uninitialised device buffer for `len` bytes of tensor data.
+    pub(crate) fn alloc(&self, len: usize) -> Result<GpuBuffer> {
+        let padded = (len as u64).div_ceil(4).max(1) * 4;
+        let max = self.shared.device.limits().max_buffer_size;
+        if padded > max {
+            return Err(TensorError::Gpu(format!(
+                "a tensor of {len} bytes is larger than the device's {max}-byte buffer limit"
+            )));
+        }
+        let buffer = self.capture(|| {
+            Ok(self
+                .shared
+                .pool
+                .take(&self.shared.device, padded, BufferKind::Storage))
+        })?;
+        Ok(GpuBuffer::new(self.clone(), buffer, len))
+    }
+
+    /// Copies `bytes` into a new device buffer.
+    pub fn upload(&self, bytes: &[u8]) -> Result<GpuBuffer> {
+        let buf = self.alloc(bytes.len())?;
+        // Queue writes must be whole 4-byte words: write the aligned part, then a padded tail.
+        let whole = bytes.len() / 4 * 4;
+        if whole > 0 {
+            self.shared
+                .queue
+                .write_buffer(buf.raw(), 0, &bytes[..whole]);
+        }
+        if whole < bytes.len() {
+            let mut tail = [0u8; 4];
+            tail[..bytes.len() - whole].copy_from_slice(&bytes[whole..]);
+            self.shared
+                .queue
+                .write_buffer(buf.raw(), whole as u64, &tail);
+        }
+        Ok(buf)
+    }
+
+    /// Copies a buffer's tensor bytes back to the host (waits for queued work).
+    pub(crate) fn download(&self, buf: &GpuBuffer) -> Result<Vec<u8>> {
+        let len = buf.len_bytes();
+        if len == 0 {
+            return Ok(Vec::new());
+        }
+        let padded = (len as u64).div_ceil(4) * 4;
+        let shared = &self.shared;
+        let staging = self.capture(|| {
+            let staging = shared
+                .pool
+                .take(&shared.device, padded, BufferKind::Readback);
+            let mut encoder = shared.device.create_command_encoder(&Default::default());
+            encoder.copy_buffer_to_buffer(buf.raw(), 0, &staging, 0, padded);
+            shared.queue.submit([encoder.finish()]);
+            Ok(staging)
+        })?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        staging.map_async(wgpu::MapMode::Read, ..padded, move |r| {
+            let _ = tx.send(r);
+        });
+        shared
+            .device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| TensorError::Gpu(format!("waiting for a download: {e}")))?;
+        rx.recv()
+            .map_err(|_| TensorError::Gpu("download callback never ran".into()))?
+            .map_err(|e| TensorError::Gpu(format!("mapping a download: {e}")))?;
+        let out = {
+            let view = staging
+                .get_mapped_range(..padded)
+                .map_err(|e| TensorError::Gpu(format!("reading a download: {e}")))?;
+            view[..len].to_vec()
+        };
+        staging.unmap();
+        shared.pool.give_back(staging, BufferKind::Readback);
+        Ok(out)
+    }
+
+    /// The compiled pipeline for `entry` of shader `shader` with override `constants`, built
+    /// once per variant.
+    pub(crate) fn pipeline(
+        &self,
+        shader: &'static str,
+        entry: &'static str,
+        constants: &[(&'static str, f64)],
+    ) -> Result<Arc<Pipeline>> {
+        let key = format!("{shader}:{entry}:{constants:?}");
+        let mut cache = self
+            .shared
+            .pipelines
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(p) = cache.get(&key) {
+            return Ok(p.clone());
+        }
+        let built =
+            self.capture(|| pipelines::build(&self.shared.device, shader, entry, constants))?;
+        let built = Arc::new(built);
+        cache.insert(key, built.clone());
+        Ok(built)
+    }
+
+    /// Runs `f` inside validation and out-of-memory error scopes, turning captured wgpu errors
+    /// into `Err` instead of the default panic.
+    pub(crate) fn capture<T>(&self, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        let device = &self.shared.device;
+        let oom = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let validation = device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let value = f();
+        let validation_error = pollster::block_on(validation.pop());
+        let oom_error = pollster::block_on(oom.pop());
+        if let Some(e) = validation_error.or(oom_error) {
+            return Err(TensorError::Gpu(e.to_string()));
+        }
+        value
+    }
+}
+
+impl std::fmt::Debug for GpuContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "GpuContext({}, {:?})",
+            self.shared.info.name, self.shared.info.backend
+        )
+    }
+}

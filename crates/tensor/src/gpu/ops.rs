@@ -1,0 +1,318 @@
+//! Tensor-level ops on GPU tensors: the same contracts as `tensor::ops` (each op's scalar
+//! reference), for operands in `Storage::Gpu` on one device. Results stay on the GPU.
+//!
+//! Activations are f32; matmul weights may be f32, f16, Q8_0 or Q4_0 (decoded in the shader).
+//! Anything else is `Err(Unsupported)`, which callers treat as "run it on the CPU"; ask
+//! [`supports`] first to avoid the round trip.
+
+use super::kernels::{self, RopeShape};
+use super::{GpuBuffer, GpuContext, whole_buffer_check};
+use crate::cpu::rope::{RopeConfig, RopeMode, fill_cache, token_pos};
+use crate::storage::Storage;
+use crate::{DType, Result, Tensor, TensorError};
+
+/// The ops this backend runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GpuOp {
+    Matmul,
+    Add,
+    Mul,
+    RmsNorm,
+    Softmax,
+    Rope,
+    GeluTanh,
+    GeluErf,
+    GeluQuick,
+    Silu,
+}
+
+/// Whether `op` runs on the GPU for an operand of `dtype` (the weight's for matmul, the
+/// activation's otherwise).
+pub fn supports(op: GpuOp, dtype: DType) -> bool {
+    match op {
+        GpuOp::Matmul => kernels::weight_type_constant(dtype).is_some(),
+        _ => dtype == DType::F32,
+    }
+}
+
+/// The buffer of a whole GPU tensor.
+fn buffer<'a>(t: &'a Tensor, op: &'static str) -> Result<&'a GpuBuffer> {
+    let Storage::Gpu(buf) = t.storage() else {
+        return Err(TensorError::Unsupported {
+            op,
+            dtype: t.dtype(),
+            backend: "gpu (operand on host)",
+        });
+    };
+    whole_buffer_check(t, buf, op)?;
+    Ok(buf)
+}
+
+/// The buffer of a whole f32 GPU tensor on the same device as `ctx`.
+fn f32_buffer<'a>(t: &'a Tensor, ctx: &GpuContext, op: &'static str) -> Result<&'a GpuBuffer> {
+    if t.dtype() != DType::F32 {
+        return Err(TensorError::Unsupported {
+            op,
+            dtype: t.dtype(),
+            backend: "gpu",
+        });
+    }
+    let buf = buffer(t, op)?;
+    if !buf.context().same_device(ctx) {
+        return Err(TensorError::Gpu(format!(
+            "{op}: operands live on different GPU devices"
+        )));
+    }
+    Ok(buf)
+}
+
+/// A new f32 GPU tensor of `shape` on `ctx`, to be filled by a kernel.
+fn output(ctx: &GpuContext, shape: &[usize]) -> Result<(Tensor, GpuBuffer)> {
+    let numel: usize = shape.iter().product();
+    let buf = ctx.alloc(numel * 4)?;
+    let t = Tensor::new(DType::F32, shape, Storage::Gpu(buf.clone()))?;
+    Ok((t, buf))
+}
+
+fn mismatch(op: &'static str, detail: String) -> TensorError {
+    TensorError::ShapeMismatch { op, detail }
+}
+
+/// `x · wᵀ` (as `ops::matmul::matmul`): x is `[.., k]` f32, w is `[m, k]` (f32, f16, Q8_0
+/// or Q4_0); the result `[.., m]`.
+pub fn matmul(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    let wb = buffer(w, "matmul")?;
+    let ctx = wb.context();
+    let xb = f32_buffer(x, ctx, "matmul")?;
+    let &[m, k] = w.shape() else {
+        return Err(mismatch(
+            "matmul",
+            format!("weight must be [m, k], got {:?}", w.shape()),
+        ));
+    };
+    if x.shape().last() != Some(&k) {
+        return Err(mismatch(
+            "matmul",
+            format!("x {:?} against weight {:?}", x.shape(), w.shape()),
+        ));
+    }
+    let n: usize = x.shape()[..x.rank() - 1].iter().product();
+    let mut shape = x.shape().to_vec();
+    if let Some(last) = shape.last_mut() {
+        *last = m;
+    }
+    let (out, ob) = output(ctx, &shape)?;
+    kernels::matmul(wb, w.dtype(), m, k, xb, n, &ob)?;
+    Ok(out)
+}
+
+/// Whether `b` broadcast over `shape` is one block repeated: its dimensions, leading 1s
+/// dropped, are a suffix of `shape`.
+fn repeats_over(b: &[usize], shape: &[usize]) -> bool {
+    let inner: Vec<usize> = b.iter().copied().skip_while(|&d| d == 1).collect();
+    shape.ends_with(&inner)
+}
+
+/// Element-wise binary op with numpy broadcasting, for the case ggml uses: `b` repeated over
+/// `a` (other broadcasts are `Unsupported`, for the CPU to do).
+fn binary(entry: &'static str, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    let ab = buffer(a, entry)?;
+    let ctx = ab.context();
+    let ab = f32_buffer(a, ctx, entry)?;
+    let bb = f32_buffer(b, ctx, entry)?;
+    if !repeats_over(b.shape(), a.shape()) {
+        return Err(TensorError::Unsupported {
+            op: entry,
+            dtype: b.dtype(),
+            backend: "gpu (this broadcast)",
+        });
+    }
+    // Extra leading 1s of b still widen the result's rank (numpy rules).
+    let mut shape = vec![1; b.rank().saturating_sub(a.rank())];
+    shape.extend_from_slice(a.shape());
+    let (out, ob) = output(ctx, &shape)?;
+    kernels::binary(entry, ab, a.numel(), bb, b.numel(), &ob)?;
+    Ok(out)
+}
+
+/// `a + b` (b broadcast over rows, see `binary`).
+pub fn add(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    binary("add", a, b)
+}
+
+/// `a * b` element-wise (b broadcast over rows).
+pub fn mul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    binary("mul", a, b)
+}
+
+fn unary(entry: &'static str, x: &Tensor) -> Result<Tensor> {
+    let ctx = buffer(x, entry)?.context();
+    let xb = f32_buffer(x, ctx, entry)?;
+    let (out, ob) = output(ctx, x.shape())?;
+    kernels::unary(entry, xb, x.numel(), &ob)?;
+    Ok(out)
+}
+
+/// GELU, tanh approximation.
+pub fn gelu_tanh(x: &Tensor) -> Result<Tensor> {
+    unary("gelu_tanh", x)
+}
+
+/// GELU with the exact erf.
+pub fn gelu_erf(x: &Tensor) -> Result<Tensor> {
+    unary("gelu_erf", x)
+}
+
+/// `x * sigmoid(1.702 x)`.
+pub fn gelu_quick(x: &Tensor) -> Result<Tensor> {
+    unary("gelu_quick", x)
+}
+
+/// `x * sigmoid(x)`.
+pub fn silu(x: &Tensor) -> Result<Tensor> {
+    unary("silu", x)
+}
+
+/// Rows of the last dimension and their length.
+fn rows_cols(x: &Tensor) -> (usize, usize) {
+    let cols = x.shape().last().copied().unwrap_or(1);
+    (x.numel() / cols.max(1), cols)
+}
+
+/// `x / sqrt(mean(x²) + eps) * w` per row; `w` has one value per column.
+pub fn rms_norm(x: &Tensor, w: Option<&Tensor>, eps: f32) -> Result<Tensor> {
+    let ctx = buffer(x, "rms_norm")?.context();
+    let xb = f32_buffer(x, ctx, "rms_norm")?;
+    let (rows, cols) = rows_cols(x);
+    let wb = match w {
+        Some(w) if w.numel() != cols => {
+            return Err(mismatch(
+                "rms_norm",
+                format!("weight {:?} for rows of {cols}", w.shape()),
+            ));
+        }
+        Some(w) => Some(f32_buffer(w, ctx, "rms_norm")?),
+        None => None,
+    };
+    let (out, ob) = output(ctx, x.shape())?;
+    kernels::rms_norm(xb, rows, cols, wb, eps, &ob)?;
+    Ok(out)
+}
+
+/// `softmax(x * scale + mask)` per row (as `ops::softmax::softmax`). The mask must repeat
+/// over x whole (e.g. `[n_q, n_kv]` for `[n_head, n_q, n_kv]`); other broadcasts are
+/// `Unsupported`. Mask values <= -1e30 (incl. -inf) exclude a column; a row with none left
+/// becomes zeros.
+pub fn softmax(x: &Tensor, mask: Option<&Tensor>, scale: f32) -> Result<Tensor> {
+    let ctx = buffer(x, "softmax")?.context();
+    let xb = f32_buffer(x, ctx, "softmax")?;
+    let (rows, cols) = rows_cols(x);
+    if cols == 0 {
+        return Err(mismatch(
+            "softmax",
+            format!("no rows in shape {:?}", x.shape()),
+        ));
+    }
+    let mask = match mask {
+        Some(m) if m.rank() > x.rank() || !repeats_over(m.shape(), x.shape()) => {
+            return Err(TensorError::Unsupported {
+                op: "softmax",
+                dtype: m.dtype(),
+                backend: "gpu (this mask broadcast)",
+            });
+        }
+        Some(m) if m.shape().last() != Some(&cols) => {
+            return Err(TensorError::Unsupported {
+                op: "softmax",
+                dtype: m.dtype(),
+                backend: "gpu (mask broadcast along rows)",
+            });
+        }
+        Some(m) => Some((f32_buffer(m, ctx, "softmax")?, m.numel() / cols)),
+        None => None,
+    };
+    let (out, ob) = output(ctx, x.shape())?;
+    kernels::softmax(xb, rows, cols, scale, mask, &ob)?;
+    Ok(out)
+}
+
+/// Rope of `x` (`[n_tokens, n_heads, head_dim]` f32) for every mode of [`RopeMode`];
+/// `positions` as for `cpu::rope`. The angles are computed on the host exactly as the CPU
+/// kernel does, so both backends rotate by the same cos/sin.
+pub fn rope(x: &Tensor, positions: &[i32], cfg: &RopeConfig) -> Result<Tensor> {
+    let ctx = buffer(x, "rope")?.context();
+    let xb = f32_buffer(x, ctx, "rope")?;
+    let &[n_tokens, n_heads, head_dim] = x.shape() else {
+        return Err(mismatch(
+            "rope",
+            format!("x must be [tokens, heads, head_dim], got {:?}", x.shape()),
+        ));
+    };
+    check_rope(n_tokens, head_dim, positions.len(), cfg)?;
+    let (entry, n_pairs) = match cfg.mode {
+        RopeMode::Normal => ("rope_normal", cfg.n_dims / 2),
+        RopeMode::Vision { .. } => ("rope_neox", head_dim / 2),
+        _ => ("rope_neox", cfg.n_dims / 2),
+    };
+    // (cos, sin) per token and pair; one dummy pair per token when nothing rotates.
+    let row = n_pairs.max(1);
+    let mut table = vec![0f32; n_tokens * row * 2];
+    let mut cache = vec![(0f32, 0f32); n_pairs];
+    for t in 0..n_tokens {
+        fill_cache(
+            cfg,
+            token_pos(&cfg.mode, positions, n_tokens, t),
+            &mut cache,
+        );
+        for (i, &(c, s)) in cache.iter().enumerate() {
+            table[(t * row + i) * 2] = c;
+            table[(t * row + i) * 2 + 1] = s;
+        }
+    }
+    let tb = ctx.upload(bytemuck::cast_slice(&table))?;
+    let (out, ob) = output(ctx, x.shape())?;
+    let shape = RopeShape {
+        n_tokens,
+        n_heads,
+        head_dim,
+        n_pairs,
+    };
+    kernels::rope(entry, xb, &tb, shape, &ob)?;
+    Ok(out)
+}
+
+/// The agreements `cpu::rope` asserts, as errors.
+fn check_rope(n_tokens: usize, head_dim: usize, n_pos: usize, cfg: &RopeConfig) -> Result<()> {
+    if cfg.n_dims % 2 != 0 || cfg.n_dims > head_dim {
+        return Err(mismatch(
+            "rope",
+            format!(
+                "n_dims {} must be even and <= head_dim {head_dim}",
+                cfg.n_dims
+            ),
+        ));
+    }
+    if matches!(cfg.mode, RopeMode::Vision { .. }) && cfg.n_dims * 2 != head_dim {
+        return Err(mismatch(
+            "rope",
+            format!(
+                "vision rope needs n_dims == head_dim / 2, got {}",
+                cfg.n_dims
+            ),
+        ));
+    }
+    if n_pos != n_tokens * cfg.mode.positions_per_token() {
+        return Err(mismatch(
+            "rope",
+            format!("{n_tokens} tokens, {n_pos} positions for {:?}", cfg.mode),
+        ));
+    }
+    if let RopeMode::MultiSection { sections }
+    | RopeMode::Vision { sections }
+    | RopeMode::Imrope { sections } = cfg.mode
+        && sections.iter().sum::<usize>() == 0
+    {
+        return Err(mismatch("rope", "all rope sections are zero".into()));
+    }
+    Ok(())
+}

@@ -1,0 +1,195 @@
+//! Scaled dot-product attention with a position mask, GQA and an optional soft cap.
+//!
+//! Contract: for query `i`, head `h` (KV head `g = h / (n_head / n_kv_head)`):
+//! `s_j = scale · q_ih·k_jg`, then `s_j = c · tanh(s_j / c)` with a soft cap `c`, then
+//! `s_j = -inf` where [`AttnMask::visible`] is false; `out_ih = Σ_j softmax(s)_j · v_jg`,
+//! and 0 when no key is visible.
+
+use crate::cpu::attention::{AttnMask, AttnParams, KvData};
+use crate::{DType, Result, Tensor, TensorError};
+
+fn mismatch(detail: String) -> TensorError {
+    TensorError::ShapeMismatch {
+        op: "attention",
+        detail,
+    }
+}
+
+/// Checks that `t` holds `rows × heads × d` values with `rows` outermost.
+fn check_rows(name: &str, t: &Tensor, rows: usize, heads: usize, d: usize) -> Result<()> {
+    let ok = t.shape().first() == Some(&rows) && t.numel() == rows * heads * d;
+    if !ok {
+        return Err(mismatch(format!(
+            "{name} must be [{rows}, {heads}, {d}] (or [{rows}, {}]), got {:?}",
+            heads * d,
+            t.shape()
+        )));
+    }
+    Ok(())
+}
+
+/// Attention over tensors: `q` `[n_q, n_head, d]` (any float dtype), `k`/`v`
+/// `[n_kv, n_kv_head, d]` in f32 or f16 (other dtypes are converted to f32); the result has
+/// `q`'s shape in f32. `n_q`/`n_kv` come from the mask's position slices.
+pub fn attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    mask: &AttnMask,
+    p: &AttnParams,
+) -> Result<Tensor> {
+    let (n_q, n_kv, d) = (mask.n_q(), mask.n_kv(), p.head_dim);
+    if p.n_kv_head == 0 || p.n_head % p.n_kv_head != 0 {
+        return Err(mismatch(format!(
+            "n_head {} is not a multiple of n_kv_head {}",
+            p.n_head, p.n_kv_head
+        )));
+    }
+    check_rows("q", q, n_q, p.n_head, d)?;
+    check_rows("k", k, n_kv, p.n_kv_head, d)?;
+    check_rows("v", v, n_kv, p.n_kv_head, d)?;
+    for (name, g, n) in [
+        ("q_group", mask.q_group, n_q),
+        ("k_group", mask.k_group, n_kv),
+    ] {
+        if let Some(g) = g
+            && g.len() != n
+        {
+            return Err(mismatch(format!(
+                "{name} has {} ids for {n} tokens",
+                g.len()
+            )));
+        }
+    }
+
+    let qd = q.to_f32_vec()?;
+    let (kd, vd) = (OwnedKv::of(k)?, OwnedKv::of(v)?);
+    let mut out = vec![0f32; qd.len()];
+    crate::cpu::attention(&qd, kd.view(), vd.view(), mask, p, &mut out);
+    Tensor::from_f32(q.shape(), &out)
+}
+
+/// K or V as the kernel reads it: f16 host tensors stay f16, everything else becomes f32.
+enum OwnedKv {
+    F32(Vec<f32>),
+    F16(Vec<half::f16>),
+}
+
+impl OwnedKv {
+    fn of(t: &Tensor) -> Result<Self> {
+        if t.dtype() != DType::F16 || t.storage().host_bytes().is_none() {
+            return Ok(OwnedKv::F32(t.to_f32_vec()?));
+        }
+        // Copied value by value, so the storage's alignment never matters.
+        let t = t.contiguous()?;
+        let bytes = t.host_bytes()?;
+        Ok(OwnedKv::F16(
+            bytes
+                .chunks_exact(2)
+                .map(|b| half::f16::from_le_bytes([b[0], b[1]]))
+                .collect(),
+        ))
+    }
+
+    fn view(&self) -> KvData<'_> {
+        match self {
+            OwnedKv::F32(x) => KvData::F32(x),
+            OwnedKv::F16(x) => KvData::F16(x),
+        }
+    }
+}
+
+/// The explicit `n_q × n_kv` visibility matrix of a mask (row-major).
+pub fn mask_matrix(mask: &AttnMask) -> Vec<bool> {
+    let mut m = Vec::with_capacity(mask.n_q() * mask.n_kv());
+    for i in 0..mask.n_q() {
+        for j in 0..mask.n_kv() {
+            m.push(mask.visible(i, j));
+        }
+    }
+    m
+}
+
+/// Scalar reference: materialises the score matrix with an explicit mask matrix, in f64.
+pub fn reference(q: &[f32], k: &[f32], v: &[f32], mask: &AttnMask, p: &AttnParams) -> Vec<f32> {
+    let (n_q, n_kv, d) = (mask.n_q(), mask.n_kv(), p.head_dim);
+    let group = p.n_head / p.n_kv_head;
+    let visible = mask_matrix(mask);
+    let mut out = vec![0f32; n_q * p.n_head * d];
+    let mut s = vec![0f64; n_kv];
+    for i in 0..n_q {
+        for h in 0..p.n_head {
+            let g = h / group;
+            let qi = &q[(i * p.n_head + h) * d..][..d];
+            let mut max = f64::NEG_INFINITY;
+            for j in 0..n_kv {
+                let kj = &k[(j * p.n_kv_head + g) * d..][..d];
+                let dot: f64 = qi.iter().zip(kj).map(|(a, b)| *a as f64 * *b as f64).sum();
+                let mut x = dot * p.scale as f64;
+                if let Some(c) = p.softcap.filter(|&c| c != 0.0) {
+                    x = c as f64 * (x / c as f64).tanh();
+                }
+                s[j] = if visible[i * n_kv + j] {
+                    x
+                } else {
+                    f64::NEG_INFINITY
+                };
+                max = max.max(s[j]);
+            }
+            if max == f64::NEG_INFINITY {
+                continue;
+            }
+            let total: f64 = s.iter().map(|x| (x - max).exp()).sum();
+            let o = &mut out[(i * p.n_head + h) * d..][..d];
+            for j in 0..n_kv {
+                let w = (s[j] - max).exp() / total;
+                let vj = &v[(j * p.n_kv_head + g) * d..][..d];
+                for (o, x) in o.iter_mut().zip(vj) {
+                    *o = (*o as f64 + w * *x as f64) as f32;
+                }
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tensor_op_matches_reference_with_f16_kv() {
+        let (n_q, n_kv, nh, nkv, d) = (3, 5, 4, 2, 8);
+        let f = |n: usize, s: f32| (0..n).map(|i| (i as f32 * s).sin()).collect::<Vec<_>>();
+        let qd = f(n_q * nh * d, 0.7);
+        let kd = f(n_kv * nkv * d, 1.3);
+        let vd = f(n_kv * nkv * d, 0.4);
+        let qp = [2, 3, 4];
+        let kp = [0, 1, 2, 3, 4];
+        let mask = AttnMask::causal(&qp, &kp);
+        let p = AttnParams {
+            n_kv_head: nkv,
+            ..AttnParams::mha(nh, d)
+        };
+        let to16 = |x: &[f32]| -> Vec<f32> {
+            x.iter().map(|&v| half::f16::from_f32(v).to_f32()).collect()
+        };
+        let bytes16 = |x: &[f32]| -> Vec<u8> {
+            x.iter()
+                .flat_map(|&v| half::f16::from_f32(v).to_le_bytes())
+                .collect()
+        };
+        let q = Tensor::from_f32(&[n_q, nh, d], &qd).unwrap();
+        let mk = |x: &[f32]| {
+            let st = crate::Storage::Host(crate::HostBytes::from_bytes(&bytes16(x)));
+            Tensor::new(DType::F16, &[n_kv, nkv, d], st).unwrap()
+        };
+        let got = attention(&q, &mk(&kd), &mk(&vd), &mask, &p).unwrap();
+        let want = reference(&qd, &to16(&kd), &to16(&vd), &mask, &p);
+        for (a, b) in got.as_f32().unwrap().iter().zip(&want) {
+            assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+        }
+        let bad = Tensor::from_f32(&[n_q, nh, d + 1], &f(n_q * nh * (d + 1), 1.0)).unwrap();
+        assert!(attention(&bad, &mk(&kd), &mk(&vd), &mask, &p).is_err());
+    }
+}

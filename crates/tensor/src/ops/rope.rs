@@ -1,0 +1,192 @@
+//! Rotary position embedding over a `[n_tokens, n_heads, head_dim]` tensor.
+//!
+//! Contract (ggml-cpu's `rope`, YaRN mix off): pair `i` of a token with position component
+//! `p` is rotated by `freq_scale * (theta_i / freq_factor_i)` where `theta_0 = p` and
+//! `theta_{i+1} = theta_i * base^(-2/n_dims)` in f32; `cos`/`sin` are scaled by `attn_factor`.
+//! See [`RopeMode`] for which dimensions pair up and which component `p` is.
+
+use crate::cpu::rope::{RopeConfig, RopeMode};
+use crate::{Result, Tensor, TensorError};
+
+fn mismatch(detail: String) -> TensorError {
+    TensorError::ShapeMismatch { op: "rope", detail }
+}
+
+/// Checks the shape/config/positions agreement that the kernel asserts.
+fn validate(shape: &[usize], n_pos: usize, cfg: &RopeConfig) -> Result<(usize, usize, usize)> {
+    let &[n_tokens, n_heads, head_dim] = shape else {
+        return Err(mismatch(format!(
+            "x must be [tokens, heads, head_dim], got {shape:?}"
+        )));
+    };
+    if cfg.n_dims % 2 != 0 || cfg.n_dims > head_dim {
+        return Err(mismatch(format!(
+            "n_dims {} must be even and <= head_dim {head_dim}",
+            cfg.n_dims
+        )));
+    }
+    if matches!(cfg.mode, RopeMode::Vision { .. }) && cfg.n_dims * 2 != head_dim {
+        return Err(mismatch(format!(
+            "vision rope needs n_dims == head_dim / 2, got {} and {head_dim}",
+            cfg.n_dims
+        )));
+    }
+    let per_token = cfg.mode.positions_per_token();
+    if n_pos != n_tokens * per_token {
+        return Err(mismatch(format!(
+            "{n_tokens} tokens need {} positions for {:?}, got {n_pos}",
+            n_tokens * per_token,
+            cfg.mode
+        )));
+    }
+    if let RopeMode::MultiSection { sections }
+    | RopeMode::Vision { sections }
+    | RopeMode::Imrope { sections } = cfg.mode
+        && sections.iter().sum::<usize>() == 0
+    {
+        return Err(mismatch("all rope sections are zero".into()));
+    }
+    Ok((n_tokens, n_heads, head_dim))
+}
+
+/// Rope of `x` (`[n_tokens, n_heads, head_dim]`, any float dtype) into a new f32 tensor.
+pub fn rope(x: &Tensor, positions: &[i32], cfg: &RopeConfig) -> Result<Tensor> {
+    let (n_tokens, n_heads, head_dim) = validate(x.shape(), positions.len(), cfg)?;
+    let mut data = x.to_f32_vec()?;
+    crate::cpu::rope(&mut data, n_tokens, n_heads, head_dim, positions, cfg);
+    Tensor::from_f32(x.shape(), &data)
+}
+
+/// Which position component (0 t, 1 h, 2 w, 3 e) drives pair `i`, and how many angle steps
+/// it is from the start of its sequence.
+fn component_and_steps(mode: &RopeMode, i: usize) -> (usize, usize) {
+    match *mode {
+        RopeMode::Normal | RopeMode::Neox => (0, i),
+        RopeMode::MultiSection { sections: s } => {
+            let sector = i % s.iter().sum::<usize>();
+            let c = if sector < s[0] {
+                0
+            } else if sector < s[0] + s[1] {
+                1
+            } else if sector < s[0] + s[1] + s[2] {
+                2
+            } else {
+                3
+            };
+            (c, i)
+        }
+        RopeMode::Imrope { sections: s } => {
+            let sector = i % s.iter().sum::<usize>();
+            let c = match sector % 3 {
+                1 if sector < 3 * s[1] => 1,
+                2 if sector < 3 * s[2] => 2,
+                0 if sector < 3 * s[0] => 0,
+                _ => 3,
+            };
+            (c, i)
+        }
+        RopeMode::Vision { sections: s } => {
+            // Sections restart their angle sequence; the restart points are the section
+            // starts (a zero-sized section shares its start with the next one and the first
+            // of them wins, as in ggml).
+            let sector = i % s.iter().sum::<usize>();
+            let starts = [0, s[0], s[0] + s[1], s[0] + s[1] + s[2]];
+            let c = if sector < s[0] {
+                0
+            } else if sector < starts[2] {
+                1
+            } else if sector < starts[3] {
+                2
+            } else {
+                3
+            };
+            // The running angle of component c was last reset at the latest pair j <= i whose
+            // sector is a start owned by c.
+            let owner = |sector: usize| (0..4).find(|&k| starts[k] == sector);
+            let mut last_reset = None;
+            for j in (0..=i).rev() {
+                if owner(j % s.iter().sum::<usize>()) == Some(c) {
+                    last_reset = Some(j);
+                    break;
+                }
+            }
+            (c, last_reset.map_or(i, |j| i - j))
+        }
+    }
+}
+
+/// Scalar reference: the plain definition, one element pair at a time.
+pub fn reference(
+    x: &[f32],
+    n_tokens: usize,
+    n_heads: usize,
+    head_dim: usize,
+    positions: &[i32],
+    cfg: &RopeConfig,
+) -> Vec<f32> {
+    let mut y = x.to_vec();
+    let theta_scale = cfg.freq_base.powf(-2.0 / cfg.n_dims as f32);
+    let (n_pairs, offset, stride) = match cfg.mode {
+        RopeMode::Normal => (cfg.n_dims / 2, 1, 2),
+        RopeMode::Vision { .. } => (head_dim / 2, cfg.n_dims, 1),
+        _ => (cfg.n_dims / 2, cfg.n_dims / 2, 1),
+    };
+    for t in 0..n_tokens {
+        for h in 0..n_heads {
+            let head = (t * n_heads + h) * head_dim;
+            for i in 0..n_pairs {
+                let (c, steps) = component_and_steps(&cfg.mode, i);
+                let p = if cfg.mode.positions_per_token() == 1 {
+                    positions[t]
+                } else {
+                    positions[c * n_tokens + t]
+                };
+                let mut theta = p as f32;
+                for _ in 0..steps {
+                    theta *= theta_scale;
+                }
+                let ff = cfg
+                    .freq_factors
+                    .as_ref()
+                    .and_then(|f| f.get(i).copied())
+                    .unwrap_or(1.0);
+                let theta = cfg.freq_scale * (theta / ff);
+                let (cos, sin) = (theta.cos() * cfg.attn_factor, theta.sin() * cfg.attn_factor);
+                let a = head + i * stride;
+                let b = a + offset;
+                let (x0, x1) = (x[a], x[b]);
+                y[a] = x0 * cos - x1 * sin;
+                y[b] = x0 * sin + x1 * cos;
+            }
+        }
+    }
+    y
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tensor_op_matches_reference_and_checks_shapes() {
+        let cfg = RopeConfig::new(RopeMode::Neox, 4, 10000.0);
+        let data: Vec<f32> = (0..2 * 3 * 6).map(|v| (v as f32 * 0.37).sin()).collect();
+        let x = Tensor::from_f32(&[2, 3, 6], &data).unwrap();
+        let y = rope(&x, &[4, 9], &cfg).unwrap();
+        assert_eq!(
+            y.as_f32().unwrap(),
+            reference(&data, 2, 3, 6, &[4, 9], &cfg).as_slice()
+        );
+        assert!(rope(&x, &[4], &cfg).is_err());
+        let bad = RopeConfig::new(
+            RopeMode::Vision {
+                sections: [1, 1, 0, 0],
+            },
+            4,
+            1e4,
+        );
+        assert!(rope(&x, &[0; 8], &bad).is_err());
+        let x2 = Tensor::from_f32(&[2, 18], &data).unwrap();
+        assert!(rope(&x2, &[4, 9], &cfg).is_err());
+    }
+}

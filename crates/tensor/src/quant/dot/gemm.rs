@@ -1,0 +1,327 @@
+//! AVX-512 VNNI micro-kernels over packed panels: 16 weight rows x up to 8 activation rows.
+//!
+//! Lane r of every vector is weight row r; activation bytes are broadcast 4 at a time, so one
+//! `dpbusd` does 16 rows x 4 levels and no horizontal sums are needed. Per activation column a
+//! tile keeps an i32 accumulator and an f32 accumulator in registers for the whole row.
+//! Integer sums are the scalar reference's exactly; scaling follows the same formulas
+//! (`d_w * d_x * isum`, K-quants `d_w * d_x * isum - dmin_w * d_x * sum(m * bsum)`), only the
+//! f32 rounding order differs.
+#![allow(unsafe_code)]
+
+use std::arch::x86_64::*;
+
+use super::pack::{GemmActs, PANEL_ROWS, Panel, PanelKind};
+use crate::quant::blocks::{QK_K, QK32};
+
+/// Activation columns per register tile.
+pub(super) const TILE_COLS: usize = 8;
+
+/// Computes `out[c][row_off + r] = dot(panel row r, activation column c)` for every column of
+/// `acts` (`out` holds one slice per column) and the panel's valid rows. Returns false (doing
+/// nothing) when the CPU lacks AVX-512 VNNI or the sizes do not fit together.
+pub(super) fn gemm_panel(
+    panel: &Panel,
+    kind: PanelKind,
+    acts: &GemmActs,
+    out: &mut [&mut [f32]],
+    row_off: usize,
+) -> bool {
+    if !super::x86::has_avx512_vnni() || !sizes_fit(panel, kind, acts, out, row_off) {
+        return false;
+    }
+    let mut c0 = 0;
+    while c0 < acts.n {
+        let cols = (acts.n - c0).min(TILE_COLS);
+        // SAFETY: features checked above; `sizes_fit` checked every length the kernels use.
+        unsafe { dispatch(panel, kind, acts, c0, cols, out, row_off) };
+        c0 += cols;
+    }
+    true
+}
+
+fn sizes_fit(p: &Panel, kind: PanelKind, a: &GemmActs, out: &[&mut [f32]], row_off: usize) -> bool {
+    let k = p.k;
+    let lanes = |units: usize| units * PANEL_ROWS;
+    let panel_ok = match kind {
+        PanelKind::Legacy => {
+            k % QK32 == 0 && p.corr.len() == lanes(k / QK32) && p.d.len() == lanes(k / QK32)
+        }
+        PanelKind::KQuant { sub, mins } => {
+            (sub == 16 || sub == 32)
+                && k % QK_K == 0
+                && p.corr.len() == lanes(k / QK_K)
+                && p.d.len() == lanes(k / QK_K)
+                && p.sc.len() == lanes(k / sub)
+                && (!mins
+                    || (p.dmin.len() == lanes(k / QK_K) && p.mins.len() == lanes(k / sub / 2)))
+        }
+    };
+    let per_row_scales = match kind {
+        PanelKind::Legacy => k / QK32,
+        PanelKind::KQuant { .. } => k / QK_K,
+    };
+    let pairs = match kind {
+        PanelKind::KQuant { sub, mins: true } => k / sub / 2,
+        _ => 0,
+    };
+    panel_ok
+        && p.rows <= PANEL_ROWS
+        && p.q.len() == k * PANEL_ROWS
+        && a.k == k
+        && a.xu.len() == a.n * k
+        && a.scales_per_row() == per_row_scales
+        && a.d.len() == a.n * per_row_scales
+        && (pairs == 0 || (a.pairs_per_row() == pairs && a.bsum_pairs.len() == a.n * pairs))
+        && out.len() >= a.n
+        && out.iter().take(a.n).all(|o| o.len() >= row_off + p.rows)
+}
+
+/// Picks the monomorphized tile for the kind and the column count (1..=8).
+#[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn dispatch(
+    p: &Panel,
+    kind: PanelKind,
+    a: &GemmActs,
+    c0: usize,
+    cols: usize,
+    out: &mut [&mut [f32]],
+    row_off: usize,
+) {
+    macro_rules! by_cols {
+        ($tile:ident $(, $g:expr)*) => {
+            match cols {
+                1 => $tile::<1 $(, $g)*>(p, a, c0, out, row_off),
+                2 => $tile::<2 $(, $g)*>(p, a, c0, out, row_off),
+                3 => $tile::<3 $(, $g)*>(p, a, c0, out, row_off),
+                4 => $tile::<4 $(, $g)*>(p, a, c0, out, row_off),
+                5 => $tile::<5 $(, $g)*>(p, a, c0, out, row_off),
+                6 => $tile::<6 $(, $g)*>(p, a, c0, out, row_off),
+                7 => $tile::<7 $(, $g)*>(p, a, c0, out, row_off),
+                _ => $tile::<8 $(, $g)*>(p, a, c0, out, row_off),
+            }
+        };
+    }
+    unsafe {
+        match kind {
+            PanelKind::Legacy => by_cols!(legacy_tile),
+            PanelKind::KQuant {
+                sub: 32,
+                mins: true,
+            } => by_cols!(k_tile, 32, true),
+            PanelKind::KQuant {
+                sub: 32,
+                mins: false,
+            } => by_cols!(k_tile, 32, false),
+            PanelKind::KQuant { sub: _, mins: true } => by_cols!(k_tile, 16, true),
+            PanelKind::KQuant {
+                sub: _,
+                mins: false,
+            } => by_cols!(k_tile, 16, false),
+        }
+    }
+}
+
+/// Broadcast of 4 activation bytes at `p`.
+#[inline(always)]
+unsafe fn bcast4(p: *const u8) -> __m512i {
+    unsafe { _mm512_set1_epi32(std::ptr::read_unaligned(p.cast::<i32>())) }
+}
+
+#[inline(always)]
+unsafe fn store_rows(out: &mut [f32], row_off: usize, rows: usize, v: __m512) {
+    unsafe {
+        let mask: __mmask16 = if rows >= PANEL_ROWS {
+            0xFFFF
+        } else {
+            (1u16 << rows) - 1
+        };
+        _mm512_mask_storeu_ps(out.as_mut_ptr().add(row_off), mask, v);
+    }
+}
+
+#[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn legacy_tile<const C: usize>(
+    p: &Panel,
+    a: &GemmActs,
+    c0: usize,
+    out: &mut [&mut [f32]],
+    row_off: usize,
+) {
+    unsafe {
+        let k = p.k;
+        let blocks = k / QK32;
+        let xs: [*const u8; C] = std::array::from_fn(|c| a.xu.as_ptr().add((c0 + c) * k));
+        let ds: [*const f32; C] = std::array::from_fn(|c| a.d.as_ptr().add((c0 + c) * blocks));
+        let mut f = [_mm512_setzero_ps(); C];
+        for b in 0..blocks {
+            let q = p.q.as_ptr().add(b * QK32 * PANEL_ROWS);
+            let w: [__m512i; 8] = std::array::from_fn(|g| _mm512_loadu_si512(q.add(64 * g).cast()));
+            let corr = _mm512_loadu_si512(p.corr.as_ptr().add(b * PANEL_ROWS).cast());
+            let dw = _mm512_loadu_ps(p.d.as_ptr().add(b * PANEL_ROWS));
+            for c in 0..C {
+                let x = xs[c].add(b * QK32);
+                let mut acc = corr;
+                for (g, w) in w.iter().enumerate() {
+                    acc = _mm512_dpbusd_epi32(acc, bcast4(x.add(4 * g)), *w);
+                }
+                let scale = _mm512_mul_ps(dw, _mm512_set1_ps(*ds[c].add(b)));
+                f[c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc), scale, f[c]);
+            }
+        }
+        for (c, f) in f.into_iter().enumerate() {
+            store_rows(out[c0 + c], row_off, p.rows, f);
+        }
+    }
+}
+
+#[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn k_tile<const C: usize, const SUB: usize, const MINS: bool>(
+    p: &Panel,
+    a: &GemmActs,
+    c0: usize,
+    out: &mut [&mut [f32]],
+    row_off: usize,
+) {
+    unsafe {
+        let k = p.k;
+        let supers = k / QK_K;
+        let subs = QK_K / SUB;
+        let groups = SUB / 4;
+        let pairs = subs / 2;
+        let xs: [*const u8; C] = std::array::from_fn(|c| a.xu.as_ptr().add((c0 + c) * k));
+        let ds: [*const f32; C] = std::array::from_fn(|c| a.d.as_ptr().add((c0 + c) * supers));
+        let mut f = [_mm512_setzero_ps(); C];
+        for sb in 0..supers {
+            let corr = _mm512_loadu_si512(p.corr.as_ptr().add(sb * PANEL_ROWS).cast());
+            let mut acc = [corr; C];
+            for j in 0..subs {
+                let start = sb * QK_K + j * SUB;
+                let q = p.q.as_ptr().add(start * PANEL_ROWS);
+                let w: [__m512i; 8] = std::array::from_fn(|g| {
+                    if g < groups {
+                        _mm512_loadu_si512(q.add(64 * g).cast())
+                    } else {
+                        _mm512_setzero_si512()
+                    }
+                });
+                let sc = _mm512_loadu_si512(p.sc.as_ptr().add((sb * subs + j) * PANEL_ROWS).cast());
+                for c in 0..C {
+                    let x = xs[c].add(start);
+                    let mut s = _mm512_setzero_si512();
+                    for g in 0..groups {
+                        s = _mm512_dpbusd_epi32(s, bcast4(x.add(4 * g)), w[g]);
+                    }
+                    acc[c] = _mm512_add_epi32(acc[c], _mm512_mullo_epi32(s, sc));
+                }
+            }
+            let dw = _mm512_loadu_ps(p.d.as_ptr().add(sb * PANEL_ROWS));
+            for c in 0..C {
+                let dx = _mm512_set1_ps(*ds[c].add(sb));
+                f[c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[c]), _mm512_mul_ps(dw, dx), f[c]);
+                if MINS {
+                    let dmin = _mm512_loadu_ps(p.dmin.as_ptr().add(sb * PANEL_ROWS));
+                    let bp = a.bsum_pairs.as_ptr().add(((c0 + c) * supers + sb) * pairs);
+                    let mut m = _mm512_setzero_si512();
+                    for pp in 0..pairs {
+                        let mins = _mm512_loadu_si512(
+                            p.mins.as_ptr().add((sb * pairs + pp) * PANEL_ROWS).cast(),
+                        );
+                        m = _mm512_dpwssd_epi32(m, mins, _mm512_set1_epi32(*bp.add(pp)));
+                    }
+                    f[c] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(m), _mm512_mul_ps(dmin, dx), f[c]);
+                }
+            }
+        }
+        for (c, f) in f.into_iter().enumerate() {
+            store_rows(out[c0 + c], row_off, p.rows, f);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::DType;
+    use crate::quant::dot::pack::{gemm_acts, pack_panel, panel_kind};
+    use crate::quant::dot::{Isa, activation_type, kernel_for, quantize_activations_with};
+
+    /// Random block bytes with every f16 scale field forced to a small finite value.
+    fn random_rows(t: DType, rows: usize, k: usize, seed: u64) -> Vec<u8> {
+        let mut s = seed;
+        let mut bytes: Vec<u8> = (0..rows * k / t.block_size() * t.type_size())
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                s as u8
+            })
+            .collect();
+        let offsets: &[usize] = match t {
+            DType::Q4K | DType::Q5K => &[0, 2],
+            DType::Q2K => &[80, 82],
+            DType::Q3K => &[108],
+            DType::Q6K => &[208],
+            _ => &[0],
+        };
+        for (i, block) in bytes.chunks_exact_mut(t.type_size()).enumerate() {
+            for &o in offsets {
+                let v = 0.001 + (i % 7) as f32 * 0.01;
+                block[o..o + 2].copy_from_slice(&half::f16::from_f32(v).to_le_bytes());
+            }
+        }
+        bytes
+    }
+
+    #[test]
+    fn panels_match_the_scalar_dot_for_every_kind() {
+        if !Isa::available().contains(&Isa::Avx512Vnni) {
+            println!("SKIPPED (no AVX-512 VNNI)");
+            return;
+        }
+        let types = [
+            DType::Q4_0,
+            DType::Q5_0,
+            DType::Q8_0,
+            DType::IQ4NL,
+            DType::Q2K,
+            DType::Q3K,
+            DType::Q4K,
+            DType::Q5K,
+            DType::Q6K,
+            DType::IQ4XS,
+        ];
+        let (rows, n, k) = (13, 11, 512);
+        for t in types {
+            let w = random_rows(t, rows, k, 99);
+            let row_bytes = w.len() / rows;
+            let x: Vec<f32> = (0..n * k)
+                .map(|i| ((i * 7919 % 1009) as f32 - 504.0) / 97.0)
+                .collect();
+            let acts =
+                quantize_activations_with(Isa::Scalar, activation_type(t).unwrap(), &x, n).unwrap();
+            let kind = panel_kind(t).unwrap();
+            let g = gemm_acts(&acts, kind).unwrap();
+            let row_refs: Vec<&[u8]> = w.chunks_exact(row_bytes).collect();
+            let mut panel = Panel::default();
+            assert!(pack_panel(t, &row_refs, k, &mut panel), "{t}");
+            let mut out = vec![f32::NAN; n * (rows + 3)];
+            let mut cols: Vec<&mut [f32]> = out.chunks_exact_mut(rows + 3).collect();
+            assert!(gemm_panel(&panel, kind, &g, &mut cols, 2), "{t}");
+            let dot = kernel_for(Isa::Scalar, t).unwrap();
+            for c in 0..n {
+                for r in 0..rows {
+                    let expected = dot(row_refs[r], acts.row(c));
+                    let got = cols[c][2 + r];
+                    assert!(
+                        (got - expected).abs() <= 1e-5 * (1.0 + expected.abs()),
+                        "{t} r{r} c{c}: {got} vs {expected}"
+                    );
+                }
+                assert!(
+                    cols[c][0].is_nan() && cols[c][rows + 2].is_nan(),
+                    "{t}: wrote outside the panel rows"
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,207 @@
+//! `out = x · wᵀ` for a quantized weight `w`: validation, threading and the kernel choice.
+//!
+//! x is quantized once; then the weight rows are split into contiguous ranges, one rayon task
+//! each, so every thread streams its own part of the weight matrix. Within a task:
+//! - GEMM path (AVX-512 VNNI, n >= [`GEMM_MIN_COLS`], a packable type): 16 rows at a time are
+//!   unpacked into a panel and multiplied with every activation row by the register-tiled
+//!   micro-kernel (16 rows x 8 columns).
+//! - Dot path (everything else): the row dot product per (row, column), columns in tiles that
+//!   stay in L2 while every weight row of the task sweeps over them (a weight row stays in L1
+//!   across a tile).
+
+use rayon::prelude::*;
+
+use super::pack::{self, GemmActs, PANEL_ROWS, Panel, PanelKind};
+use super::{Isa, activation_type, kernel_for, quantize_activations_with, unsupported};
+use crate::{DType, Result, Tensor, TensorError};
+
+/// From this many activation rows on, packing panels pays for itself.
+const GEMM_MIN_COLS: usize = 4;
+/// Activation bytes per column tile on the dot path (L2-resident).
+const DOT_TILE_BYTES: usize = 256 * 1024;
+
+/// `out[n, m] = x[n, k] · w[m, k]ᵀ` for a quantized host tensor `w` (any rank; the last
+/// dimension is k), with the detected kernels.
+pub fn matmul_quant(w: &Tensor, x: &[f32], n: usize, out: &mut [f32]) -> Result<()> {
+    matmul_quant_with(Isa::detected(), w, x, n, out)
+}
+
+/// [`matmul_quant`] with a chosen kernel level (must be in [`Isa::available`]).
+pub fn matmul_quant_with(isa: Isa, w: &Tensor, x: &[f32], n: usize, out: &mut [f32]) -> Result<()> {
+    isa.check_available()?;
+    let dtype = w.dtype();
+    let act_type = activation_type(dtype).ok_or_else(|| unsupported("matmul_quant", dtype))?;
+    let k = if w.rank() == 0 { 1 } else { w.dim(-1) };
+    let m = if k == 0 { 0 } else { w.numel() / k };
+    if x.len() != n * k || out.len() != n * m {
+        return Err(TensorError::ShapeMismatch {
+            op: "matmul_quant",
+            detail: format!(
+                "w {:?} ({dtype}) with x of {} values as {n} rows and out of {} values (need {} and {})",
+                w.shape(),
+                x.len(),
+                out.len(),
+                n * k,
+                n * m
+            ),
+        });
+    }
+    if k % act_type.block_size() != 0 {
+        return Err(TensorError::PartialBlock {
+            dtype: act_type,
+            len: k,
+            block: act_type.block_size(),
+        });
+    }
+    if n == 0 || m == 0 {
+        return Ok(());
+    }
+    let bytes = w.host_bytes()?;
+    let row_bytes = k / dtype.block_size() * dtype.type_size();
+    if bytes.len() != m * row_bytes {
+        return Err(TensorError::InvalidView(format!(
+            "matmul_quant: {dtype} weight {:?} has {} bytes, expected {}",
+            w.shape(),
+            bytes.len(),
+            m * row_bytes
+        )));
+    }
+    let weights = Weights {
+        dtype,
+        bytes,
+        row_bytes,
+        k,
+        m,
+    };
+    let acts = quantize_activations_with(isa, act_type, x, n)?;
+
+    let kind = pack::panel_kind(dtype).filter(|_| isa == Isa::Avx512Vnni && n >= GEMM_MIN_COLS);
+    if let Some(kind) = kind
+        && let Some(gemm_acts) = pack::gemm_acts(&acts, kind)
+    {
+        return run_gemm(&weights, kind, &gemm_acts, out);
+    }
+    let dot = kernel_for(isa, dtype)?;
+    let act_row_bytes = acts.row(0).len();
+    let tile = (DOT_TILE_BYTES / act_row_bytes.max(1)).clamp(1, n);
+    let bounds = row_ranges(m, 1, 64);
+    let per_task = column_slices(out, m, &bounds);
+    per_task
+        .into_par_iter()
+        .enumerate()
+        .for_each(|(t, mut cols)| {
+            let rows = bounds[t]..bounds[t + 1];
+            for c0 in (0..n).step_by(tile) {
+                let c1 = (c0 + tile).min(n);
+                for r in rows.clone() {
+                    let w_row = weights.row(r);
+                    for c in c0..c1 {
+                        cols[c][r - rows.start] = dot(w_row, acts.row(c));
+                    }
+                }
+            }
+        });
+    Ok(())
+}
+
+struct Weights<'a> {
+    dtype: DType,
+    bytes: &'a [u8],
+    row_bytes: usize,
+    k: usize,
+    m: usize,
+}
+
+impl Weights<'_> {
+    fn row(&self, r: usize) -> &[u8] {
+        &self.bytes[r * self.row_bytes..(r + 1) * self.row_bytes]
+    }
+}
+
+fn run_gemm(w: &Weights, kind: PanelKind, acts: &GemmActs, out: &mut [f32]) -> Result<()> {
+    let bounds = row_ranges(w.m, PANEL_ROWS, PANEL_ROWS);
+    let per_task = column_slices(out, w.m, &bounds);
+    let failed = per_task
+        .into_par_iter()
+        .enumerate()
+        .map(|(t, mut cols)| {
+            let mut panel = Panel::default();
+            let mut rows: Vec<&[u8]> = Vec::with_capacity(PANEL_ROWS);
+            for r0 in (bounds[t]..bounds[t + 1]).step_by(PANEL_ROWS) {
+                let r1 = (r0 + PANEL_ROWS).min(bounds[t + 1]);
+                rows.clear();
+                rows.extend((r0..r1).map(|r| w.row(r)));
+                if !pack::pack_panel(w.dtype, &rows, w.k, &mut panel)
+                    || !super::gemm::gemm_panel(&panel, kind, acts, &mut cols, r0 - bounds[t])
+                {
+                    return true;
+                }
+            }
+            false
+        })
+        .reduce(|| false, |a, b| a || b);
+    if failed {
+        return Err(TensorError::InvalidView(format!(
+            "matmul_quant: {} panel layout rejected (internal size mismatch)",
+            w.dtype
+        )));
+    }
+    Ok(())
+}
+
+/// Splits `m` rows into contiguous ranges (multiples of `align` except the last), a few per
+/// thread so an unevenly loaded machine still balances; each at least `min_rows` long.
+fn row_ranges(m: usize, align: usize, min_rows: usize) -> Vec<usize> {
+    let threads = rayon::current_num_threads().max(1);
+    let tasks = (4 * threads).min(m.div_ceil(min_rows.max(1))).max(1);
+    let per_task = m.div_ceil(tasks).div_ceil(align) * align;
+    let mut bounds: Vec<usize> = (0..m).step_by(per_task.max(1)).collect();
+    bounds.push(m);
+    bounds
+}
+
+/// Splits `out` ([n, m] row-major) into, per task, the n slices of its row range: task t
+/// writes `out[c][bounds[t]..bounds[t+1]]` for every column c.
+fn column_slices<'a>(out: &'a mut [f32], m: usize, bounds: &[usize]) -> Vec<Vec<&'a mut [f32]>> {
+    let tasks = bounds.len() - 1;
+    let n = out.len() / m.max(1);
+    let mut per_task: Vec<Vec<&'a mut [f32]>> = (0..tasks).map(|_| Vec::with_capacity(n)).collect();
+    for col in out.chunks_exact_mut(m) {
+        let mut rest = col;
+        for t in 0..tasks {
+            let (head, tail) = rest.split_at_mut(bounds[t + 1] - bounds[t]);
+            per_task[t].push(head);
+            rest = tail;
+        }
+    }
+    per_task
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn row_ranges_cover_rows_in_aligned_pieces() {
+        for m in [1, 15, 16, 17, 100, 2048, 262_144] {
+            let b = row_ranges(m, 16, 16);
+            assert_eq!(*b.first().unwrap(), 0);
+            assert_eq!(*b.last().unwrap(), m);
+            for w in b.windows(2) {
+                assert!(w[0] < w[1]);
+                if w[1] != m {
+                    assert_eq!((w[1] - w[0]) % 16, 0);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn column_slices_partition_the_output() {
+        let mut out: Vec<f32> = (0..30).map(|v| v as f32).collect();
+        let per_task = column_slices(&mut out, 10, &[0, 4, 10]);
+        assert_eq!(per_task.len(), 2);
+        assert_eq!(per_task[0][1], &[10.0, 11.0, 12.0, 13.0]);
+        assert_eq!(per_task[1][2], &[24.0, 25.0, 26.0, 27.0, 28.0, 29.0]);
+    }
+}

@@ -1,0 +1,164 @@
+//! Quantized matrix multiplication with integer dot products, the way ggml runs it on CPUs.
+//!
+//! Weights stay in their GGUF block format (read in place from the memory map); only the
+//! activations are quantized, once per matmul, to the 8-bit format each weight type pairs with
+//! (ggml's `vec_dot_type`, see [`activation_type`]): Q8_0 for Q4_0 / Q5_0 / Q8_0 / IQ4_NL,
+//! Q8_1 for Q4_1 / Q5_1, Q8_K for the K-quants and IQ4_XS. A weight block and its activation
+//! block are then multiplied in integers and the integer sum is scaled in f32.
+//!
+//! Layers:
+//! - `values`: block unpacking into integer levels and sub-block scales (safe, shared by the
+//!   scalar reference and the GEMM packer).
+//! - `activation`: the scalar activation quantizers (the reference) and their dispatch.
+//! - `scalar`: the scalar reference dot products: the numeric contract. Every SIMD kernel must
+//!   produce the same integer sums and differ only by f32 summation order.
+//! - `x86`: AVX2 and AVX-512 VNNI dot products and quantizers (`unsafe`, runtime-selected).
+//! - `pack` + `gemm`: for several activation rows on AVX-512 VNNI, panels of 16 weight rows
+//!   are unpacked into an interleaved i8 layout and a register-tiled micro-kernel computes
+//!   16 rows x 8 columns at a time (a GEMM, not n GEMVs).
+//! - `matmul`: validation, threading (rayon over weight rows) and the GEMV / GEMM choice.
+
+mod activation;
+#[cfg(target_arch = "x86_64")]
+mod gemm;
+mod matmul;
+mod pack;
+mod scalar;
+mod values;
+#[cfg(target_arch = "x86_64")]
+mod x86;
+
+use std::sync::OnceLock;
+
+use crate::{DType, Result, TensorError};
+
+pub use activation::{QuantizedActivations, quantize_activations, quantize_activations_with};
+pub use matmul::{matmul_quant, matmul_quant_with};
+
+/// An instruction-set level for the kernels. [`Isa::detected`] is what the machine runs;
+/// tests force lower levels to compare them against [`Isa::Scalar`], the reference.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Isa {
+    /// Plain Rust: the numeric contract.
+    Scalar,
+    /// AVX2 + FMA + F16C (`maddubs` / `madd` integer dot products).
+    Avx2,
+    /// AVX-512 F/BW/VL + VNNI (`dpbusd` / `dpwssd`), plus the packed GEMM for n > 1.
+    Avx512Vnni,
+}
+
+impl Isa {
+    /// The best level this CPU supports, detected once.
+    pub fn detected() -> Isa {
+        static DETECTED: OnceLock<Isa> = OnceLock::new();
+        *DETECTED.get_or_init(|| Self::available().into_iter().max().unwrap_or(Isa::Scalar))
+    }
+
+    /// Every level this CPU can run, lowest first (always starts with `Scalar`).
+    pub fn available() -> Vec<Isa> {
+        let mut out = vec![Isa::Scalar];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if x86::has_avx2() {
+                out.push(Isa::Avx2);
+            }
+            if x86::has_avx512_vnni() {
+                out.push(Isa::Avx512Vnni);
+            }
+        }
+        out
+    }
+
+    fn check_available(self) -> Result<()> {
+        if Self::available().contains(&self) {
+            Ok(())
+        } else {
+            Err(TensorError::InvalidView(format!(
+                "{self:?} kernels are not supported by this CPU"
+            )))
+        }
+    }
+}
+
+/// The activation format ggml pairs with weight type `weight` (`None`: no integer dot product).
+pub fn activation_type(weight: DType) -> Option<DType> {
+    match weight {
+        DType::Q4_0 | DType::Q5_0 | DType::Q8_0 | DType::IQ4NL => Some(DType::Q8_0),
+        DType::Q4_1 | DType::Q5_1 => Some(DType::Q8_1),
+        DType::Q2K | DType::Q3K | DType::Q4K | DType::Q5K | DType::Q6K | DType::IQ4XS => {
+            Some(DType::Q8K)
+        }
+        _ => None,
+    }
+}
+
+/// Weight types [`matmul_quant`] and [`vec_dot`] accept.
+pub const SUPPORTED_TYPES: &[DType] = &[
+    DType::Q4_0,
+    DType::Q4_1,
+    DType::Q5_0,
+    DType::Q5_1,
+    DType::Q8_0,
+    DType::Q2K,
+    DType::Q3K,
+    DType::Q4K,
+    DType::Q5K,
+    DType::Q6K,
+    DType::IQ4NL,
+    DType::IQ4XS,
+];
+
+fn unsupported(op: &'static str, dtype: DType) -> TensorError {
+    TensorError::Unsupported {
+        op,
+        dtype,
+        backend: "cpu",
+    }
+}
+
+/// Dot product of one weight row (`w`, whole blocks of `weight`) with one quantized activation
+/// row (`act`, blocks of [`activation_type`]`(weight)` covering the same number of elements),
+/// with the detected kernels.
+pub fn vec_dot(weight: DType, w: &[u8], act: &[u8]) -> Result<f32> {
+    vec_dot_with(Isa::detected(), weight, w, act)
+}
+
+/// [`vec_dot`] with a chosen kernel level (must be in [`Isa::available`]).
+pub fn vec_dot_with(isa: Isa, weight: DType, w: &[u8], act: &[u8]) -> Result<f32> {
+    isa.check_available()?;
+    let act_type = activation_type(weight).ok_or_else(|| unsupported("vec_dot", weight))?;
+    let n_blocks = w.len() / weight.type_size();
+    let n_elems = n_blocks * weight.block_size();
+    let act_blocks = n_elems / act_type.block_size();
+    if w.len() % weight.type_size() != 0
+        || n_elems % act_type.block_size() != 0
+        || act.len() != act_blocks * act_type.type_size()
+    {
+        return Err(TensorError::ShapeMismatch {
+            op: "vec_dot",
+            detail: format!(
+                "{} bytes of {weight} ({n_elems} elements) against {} bytes of {act_type} (need {})",
+                w.len(),
+                act.len(),
+                act_blocks * act_type.type_size()
+            ),
+        });
+    }
+    Ok(kernel_for(isa, weight)?(w, act))
+}
+
+/// A row dot product over raw bytes whose lengths the caller has already checked.
+pub(crate) type DotFn = fn(&[u8], &[u8]) -> f32;
+
+/// The dot-product kernel of `weight` at level `isa` (falling back to lower levels for the types
+/// a level has no kernel for).
+pub(crate) fn kernel_for(isa: Isa, weight: DType) -> Result<DotFn> {
+    #[cfg(target_arch = "x86_64")]
+    if isa != Isa::Scalar
+        && let Some(f) = x86::dot_kernel(isa, weight)
+    {
+        return Ok(f);
+    }
+    let _ = isa;
+    scalar::dot_kernel(weight).ok_or_else(|| unsupported("vec_dot", weight))
+}

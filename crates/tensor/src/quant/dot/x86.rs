@@ -1,0 +1,607 @@
+//! AVX2 and AVX-512 VNNI row dot products and activation quantizers.
+//!
+//! Each kernel body is written once, generic over [`Ops`] (the few instructions that differ:
+//! `maddubs + madd` on AVX2, `dpbusd` / `dpwssd` / `movm` with VNNI), and instantiated in two
+//! `#[target_feature]` entry points. Every kernel forms the same integer sums per block (or
+//! super-block) as the scalar reference and scales them in f32; they read only whole blocks
+//! inside the slices they are given, so a short slice can never be read past its end.
+#![allow(unsafe_code)]
+
+use std::arch::x86_64::*;
+
+use super::{DotFn, Isa};
+use crate::DType;
+use crate::quant::blocks::{BlockQ8_0, BlockQ8K, KVALUES_IQ4NL, QK_K, QK32};
+
+pub(super) fn has_avx2() -> bool {
+    is_x86_feature_detected!("avx2")
+        && is_x86_feature_detected!("fma")
+        && is_x86_feature_detected!("f16c")
+}
+
+pub(super) fn has_avx512_vnni() -> bool {
+    has_avx2()
+        && is_x86_feature_detected!("avx512f")
+        && is_x86_feature_detected!("avx512bw")
+        && is_x86_feature_detected!("avx512vl")
+        && is_x86_feature_detected!("avx512vnni")
+}
+
+/// The SIMD kernel of `weight` at level `isa`, if there is one and the CPU supports it.
+pub(super) fn dot_kernel(isa: Isa, weight: DType) -> Option<DotFn> {
+    match isa {
+        Isa::Avx512Vnni if has_avx512_vnni() => vnni::kernel(weight),
+        Isa::Avx2 if has_avx2() => avx2::kernel(weight),
+        _ => None,
+    }
+}
+
+/// Generates the `#[target_feature]` entry points of every kernel for one instruction set.
+macro_rules! entry_points {
+    ($features:literal, $ops:ty) => {
+        use super::*;
+
+        pub(super) fn kernel(weight: DType) -> Option<DotFn> {
+            Some(match weight {
+                DType::Q4_0 => q4_0,
+                DType::Q5_0 => q5_0,
+                DType::Q8_0 => q8_0,
+                DType::IQ4NL => iq4nl,
+                DType::Q4K => q4k,
+                DType::Q5K => q5k,
+                DType::Q6K => q6k,
+                DType::IQ4XS => iq4xs,
+                _ => return None,
+            })
+        }
+
+        entry_points!(@each $features, $ops, q4_0, q5_0, q8_0, iq4nl, q4k, q5k, q6k, iq4xs);
+    };
+    (@each $features:literal, $ops:ty, $($name:ident),*) => {
+        $(
+            fn $name(w: &[u8], a: &[u8]) -> f32 {
+                #[target_feature(enable = $features)]
+                unsafe fn inner(w: &[u8], a: &[u8]) -> f32 {
+                    // SAFETY: the kernels bound every read by the slice lengths.
+                    unsafe { bodies::$name::<$ops>(w, a) }
+                }
+                // SAFETY: `kernel` is only reached after `dot_kernel` checked the CPU features.
+                unsafe { inner(w, a) }
+            }
+        )*
+    };
+}
+
+mod avx2 {
+    entry_points!("avx2,fma,f16c", Avx2);
+}
+
+mod vnni {
+    entry_points!("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni", Vnni);
+}
+
+/// The instructions that differ between AVX2 and AVX-512 VNNI.
+trait Ops {
+    /// `acc + sum over groups of 4 of a (u8) * b (i8)`, per i32 lane. AVX2 saturates pairs in
+    /// i16, so callers keep `|a0*b0 + a1*b1| <= 32767`.
+    unsafe fn dot_u8i8(acc: __m256i, a: __m256i, b: __m256i) -> __m256i;
+    /// `acc + a0*b0 + a1*b1` over i16 pairs, per i32 lane.
+    unsafe fn madd_i16(acc: __m256i, a: __m256i, b: __m256i) -> __m256i;
+    /// Byte j = 0xFF where bit j of `bits` is set, else 0.
+    unsafe fn bits_to_bytes(bits: u32) -> __m256i;
+}
+
+struct Avx2;
+struct Vnni;
+
+impl Ops for Avx2 {
+    #[inline(always)]
+    unsafe fn dot_u8i8(acc: __m256i, a: __m256i, b: __m256i) -> __m256i {
+        unsafe {
+            _mm256_add_epi32(
+                acc,
+                _mm256_madd_epi16(_mm256_maddubs_epi16(a, b), _mm256_set1_epi16(1)),
+            )
+        }
+    }
+    #[inline(always)]
+    unsafe fn madd_i16(acc: __m256i, a: __m256i, b: __m256i) -> __m256i {
+        unsafe { _mm256_add_epi32(acc, _mm256_madd_epi16(a, b)) }
+    }
+    #[inline(always)]
+    unsafe fn bits_to_bytes(bits: u32) -> __m256i {
+        unsafe {
+            // Byte j gets byte j/8 of `bits`, then tests its bit j%8.
+            let spread = _mm256_shuffle_epi8(
+                _mm256_set1_epi32(bits as i32),
+                _mm256_setr_epi64x(
+                    0,
+                    0x0101_0101_0101_0101,
+                    0x0202_0202_0202_0202,
+                    0x0303_0303_0303_0303,
+                ),
+            );
+            let select = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
+            _mm256_cmpeq_epi8(_mm256_and_si256(spread, select), select)
+        }
+    }
+}
+
+impl Ops for Vnni {
+    #[inline(always)]
+    unsafe fn dot_u8i8(acc: __m256i, a: __m256i, b: __m256i) -> __m256i {
+        unsafe { _mm256_dpbusd_epi32(acc, a, b) }
+    }
+    #[inline(always)]
+    unsafe fn madd_i16(acc: __m256i, a: __m256i, b: __m256i) -> __m256i {
+        unsafe { _mm256_dpwssd_epi32(acc, a, b) }
+    }
+    #[inline(always)]
+    unsafe fn bits_to_bytes(bits: u32) -> __m256i {
+        unsafe { _mm256_movm_epi8(bits) }
+    }
+}
+
+// ---- small helpers (inlined into the target_feature entry points) ----
+
+#[inline(always)]
+unsafe fn fp16(p: *const u8) -> f32 {
+    unsafe {
+        let bits = u16::from_le_bytes([*p, *p.add(1)]);
+        _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(bits))))
+    }
+}
+
+#[inline(always)]
+unsafe fn f32_at(p: *const u8) -> f32 {
+    unsafe { f32::from_le_bytes([*p, *p.add(1), *p.add(2), *p.add(3)]) }
+}
+
+#[inline(always)]
+unsafe fn load128(p: *const u8) -> __m128i {
+    unsafe { _mm_loadu_si128(p.cast()) }
+}
+
+#[inline(always)]
+unsafe fn load256(p: *const u8) -> __m256i {
+    unsafe { _mm256_loadu_si256(p.cast()) }
+}
+
+/// 16 bytes of nibbles to 32 levels: low nibbles first, then high nibbles (Q4_0 order).
+#[inline(always)]
+unsafe fn nibbles_32(p: *const u8) -> __m256i {
+    unsafe {
+        let q = load128(p);
+        _mm256_and_si256(
+            _mm256_set_m128i(_mm_srli_epi16(q, 4), q),
+            _mm256_set1_epi8(0x0F),
+        )
+    }
+}
+
+#[inline(always)]
+unsafe fn hsum_ps(v: __m256) -> f32 {
+    unsafe {
+        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
+    }
+}
+
+#[inline(always)]
+unsafe fn hsum_epi32(v: __m256i) -> i32 {
+    unsafe {
+        let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+        let s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
+        _mm_cvtsi128_si32(_mm_add_epi32(s, _mm_shuffle_epi32(s, 1)))
+    }
+}
+
+/// Signed levels times activations: |v| as u8 against y with v's sign (exact for every i8
+/// level, including -128, since activations stay within -127..=127).
+#[inline(always)]
+unsafe fn dot_signed<O: Ops>(acc: __m256i, v: __m256i, y: __m256i) -> __m256i {
+    unsafe { O::dot_u8i8(acc, _mm256_sign_epi8(v, v), _mm256_sign_epi8(y, v)) }
+}
+
+/// i16 vector with `a` in lanes 0..8 and `b` in lanes 8..16 (scales of two 16-value halves).
+#[inline(always)]
+unsafe fn two_scales(a: i16, b: i16) -> __m256i {
+    unsafe { _mm256_set_m128i(_mm_set1_epi16(b), _mm_set1_epi16(a)) }
+}
+
+/// Sub-block scales and mins (6 bits each) of Q4_K / Q5_K from their 12 packed bytes.
+#[inline(always)]
+unsafe fn k4_scales_mins(p: *const u8) -> ([u8; 8], [u8; 8]) {
+    let s: [u8; 12] = unsafe { std::ptr::read_unaligned(p.cast()) };
+    let mut sc = [0u8; 8];
+    let mut m = [0u8; 8];
+    for j in 0..4 {
+        sc[j] = s[j] & 63;
+        m[j] = s[j + 4] & 63;
+        sc[j + 4] = (s[j + 8] & 0x0F) | ((s[j] >> 6) << 4);
+        m[j + 4] = (s[j + 8] >> 4) | ((s[j + 4] >> 6) << 4);
+    }
+    (sc, m)
+}
+
+/// Sum over the 8 sub-blocks of 32 of `mins[j] * (bsums[2j] + bsums[2j+1])`.
+#[inline(always)]
+unsafe fn mins_dot_bsums(mins: &[u8; 8], bsums: *const u8) -> i32 {
+    unsafe {
+        let b = load256(bsums);
+        // Each min covers two sums of 16: widen mins to i16 and duplicate them pairwise.
+        let m = _mm_cvtepu8_epi16(_mm_loadl_epi64(mins.as_ptr().cast()));
+        let m = _mm256_set_m128i(_mm_unpackhi_epi16(m, m), _mm_unpacklo_epi16(m, m));
+        hsum_epi32(_mm256_madd_epi16(b, m))
+    }
+}
+
+/// Block sizes in bytes.
+const Q4_0_BYTES: usize = 18;
+const Q5_0_BYTES: usize = 22;
+const Q8_0_BYTES: usize = 34;
+const Q4K_BYTES: usize = 144;
+const Q5K_BYTES: usize = 176;
+const Q6K_BYTES: usize = 210;
+const IQ4XS_BYTES: usize = 136;
+const Q8K_BYTES: usize = 292;
+/// Offsets inside a Q8_K block.
+const Q8K_QS: usize = 4;
+const Q8K_BSUMS: usize = 260;
+
+mod bodies {
+    use super::*;
+
+    #[inline(always)]
+    pub(super) unsafe fn q4_0<O: Ops>(w: &[u8], a: &[u8]) -> f32 {
+        let nb = (w.len() / Q4_0_BYTES).min(a.len() / Q8_0_BYTES);
+        unsafe {
+            let eight = _mm256_set1_epi8(8);
+            let mut acc = _mm256_setzero_ps();
+            for i in 0..nb {
+                let x = w.as_ptr().add(i * Q4_0_BYTES);
+                let y = a.as_ptr().add(i * Q8_0_BYTES);
+                let yq = load256(y.add(2));
+                // sum (q - 8) * y = sum q * y - sum 8 * y, both with unsigned left operands.
+                let s = _mm256_sub_epi32(
+                    O::dot_u8i8(_mm256_setzero_si256(), nibbles_32(x.add(2)), yq),
+                    O::dot_u8i8(_mm256_setzero_si256(), eight, yq),
+                );
+                let d = _mm256_set1_ps(fp16(x) * fp16(y));
+                acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), d, acc);
+            }
+            hsum_ps(acc)
+        }
+    }
+
+    #[inline(always)]
+    pub(super) unsafe fn q5_0<O: Ops>(w: &[u8], a: &[u8]) -> f32 {
+        let nb = (w.len() / Q5_0_BYTES).min(a.len() / Q8_0_BYTES);
+        unsafe {
+            let sixteen = _mm256_set1_epi8(16);
+            let mut acc = _mm256_setzero_ps();
+            for i in 0..nb {
+                let x = w.as_ptr().add(i * Q5_0_BYTES);
+                let y = a.as_ptr().add(i * Q8_0_BYTES);
+                let qh = u32::from_le_bytes(std::ptr::read_unaligned(x.add(2).cast()));
+                let high = _mm256_and_si256(O::bits_to_bytes(qh), sixteen);
+                let q = _mm256_or_si256(nibbles_32(x.add(6)), high);
+                let yq = load256(y.add(2));
+                let s = _mm256_sub_epi32(
+                    O::dot_u8i8(_mm256_setzero_si256(), q, yq),
+                    O::dot_u8i8(_mm256_setzero_si256(), sixteen, yq),
+                );
+                let d = _mm256_set1_ps(fp16(x) * fp16(y));
+                acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), d, acc);
+            }
+            hsum_ps(acc)
+        }
+    }
+
+    #[inline(always)]
+    pub(super) unsafe fn q8_0<O: Ops>(w: &[u8], a: &[u8]) -> f32 {
+        let nb = (w.len() / Q8_0_BYTES).min(a.len() / Q8_0_BYTES);
+        unsafe {
+            let mut acc = _mm256_setzero_ps();
+            for i in 0..nb {
+                let x = w.as_ptr().add(i * Q8_0_BYTES);
+                let y = a.as_ptr().add(i * Q8_0_BYTES);
+                let s =
+                    dot_signed::<O>(_mm256_setzero_si256(), load256(x.add(2)), load256(y.add(2)));
+                let d = _mm256_set1_ps(fp16(x) * fp16(y));
+                acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), d, acc);
+            }
+            hsum_ps(acc)
+        }
+    }
+
+    #[inline(always)]
+    pub(super) unsafe fn iq4nl<O: Ops>(w: &[u8], a: &[u8]) -> f32 {
+        let nb = (w.len() / Q4_0_BYTES).min(a.len() / Q8_0_BYTES);
+        unsafe {
+            let table = _mm256_broadcastsi128_si256(load128(KVALUES_IQ4NL.as_ptr().cast()));
+            let mut acc = _mm256_setzero_ps();
+            for i in 0..nb {
+                let x = w.as_ptr().add(i * Q4_0_BYTES);
+                let y = a.as_ptr().add(i * Q8_0_BYTES);
+                let v = _mm256_shuffle_epi8(table, nibbles_32(x.add(2)));
+                let s = dot_signed::<O>(_mm256_setzero_si256(), v, load256(y.add(2)));
+                let d = _mm256_set1_ps(fp16(y) * fp16(x));
+                acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), d, acc);
+            }
+            hsum_ps(acc)
+        }
+    }
+
+    /// Q4_K and Q5_K: `levels(x, j)` gives the 32 low-nibble and 32 high-nibble levels of
+    /// 64-value chunk j (sub-blocks 2j and 2j+1).
+    #[inline(always)]
+    unsafe fn k_with_mins<O: Ops>(
+        w: &[u8],
+        a: &[u8],
+        block_bytes: usize,
+        levels: impl Fn(*const u8, usize) -> (__m256i, __m256i),
+    ) -> f32 {
+        let nb = (w.len() / block_bytes).min(a.len() / Q8K_BYTES);
+        unsafe {
+            let mut acc = _mm256_setzero_ps();
+            let mut mins_total = 0f32;
+            for i in 0..nb {
+                let x = w.as_ptr().add(i * block_bytes);
+                let y = a.as_ptr().add(i * Q8K_BYTES);
+                let yd = f32_at(y);
+                let (sc, mins) = k4_scales_mins(x.add(4));
+                let mut isum = _mm256_setzero_si256();
+                for j in 0..4 {
+                    let (lo, hi) = levels(x, j);
+                    let p0 = _mm256_maddubs_epi16(lo, load256(y.add(Q8K_QS + 64 * j)));
+                    let p1 = _mm256_maddubs_epi16(hi, load256(y.add(Q8K_QS + 64 * j + 32)));
+                    isum = O::madd_i16(isum, p0, _mm256_set1_epi16(i16::from(sc[2 * j])));
+                    isum = O::madd_i16(isum, p1, _mm256_set1_epi16(i16::from(sc[2 * j + 1])));
+                }
+                let d = fp16(x) * yd;
+                acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(isum), acc);
+                let dmin = fp16(x.add(2)) * yd;
+                mins_total += dmin * mins_dot_bsums(&mins, y.add(Q8K_BSUMS)) as f32;
+            }
+            hsum_ps(acc) - mins_total
+        }
+    }
+
+    #[inline(always)]
+    pub(super) unsafe fn q4k<O: Ops>(w: &[u8], a: &[u8]) -> f32 {
+        unsafe {
+            let low = _mm256_set1_epi8(0x0F);
+            k_with_mins::<O>(w, a, Q4K_BYTES, |x, j| {
+                let q = load256(x.add(16 + 32 * j));
+                (
+                    _mm256_and_si256(q, low),
+                    _mm256_and_si256(_mm256_srli_epi16(q, 4), low),
+                )
+            })
+        }
+    }
+
+    #[inline(always)]
+    pub(super) unsafe fn q5k<O: Ops>(w: &[u8], a: &[u8]) -> f32 {
+        unsafe {
+            let low = _mm256_set1_epi8(0x0F);
+            let bit4 = _mm256_set1_epi8(0x10);
+            k_with_mins::<O>(w, a, Q5K_BYTES, |x, j| {
+                let q = load256(x.add(48 + 32 * j));
+                // Bits 2j and 2j+1 of each qh byte are bit 4 of the low / high levels.
+                let h = _mm256_srl_epi16(load256(x.add(16)), _mm_cvtsi32_si128(2 * j as i32));
+                let h_lo = _mm256_and_si256(_mm256_slli_epi16(h, 4), bit4);
+                let h_hi = _mm256_and_si256(_mm256_slli_epi16(h, 3), bit4);
+                (
+                    _mm256_or_si256(_mm256_and_si256(q, low), h_lo),
+                    _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 4), low), h_hi),
+                )
+            })
+        }
+    }
+
+    #[inline(always)]
+    pub(super) unsafe fn q6k<O: Ops>(w: &[u8], a: &[u8]) -> f32 {
+        let nb = (w.len() / Q6K_BYTES).min(a.len() / Q8K_BYTES);
+        unsafe {
+            let low = _mm256_set1_epi8(0x0F);
+            let two = _mm256_set1_epi8(0x03);
+            let mut acc = _mm256_setzero_ps();
+            for i in 0..nb {
+                let x = w.as_ptr().add(i * Q6K_BYTES);
+                let y = a.as_ptr().add(i * Q8K_BYTES);
+                let sc: [i8; 16] = std::ptr::read_unaligned(x.add(192).cast());
+                // Levels are stored +32: subtract 32 * sum_j sc_j * bsum_j once per block.
+                let sc16 = _mm256_cvtepi8_epi16(load128(x.add(192)));
+                let offset = _mm256_madd_epi16(load256(y.add(Q8K_BSUMS)), sc16);
+                let mut isum =
+                    _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(offset, 5));
+                for h in 0..2 {
+                    let ql0 = load256(x.add(64 * h));
+                    let ql1 = load256(x.add(64 * h + 32));
+                    let qh = load256(x.add(128 + 32 * h));
+                    let runs = [
+                        _mm256_or_si256(
+                            _mm256_and_si256(ql0, low),
+                            _mm256_slli_epi16(_mm256_and_si256(qh, two), 4),
+                        ),
+                        _mm256_or_si256(
+                            _mm256_and_si256(ql1, low),
+                            _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2), two), 4),
+                        ),
+                        _mm256_or_si256(
+                            _mm256_and_si256(_mm256_srli_epi16(ql0, 4), low),
+                            _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 4), two), 4),
+                        ),
+                        _mm256_or_si256(
+                            _mm256_and_si256(_mm256_srli_epi16(ql1, 4), low),
+                            _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), two), 4),
+                        ),
+                    ];
+                    for (t, q) in runs.into_iter().enumerate() {
+                        let run = 4 * h + t;
+                        let p = _mm256_maddubs_epi16(q, load256(y.add(Q8K_QS + 32 * run)));
+                        let s = two_scales(i16::from(sc[2 * run]), i16::from(sc[2 * run + 1]));
+                        isum = O::madd_i16(isum, p, s);
+                    }
+                }
+                let d = fp16(x.add(208)) * f32_at(y);
+                acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(isum), acc);
+            }
+            hsum_ps(acc)
+        }
+    }
+
+    #[inline(always)]
+    pub(super) unsafe fn iq4xs<O: Ops>(w: &[u8], a: &[u8]) -> f32 {
+        let nb = (w.len() / IQ4XS_BYTES).min(a.len() / Q8K_BYTES);
+        unsafe {
+            let table = _mm256_broadcastsi128_si256(load128(KVALUES_IQ4NL.as_ptr().cast()));
+            let mut acc = _mm256_setzero_ps();
+            for i in 0..nb {
+                let x = w.as_ptr().add(i * IQ4XS_BYTES);
+                let y = a.as_ptr().add(i * Q8K_BYTES);
+                let scales_h = u16::from_le_bytes([*x.add(2), *x.add(3)]);
+                let mut isum = _mm256_setzero_si256();
+                for ib in 0..8 {
+                    let low = (*x.add(4 + ib / 2) >> (4 * (ib % 2))) & 0x0F;
+                    let high = (scales_h >> (2 * ib)) & 3;
+                    let ls = (i16::from(low) | ((high as i16) << 4)) - 32;
+                    let v = _mm256_shuffle_epi8(table, nibbles_32(x.add(8 + 16 * ib)));
+                    let yq = load256(y.add(Q8K_QS + 32 * ib));
+                    let p = _mm256_maddubs_epi16(_mm256_sign_epi8(v, v), _mm256_sign_epi8(yq, v));
+                    isum = O::madd_i16(isum, p, _mm256_set1_epi16(ls));
+                }
+                let d = fp16(x) * f32_at(y);
+                acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(isum), acc);
+            }
+            hsum_ps(acc)
+        }
+    }
+}
+
+// ---- activation quantizers (AVX2; bit-identical to the scalar reference) ----
+
+/// Q8_0 quantization of whole blocks of `x` into `out`.
+pub(super) fn quantize_q8_0(x: &[f32], out: &mut [BlockQ8_0]) {
+    assert!(
+        has_avx2(),
+        "quantize_q8_0: AVX2 entry point used without AVX2"
+    );
+    // SAFETY: AVX2/FMA/F16C checked above; reads stay within whole blocks of `x`.
+    unsafe { quantize_q8_0_avx2(x, out) }
+}
+
+/// Q8_K quantization of whole blocks of `x` into `out`.
+pub(super) fn quantize_q8k(x: &[f32], out: &mut [BlockQ8K]) {
+    assert!(
+        has_avx2(),
+        "quantize_q8k: AVX2 entry point used without AVX2"
+    );
+    // SAFETY: as above.
+    unsafe { quantize_q8k_avx2(x, out) }
+}
+
+#[inline(always)]
+unsafe fn abs_ps(v: __m256) -> __m256 {
+    unsafe { _mm256_andnot_ps(_mm256_set1_ps(-0.0), v) }
+}
+
+#[inline(always)]
+unsafe fn hmax_ps(v: __m256) -> f32 {
+    unsafe {
+        let m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+        let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+        _mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m)))
+    }
+}
+
+/// Packs 4 vectors of 8 i32 (within i8 range) into 32 i8 in element order.
+#[inline(always)]
+unsafe fn pack_i32_to_i8(v: [__m256i; 4]) -> __m256i {
+    unsafe {
+        let a = _mm256_packs_epi32(v[0], v[1]);
+        let b = _mm256_packs_epi32(v[2], v[3]);
+        // packs interleave 128-bit lanes: restore element order.
+        let p = _mm256_packs_epi16(a, b);
+        _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7))
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn quantize_q8_0_avx2(x: &[f32], out: &mut [BlockQ8_0]) {
+    unsafe {
+        for (x, b) in x.chunks_exact(QK32).zip(out) {
+            let p = x.as_ptr();
+            let v: [__m256; 4] = std::array::from_fn(|i| _mm256_loadu_ps(p.add(8 * i)));
+            let m = _mm256_max_ps(
+                _mm256_max_ps(abs_ps(v[0]), abs_ps(v[1])),
+                _mm256_max_ps(abs_ps(v[2]), abs_ps(v[3])),
+            );
+            let amax = hmax_ps(m);
+            let d = amax / 127.0;
+            let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+            b.d = half::f16::from_f32(d);
+            let idv = _mm256_set1_ps(id);
+            let q = v.map(|v| {
+                // Round half away from zero: floor(|v|), plus one if the fraction is >= 0.5.
+                let s = _mm256_mul_ps(v, idv);
+                let a = abs_ps(s);
+                let t = _mm256_floor_ps(a);
+                let up = _mm256_cmp_ps::<_CMP_GE_OQ>(_mm256_sub_ps(a, t), _mm256_set1_ps(0.5));
+                let r = _mm256_add_ps(t, _mm256_and_ps(up, _mm256_set1_ps(1.0)));
+                let signed = _mm256_or_ps(r, _mm256_and_ps(s, _mm256_set1_ps(-0.0)));
+                _mm256_cvttps_epi32(signed)
+            });
+            _mm256_storeu_si256(b.qs.as_mut_ptr().cast(), pack_i32_to_i8(q));
+        }
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn quantize_q8k_avx2(x: &[f32], out: &mut [BlockQ8K]) {
+    unsafe {
+        for (x, b) in x.chunks_exact(QK_K).zip(out) {
+            let p = x.as_ptr();
+            let mut m = _mm256_setzero_ps();
+            for i in 0..32 {
+                m = _mm256_max_ps(m, abs_ps(_mm256_loadu_ps(p.add(8 * i))));
+            }
+            let amax = hmax_ps(m);
+            if amax == 0.0 {
+                b.d = 0.0;
+                b.qs = [0; QK_K];
+                b.bsums = [0; 16];
+                continue;
+            }
+            // The first element whose magnitude is amax sets the sign (as the scalar scan).
+            let amax_v = _mm256_set1_ps(amax);
+            let mut max = amax;
+            for i in 0..32 {
+                let hit =
+                    _mm256_cmp_ps::<_CMP_EQ_OQ>(abs_ps(_mm256_loadu_ps(p.add(8 * i))), amax_v);
+                let mask = _mm256_movemask_ps(hit);
+                if mask != 0 {
+                    max = x[8 * i + mask.trailing_zeros() as usize];
+                    break;
+                }
+            }
+            let iscale = -127.0 / max;
+            let is = _mm256_set1_ps(iscale);
+            let cap = _mm256_set1_epi32(127);
+            for g in 0..8 {
+                let q: [__m256i; 4] = std::array::from_fn(|i| {
+                    let s = _mm256_mul_ps(_mm256_loadu_ps(p.add(32 * g + 8 * i)), is);
+                    let r = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(s);
+                    _mm256_min_epi32(_mm256_cvttps_epi32(r), cap)
+                });
+                b.bsums[2 * g] = hsum_epi32(_mm256_add_epi32(q[0], q[1])) as i16;
+                b.bsums[2 * g + 1] = hsum_epi32(_mm256_add_epi32(q[2], q[3])) as i16;
+                _mm256_storeu_si256(b.qs.as_mut_ptr().add(32 * g).cast(), pack_i32_to_i8(q));
+            }
+            b.d = 1.0 / iscale;
+        }
+    }
+}

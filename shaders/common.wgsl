@@ -1,0 +1,48 @@
+// Prelude shared by every kernel: prepended to each op-family file before compilation.
+//
+// Conventions: bindings are inputs first, then the output, then the uniform params; every
+// params struct is mirrored by a #[repr(C)] struct in crates/tensor/src/gpu/kernels/.
+
+// Dispatches larger than 65535 workgroups per dimension are laid out as a 2-D grid; this is
+// the flat index of the current workgroup in that grid.
+fn flat_workgroup(wg: vec3<u32>, n_wg: vec3<u32>) -> u32 {
+    return wg.y * n_wg.x + wg.x;
+}
+
+// Half-precision value `half` (0 = low 16 bits, 1 = high) of a packed word, as f32.
+fn f16_in_word(word: u32, half: u32) -> f32 {
+    return unpack2x16float(word >> (16u * half)).x;
+}
+
+// Four signed bytes of a little-endian word, lowest byte first.
+fn i8x4_to_f32(word: u32) -> vec4<f32> {
+    let w = bitcast<i32>(word);
+    return vec4<f32>(vec4<i32>((w << 24u) >> 24u, (w << 16u) >> 24u, (w << 8u) >> 24u, w >> 24u));
+}
+
+// Four bytes of a little-endian word, lowest byte first, as unsigned values.
+fn u8x4_to_f32(word: u32) -> vec4<f32> {
+    return vec4<f32>(f32(word & 0xffu), f32((word >> 8u) & 0xffu), f32((word >> 16u) & 0xffu), f32(word >> 24u));
+}
+
+// tanh that cannot overflow: exp only sees non-positive arguments.
+fn tanh_stable(x: f32) -> f32 {
+    let e = exp(-2.0 * abs(x));
+    let t = (1.0 - e) / (1.0 + e);
+    return select(t, -t, x < 0.0);
+}
+
+// Complementary error function for z >= 0, fractional error below 1.2e-7 (Chebyshev fit of
+// erfc(z) * exp(z^2), as in Numerical Recipes' erfcc).
+fn erfc_nonneg(z: f32) -> f32 {
+    let t = 1.0 / (1.0 + 0.5 * z);
+    let poly = -1.26551223 + t * (1.00002368 + t * (0.37409196 + t * (0.09678418 + t * (-0.18628806
+        + t * (0.27886807 + t * (-1.13520398 + t * (1.48851587 + t * (-0.82215223 + t * 0.17087277))))))));
+    return t * exp(-z * z + poly);
+}
+
+// erfc over all reals.
+fn erfc_any(x: f32) -> f32 {
+    let r = erfc_nonneg(abs(x));
+    return select(r, 2.0 - r, x < 0.0);
+}
