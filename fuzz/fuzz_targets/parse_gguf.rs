@@ -29,7 +29,9 @@ fuzz_target!(|data: &[u8]| {
         let _ = file.get_i64(key);
         let _ = file.get_f32(key);
         let _ = file.get_str(key);
-        let _ = file.get_array(key).map(|a| (a.as_strs(), a.as_i32s(), a.as_f32s()));
+        let _ = file
+            .get_array(key)
+            .map(|a| (a.as_strs(), a.as_i32s(), a.as_f32s()));
     }
     for info in file.tensors() {
         let _ = info.shape();

@@ -8,7 +8,11 @@ use clap::{Parser, Subcommand};
 mod cmd;
 
 #[derive(Parser)]
-#[command(name = "mtmd", version, about = "Multimodal inference (GGUF models + mmproj)")]
+#[command(
+    name = "mtmd",
+    version,
+    about = "Multimodal inference (GGUF models + mmproj)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -18,11 +22,20 @@ struct Cli {
 enum Command {
     /// Show a GGUF file's metadata and tensors, or extract one tensor as f32 safetensors.
     Gguf(cmd::gguf::Args),
+    /// Generate text from a prompt or a conversation.
+    Run(cmd::run::Args),
+    /// Print the token ids of a text as a JSON array.
+    Tokenize(cmd::tokenize::Args),
+    /// Measure prompt processing and generation speed (llama-bench style).
+    Bench(cmd::bench::Args),
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Gguf(args) => cmd::gguf::run(args),
+        Command::Run(args) => cmd::run::run(args),
+        Command::Tokenize(args) => cmd::tokenize::run(args),
+        Command::Bench(args) => cmd::bench::run(args),
     }
 }
 
@@ -42,10 +55,10 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Err(e) => {
-            // clap renders "error: <what>\n\nUsage: ...": keep the first line only.
+            // clap renders "error: <what, maybe over lines>\n\nUsage: ...": keep <what>.
             let rendered = e.to_string();
-            let first = rendered.lines().next().unwrap_or("invalid arguments");
-            return fail(first.trim_start_matches("error:").trim());
+            let what = rendered.split("\n\n").next().unwrap_or("invalid arguments");
+            return fail(what.trim_start_matches("error:").trim());
         }
     };
     match run(cli) {

@@ -26,13 +26,19 @@ fn mtmd_str(args: &[&str]) -> Output {
 }
 
 fn stdout_json(out: &Output) -> Json {
-    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).expect("stdout is JSON")
 }
 
 fn reference() -> Json {
-    serde_json::from_str(&std::fs::read_to_string(fixtures().join("quants/reference.json")).unwrap())
-        .unwrap()
+    serde_json::from_str(
+        &std::fs::read_to_string(fixtures().join("quants/reference.json")).unwrap(),
+    )
+    .unwrap()
 }
 
 fn hex(s: &str) -> String {
@@ -47,8 +53,12 @@ fn reference_type(ty: &str) -> &str {
 fn check_value(key: &str, ty: &str, got: &Json, want: &Json, bits: Option<&str>) {
     let bits = bits.map(|b| u64::from_str_radix(b.trim_start_matches("0x"), 16).unwrap());
     match ty {
-        "u8" | "u16" | "u32" | "u64" => assert_eq!(got.as_u64(), Some(want.as_u64().unwrap()), "{key}"),
-        "i8" | "i16" | "i32" | "i64" => assert_eq!(got.as_i64(), Some(want.as_i64().unwrap()), "{key}"),
+        "u8" | "u16" | "u32" | "u64" => {
+            assert_eq!(got.as_u64(), Some(want.as_u64().unwrap()), "{key}")
+        }
+        "i8" | "i16" | "i32" | "i64" => {
+            assert_eq!(got.as_i64(), Some(want.as_i64().unwrap()), "{key}")
+        }
         "f32" => {
             let got = got.as_f64().unwrap_or_else(|| panic!("{key}: {got}")) as f32;
             let want = bits.map_or(want.as_f64().unwrap() as f32, |b| f32::from_bits(b as u32));
@@ -60,7 +70,11 @@ fn check_value(key: &str, ty: &str, got: &Json, want: &Json, bits: Option<&str>)
             assert_eq!(got.to_bits(), want.to_bits(), "{key}");
         }
         "bool" => assert_eq!(got.as_bool(), want.as_bool(), "{key}"),
-        "string" => assert_eq!(hex(got.as_str().unwrap()), hex(want.as_str().unwrap()), "{key}"),
+        "string" => assert_eq!(
+            hex(got.as_str().unwrap()),
+            hex(want.as_str().unwrap()),
+            "{key}"
+        ),
         other => panic!("{key}: unexpected type {other}"),
     }
 }
@@ -83,13 +97,26 @@ fn json_metadata_and_tensors_match_reference() {
         assert_eq!(g["key"].as_str(), Some(key));
         let ty = reference_type(w["type"].as_str().unwrap());
         assert_eq!(g["type"].as_str(), Some(ty), "{key}");
-        if let Some(h) = w.get("utf8_hex") {
-            assert_eq!(hex(g["value"].as_str().unwrap()), h.as_str().unwrap(), "{key}");
+        match w.get("utf8_hex") {
+            Some(Json::String(h)) => assert_eq!(&hex(g["value"].as_str().unwrap()), h, "{key}"),
+            Some(Json::Array(hs)) => {
+                for (item, h) in g["value"].as_array().unwrap().iter().zip(hs) {
+                    assert_eq!(
+                        Some(hex(item.as_str().unwrap()).as_str()),
+                        h.as_str(),
+                        "{key}"
+                    );
+                }
+            }
+            _ => {}
         }
         if ty == "array" {
             let elem = reference_type(w["elem_type"].as_str().unwrap());
             assert_eq!(g["elem_type"].as_str(), Some(elem), "{key}");
-            let (gi, wi) = (g["value"].as_array().unwrap(), w["value"].as_array().unwrap());
+            let (gi, wi) = (
+                g["value"].as_array().unwrap(),
+                w["value"].as_array().unwrap(),
+            );
             assert_eq!(gi.len(), wi.len(), "{key}");
             let bits = w.get("bits").and_then(Json::as_array);
             for (i, (a, b)) in gi.iter().zip(wi).enumerate() {
@@ -97,7 +124,13 @@ fn json_metadata_and_tensors_match_reference() {
                 check_value(key, elem, a, b, bit);
             }
         } else {
-            check_value(key, ty, &g["value"], &w["value"], w.get("bits").and_then(Json::as_str));
+            check_value(
+                key,
+                ty,
+                &g["value"],
+                &w["value"],
+                w.get("bits").and_then(Json::as_str),
+            );
         }
     }
     let got = out["tensors"].as_array().unwrap();
@@ -116,7 +149,10 @@ fn f32_values_print_shortest() {
     let out = mtmd_str(&["gguf", quants().to_str().unwrap(), "--json"]);
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("3.1415927"), "f32 pi");
-    assert!(!text.contains("3.1415927410125732"), "f32 printed as its f64 widening");
+    assert!(
+        !text.contains("3.1415927410125732"),
+        "f32 printed as its f64 widening"
+    );
 }
 
 fn all_ggufs(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -138,7 +174,11 @@ fn every_fixture_lists_exactly_its_tensors() {
     for path in paths {
         let file = gguf::GgufFile::open(&path).unwrap();
         let names: Vec<&str> = file.tensors().iter().map(|t| t.name.as_str()).collect();
-        let out = stdout_json(&mtmd(&["gguf".as_ref(), path.as_os_str(), "--json".as_ref()]));
+        let out = stdout_json(&mtmd(&[
+            "gguf".as_ref(),
+            path.as_os_str(),
+            "--json".as_ref(),
+        ]));
         let listed: Vec<&str> = out["tensors"]
             .as_array()
             .unwrap()
@@ -146,7 +186,10 @@ fn every_fixture_lists_exactly_its_tensors() {
             .map(|t| t["name"].as_str().unwrap())
             .collect();
         assert_eq!(listed, names, "{}", path.display());
-        assert_eq!(out["metadata"].as_array().unwrap().len(), file.metadata().len());
+        assert_eq!(
+            out["metadata"].as_array().unwrap().len(),
+            file.metadata().len()
+        );
 
         let text = mtmd(&["gguf".as_ref(), path.as_os_str()]);
         assert!(text.status.success(), "{}", path.display());
@@ -168,7 +211,8 @@ const REQUIRED: &[&str] = &[
 fn extracted_tensors_equal_reference_bit_exact() {
     let tmp = Path::new(env!("CARGO_TARGET_TMPDIR")).join("gguf_cmd_extract");
     std::fs::create_dir_all(&tmp).unwrap();
-    let reference = tensor::safetensors::read(fixtures().join("quants/reference.safetensors")).unwrap();
+    let reference =
+        tensor::safetensors::read(fixtures().join("quants/reference.safetensors")).unwrap();
     let file = gguf::GgufFile::open(quants()).unwrap();
     let mut skipped = Vec::new();
     for info in file.tensors() {
@@ -185,7 +229,11 @@ fn extracted_tensors_equal_reference_bit_exact() {
         if !out.status.success() {
             let err = String::from_utf8_lossy(&out.stderr);
             let unsupported = err.contains("does not support");
-            assert!(unsupported && !REQUIRED.contains(&ty), "{}: {err}", info.name);
+            assert!(
+                unsupported && !REQUIRED.contains(&ty),
+                "{}: {err}",
+                info.name
+            );
             skipped.push(format!("{} ({ty})", info.name));
             continue;
         }
@@ -196,11 +244,20 @@ fn extracted_tensors_equal_reference_bit_exact() {
         let (got, want) = (got.to_f32().unwrap(), want.to_f32().unwrap());
         let bad = got.iter().zip(&want).position(|(a, b)| a != b);
         if let Some(i) = bad {
-            panic!("{} ({ty}): element {i}: got {} want {}", info.name, got[i], want[i]);
+            panic!(
+                "{} ({ty}): element {i}: got {} want {}",
+                info.name, got[i], want[i]
+            );
         }
     }
+    let compared = file.tensors().len() - skipped.len();
+    println!("{compared} tensors bit-exact against reference.safetensors");
+    assert!(compared >= 30, "the required types alone give 30+ tensors");
     if !skipped.is_empty() {
-        println!("NOTE: dequantization unsupported, skipped: {}", skipped.join(", "));
+        println!(
+            "NOTE: dequantization unsupported, skipped: {}",
+            skipped.join(", ")
+        );
     }
 }
 
@@ -239,7 +296,10 @@ fn other_errors_are_one_line_too() {
     assert_one_line_error(&mtmd_str(&["gguf", "/nonexistent/x.gguf"]), "x.gguf");
     let q = quants();
     let q = q.to_str().unwrap();
-    assert_one_line_error(&mtmd_str(&["gguf", q, "--tensor", "nope", "--out", "/tmp/x"]), "nope");
+    assert_one_line_error(
+        &mtmd_str(&["gguf", q, "--tensor", "nope", "--out", "/tmp/x"]),
+        "nope",
+    );
     assert_one_line_error(&mtmd_str(&["gguf", q, "--tensor", "f32.a"]), "--out");
     assert_one_line_error(&mtmd_str(&["gguf", q, "--bogus"]), "--bogus");
     assert_one_line_error(&mtmd_str(&["frobnicate"]), "frobnicate");

@@ -13,7 +13,9 @@ pub enum GgufError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("at byte {offset}: file ends while reading {what} (needs {needed} bytes, {available} left)")]
+    #[error(
+        "at byte {offset}: file ends while reading {what} (needs {needed} bytes, {available} left)"
+    )]
     Truncated {
         offset: u64,
         what: String,
@@ -26,7 +28,9 @@ pub enum GgufError {
     BigEndian { raw: u32 },
     #[error("at byte 4: unsupported GGUF version {version} (only versions 2 and 3 are read)")]
     UnsupportedVersion { version: u32 },
-    #[error("at byte {offset}: {what} count {count} is impossible: the {available} bytes left hold at most {max}")]
+    #[error(
+        "at byte {offset}: {what} count {count} is impossible: the {available} bytes left hold at most {max}"
+    )]
     CountTooLarge {
         offset: u64,
         what: String,
@@ -59,7 +63,9 @@ pub enum GgufError {
         n_dims: u32,
         max: u32,
     },
-    #[error("at byte {offset}: tensor '{tensor}' has dimension {index} = {value}, which is negative as int64")]
+    #[error(
+        "at byte {offset}: tensor '{tensor}' has dimension {index} = {value}, which is negative as int64"
+    )]
     NegativeDim {
         offset: u64,
         tensor: String,
@@ -67,8 +73,14 @@ pub enum GgufError {
         value: u64,
     },
     #[error("at byte {offset}: tensor '{tensor}' has unknown ggml type id {id}")]
-    UnknownGgmlType { offset: u64, tensor: String, id: u32 },
-    #[error("at byte {offset}: tensor '{tensor}' of type {ggml_type} has ne0 = {ne0}, not a multiple of the block size {block}")]
+    UnknownGgmlType {
+        offset: u64,
+        tensor: String,
+        id: u32,
+    },
+    #[error(
+        "at byte {offset}: tensor '{tensor}' of type {ggml_type} has ne0 = {ne0}, not a multiple of the block size {block}"
+    )]
     PartialBlock {
         offset: u64,
         tensor: String,
@@ -76,20 +88,26 @@ pub enum GgufError {
         ne0: u64,
         block: u64,
     },
-    #[error("at byte {offset}: tensor '{tensor}' with dims {dims:?} has a size that overflows 64 bits")]
+    #[error(
+        "at byte {offset}: tensor '{tensor}' with dims {dims:?} has a size that overflows 64 bits"
+    )]
     SizeOverflow {
         offset: u64,
         tensor: String,
         dims: Vec<u64>,
     },
-    #[error("at byte {offset}: tensor '{tensor}' data offset {data_offset} is not a multiple of the alignment {alignment}")]
+    #[error(
+        "at byte {offset}: tensor '{tensor}' data offset {data_offset} is not a multiple of the alignment {alignment}"
+    )]
     MisalignedTensor {
         offset: u64,
         tensor: String,
         data_offset: u64,
         alignment: u64,
     },
-    #[error("at byte {offset}: tensor '{tensor}' data [{start}, {end}) extends past end of file ({file_len} bytes)")]
+    #[error(
+        "at byte {offset}: tensor '{tensor}' data [{start}, {end}) extends past end of file ({file_len} bytes)"
+    )]
     TensorOutOfBounds {
         offset: u64,
         tensor: String,

@@ -172,13 +172,11 @@ impl GgufFile {
         let Some(value) = self.get(key) else {
             return Ok(None);
         };
-        convert(value)
-            .map(Some)
-            .ok_or_else(|| GgufError::KeyType {
-                key: key.to_owned(),
-                expected,
-                actual: value.describe(),
-            })
+        convert(value).map(Some).ok_or_else(|| GgufError::KeyType {
+            key: key.to_owned(),
+            expected,
+            actual: value.describe(),
+        })
     }
 
     fn required<T>(&self, key: &str, found: Result<Option<T>>) -> Result<T> {

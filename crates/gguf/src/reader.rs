@@ -19,6 +19,7 @@ const MIN_TENSOR_INFO_SIZE: u64 = 24;
 const MIN_KV_SIZE: u64 = 13;
 
 type Result<T> = std::result::Result<T, GgufError>;
+type Metadata = Vec<(String, Value)>;
 
 /// Everything the header, metadata and tensor infos say, checked against the file length.
 pub(crate) struct Parsed {
@@ -157,7 +158,7 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<Parsed> {
 }
 
 /// The KVs in file order, and the file offset of each value (for later error messages).
-fn read_metadata(cur: &mut Cursor, n_kv: u64) -> Result<(Vec<(String, Value)>, Vec<u64>)> {
+fn read_metadata(cur: &mut Cursor, n_kv: u64) -> Result<(Metadata, Vec<u64>)> {
     let mut metadata = Vec::with_capacity(n_kv as usize);
     let mut value_offsets = Vec::with_capacity(n_kv as usize);
     let mut seen = HashSet::new();
@@ -305,7 +306,7 @@ fn read_tensor_infos(
         let n_bytes = tensor_bytes(ggml_type, &dims, &name, dims_offset)?;
         let data_offset_at = cur.offset();
         let offset = cur.u64(&|| format!("data offset of tensor '{name}'"))?;
-        if offset % alignment != 0 {
+        if !offset.is_multiple_of(alignment) {
             return Err(GgufError::MisalignedTensor {
                 offset: data_offset_at,
                 tensor: name,
@@ -329,7 +330,7 @@ fn read_tensor_infos(
 fn tensor_bytes(ggml_type: GgmlType, dims: &[u64], name: &str, offset: u64) -> Result<u64> {
     let ne0 = dims.first().copied().unwrap_or(1);
     let block = ggml_type.block_size() as u64;
-    if ne0 % block != 0 {
+    if !ne0.is_multiple_of(block) {
         return Err(GgufError::PartialBlock {
             offset,
             tensor: name.to_owned(),
@@ -350,7 +351,7 @@ fn tensor_bytes(ggml_type: GgmlType, dims: &[u64], name: &str, offset: u64) -> R
         .filter(|&n| n <= i64::MAX as u64)
         .ok_or_else(overflow)?;
     let row = ggml_type.row_bytes(ne0).ok_or_else(overflow)?;
-    let rows = if ne0 == 0 { 0 } else { n_elements / ne0 };
+    let rows = n_elements.checked_div(ne0).unwrap_or(0);
     row.checked_mul(rows).ok_or_else(overflow)
 }
 

@@ -33,12 +33,18 @@ fn quants_header_and_tensor_table_match_reference() {
     let reference = reference();
     assert_eq!(file.version(), 3);
     assert_eq!(file.alignment(), 32);
-    assert_eq!(file.data_offset(), reference["data_section_offset"].as_u64().unwrap());
+    assert_eq!(
+        file.data_offset(),
+        reference["data_section_offset"].as_u64().unwrap()
+    );
     let tensors = reference["tensors"].as_array().unwrap();
     assert_eq!(file.tensors().len(), tensors.len());
     for (info, expected) in file.tensors().iter().zip(tensors) {
         assert_eq!(info.name, expected["name"].as_str().unwrap());
-        assert_eq!(info.ggml_type.name(), expected["ggml_type"].as_str().unwrap());
+        assert_eq!(
+            info.ggml_type.name(),
+            expected["ggml_type"].as_str().unwrap()
+        );
         let ne: Vec<u64> = expected["ne"]
             .as_array()
             .unwrap()
@@ -118,14 +124,20 @@ fn quants_metadata_matches_reference() {
 #[test]
 fn typed_accessors() {
     let file = GgufFile::open(fixtures().join("quants/quants.gguf")).unwrap();
-    assert_eq!(file.get_str("general.architecture").unwrap(), "quantfixture");
+    assert_eq!(
+        file.get_str("general.architecture").unwrap(),
+        "quantfixture"
+    );
     assert_eq!(file.get_u32("fixture.u8").unwrap(), 200);
     assert_eq!(file.get_u64("fixture.u64").unwrap(), u64::MAX);
     assert_eq!(file.get_i32("fixture.i8").unwrap(), -100);
     assert!(file.get_u32("fixture.i8").is_err());
     assert!(file.get_u32("fixture.u64").is_err());
     let err = file.get_u32("fixture.str_ascii").unwrap_err().to_string();
-    assert!(err.contains("fixture.str_ascii") && err.contains("string"), "{err}");
+    assert!(
+        err.contains("fixture.str_ascii") && err.contains("string"),
+        "{err}"
+    );
     let err = file.get_u32("nope").unwrap_err().to_string();
     assert!(err.contains("nope") && err.contains("missing"), "{err}");
     assert_eq!(file.opt_u32("nope").unwrap(), None);
@@ -164,6 +176,11 @@ fn every_fixture_gguf_opens() {
         for t in file.tensors() {
             assert_eq!(file.tensor_data(t).len() as u64, t.n_bytes);
         }
-        println!("{}: {} kv, {} tensors", path.display(), file.metadata().len(), file.tensors().len());
+        println!(
+            "{}: {} kv, {} tensors",
+            path.display(),
+            file.metadata().len(),
+            file.tensors().len()
+        );
     }
 }

@@ -15,7 +15,11 @@ fn every_corpus_file_parses_or_errors_without_panicking() {
     for entry in entries.flatten() {
         let bytes = std::fs::read(entry.path()).unwrap();
         let result = GgufFile::from_bytes(MappedBytes::from_vec(bytes));
-        println!("{}: {:?}", entry.path().display(), result.as_ref().map(|f| f.tensors().len()));
+        println!(
+            "{}: {:?}",
+            entry.path().display(),
+            result.as_ref().map(|f| f.tensors().len())
+        );
         n += 1;
     }
     assert!(n >= 3, "only {n} seeds");
@@ -47,14 +51,20 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         )
         .add_kv(
             "a.f32s",
-            Value::Array(Array::new(ValueType::F32, vec![Value::F32(1.0), Value::F32(-2.5)])),
+            Value::Array(Array::new(
+                ValueType::F32,
+                vec![Value::F32(1.0), Value::F32(-2.5)],
+            )),
         )
         .add_kv("a.empty", Value::Array(Array::new(ValueType::I64, vec![])))
         .add_kv(
             "a.nested",
             Value::Array(Array::new(
                 ValueType::Array,
-                vec![Value::Array(Array::new(ValueType::U16, vec![Value::U16(1)]))],
+                vec![Value::Array(Array::new(
+                    ValueType::U16,
+                    vec![Value::U16(1)],
+                ))],
             )),
         );
 
@@ -86,7 +96,8 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
 #[test]
 fn seeds_are_valid() {
     for (name, bytes) in seeds() {
-        GgufFile::from_bytes(MappedBytes::from_vec(bytes)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        GgufFile::from_bytes(MappedBytes::from_vec(bytes))
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
     }
 }
 

@@ -277,7 +277,10 @@ fn error_messages_point_at_the_right_field() {
     let e = expect_err("offset past end", &x);
     assert_eq!(e.offset(), Some(info as u64));
     let msg = e.to_string();
-    assert!(msg.contains("'tensor.two'") && msg.contains("extends past end of file"), "{msg}");
+    assert!(
+        msg.contains("'tensor.two'") && msg.contains("extends past end of file"),
+        "{msg}"
+    );
 
     let mut x = b.clone();
     let at = after(&x, "t.u32");
@@ -294,7 +297,10 @@ fn error_messages_point_at_the_right_field() {
 fn every_truncation_before_the_last_tensor_byte_fails() {
     let b = base();
     let file = parse(&b).unwrap();
-    let last = file.tensors().iter().map(|t| file.data_offset() + t.offset + t.n_bytes);
+    let last = file
+        .tensors()
+        .iter()
+        .map(|t| file.data_offset() + t.offset + t.n_bytes);
     let end = last.max().unwrap() as usize;
     for len in 0..end {
         expect_err(&format!("truncated to {len}"), &b[..len]);
@@ -371,4 +377,28 @@ fn truncated_v2_header_is_an_error() {
     put_u32(&mut b, 4, 2);
     parse(&b).unwrap(); // v2 has the same layout as v3
     expect_err("v2 truncated", &b[..20]);
+}
+
+#[test]
+fn huge_legal_alignment_allocates_nothing() {
+    // 2^31 is a legal u32 power of two. Files are written with 32 and patched, so the
+    // writer does not pad by 2 GiB.
+    let patch = |w: &GgufWriter| {
+        let mut bytes = w.to_bytes();
+        let at = after(&bytes, "general.alignment") + 4;
+        put_u32(&mut bytes, at, 1 << 31);
+        bytes
+    };
+    // Without tensors the data section may start past the end of the file.
+    let mut w = GgufWriter::new();
+    w.set_alignment(32);
+    let file = parse(&patch(&w)).unwrap();
+    assert_eq!(file.alignment(), 1 << 31);
+    assert_eq!(file.data_offset(), 1 << 31);
+    // With a tensor it cannot hold it.
+    let mut w = GgufWriter::new();
+    w.set_alignment(32);
+    w.add_tensor("t", GgmlType::F32, &[1], &[0; 4]);
+    let e = expect_err("alignment 2^31 with a tensor", &patch(&w));
+    assert!(matches!(e, GgufError::TensorOutOfBounds { .. }), "{e}");
 }

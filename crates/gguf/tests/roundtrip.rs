@@ -14,8 +14,12 @@ fn scalar(ty: ValueType) -> BoxedStrategy<Value> {
         ValueType::U64 => any::<u64>().prop_map(Value::U64).boxed(),
         ValueType::I64 => any::<i64>().prop_map(Value::I64).boxed(),
         // Raw bits: every pattern incl. NaNs, infinities, subnormals, -0.
-        ValueType::F32 => any::<u32>().prop_map(|b| Value::F32(f32::from_bits(b))).boxed(),
-        ValueType::F64 => any::<u64>().prop_map(|b| Value::F64(f64::from_bits(b))).boxed(),
+        ValueType::F32 => any::<u32>()
+            .prop_map(|b| Value::F32(f32::from_bits(b)))
+            .boxed(),
+        ValueType::F64 => any::<u64>()
+            .prop_map(|b| Value::F64(f64::from_bits(b)))
+            .boxed(),
         ValueType::Bool => any::<bool>().prop_map(Value::Bool).boxed(),
         // Any Unicode, incl. NUL, multi-byte and 4-byte characters.
         ValueType::String => ".{0,12}".prop_map(Value::String).boxed(),

@@ -210,7 +210,10 @@ impl Decoder {
 
         for (il, lw) in self.w.layers.iter().enumerate() {
             let swa = hp.swa_layers[il];
-            self.attention_block(cache, lw, il, &mut s, &pos, n, first_cell, n_kv, swa, &q_rank, &k_rank, &q_group, &k_group, &mut tmp)?;
+            self.attention_block(
+                cache, lw, il, &mut s, &pos, n, first_cell, n_kv, swa, &q_rank, &k_rank, &q_group,
+                &k_group, &mut tmp,
+            )?;
             self.ffn_block(lw, &mut s, n, &mut tmp)?;
             if let Some((rows, w)) = deepstack
                 && il < hp.n_deepstack
@@ -283,7 +286,11 @@ impl Decoder {
         if let Some(w) = &lw.k_norm {
             rms_norm_inplace(&mut s.k, w, hp.rms_eps, hd, tmp);
         }
-        let rope = if swa { &self.rope_swa } else { &self.rope_global };
+        let rope = if swa {
+            &self.rope_swa
+        } else {
+            &self.rope_global
+        };
         cpu::rope(&mut s.q, n, hp.n_head, hd, pos, rope);
         cpu::rope(&mut s.k, n, hp.n_head_kv, hd, pos, rope);
         if let Some(sc) = hp.q_prescale {
@@ -319,7 +326,13 @@ impl Decoder {
         Ok(())
     }
 
-    fn ffn_block(&self, lw: &LayerWeights, s: &mut Scratch, n: usize, tmp: &mut Vec<f32>) -> Result<()> {
+    fn ffn_block(
+        &self,
+        lw: &LayerWeights,
+        s: &mut Scratch,
+        n: usize,
+        tmp: &mut Vec<f32>,
+    ) -> Result<()> {
         let hp = &self.hp;
         cpu::rms_norm(&s.x, Some(&lw.ffn_norm), hp.rms_eps, hp.n_embd, &mut s.h);
         cpu::matmul(&lw.ffn_gate, &s.h, n, &mut s.gate)?;
@@ -375,7 +388,13 @@ mod tests {
     #[test]
     fn mrope_mask_ranks_are_lexicographic() {
         // text at 0, image cells at t=1 in raster order (y, x), text after at t=3
-        let cells = [cell(0, 0, 0), cell(1, 0, 0), cell(1, 0, 1), cell(1, 1, 0), cell(3, 3, 3)];
+        let cells = [
+            cell(0, 0, 0),
+            cell(1, 0, 0),
+            cell(1, 0, 1),
+            cell(1, 1, 0),
+            cell(3, 3, 3),
+        ];
         let (q, k) = mask_positions(&cells, 1, true);
         assert_eq!(k, vec![0, 1, 2, 3, 4]);
         assert_eq!(q, vec![1, 2, 3, 4]);

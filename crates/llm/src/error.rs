@@ -17,7 +17,9 @@ pub enum LlmError {
     },
     #[error("bad hyper-parameter {key}: {detail}")]
     BadParam { key: String, detail: String },
-    #[error("context is full: {needed} positions needed, context size is {n_ctx} (use a larger -c)")]
+    #[error(
+        "context is full: {needed} positions needed, context size is {n_ctx} (use a larger -c)"
+    )]
     ContextFull { needed: usize, n_ctx: usize },
     #[error("token id {id} is outside the vocabulary (size {n_vocab})")]
     BadToken { id: u32, n_vocab: usize },

@@ -104,7 +104,9 @@ fn u32_or_uniform_array(file: &GgufFile, key: &str) -> Result<Option<u32>> {
         None => Ok(None),
         Some(Value::Array(arr)) => {
             let vals: Vec<u64> = arr.items.iter().filter_map(|v| v.as_u64()).collect();
-            if vals.is_empty() || vals.len() != arr.items.len() || vals.iter().any(|&v| v != vals[0])
+            if vals.is_empty()
+                || vals.len() != arr.items.len()
+                || vals.iter().any(|&v| v != vals[0])
             {
                 return Err(LlmError::BadParam {
                     key: key.into(),
@@ -136,7 +138,10 @@ impl HParams {
         let arch = Arch::from_name(&arch_name)?;
         let k = |s: &str| format!("{arch_name}.{s}");
 
-        let n_layer = positive(&k("block_count"), u32_or_uniform_array(file, &k("block_count"))?)?;
+        let n_layer = positive(
+            &k("block_count"),
+            u32_or_uniform_array(file, &k("block_count"))?,
+        )?;
         let n_embd = positive(
             &k("embedding_length"),
             u32_or_uniform_array(file, &k("embedding_length"))?,
@@ -225,7 +230,11 @@ impl HParams {
             rope_scale_swa = 1.0;
             // llama.cpp follows gemma_pytorch: the 27B model (62 layers) scales by
             // n_embd / n_head instead of the head size.
-            let scale_dim = if n_layer == 62 { n_embd / n_head } else { head_dim };
+            let scale_dim = if n_layer == 62 {
+                n_embd / n_head
+            } else {
+                head_dim
+            };
             q_prescale = Some(1.0 / (scale_dim as f32).sqrt());
             attn_scale = 1.0;
             embed_scale = Some((n_embd as f32).sqrt());
@@ -245,7 +254,9 @@ impl HParams {
         if n_deepstack >= n_layer && n_deepstack > 0 {
             return Err(LlmError::BadParam {
                 key: k("n_deepstack_layers"),
-                detail: format!("{n_deepstack} deepstack layers need more than {n_layer} text layers"),
+                detail: format!(
+                    "{n_deepstack} deepstack layers need more than {n_layer} text layers"
+                ),
             });
         }
 

@@ -143,7 +143,10 @@ impl Sampler {
                 .min_by(by_logit_desc)
                 .map_or(0, |c| c.id)
         } else {
-            top_k(&mut cands, self.params.top_k);
+            // top-p and min-p walk the list best first; a plain draw does not need it sorted,
+            // which saves sorting a whole 262k vocabulary when top-k is off.
+            let sort = self.params.top_p < 1.0 || self.params.min_p > 0.0;
+            top_k(&mut cands, self.params.top_k, sort);
             top_p(&mut cands, self.params.top_p);
             min_p(&mut cands, self.params.min_p);
             let r = self.rng.next_f64();
@@ -187,9 +190,8 @@ fn apply_penalties(cands: &mut [Candidate], history: &VecDeque<u32>, p: &Samplin
     }
 }
 
-/// Keeps the `k` best, sorted best first. Without a limit the whole list is sorted, since the
-/// next filters walk it in order.
-fn top_k(cands: &mut Vec<Candidate>, k: i32) {
+/// Keeps the `k` best (all when `k <= 0`), sorted best first when `sort` is set.
+fn top_k(cands: &mut Vec<Candidate>, k: i32, sort: bool) {
     let k = if k <= 0 {
         cands.len()
     } else {
@@ -199,17 +201,28 @@ fn top_k(cands: &mut Vec<Candidate>, k: i32) {
         return;
     }
     if k < cands.len() {
-        // O(n) selection, then sort only the survivors.
+        // O(n) selection, then only the survivors get sorted.
         cands.select_nth_unstable_by(k - 1, by_logit_desc);
         cands.truncate(k);
     }
-    cands.sort_unstable_by(by_logit_desc);
+    if sort {
+        cands.sort_unstable_by(by_logit_desc);
+    }
 }
 
-/// Softmax probabilities of sorted candidates.
+/// Softmax probabilities of the candidates, in their order.
 fn probabilities(cands: &[Candidate]) -> Vec<f64> {
-    let max = cands.first().map_or(0.0, |c| c.logit as f64);
-    let mut probs: Vec<f64> = cands.iter().map(|c| (c.logit as f64 - max).exp()).collect();
+    let max = cands
+        .iter()
+        .map(|c| c.logit)
+        .fold(f32::NEG_INFINITY, f32::max) as f64;
+    let weight = |logit: f64| match max {
+        // +inf logits share all the mass; all -inf leaves every weight 0 (the draw takes the first).
+        f64::INFINITY => f64::from(u8::from(logit == f64::INFINITY)),
+        f64::NEG_INFINITY => 0.0,
+        _ => (logit - max).exp(),
+    };
+    let mut probs: Vec<f64> = cands.iter().map(|c| weight(c.logit as f64)).collect();
     let sum: f64 = probs.iter().sum();
     if sum > 0.0 {
         probs.iter_mut().for_each(|p| *p /= sum);
@@ -400,11 +413,14 @@ mod tests {
     #[test]
     fn top_k_selects_and_sorts() {
         let mut c = cands(&[0.5, 2.0, -1.0, 2.0, 1.0, 0.0]);
-        top_k(&mut c, 3);
+        top_k(&mut c, 3, true);
         assert_eq!(ids(&c), vec![1, 3, 4]);
         let mut all = cands(&[0.5, 2.0, -1.0]);
-        top_k(&mut all, 0);
+        top_k(&mut all, 0, true);
         assert_eq!(ids(&all), vec![1, 0, 2]);
+        let mut unsorted = cands(&[0.5, 2.0, -1.0]);
+        top_k(&mut unsorted, 0, false);
+        assert_eq!(ids(&unsorted), vec![0, 1, 2]);
     }
 
     #[test]
@@ -440,6 +456,19 @@ mod tests {
         // A low temperature makes the best token dominate.
         let c = cands(&[1.0, 0.0]);
         assert_eq!(draw(&c, 0.01, 0.999_999), 0);
+    }
+
+    #[test]
+    fn infinite_logits_do_not_break_the_draw() {
+        let c = cands(&[f32::NEG_INFINITY, f32::INFINITY, 1.0]);
+        assert_eq!(draw(&c, 1.0, 0.9), 1);
+        let c = cands(&[f32::NEG_INFINITY, f32::NEG_INFINITY]);
+        assert_eq!(draw(&c, 1.0, 0.5), 0);
+        let mut s = Sampler::new(SamplingParams {
+            seed: Some(3),
+            ..SamplingParams::default()
+        });
+        assert_eq!(s.sample(&[f32::NAN, 0.0, f32::NAN]), 1);
     }
 
     #[test]

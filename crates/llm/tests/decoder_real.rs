@@ -18,9 +18,10 @@ fn check(model_file: &str, fixture_dir: &str) {
         &std::fs::read_to_string(fixture(&format!("real-text/{fixture_dir}/logits.json"))).unwrap(),
     )
     .unwrap();
-    let refs =
-        tensor::safetensors::read(fixture(&format!("real-text/{fixture_dir}/logits.safetensors")))
-            .unwrap();
+    let refs = tensor::safetensors::read(fixture(&format!(
+        "real-text/{fixture_dir}/logits.safetensors"
+    )))
+    .unwrap();
     for entry in meta["entries"].as_array().unwrap() {
         let name = entry["tensor"].as_str().unwrap();
         if !name.ends_with(char::is_numeric) {

@@ -51,18 +51,30 @@ fn assert_close(what: &str, got: &[f32], want: &[f32]) {
 
 /// Deterministic pseudo-random values in [-scale, scale) (proptest picks the seed).
 fn values(n: usize, seed: u64, scale: f32) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     (0..n)
         .map(|_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
         })
         .collect()
 }
 
 fn f16_tensor(shape: &[usize], data: &[f32]) -> Tensor {
-    let bytes: Vec<u8> = data.iter().flat_map(|&v| f16::from_f32(v).to_le_bytes()).collect();
-    Tensor::new(DType::F16, shape, Storage::Host(HostBytes::from_bytes(&bytes))).unwrap()
+    let bytes: Vec<u8> = data
+        .iter()
+        .flat_map(|&v| f16::from_f32(v).to_le_bytes())
+        .collect();
+    Tensor::new(
+        DType::F16,
+        shape,
+        Storage::Host(HostBytes::from_bytes(&bytes)),
+    )
+    .unwrap()
 }
 
 fn round_f16(x: &[f32]) -> Vec<f32> {
@@ -91,10 +103,19 @@ fn attn_case() -> impl Strategy<Value = AttnCase> {
         (1usize..24, 1usize..150, 1usize..3, 1usize..4),
         prop::sample::select(vec![64usize, 80, 128, 256, 72, 17, 8]),
         (any::<bool>(), prop::option::of(1usize..40), any::<bool>()),
-        (prop::option::of(prop::sample::select(vec![20.0f32, 50.0])), any::<bool>(), any::<u64>()),
+        (
+            prop::option::of(prop::sample::select(vec![20.0f32, 50.0])),
+            any::<bool>(),
+            any::<u64>(),
+        ),
     )
         .prop_map(
-            |((n_q, n_kv, n_kv_head, group), head_dim, (causal, window, groups), (softcap, f16_kv, seed))| {
+            |(
+                (n_q, n_kv, n_kv_head, group),
+                head_dim,
+                (causal, window, groups),
+                (softcap, f16_kv, seed),
+            )| {
                 AttnCase {
                     n_q,
                     n_kv,
@@ -129,7 +150,9 @@ fn check_attention(c: &AttnCase) {
     // Queries are the last n_q of the n_kv positions (a decoder continuing a prompt), so
     // causal masks leave early queries of long prompts partly blind when n_q > n_kv.
     let k_pos: Vec<i32> = (0..c.n_kv as i32).collect();
-    let q_pos: Vec<i32> = (0..c.n_q as i32).map(|i| c.n_kv as i32 - c.n_q as i32 + i).collect();
+    let q_pos: Vec<i32> = (0..c.n_q as i32)
+        .map(|i| c.n_kv as i32 - c.n_q as i32 + i)
+        .collect();
     let q_group: Vec<u32> = q_pos.iter().map(|&p| u32::from(p % 7 > 3)).collect();
     let k_group: Vec<u32> = k_pos.iter().map(|&p| u32::from(p % 7 > 3)).collect();
     let mask = AttnMask {
@@ -172,7 +195,11 @@ proptest! {
 #[test]
 fn attention_long_context_and_many_heads() {
     // A prefill larger than one task and one KV block in every direction.
-    for (n_q, n_kv, head_dim, window) in [(70, 200, 64, None), (33, 333, 128, Some(100)), (1, 1000, 80, None)] {
+    for (n_q, n_kv, head_dim, window) in [
+        (70, 200, 64, None),
+        (33, 333, 128, Some(100)),
+        (1, 1000, 80, None),
+    ] {
         check_attention(&AttnCase {
             n_q,
             n_kv,
@@ -199,15 +226,26 @@ fn attention_tensor_op_agrees_with_kernel() {
     let mask = AttnMask::causal(&pos[n_kv - n_q..], &pos);
     let p = AttnParams::mha(nh, d);
     let t = |s: &[usize], x: &[f32]| Tensor::from_f32(s, x).unwrap();
-    let got = ops::attention::attention(&t(&[n_q, nh, d], &q), &t(&[n_kv, nh, d], &k), &t(&[n_kv, nh * d], &v), &mask, &p)
-        .unwrap();
-    assert_close("ops::attention", got.as_f32().unwrap(), &ops::attention::reference(&q, &k, &v, &mask, &p));
+    let got = ops::attention::attention(
+        &t(&[n_q, nh, d], &q),
+        &t(&[n_kv, nh, d], &k),
+        &t(&[n_kv, nh * d], &v),
+        &mask,
+        &p,
+    )
+    .unwrap();
+    assert_close(
+        "ops::attention",
+        got.as_f32().unwrap(),
+        &ops::attention::reference(&q, &k, &v, &mask, &p),
+    );
 }
 
 // ------------------------------------------------------------------------------ rope
 
 fn rope_mode() -> impl Strategy<Value = RopeMode> {
-    let s = (0usize..5, 0usize..5, 0usize..5, 0usize..3).prop_filter("some section", |s| s.0 + s.1 + s.2 + s.3 > 0);
+    let s = (0usize..5, 0usize..5, 0usize..5, 0usize..3)
+        .prop_filter("some section", |s| s.0 + s.1 + s.2 + s.3 > 0);
     (0u8..5, s).prop_map(|(m, (a, b, c, d))| {
         let sections = [a, b, c, d];
         match m {
@@ -328,7 +366,8 @@ fn vit_patch_embedding_shape() {
     let wt = values(8 * 3 * 14 * 14, 2, 0.1);
     let w = Tensor::from_f32(&[8, 3, 14, 14], &wt).unwrap();
     let p = Conv2dParams::patch(14);
-    let got = ops::conv::conv2d_tokens(&Tensor::from_f32(&[3, 28, 42], &x).unwrap(), &w, &p).unwrap();
+    let got =
+        ops::conv::conv2d_tokens(&Tensor::from_f32(&[3, 28, 42], &x).unwrap(), &w, &p).unwrap();
     assert_eq!(got.shape(), &[6, 8]);
     let want = ops::conv::reference::conv2d(&x, [3, 28, 42], &wt, [8, 14, 14], &p);
     let mut back = vec![0f32; 48];

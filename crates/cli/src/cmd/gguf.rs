@@ -42,7 +42,10 @@ pub fn run(args: Args) -> Result<()> {
 fn print_stdout(text: &str) -> Result<()> {
     use std::io::Write;
     let mut stdout = std::io::stdout().lock();
-    match stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
         Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
         _ => Ok(()),
     }
@@ -156,7 +159,12 @@ fn describe(file: &GgufFile) -> String {
         file.data_offset()
     );
     let _ = writeln!(s, "\nmetadata ({} keys):", file.metadata().len());
-    let key_width = file.metadata().iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    let key_width = file
+        .metadata()
+        .iter()
+        .map(|(k, _)| k.len())
+        .max()
+        .unwrap_or(0);
     for (key, value) in file.metadata() {
         let ty = match value {
             Value::Array(a) => format!("[{}; {}]", a.elem_type, a.items.len()),
@@ -165,7 +173,12 @@ fn describe(file: &GgufFile) -> String {
         let _ = writeln!(s, "  {key:key_width$}  {ty:<16} {}", value_text(value));
     }
     let _ = writeln!(s, "\ntensors ({}):", file.tensors().len());
-    let name_width = file.tensors().iter().map(|t| t.name.len()).max().unwrap_or(4);
+    let name_width = file
+        .tensors()
+        .iter()
+        .map(|t| t.name.len())
+        .max()
+        .unwrap_or(4);
     let _ = writeln!(
         s,
         "  {:name_width$}  {:<8} {:<24} {:>12} {:>12}",

@@ -1,3 +1,8 @@
 //! One module per `mtmd` subcommand, each with `Args` (clap) and `run(Args)`.
 
+pub mod bench;
+pub mod common;
 pub mod gguf;
+pub mod run;
+pub mod sampling_args;
+pub mod tokenize;

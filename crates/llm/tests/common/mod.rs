@@ -14,9 +14,11 @@ pub fn fixture(rel: &str) -> PathBuf {
 /// A real model from the cache filled by scripts/fetch-test-models.sh, or `None` (after a
 /// SKIPPED line) when it is absent and the run does not require it.
 pub fn real_model(file: &str) -> Option<PathBuf> {
-    let dir = std::env::var("MTMD_MODEL_DIR").map(PathBuf::from).unwrap_or_else(|_| {
-        PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/mtmd-rs/models")
-    });
+    let dir = std::env::var("MTMD_MODEL_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/mtmd-rs/models")
+        });
     let path = dir.join(file);
     if path.exists() {
         return Some(path);

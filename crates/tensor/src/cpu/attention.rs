@@ -183,7 +183,7 @@ pub fn attention(
 ) {
     let (n_q, n_kv, d) = (mask.n_q(), mask.n_kv(), p.head_dim);
     assert!(
-        p.n_kv_head > 0 && p.n_head % p.n_kv_head == 0,
+        p.n_kv_head > 0 && p.n_head.is_multiple_of(p.n_kv_head),
         "attention: n_head {} is not a multiple of n_kv_head {}",
         p.n_head,
         p.n_kv_head

@@ -1,12 +1,15 @@
 //! Blocked GEMM for `out[n, m] = x[n, k] · w[m, k]ᵀ` with f32 / f16 / bf16 weights.
 //!
-//! Shape of the computation (BLIS style):
+//! Shape of the computation:
 //! - x is packed once into panels of `MR` rows, transposed so the `MR` values of one `k`
 //!   index are adjacent (`xpack[panel][p][r]`): the micro-kernel broadcasts them.
-//! - Each task owns a block of up to `NC` weight rows (output columns). Per `KC` slice of
-//!   `k` it packs its weight rows into panels of `NR = 2 vectors` (`wpack[panel][p][c]`,
-//!   converting f16/bf16 to f32 once), then runs the `MR x NR` register-tile micro-kernel
-//!   over every x panel. Accumulators stay in registers for the whole `KC` slice.
+//! - Each task owns a block of up to `NC_MAX` weight rows (output columns). It packs them
+//!   one panel of `NR = 2 vectors` rows at a time (`wpanel[p][c]`, converting f16/bf16 to
+//!   f32 once), then runs the `MR x NR` register-tile micro-kernel against every x panel of
+//!   its rows. A tile's accumulators stay in registers over the whole `k` and are stored
+//!   once: no partial sums go back and forth through memory. Both panels stream
+//!   sequentially (prefetch-friendly); the weight panel (NR·k·4 bytes) is reused from L2
+//!   by every x panel.
 //! - Tasks write a private, tile-padded output block; blocks are copied into `out` at the
 //!   end (n·m copies against n·m·k multiply-adds), so no task shares memory with another.
 #![allow(unsafe_code)]
@@ -16,10 +19,6 @@ use rayon::prelude::*;
 use super::matmul_float::WeightElem;
 use super::simd::{Isa, Simd, dispatch};
 
-/// `k` slice per packing round: a weight panel (`NR x KC` f32) stays within L1/L2.
-const KC: usize = 256;
-/// Rows of x per inner block (a multiple of every MR).
-const MC: usize = 96;
 /// Upper bound of output columns per task.
 const NC_MAX: usize = 256;
 /// Multiply-adds below which one task does everything.
@@ -201,79 +200,79 @@ fn block_tiles<S: Simd, T: WeightElem, const MR: usize>(
     let ldc = col_panels * nr;
     let first_panel = i0 / MR;
     let row_panels = rows.div_ceil(MR);
-    let mut wpack = vec![0f32; col_panels * nr * KC.min(k)];
-    let mut row_buf = vec![0f32; KC.min(k)];
-    for pc in (0..k).step_by(KC) {
-        let kc = KC.min(k - pc);
-        pack_w(s, w, k, j0, cols, pc, kc, nr, &mut wpack, &mut row_buf);
-        for ic in (0..row_panels).step_by(MC / MR) {
-            for jp in 0..col_panels {
-                let wp = &wpack[jp * nr * kc..(jp + 1) * nr * kc];
-                for ip in ic..(ic + MC / MR).min(row_panels) {
-                    let q = first_panel + ip;
-                    let xp = &xpack[q * MR * k + pc * MR..q * MR * k + (pc + kc) * MR];
-                    let ct = &mut c[ip * MR * ldc + jp * nr..];
-                    assert!(ct.len() >= (MR - 1) * ldc + nr);
-                    // SAFETY: slices checked above: xp holds kc*MR, wp kc*NR values, ct
-                    // covers MR rows of NR at stride ldc.
-                    unsafe {
-                        micro_kernel::<S, MR>(
-                            s,
-                            kc,
-                            xp.as_ptr(),
-                            wp.as_ptr(),
-                            ct.as_mut_ptr(),
-                            ldc,
-                            pc > 0,
-                        )
-                    };
-                }
-            }
+    let mut wpanel = vec![0f32; nr * k];
+    let mut stage = vec![0f32; nr * STAGE_K];
+    for jp in 0..col_panels {
+        let panel_cols = nr.min(cols - jp * nr);
+        pack_w_panel(
+            s,
+            w,
+            k,
+            j0 + jp * nr,
+            panel_cols,
+            nr,
+            &mut wpanel,
+            &mut stage,
+        );
+        for ip in 0..row_panels {
+            let q = first_panel + ip;
+            let xp = &xpack[q * MR * k..(q + 1) * MR * k];
+            let ct = &mut c[ip * MR * ldc + jp * nr..];
+            assert!(ct.len() >= (MR - 1) * ldc + nr);
+            // SAFETY: slices checked above: xp holds k*MR, wpanel k*NR values, ct covers
+            // MR rows of NR at stride ldc.
+            unsafe {
+                micro_kernel::<S, MR>(s, k, xp.as_ptr(), wpanel.as_ptr(), ct.as_mut_ptr(), ldc)
+            };
         }
     }
 }
 
-/// Weight rows `j0..j0+cols`, k slice `pc..pc+kc`, into panels `[panel][p][nr]` of f32.
+/// `k` values per row widened at a time while packing (the staging buffer stays in L1).
+const STAGE_K: usize = 64;
+
+/// Weight rows `j..j+cols` (cols <= nr; missing rows are zero) as one panel `[k][nr]` of f32.
 #[inline(always)]
-fn pack_w<S: Simd, T: WeightElem>(
+fn pack_w_panel<S: Simd, T: WeightElem>(
     s: S,
     w: &[T],
     k: usize,
-    j0: usize,
+    j: usize,
     cols: usize,
-    pc: usize,
-    kc: usize,
     nr: usize,
-    wpack: &mut [f32],
-    row_buf: &mut [f32],
+    panel: &mut [f32],
+    stage: &mut [f32],
 ) {
     let l = S::LANES;
-    let row_buf = &mut row_buf[..kc];
-    for jj in 0..cols.div_ceil(nr) * nr {
-        let panel = &mut wpack[jj / nr * nr * kc..(jj / nr + 1) * nr * kc];
-        let r = jj % nr;
-        if jj >= cols {
-            for p in 0..kc {
-                panel[p * nr + r] = 0.0;
+    for p0 in (0..k).step_by(STAGE_K) {
+        let kc = STAGE_K.min(k - p0);
+        // Widen a [cols][kc] tile with SIMD into the stage, then transpose it into place.
+        for r in 0..nr {
+            let dst = &mut stage[r * STAGE_K..r * STAGE_K + kc];
+            if r >= cols {
+                dst.fill(0.0);
+                continue;
             }
-            continue;
+            let src = &w[(j + r) * k + p0..(j + r) * k + p0 + kc];
+            let full = kc - kc % l;
+            for p in (0..full).step_by(l) {
+                s.store(&mut dst[p..], T::load(s, &src[p..]));
+            }
+            for p in full..kc {
+                dst[p] = src[p].to_f32();
+            }
         }
-        let src = &w[(j0 + jj) * k + pc..(j0 + jj) * k + pc + kc];
-        // Widen with SIMD into a contiguous buffer, then scatter at stride nr.
-        let full = kc - kc % l;
-        for p in (0..full).step_by(l) {
-            s.store(&mut row_buf[p..], T::load(s, &src[p..]));
-        }
-        for p in full..kc {
-            row_buf[p] = src[p].to_f32();
-        }
-        for (p, &v) in row_buf.iter().enumerate() {
-            panel[p * nr + r] = v;
+        for p in 0..kc {
+            let out = &mut panel[(p0 + p) * nr..(p0 + p + 1) * nr];
+            for (r, o) in out.iter_mut().enumerate() {
+                *o = stage[r * STAGE_K + p];
+            }
         }
     }
 }
 
-/// `c[r][0..NR] (+)= sum_p xp[p][r] * wp[p][0..NR]` for an `MR x NR` tile, NR = 2 vectors.
+/// `c[r][0..NR] = sum_p xp[p][r] * wp[p][0..NR]` for an `MR x NR` tile, NR = 2 vectors: the
+/// whole `k` sum stays in registers and the tile is stored once.
 ///
 /// # Safety
 /// `xp` readable for `kc * MR`, `wp` for `kc * 2 * LANES` floats; `c` writable for `MR` rows
@@ -286,7 +285,6 @@ unsafe fn micro_kernel<S: Simd, const MR: usize>(
     wp: *const f32,
     c: *mut f32,
     ldc: usize,
-    accumulate: bool,
 ) {
     let l = S::LANES;
     let mut acc = [[s.zero(); 2]; MR];
@@ -303,13 +301,7 @@ unsafe fn micro_kernel<S: Simd, const MR: usize>(
         }
         for r in 0..MR {
             for h in 0..2 {
-                let dst = c.add(r * ldc + h * l);
-                let v = if accumulate {
-                    s.add(s.load_ptr(dst), acc[r][h])
-                } else {
-                    acc[r][h]
-                };
-                s.store_ptr(dst, v);
+                s.store_ptr(c.add(r * ldc + h * l), acc[r][h]);
             }
         }
     }

@@ -286,6 +286,10 @@ fn dot_rows<S: Simd, T: WeightElem>(
     }
 }
 
+/// Weight rows handled together: each x vector load feeds `WEIGHT_ROWS` FMAs, and as many
+/// weight streams are in flight.
+const WEIGHT_ROWS: usize = 4;
+
 #[inline(always)]
 fn dot_rows_n<S: Simd, T: WeightElem, const N: usize>(
     s: S,
@@ -295,43 +299,55 @@ fn dot_rows_n<S: Simd, T: WeightElem, const N: usize>(
     j0: usize,
     out_t: &mut [f32],
 ) {
+    let rows = out_t.len() / N;
+    let grouped = rows - rows % WEIGHT_ROWS;
+    for jj in (0..grouped).step_by(WEIGHT_ROWS) {
+        let o = &mut out_t[jj * N..(jj + WEIGHT_ROWS) * N];
+        dot_block::<S, T, N, WEIGHT_ROWS>(s, w, x, k, j0 + jj, o);
+    }
+    for jj in grouped..rows {
+        dot_block::<S, T, N, 1>(s, w, x, k, j0 + jj, &mut out_t[jj * N..(jj + 1) * N]);
+    }
+}
+
+/// `o[r * N + i] = dot(w[j + r], x[i])` for `R` weight rows and `N` x rows.
+#[inline(always)]
+fn dot_block<S: Simd, T: WeightElem, const N: usize, const R: usize>(
+    s: S,
+    w: &[T],
+    x: &[f32],
+    k: usize,
+    j: usize,
+    o: &mut [f32],
+) {
     let l = S::LANES;
-    let step = 2 * l;
-    let full = k - k % step;
+    let full = k - k % l;
+    let ws: [&[T]; R] = std::array::from_fn(|r| &w[(j + r) * k..(j + r + 1) * k]);
     let xs: [&[f32]; N] = std::array::from_fn(|i| &x[i * k..(i + 1) * k]);
-    for (jj, o) in out_t.chunks_exact_mut(N).enumerate() {
-        let j = j0 + jj;
-        let wr = &w[j * k..(j + 1) * k];
-        let mut acc = [[s.zero(); 2]; N];
-        let mut p = 0;
-        while p < full {
-            let w0 = T::load(s, &wr[p..]);
-            let w1 = T::load(s, &wr[p + l..]);
+    let mut acc = [[s.zero(); N]; R];
+    let mut p = 0;
+    while p < full {
+        let xv: [S::V; N] = std::array::from_fn(|i| s.load(&xs[i][p..]));
+        for r in 0..R {
+            let wv = T::load(s, &ws[r][p..]);
             for i in 0..N {
-                acc[i][0] = s.fma(w0, s.load(&xs[i][p..]), acc[i][0]);
-                acc[i][1] = s.fma(w1, s.load(&xs[i][p + l..]), acc[i][1]);
+                acc[r][i] = s.fma(wv, xv[i], acc[r][i]);
             }
-            p += step;
         }
-        while p < k {
-            let end = (p + l).min(k);
-            let wv = if end - p == l {
-                T::load(s, &wr[p..])
-            } else {
-                T::load_partial(s, &wr[p..end])
-            };
+        p += l;
+    }
+    if full < k {
+        let xv: [S::V; N] = std::array::from_fn(|i| s.load_partial(&xs[i][full..]));
+        for r in 0..R {
+            let wv = T::load_partial(s, &ws[r][full..]);
             for i in 0..N {
-                let xv = if end - p == l {
-                    s.load(&xs[i][p..])
-                } else {
-                    s.load_partial(&xs[i][p..end])
-                };
-                acc[i][0] = s.fma(wv, xv, acc[i][0]);
+                acc[r][i] = s.fma(wv, xv[i], acc[r][i]);
             }
-            p = end;
         }
+    }
+    for r in 0..R {
         for i in 0..N {
-            o[i] = s.reduce_sum(s.add(acc[i][0], acc[i][1]));
+            o[r * N + i] = s.reduce_sum(acc[r][i]);
         }
     }
 }

@@ -108,7 +108,7 @@ impl RopeConfig {
     fn check(&self, x_len: usize, n_tokens: usize, n_heads: usize, head_dim: usize, n_pos: usize) {
         assert_eq!(x_len, n_tokens * n_heads * head_dim, "rope: x length");
         assert!(
-            self.n_dims <= head_dim && self.n_dims % 2 == 0,
+            self.n_dims <= head_dim && self.n_dims.is_multiple_of(2),
             "rope: n_dims {} must be even and <= head_dim {head_dim}",
             self.n_dims
         );
@@ -178,7 +178,7 @@ pub(crate) fn fill_cache(cfg: &RopeConfig, pos: [i32; 4], cache: &mut [(f32, f32
                 1
             } else if sector % 3 == 2 && sector < 3 * sections[2] {
                 2
-            } else if sector % 3 == 0 && sector < 3 * sections[0] {
+            } else if sector.is_multiple_of(3) && sector < 3 * sections[0] {
                 0
             } else {
                 3

@@ -283,7 +283,7 @@ pub fn rope(x: &Tensor, positions: &[i32], cfg: &RopeConfig) -> Result<Tensor> {
 
 /// The agreements `cpu::rope` asserts, as errors.
 fn check_rope(n_tokens: usize, head_dim: usize, n_pos: usize, cfg: &RopeConfig) -> Result<()> {
-    if cfg.n_dims % 2 != 0 || cfg.n_dims > head_dim {
+    if !cfg.n_dims.is_multiple_of(2) || cfg.n_dims > head_dim {
         return Err(mismatch(
             "rope",
             format!(

@@ -135,7 +135,7 @@ mod tests {
         assert_eq!(size_class(513), 640);
         for len in [300u64, 1000, 4097, 1 << 20, (1 << 27) + 1, 3_000_000_017] {
             let c = size_class(len);
-            assert!(c >= len && c % 4 == 0, "{len} -> {c}");
+            assert!(c >= len && c.is_multiple_of(4), "{len} -> {c}");
             assert!(c as f64 <= len as f64 * 1.25 + 256.0, "{len} -> {c}");
             assert_eq!(size_class(c), c, "classes are fixed points");
         }

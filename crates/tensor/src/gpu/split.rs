@@ -57,8 +57,8 @@ pub fn plan_row_chunks(
             let start = l.base + row as u64 * l.row_bytes;
             let skip = start % align;
             let room = limit.saturating_sub(skip);
-            if l.row_bytes > 0 {
-                rows = rows.min(usize::try_from(room / l.row_bytes).unwrap_or(usize::MAX));
+            if let Some(fit) = room.checked_div(l.row_bytes) {
+                rows = rows.min(usize::try_from(fit).unwrap_or(usize::MAX));
             }
         }
         if rows == 0 {
@@ -133,7 +133,7 @@ mod tests {
             (18u64, 100u64, 32u64),
             (34, 512, 256),
             (4, 64, 32),
-            (72, 72, 8),
+            (72, 96, 8),
         ] {
             let layouts = [
                 RowLayout { base: 6, row_bytes },

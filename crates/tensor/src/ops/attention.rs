@@ -39,7 +39,7 @@ pub fn attention(
     p: &AttnParams,
 ) -> Result<Tensor> {
     let (n_q, n_kv, d) = (mask.n_q(), mask.n_kv(), p.head_dim);
-    if p.n_kv_head == 0 || p.n_head % p.n_kv_head != 0 {
+    if p.n_kv_head == 0 || !p.n_head.is_multiple_of(p.n_kv_head) {
         return Err(mismatch(format!(
             "n_head {} is not a multiple of n_kv_head {}",
             p.n_head, p.n_kv_head

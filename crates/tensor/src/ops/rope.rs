@@ -19,7 +19,7 @@ fn validate(shape: &[usize], n_pos: usize, cfg: &RopeConfig) -> Result<(usize, u
             "x must be [tokens, heads, head_dim], got {shape:?}"
         )));
     };
-    if cfg.n_dims % 2 != 0 || cfg.n_dims > head_dim {
+    if !cfg.n_dims.is_multiple_of(2) || cfg.n_dims > head_dim {
         return Err(mismatch(format!(
             "n_dims {} must be even and <= head_dim {head_dim}",
             cfg.n_dims

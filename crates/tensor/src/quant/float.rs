@@ -76,13 +76,13 @@ pub fn f32_to_bf16(x: f32) -> bf16 {
     bf16::from_bits(rounded as u16)
 }
 
-/// Converts a slice to f16 (`dst.len()` must equal `src.len()`; extra elements are left).
+/// Converts the first `min(src.len(), dst.len())` values to f16 with [`f32_to_f16`].
 pub fn f32_to_f16_slice(src: &[f32], dst: &mut [f16]) {
     let n = src.len().min(dst.len());
     dst[..n].convert_from_f32_slice(&src[..n]);
 }
 
-/// Converts a slice to bf16 with [`f32_to_bf16`].
+/// Converts the first `min(src.len(), dst.len())` values to bf16 with [`f32_to_bf16`].
 pub fn f32_to_bf16_slice(src: &[f32], dst: &mut [bf16]) {
     for (o, &x) in dst.iter_mut().zip(src) {
         *o = f32_to_bf16(x);

@@ -27,7 +27,7 @@ pub fn scores(
     s_stride: usize,
 ) {
     assert!(
-        rows % 4 == 0 && keys <= s_stride,
+        rows.is_multiple_of(4) && keys <= s_stride,
         "scores: rows {rows}, keys {keys}"
     );
     assert!(q.len() >= rows * d && k.len() >= keys * d && s.len() >= rows * s_stride);
@@ -53,7 +53,7 @@ pub fn accumulate(
     acc: &mut [f32],
 ) {
     assert!(
-        rows % 4 == 0 && keys <= p_stride,
+        rows.is_multiple_of(4) && keys <= p_stride,
         "accumulate: rows {rows}, keys {keys}"
     );
     assert!(p.len() >= rows * p_stride && v.len() >= keys * d && acc.len() >= rows * d);
@@ -159,7 +159,7 @@ const EXP_P: [f32; 6] = [
     8.333_452e-3,
     4.166_579_6e-2,
     1.666_666_5e-1,
-    5.000_000_1e-1,
+    0.5,
 ];
 
 // ---------------------------------------------------------------- AVX-512

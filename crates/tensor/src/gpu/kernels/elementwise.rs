@@ -46,7 +46,7 @@ pub(crate) fn binary(
     if a_len == 0 {
         return Ok(());
     }
-    if b_len == 0 || a_len % b_len != 0 {
+    if b_len == 0 || !a_len.is_multiple_of(b_len) {
         return Err(TensorError::ShapeMismatch {
             op: entry,
             detail: format!("{b_len} elements cannot repeat over {a_len}"),

@@ -56,7 +56,7 @@ pub(crate) fn matmul(
         backend: "gpu",
     };
     let w_code = weight_type_constant(w_type).ok_or_else(unsupported)?;
-    if k % w_type.block_size() != 0 {
+    if !k.is_multiple_of(w_type.block_size()) {
         return Err(TensorError::PartialBlock {
             dtype: w_type,
             len: k,

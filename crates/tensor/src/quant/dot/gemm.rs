@@ -1,7 +1,8 @@
 //! AVX-512 VNNI micro-kernels over packed panels: 16 weight rows x up to 8 activation rows.
 //!
-//! Lane r of every vector is weight row r; activation bytes are broadcast 4 at a time, so one
-//! `dpbusd` does 16 rows x 4 levels and no horizontal sums are needed. Per activation column a
+//! Lane r of every vector is weight row r; activation bytes are broadcast 4 at a time (as the
+//! memory operand of `dpbusd`, so they need no register), so one `dpbusd` does 16 rows x 4
+//! levels and no horizontal sums are needed. Per activation column a
 //! tile keeps an i32 accumulator and an f32 accumulator in registers for the whole row.
 //! Integer sums are the scalar reference's exactly; scaling follows the same formulas
 //! (`d_w * d_x * isum`, K-quants `d_w * d_x * isum - dmin_w * d_x * sum(m * bsum)`), only the
@@ -42,36 +43,29 @@ pub(super) fn gemm_panel(
 fn sizes_fit(p: &Panel, kind: PanelKind, a: &GemmActs, out: &[&mut [f32]], row_off: usize) -> bool {
     let k = p.k;
     let lanes = |units: usize| units * PANEL_ROWS;
+    let (scales, sums) = match kind {
+        PanelKind::Legacy { .. } => (k / QK32, k / QK32),
+        PanelKind::KQuant { sub, .. } => (k / QK_K, k / sub / 2),
+    };
     let panel_ok = match kind {
-        PanelKind::Legacy => {
-            k % QK32 == 0 && p.corr.len() == lanes(k / QK32) && p.d.len() == lanes(k / QK32)
-        }
-        PanelKind::KQuant { sub, mins } => {
+        PanelKind::Legacy { .. } => k % QK32 == 0,
+        PanelKind::KQuant { sub, dmin } => {
             (sub == 16 || sub == 32)
                 && k % QK_K == 0
-                && p.corr.len() == lanes(k / QK_K)
-                && p.d.len() == lanes(k / QK_K)
                 && p.sc.len() == lanes(k / sub)
-                && (!mins
-                    || (p.dmin.len() == lanes(k / QK_K) && p.mins.len() == lanes(k / sub / 2)))
+                && p.coef.len() == lanes(sums)
+                && (!dmin || p.dmin.len() == lanes(scales))
         }
-    };
-    let per_row_scales = match kind {
-        PanelKind::Legacy => k / QK32,
-        PanelKind::KQuant { .. } => k / QK_K,
-    };
-    let pairs = match kind {
-        PanelKind::KQuant { sub, mins: true } => k / sub / 2,
-        _ => 0,
     };
     panel_ok
         && p.rows <= PANEL_ROWS
-        && p.q.len() == k * PANEL_ROWS
+        && p.q.len() == lanes(k / 4)
+        && p.d.len() == lanes(scales)
         && a.k == k
-        && a.xu.len() == a.n * k
-        && a.scales_per_row() == per_row_scales
-        && a.d.len() == a.n * per_row_scales
-        && (pairs == 0 || (a.pairs_per_row() == pairs && a.bsum_pairs.len() == a.n * pairs))
+        && a.blocks.len() == a.n * scales * a.block_bytes
+        && a.qs_at + k / scales <= a.block_bytes
+        && a.d.len() == a.n * scales
+        && a.sums.len() == a.n * sums
         && out.len() >= a.n
         && out.iter().take(a.n).all(|o| o.len() >= row_off + p.rows)
 }
@@ -103,28 +97,28 @@ unsafe fn dispatch(
     }
     unsafe {
         match kind {
-            PanelKind::Legacy => by_cols!(legacy_tile),
+            PanelKind::Legacy { .. } => by_cols!(legacy_tile),
             PanelKind::KQuant {
                 sub: 32,
-                mins: true,
+                dmin: true,
             } => by_cols!(k_tile, 32, true),
             PanelKind::KQuant {
                 sub: 32,
-                mins: false,
+                dmin: false,
             } => by_cols!(k_tile, 32, false),
-            PanelKind::KQuant { sub: _, mins: true } => by_cols!(k_tile, 16, true),
+            PanelKind::KQuant { sub: _, dmin: true } => by_cols!(k_tile, 16, true),
             PanelKind::KQuant {
                 sub: _,
-                mins: false,
+                dmin: false,
             } => by_cols!(k_tile, 16, false),
         }
     }
 }
 
-/// Broadcast of 4 activation bytes at `p`.
+/// Broadcast of the i32 at `p` (4 activation bytes, or a pair of i16 sums).
 #[inline(always)]
-unsafe fn bcast4(p: *const u8) -> __m512i {
-    unsafe { _mm512_set1_epi32(std::ptr::read_unaligned(p.cast::<i32>())) }
+unsafe fn bcast_i32(p: *const i32) -> __m512i {
+    unsafe { _mm512_set1_epi32(std::ptr::read_unaligned(p)) }
 }
 
 #[inline(always)]
@@ -150,19 +144,26 @@ unsafe fn legacy_tile<const C: usize>(
     unsafe {
         let k = p.k;
         let blocks = k / QK32;
-        let xs: [*const u8; C] = std::array::from_fn(|c| a.xu.as_ptr().add((c0 + c) * k));
+        // Levels of block b of column c: xs[c] + b * block_bytes.
+        let xs: [*const u8; C] = std::array::from_fn(|c| {
+            a.blocks
+                .as_ptr()
+                .add((c0 + c) * blocks * a.block_bytes + a.qs_at)
+        });
         let ds: [*const f32; C] = std::array::from_fn(|c| a.d.as_ptr().add((c0 + c) * blocks));
+        let sums: [*const i32; C] = std::array::from_fn(|c| a.sums.as_ptr().add((c0 + c) * blocks));
         let mut f = [_mm512_setzero_ps(); C];
         for b in 0..blocks {
-            let q = p.q.as_ptr().add(b * QK32 * PANEL_ROWS);
-            let w: [__m512i; 8] = std::array::from_fn(|g| _mm512_loadu_si512(q.add(64 * g).cast()));
-            let corr = _mm512_loadu_si512(p.corr.as_ptr().add(b * PANEL_ROWS).cast());
+            let q = p.q.as_ptr().add(b * QK32 / 4 * PANEL_ROWS);
+            let w: [__m512i; 8] =
+                std::array::from_fn(|g| _mm512_loadu_si512(q.add(PANEL_ROWS * g).cast()));
             let dw = _mm512_loadu_ps(p.d.as_ptr().add(b * PANEL_ROWS));
             for c in 0..C {
-                let x = xs[c].add(b * QK32);
-                let mut acc = corr;
+                let x = xs[c].add(b * a.block_bytes).cast::<i32>();
+                // Starts from -offset * sum(x): the unsigned weights' offset, removed.
+                let mut acc = bcast_i32(sums[c].add(b));
                 for (g, w) in w.iter().enumerate() {
-                    acc = _mm512_dpbusd_epi32(acc, bcast4(x.add(4 * g)), *w);
+                    acc = _mm512_dpbusd_epi32(acc, *w, bcast_i32(x.add(g)));
                 }
                 let scale = _mm512_mul_ps(dw, _mm512_set1_ps(*ds[c].add(b)));
                 f[c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc), scale, f[c]);
@@ -175,7 +176,7 @@ unsafe fn legacy_tile<const C: usize>(
 }
 
 #[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn k_tile<const C: usize, const SUB: usize, const MINS: bool>(
+unsafe fn k_tile<const C: usize, const SUB: usize, const DMIN: bool>(
     p: &Panel,
     a: &GemmActs,
     c0: usize,
@@ -188,47 +189,56 @@ unsafe fn k_tile<const C: usize, const SUB: usize, const MINS: bool>(
         let subs = QK_K / SUB;
         let groups = SUB / 4;
         let pairs = subs / 2;
-        let xs: [*const u8; C] = std::array::from_fn(|c| a.xu.as_ptr().add((c0 + c) * k));
+        // Levels of super-block sb of column c: xs[c] + sb * block_bytes.
+        let xs: [*const u8; C] = std::array::from_fn(|c| {
+            a.blocks
+                .as_ptr()
+                .add((c0 + c) * supers * a.block_bytes + a.qs_at)
+        });
         let ds: [*const f32; C] = std::array::from_fn(|c| a.d.as_ptr().add((c0 + c) * supers));
+        let sums: [*const i32; C] =
+            std::array::from_fn(|c| a.sums.as_ptr().add((c0 + c) * supers * pairs));
         let mut f = [_mm512_setzero_ps(); C];
         for sb in 0..supers {
-            let corr = _mm512_loadu_si512(p.corr.as_ptr().add(sb * PANEL_ROWS).cast());
-            let mut acc = [corr; C];
+            let mut acc = [_mm512_setzero_si512(); C];
             for j in 0..subs {
                 let start = sb * QK_K + j * SUB;
-                let q = p.q.as_ptr().add(start * PANEL_ROWS);
+                let q = p.q.as_ptr().add(start / 4 * PANEL_ROWS);
                 let w: [__m512i; 8] = std::array::from_fn(|g| {
                     if g < groups {
-                        _mm512_loadu_si512(q.add(64 * g).cast())
+                        _mm512_loadu_si512(q.add(PANEL_ROWS * g).cast())
                     } else {
                         _mm512_setzero_si512()
                     }
                 });
                 let sc = _mm512_loadu_si512(p.sc.as_ptr().add((sb * subs + j) * PANEL_ROWS).cast());
                 for c in 0..C {
-                    let x = xs[c].add(start);
+                    let x = xs[c].add(sb * a.block_bytes + j * SUB).cast::<i32>();
                     let mut s = _mm512_setzero_si512();
                     for g in 0..groups {
-                        s = _mm512_dpbusd_epi32(s, bcast4(x.add(4 * g)), w[g]);
+                        s = _mm512_dpbusd_epi32(s, w[g], bcast_i32(x.add(g)));
                     }
                     acc[c] = _mm512_add_epi32(acc[c], _mm512_mullo_epi32(s, sc));
                 }
             }
             let dw = _mm512_loadu_ps(p.d.as_ptr().add(sb * PANEL_ROWS));
+            let coef = p.coef.as_ptr().add(sb * pairs * PANEL_ROWS);
             for c in 0..C {
                 let dx = _mm512_set1_ps(*ds[c].add(sb));
-                f[c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[c]), _mm512_mul_ps(dw, dx), f[c]);
-                if MINS {
+                let xsum = sums[c].add(sb * pairs);
+                let mut term = _mm512_setzero_si512();
+                for pp in 0..pairs {
+                    let cf = _mm512_loadu_si512(coef.add(pp * PANEL_ROWS).cast());
+                    term = _mm512_dpwssd_epi32(term, cf, bcast_i32(xsum.add(pp)));
+                }
+                if DMIN {
                     let dmin = _mm512_loadu_ps(p.dmin.as_ptr().add(sb * PANEL_ROWS));
-                    let bp = a.bsum_pairs.as_ptr().add(((c0 + c) * supers + sb) * pairs);
-                    let mut m = _mm512_setzero_si512();
-                    for pp in 0..pairs {
-                        let mins = _mm512_loadu_si512(
-                            p.mins.as_ptr().add((sb * pairs + pp) * PANEL_ROWS).cast(),
-                        );
-                        m = _mm512_dpwssd_epi32(m, mins, _mm512_set1_epi32(*bp.add(pp)));
-                    }
-                    f[c] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(m), _mm512_mul_ps(dmin, dx), f[c]);
+                    f[c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[c]), _mm512_mul_ps(dw, dx), f[c]);
+                    f[c] =
+                        _mm512_fnmadd_ps(_mm512_cvtepi32_ps(term), _mm512_mul_ps(dmin, dx), f[c]);
+                } else {
+                    let isum = _mm512_sub_epi32(acc[c], term);
+                    f[c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_mul_ps(dw, dx), f[c]);
                 }
             }
         }

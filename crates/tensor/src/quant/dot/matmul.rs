@@ -11,6 +11,7 @@
 
 use rayon::prelude::*;
 
+#[cfg(target_arch = "x86_64")]
 use super::pack::{self, GemmActs, PANEL_ROWS, Panel, PanelKind};
 use super::{Isa, activation_type, kernel_for, quantize_activations_with, unsupported};
 use crate::{DType, Result, Tensor, TensorError};
@@ -75,8 +76,10 @@ pub fn matmul_quant_with(isa: Isa, w: &Tensor, x: &[f32], n: usize, out: &mut [f
     };
     let acts = quantize_activations_with(isa, act_type, x, n)?;
 
-    let kind = pack::panel_kind(dtype).filter(|_| isa == Isa::Avx512Vnni && n >= GEMM_MIN_COLS);
-    if let Some(kind) = kind
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx512Vnni
+        && n >= GEMM_MIN_COLS
+        && let Some(kind) = pack::panel_kind(dtype)
         && let Some(gemm_acts) = pack::gemm_acts(&acts, kind)
     {
         return run_gemm(&weights, kind, &gemm_acts, out);
@@ -118,6 +121,7 @@ impl Weights<'_> {
     }
 }
 
+#[cfg(target_arch = "x86_64")]
 fn run_gemm(w: &Weights, kind: PanelKind, acts: &GemmActs, out: &mut [f32]) -> Result<()> {
     let bounds = row_ranges(w.m, PANEL_ROWS, PANEL_ROWS);
     let per_task = column_slices(out, w.m, &bounds);

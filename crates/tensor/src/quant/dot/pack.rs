@@ -1,56 +1,61 @@
 //! Repacking of weight panels and activations for the register-tiled GEMM.
 //!
-//! A panel is 16 consecutive weight rows, unpacked to i8 levels and interleaved so that one
-//! 64-byte vector holds 4 consecutive levels of each of the 16 rows: lane r of a `dpbusd`
-//! then accumulates row r against 4 broadcast activation bytes. Activations are stored as
-//! `q + 128` (u8, the unsigned operand of `dpbusd`); the `128 * sum(levels)` this adds is a
-//! per-row constant folded in at packing time (`corr`).
+//! A panel is 16 consecutive weight rows whose levels are unpacked to bytes and interleaved so
+//! that one 64-byte vector holds 4 consecutive levels of each of the 16 rows: lane r of a
+//! `dpbusd` then accumulates row r against 4 broadcast activation bytes. `dpbusd` multiplies
+//! unsigned by signed bytes, and only its signed operand can be a broadcast from memory, so
+//! weights are stored unsigned — the raw stored level, `level + offset` — and the activations
+//! keep their signed Q8 values (read in place from their blocks). The `offset * sum(x)` this adds is removed with the per-block
+//! (legacy) or per-sub-block (K-quant) activation sums.
 //!
 //! The panel is rebuilt for every matmul (weights stay in their GGUF blocks in the memory
 //! map); its cost is O(rows x k) against the GEMM's O(rows x k x n).
 
-use bytemuck::Pod;
+use half::f16;
+use rayon::prelude::*;
 
 use super::activation::{ActBlocks, QuantizedActivations};
-use super::values;
+use super::x86::IQ4_UNSIGNED;
 use crate::DType;
-use crate::quant::blocks::{
-    BlockIQ4NL, BlockIQ4XS, BlockQ2K, BlockQ3K, BlockQ4_0, BlockQ4K, BlockQ5_0, BlockQ5K, BlockQ6K,
-    BlockQ8_0, QK_K, QK32,
-};
+use crate::quant::blocks::{BlockQ8_0, BlockQ8K, QK_K, QK32, get_scale_min_k4, q3k_scales};
 
 /// Weight rows per panel (one AVX-512 lane each).
 pub(super) const PANEL_ROWS: usize = 16;
 
-/// How a panel's integer sums are scaled.
+/// How a panel's integer sums become f32.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum PanelKind {
-    /// One f32 scale per block of 32: `d_w * d_x * isum`.
-    Legacy,
-    /// Super-blocks of 256 with integer sub-block scales (sub-blocks of `sub` values) and, when
-    /// `mins`, a `dmin * sum(m_j * bsum_j)` term.
-    KQuant { sub: usize, mins: bool },
+    /// One f32 scale per block of 32: `d_w * d_x * (sum(u * x) - offset * sum(x))`.
+    Legacy { offset: i32 },
+    /// Super-blocks of 256 with integer scales per sub-block of `sub` values, plus a second
+    /// integer term `P = sum_j coef_j * xsum_j` over the sub-blocks (pairs of them per i32):
+    /// with `dmin`, coef = the sub-block mins and the result is
+    /// `d_w d_x sum_j sc_j isum_j - dmin_w d_x P`; without, coef = `offset * sc_j` and the
+    /// result is `d_w d_x (sum_j sc_j isum_j - P)`.
+    KQuant { sub: usize, dmin: bool },
 }
 
 /// The GEMM layout of `weight`, if it has one.
 pub(super) fn panel_kind(weight: DType) -> Option<PanelKind> {
     Some(match weight {
-        DType::Q4_0 | DType::Q5_0 | DType::Q8_0 | DType::IQ4NL => PanelKind::Legacy,
+        DType::Q4_0 => PanelKind::Legacy { offset: 8 },
+        DType::Q5_0 => PanelKind::Legacy { offset: 16 },
+        DType::Q8_0 | DType::IQ4NL => PanelKind::Legacy { offset: 128 },
         DType::Q4K | DType::Q5K => PanelKind::KQuant {
             sub: 32,
-            mins: true,
+            dmin: true,
         },
         DType::IQ4XS => PanelKind::KQuant {
             sub: 32,
-            mins: false,
+            dmin: false,
         },
         DType::Q2K => PanelKind::KQuant {
             sub: 16,
-            mins: true,
+            dmin: true,
         },
         DType::Q3K | DType::Q6K => PanelKind::KQuant {
             sub: 16,
-            mins: false,
+            dmin: false,
         },
         _ => return None,
     })
@@ -63,19 +68,16 @@ pub(super) struct Panel {
     /// Rows actually present (the others are zero).
     pub rows: usize,
     pub k: usize,
-    /// Levels: `q[(g * 16 + r) * 4 + t]` = level `4g + t` of row r.
-    pub q: Vec<i8>,
-    /// Integer correction per block (legacy) or super-block: `-128 * sum(levels)`, weighted by
-    /// the sub-block scales for K-quants.
-    pub corr: Vec<i32>,
+    /// Unsigned levels, 4 per word: `q[g * 16 + r]` = levels `4g..4g+4` of row r.
+    pub q: Vec<u32>,
     /// f32 scale per block (legacy) or super-block.
     pub d: Vec<f32>,
-    /// f32 min scale per super-block (K-quants with mins).
+    /// f32 min scale per super-block (K-quants with `dmin`).
     pub dmin: Vec<f32>,
     /// Integer scale per sub-block (K-quants).
     pub sc: Vec<i32>,
-    /// Sub-block mins in i16 pairs: pair p holds `m[2p] | m[2p+1] << 16` (K-quants with mins).
-    pub mins: Vec<i32>,
+    /// Coefficients of the sub-block activation sums, as i16 pairs (K-quants).
+    pub coef: Vec<i32>,
 }
 
 impl Panel {
@@ -83,29 +85,36 @@ impl Panel {
         self.rows = rows;
         self.k = k;
         let lanes = |units: usize| units * PANEL_ROWS;
-        let (scale_units, sub_units, pair_units) = match kind {
-            PanelKind::Legacy => (k / QK32, 0, 0),
-            PanelKind::KQuant { sub, mins } => {
-                (k / QK_K, k / sub, if mins { k / sub / 2 } else { 0 })
+        reset_vec(&mut self.q, lanes(k / 4));
+        match kind {
+            PanelKind::Legacy { .. } => {
+                reset_vec(&mut self.d, lanes(k / QK32));
+                reset_vec(&mut self.dmin, 0);
+                reset_vec(&mut self.sc, 0);
+                reset_vec(&mut self.coef, 0);
             }
-        };
-        let has_mins = matches!(kind, PanelKind::KQuant { mins: true, .. });
-        reset_vec(&mut self.q, k * PANEL_ROWS);
-        reset_vec(&mut self.corr, lanes(scale_units));
-        reset_vec(&mut self.d, lanes(scale_units));
-        reset_vec(
-            &mut self.dmin,
-            if has_mins { lanes(scale_units) } else { 0 },
-        );
-        reset_vec(&mut self.sc, lanes(sub_units));
-        reset_vec(&mut self.mins, lanes(pair_units));
+            PanelKind::KQuant { sub, dmin } => {
+                reset_vec(&mut self.d, lanes(k / QK_K));
+                reset_vec(&mut self.dmin, if dmin { lanes(k / QK_K) } else { 0 });
+                reset_vec(&mut self.sc, lanes(k / sub));
+                reset_vec(&mut self.coef, lanes(k / sub / 2));
+            }
+        }
     }
 
-    /// Stores `levels` (consecutive, starting at element `start`) of row `r`.
-    fn put_levels(&mut self, r: usize, start: usize, levels: &[i8]) {
-        for (g, four) in levels.chunks_exact(4).enumerate() {
-            let at = ((start / 4 + g) * PANEL_ROWS + r) * 4;
-            self.q[at..at + 4].copy_from_slice(four);
+    /// Stores the levels of one block or super-block (`N` bytes starting at element `start`)
+    /// of row `r`.
+    #[inline]
+    fn put_levels<const N: usize>(&mut self, r: usize, start: usize, levels: &[u8; N]) {
+        let base = start / 4 * PANEL_ROWS + r;
+        let q = &mut self.q[base..base + (N / 4 - 1) * PANEL_ROWS + 1];
+        for g in 0..N / 4 {
+            q[g * PANEL_ROWS] = u32::from_le_bytes([
+                levels[4 * g],
+                levels[4 * g + 1],
+                levels[4 * g + 2],
+                levels[4 * g + 3],
+            ]);
         }
     }
 }
@@ -115,13 +124,30 @@ fn reset_vec<T: Default + Clone>(v: &mut Vec<T>, len: usize) {
     v.resize(len, T::default());
 }
 
+#[inline]
+fn f16_at(b: &[u8], at: usize) -> f32 {
+    f16::from_le_bytes([b[at], b[at + 1]]).to_f32()
+}
+
+/// Low nibbles of 16 bytes, then high nibbles (the Q4_0 element order).
+#[inline]
+fn nibbles(qs: &[u8]) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    for j in 0..16 {
+        out[j] = qs[j] & 0x0F;
+        out[j + 16] = qs[j] >> 4;
+    }
+    out
+}
+
 /// Unpacks `rows` (at most 16 weight rows of `k` elements of `weight`) into `panel`.
 /// Returns false for types without a GEMM layout or malformed rows.
 pub(super) fn pack_panel(weight: DType, rows: &[&[u8]], k: usize, panel: &mut Panel) -> bool {
     let Some(kind) = panel_kind(weight) else {
         return false;
     };
-    let row_bytes = k / weight.block_size() * weight.type_size();
+    let size = weight.type_size();
+    let row_bytes = k / weight.block_size() * size;
     if rows.len() > PANEL_ROWS
         || k % weight.block_size() != 0
         || rows.iter().any(|r| r.len() != row_bytes)
@@ -129,174 +155,226 @@ pub(super) fn pack_panel(weight: DType, rows: &[&[u8]], k: usize, panel: &mut Pa
         return false;
     }
     panel.reset(k, rows.len(), kind);
+    if let PanelKind::Legacy { .. } = kind {
+        return pack_legacy(weight, rows, k, panel);
+    }
     for (r, row) in rows.iter().enumerate() {
-        match weight {
-            DType::Q4_0 => legacy::<BlockQ4_0>(panel, r, row, |b| (values::q4_0(b), b.d.to_f32())),
-            DType::Q5_0 => legacy::<BlockQ5_0>(panel, r, row, |b| (values::q5_0(b), b.d.to_f32())),
-            DType::Q8_0 => legacy::<BlockQ8_0>(panel, r, row, |b| (b.qs, b.d.to_f32())),
-            DType::IQ4NL => {
-                legacy::<BlockIQ4NL>(panel, r, row, |b| (values::iq4nl(b), b.d.to_f32()))
+        for (i, b) in row.chunks_exact(size).enumerate() {
+            match weight {
+                DType::Q4K | DType::Q5K => pack_q45k(panel, r, i, b, weight == DType::Q5K),
+                DType::IQ4XS => pack_iq4xs(panel, r, i, b),
+                DType::Q2K => pack_q2k(panel, r, i, b),
+                DType::Q3K => pack_q3k(panel, r, i, b),
+                DType::Q6K => pack_q6k(panel, r, i, b),
+                _ => return false,
             }
-            DType::Q4K => kquant::<BlockQ4K, 8>(panel, r, row, |b| {
-                let (levels, sm) = values::q4k(b);
-                (
-                    levels.map(|l| l as i8),
-                    sm.map(|(s, _)| i32::from(s)),
-                    sm.map(|(_, m)| i32::from(m)),
-                    b.d.to_f32(),
-                    b.dmin.to_f32(),
-                )
-            }),
-            DType::Q5K => kquant::<BlockQ5K, 8>(panel, r, row, |b| {
-                let (levels, sm) = values::q5k(b);
-                (
-                    levels.map(|l| l as i8),
-                    sm.map(|(s, _)| i32::from(s)),
-                    sm.map(|(_, m)| i32::from(m)),
-                    b.d.to_f32(),
-                    b.dmin.to_f32(),
-                )
-            }),
-            DType::IQ4XS => kquant::<BlockIQ4XS, 8>(panel, r, row, |b| {
-                let (levels, sc) = values::iq4xs(b);
-                (levels, sc.map(i32::from), [0; 8], b.d.to_f32(), 0.0)
-            }),
-            DType::Q2K => kquant::<BlockQ2K, 16>(panel, r, row, |b| {
-                let (levels, sm) = values::q2k(b);
-                (
-                    levels.map(|l| l as i8),
-                    sm.map(|(s, _)| i32::from(s)),
-                    sm.map(|(_, m)| i32::from(m)),
-                    b.d.to_f32(),
-                    b.dmin.to_f32(),
-                )
-            }),
-            DType::Q3K => kquant::<BlockQ3K, 16>(panel, r, row, |b| {
-                let (levels, sc) = values::q3k(b);
-                (levels, sc.map(i32::from), [0; 16], b.d.to_f32(), 0.0)
-            }),
-            DType::Q6K => kquant::<BlockQ6K, 16>(panel, r, row, |b| {
-                let (levels, sc) = values::q6k(b);
-                (levels, sc.map(i32::from), [0; 16], b.d.to_f32(), 0.0)
-            }),
-            _ => return false,
         }
     }
     true
 }
 
-fn legacy<B: Pod>(panel: &mut Panel, r: usize, row: &[u8], unpack: impl Fn(&B) -> ([i8; 32], f32)) {
-    let size = std::mem::size_of::<B>();
-    for (blk, bytes) in row.chunks_exact(size).enumerate() {
-        let (levels, d) = unpack(&bytemuck::pod_read_unaligned(bytes));
-        panel.put_levels(r, blk * QK32, &levels);
-        let sum: i32 = levels.iter().map(|&l| i32::from(l)).sum();
-        panel.corr[blk * PANEL_ROWS + r] = -128 * sum;
-        panel.d[blk * PANEL_ROWS + r] = d;
+/// 32-element formats: levels unpacked with SIMD (`x86::unpack_legacy_row`), then interleaved.
+fn pack_legacy(weight: DType, rows: &[&[u8]], k: usize, panel: &mut Panel) -> bool {
+    let mut levels = vec![0u8; k];
+    let mut d = vec![0f32; k / QK32];
+    for (r, row) in rows.iter().enumerate() {
+        if !super::x86::unpack_legacy_row(weight, row, &mut levels, &mut d) {
+            return false;
+        }
+        for (q, four) in panel.q[r..]
+            .iter_mut()
+            .step_by(PANEL_ROWS)
+            .zip(levels.chunks_exact(4))
+        {
+            *q = u32::from_le_bytes([four[0], four[1], four[2], four[3]]);
+        }
+        for (o, &d) in panel.d[r..].iter_mut().step_by(PANEL_ROWS).zip(&d) {
+            *o = d;
+        }
     }
+    true
 }
 
-/// Levels, sub-block scales, sub-block mins, d and dmin of one super-block.
-type KUnpacked<const S: usize> = ([i8; QK_K], [i32; S], [i32; S], f32, f32);
-
-fn kquant<B: Pod, const S: usize>(
+/// Stores one super-block's scales and pair coefficients (`S` sub-blocks).
+fn k_scales<const S: usize>(
     panel: &mut Panel,
     r: usize,
-    row: &[u8],
-    unpack: impl Fn(&B) -> KUnpacked<S>,
+    sb: usize,
+    sc: [i32; S],
+    coef: [i32; S],
+    d: f32,
+    dmin: f32,
 ) {
-    let size = std::mem::size_of::<B>();
-    let sub = QK_K / S;
-    let has_mins = !panel.mins.is_empty();
-    for (sb, bytes) in row.chunks_exact(size).enumerate() {
-        let (levels, sc, mins, d, dmin) = unpack(&bytemuck::pod_read_unaligned(bytes));
-        panel.put_levels(r, sb * QK_K, &levels);
-        let mut weighted = 0i32;
-        for (j, chunk) in levels.chunks_exact(sub).enumerate() {
-            let sum: i32 = chunk.iter().map(|&l| i32::from(l)).sum();
-            weighted += sc[j] * sum;
-            panel.sc[(sb * S + j) * PANEL_ROWS + r] = sc[j];
-        }
-        panel.corr[sb * PANEL_ROWS + r] = -128 * weighted;
-        panel.d[sb * PANEL_ROWS + r] = d;
-        if has_mins {
-            panel.dmin[sb * PANEL_ROWS + r] = dmin;
-            for p in 0..S / 2 {
-                let pair = (mins[2 * p] & 0xFFFF) | (mins[2 * p + 1] << 16);
-                panel.mins[(sb * S / 2 + p) * PANEL_ROWS + r] = pair;
-            }
-        }
+    for j in 0..S {
+        panel.sc[(sb * S + j) * PANEL_ROWS + r] = sc[j];
+    }
+    for p in 0..S / 2 {
+        panel.coef[(sb * S / 2 + p) * PANEL_ROWS + r] =
+            (coef[2 * p] & 0xFFFF) | (coef[2 * p + 1] << 16);
+    }
+    panel.d[sb * PANEL_ROWS + r] = d;
+    if !panel.dmin.is_empty() {
+        panel.dmin[sb * PANEL_ROWS + r] = dmin;
     }
 }
 
-/// Activations in GEMM layout: per row (a GEMM column) `k` bytes of `q + 128`, one f32 scale
-/// per block (Q8_0) or super-block (Q8_K), and for kinds with mins the activation sums of
-/// each pair of sub-blocks as i16 pairs.
-#[derive(Default)]
-pub(super) struct GemmActs {
+fn pack_q45k(panel: &mut Panel, r: usize, sb: usize, b: &[u8], fifth_bit: bool) {
+    let scales: &[u8; 12] = b[4..16].try_into().unwrap_or(&[0; 12]);
+    let qs = if fifth_bit { &b[48..176] } else { &b[16..144] };
+    let mut levels = [0u8; QK_K];
+    for p in 0..4 {
+        for l in 0..32 {
+            let q = qs[32 * p + l];
+            levels[64 * p + l] = q & 0x0F;
+            levels[64 * p + 32 + l] = q >> 4;
+        }
+    }
+    if fifth_bit {
+        let qh = &b[16..48];
+        for p in 0..4 {
+            for l in 0..32 {
+                let h = qh[l] >> (2 * p);
+                levels[64 * p + l] |= (h & 1) << 4;
+                levels[64 * p + 32 + l] |= (h & 2) << 3;
+            }
+        }
+    }
+    panel.put_levels(r, sb * QK_K, &levels);
+    let sm: [(u8, u8); 8] = std::array::from_fn(|j| get_scale_min_k4(j, scales));
+    k_scales(
+        panel,
+        r,
+        sb,
+        sm.map(|(s, _)| i32::from(s)),
+        sm.map(|(_, m)| i32::from(m)),
+        f16_at(b, 0),
+        f16_at(b, 2),
+    );
+}
+
+fn pack_iq4xs(panel: &mut Panel, r: usize, sb: usize, b: &[u8]) {
+    let mut levels = [0u8; QK_K];
+    for ib in 0..8 {
+        let n = nibbles(&b[8 + 16 * ib..24 + 16 * ib]);
+        for (l, q) in levels[32 * ib..32 * ib + 32].iter_mut().zip(n) {
+            *l = IQ4_UNSIGNED[usize::from(q)];
+        }
+    }
+    panel.put_levels(r, sb * QK_K, &levels);
+    let scales_h = u16::from_le_bytes([b[2], b[3]]);
+    let sc: [i32; 8] = std::array::from_fn(|ib| {
+        let low = (b[4 + ib / 2] >> (4 * (ib % 2))) & 0x0F;
+        let high = (scales_h >> (2 * ib)) & 3;
+        (i32::from(low) | (i32::from(high) << 4)) - 32
+    });
+    k_scales(panel, r, sb, sc, sc.map(|s| 128 * s), f16_at(b, 0), 0.0);
+}
+
+fn pack_q2k(panel: &mut Panel, r: usize, sb: usize, b: &[u8]) {
+    let qs = &b[16..80];
+    let mut levels = [0u8; QK_K];
+    for (i, l) in levels.iter_mut().enumerate() {
+        let (h, j, kl) = (i / 128, (i / 32) % 4, i % 32);
+        *l = (qs[32 * h + kl] >> (2 * j)) & 3;
+    }
+    panel.put_levels(r, sb * QK_K, &levels);
+    let sc: [i32; 16] = std::array::from_fn(|j| i32::from(b[j] & 0x0F));
+    let m: [i32; 16] = std::array::from_fn(|j| i32::from(b[j] >> 4));
+    k_scales(panel, r, sb, sc, m, f16_at(b, 80), f16_at(b, 82));
+}
+
+fn pack_q3k(panel: &mut Panel, r: usize, sb: usize, b: &[u8]) {
+    let (hmask, qs) = (&b[0..32], &b[32..96]);
+    let mut levels = [0u8; QK_K];
+    // Stored level = two low bits + 4 * high bit; the value is that minus 4.
+    for (i, l) in levels.iter_mut().enumerate() {
+        let (h, j, kl) = (i / 128, (i / 32) % 4, i % 32);
+        let low = (qs[32 * h + kl] >> (2 * j)) & 3;
+        let high = (hmask[kl] >> (4 * h + j)) & 1;
+        *l = low | (high << 2);
+    }
+    panel.put_levels(r, sb * QK_K, &levels);
+    let scales: &[u8; 12] = b[96..108].try_into().unwrap_or(&[0; 12]);
+    let sc = q3k_scales(scales).map(i32::from);
+    k_scales(panel, r, sb, sc, sc.map(|s| 4 * s), f16_at(b, 108), 0.0);
+}
+
+fn pack_q6k(panel: &mut Panel, r: usize, sb: usize, b: &[u8]) {
+    let (ql, qh) = (&b[0..128], &b[128..192]);
+    let mut levels = [0u8; QK_K];
+    for h in 0..2 {
+        for l in 0..32 {
+            let (lo, hi, bits) = (ql[64 * h + l], ql[64 * h + 32 + l], qh[32 * h + l]);
+            levels[128 * h + l] = (lo & 0x0F) | ((bits & 3) << 4);
+            levels[128 * h + 32 + l] = (hi & 0x0F) | (((bits >> 2) & 3) << 4);
+            levels[128 * h + 64 + l] = (lo >> 4) | (((bits >> 4) & 3) << 4);
+            levels[128 * h + 96 + l] = (hi >> 4) | (((bits >> 6) & 3) << 4);
+        }
+    }
+    panel.put_levels(r, sb * QK_K, &levels);
+    let sc: [i32; 16] = std::array::from_fn(|j| i32::from(b[192 + j] as i8));
+    k_scales(panel, r, sb, sc, sc.map(|s| 32 * s), f16_at(b, 208), 0.0);
+}
+
+/// Activations for the GEMM: the Q8 blocks are read in place (`dpbusd` broadcasts their
+/// signed levels); alongside, per block (Q8_0) or super-block (Q8_K) of every row, the f32
+/// scale and the sums the unsigned weight offsets need: legacy `-offset * sum(x)` per block;
+/// K-quants the activation sum of every sub-block, two per i32 (i16 pairs).
+pub(super) struct GemmActs<'a> {
     pub n: usize,
     pub k: usize,
-    pub xu: Vec<u8>,
+    /// All rows of Q8_0 or Q8_K blocks.
+    pub blocks: &'a [u8],
+    pub block_bytes: usize,
+    /// Offset of the levels inside a block.
+    pub qs_at: usize,
     pub d: Vec<f32>,
-    pub bsum_pairs: Vec<i32>,
+    pub sums: Vec<i32>,
 }
 
-impl GemmActs {
-    pub(super) fn scales_per_row(&self) -> usize {
-        if self.n == 0 {
-            0
-        } else {
-            self.d.len() / self.n
-        }
-    }
-    pub(super) fn pairs_per_row(&self) -> usize {
-        if self.n == 0 {
-            0
-        } else {
-            self.bsum_pairs.len() / self.n
-        }
-    }
-}
-
-/// Converts quantized activations to the GEMM layout for a panel kind (`None` if the block
-/// format does not match the kind).
-pub(super) fn gemm_acts(acts: &QuantizedActivations, kind: PanelKind) -> Option<GemmActs> {
+/// Prepares quantized activations for a panel kind (`None` if the block format does not
+/// match the kind). The per-row tables are built in parallel.
+pub(super) fn gemm_acts(acts: &QuantizedActivations, kind: PanelKind) -> Option<GemmActs<'_>> {
     let (n, k) = (acts.rows(), acts.row_len());
-    let mut out = GemmActs {
-        n,
-        k,
-        xu: Vec::with_capacity(n * k),
-        ..Default::default()
-    };
-    match (acts.blocks(), kind) {
-        (ActBlocks::Q8_0(blocks), PanelKind::Legacy) => {
-            out.d.reserve(blocks.len());
-            for b in blocks {
-                out.xu.extend(b.qs.iter().map(|&q| (q as u8) ^ 0x80));
-                out.d.push(b.d.to_f32());
-            }
+    let (d, sums, block_bytes, qs_at) = match (acts.blocks(), kind) {
+        (ActBlocks::Q8_0(blocks), PanelKind::Legacy { offset }) => {
+            let d = blocks.par_iter().map(|b| b.d.to_f32()).collect();
+            let sums = blocks
+                .par_iter()
+                .map(|b| -offset * b.qs.iter().map(|&q| i32::from(q)).sum::<i32>())
+                .collect();
+            (d, sums, std::mem::size_of::<BlockQ8_0>(), 2)
         }
-        (ActBlocks::Q8K(blocks), PanelKind::KQuant { sub, mins }) => {
-            out.d.reserve(blocks.len());
-            for b in blocks {
-                out.xu.extend(b.qs.iter().map(|&q| (q as u8) ^ 0x80));
-                out.d.push(b.d);
-                if mins {
-                    // Sums per sub-block (bsums are per 16), then packed two per i32.
-                    let sums: Vec<i32> = if sub == 16 {
-                        b.bsums.iter().map(|&s| i32::from(s)).collect()
+        (ActBlocks::Q8K(blocks), PanelKind::KQuant { sub, .. }) => {
+            let d = blocks.par_iter().map(|b| b.d).collect();
+            let pair = |a: i32, b: i32| (a & 0xFFFF) | (b << 16);
+            let sums = blocks
+                .par_iter()
+                .flat_map_iter(|b| {
+                    let s = b.bsums.map(i32::from);
+                    // Sub-blocks of 16 are the bsums themselves; of 32, sums of two.
+                    let per_sub: Vec<i32> = if sub == 16 {
+                        s.to_vec()
                     } else {
-                        b.bsums
-                            .chunks_exact(2)
-                            .map(|s| i32::from(s[0]) + i32::from(s[1]))
-                            .collect()
+                        s.chunks_exact(2).map(|p| p[0] + p[1]).collect()
                     };
-                    out.bsum_pairs
-                        .extend(sums.chunks_exact(2).map(|s| (s[0] & 0xFFFF) | (s[1] << 16)));
-                }
-            }
+                    per_sub
+                        .chunks_exact(2)
+                        .map(|p| pair(p[0], p[1]))
+                        .collect::<Vec<_>>()
+                })
+                .collect();
+            (d, sums, std::mem::size_of::<BlockQ8K>(), 4)
         }
         _ => return None,
-    }
-    Some(out)
+    };
+    Some(GemmActs {
+        n,
+        k,
+        blocks: acts.as_bytes(),
+        block_bytes,
+        qs_at,
+        d,
+        sums,
+    })
 }

@@ -152,6 +152,56 @@ unsafe fn fp16(p: *const u8) -> f32 {
     }
 }
 
+/// `f16(a) * f16(b)`, both widened to f32 first (as ggml does). Converting the two halves in
+/// one register keeps LLVM from inserting into a live register (a false dependency that
+/// serialized the block loop).
+#[inline(always)]
+unsafe fn fp16_product(a: *const u8, b: *const u8) -> f32 {
+    unsafe {
+        let lo = u32::from(u16::from_le_bytes([*a, *a.add(1)]));
+        let hi = u32::from(u16::from_le_bytes([*b, *b.add(1)]));
+        let v = _mm_cvtph_ps(_mm_cvtsi32_si128((lo | (hi << 16)) as i32));
+        _mm_cvtss_f32(_mm_mul_ss(v, _mm_movehdup_ps(v)))
+    }
+}
+
+/// The two adjacent f16 values at `p` (d and dmin of a K-quant block) as f32; reads 4 bytes.
+#[inline(always)]
+unsafe fn fp16_pair(p: *const u8) -> (f32, f32) {
+    unsafe {
+        let v = _mm_cvtph_ps(_mm_cvtsi32_si128(std::ptr::read_unaligned(p.cast::<i32>())));
+        (_mm_cvtss_f32(v), _mm_cvtss_f32(_mm_movehdup_ps(v)))
+    }
+}
+
+/// Sums `$step(i, acc)` over blocks `0..$nb` alternating two accumulators, so consecutive
+/// blocks do not wait on each other's FMA; evaluates to the horizontal sum. (A macro, not a
+/// closure: closures in these non-`target_feature` bodies are not inlined.)
+macro_rules! two_chains {
+    ($nb:expr, |$i:ident, $acc:ident| $step:expr) => {{
+        let (mut a0, mut a1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        let mut next = 0;
+        while next + 2 <= $nb {
+            a0 = {
+                let ($i, $acc) = (next, a0);
+                $step
+            };
+            a1 = {
+                let ($i, $acc) = (next + 1, a1);
+                $step
+            };
+            next += 2;
+        }
+        if next < $nb {
+            a0 = {
+                let ($i, $acc) = (next, a0);
+                $step
+            };
+        }
+        hsum_ps(_mm256_add_ps(a0, a1))
+    }};
+}
+
 #[inline(always)]
 unsafe fn f32_at(p: *const u8) -> f32 {
     unsafe { f32::from_le_bytes([*p, *p.add(1), *p.add(2), *p.add(3)]) }
@@ -258,8 +308,7 @@ mod bodies {
         let nb = (w.len() / Q4_0_BYTES).min(a.len() / Q8_0_BYTES);
         unsafe {
             let eight = _mm256_set1_epi8(8);
-            let mut acc = _mm256_setzero_ps();
-            for i in 0..nb {
+            two_chains!(nb, |i, acc| {
                 let x = w.as_ptr().add(i * Q4_0_BYTES);
                 let y = a.as_ptr().add(i * Q8_0_BYTES);
                 let yq = load256(y.add(2));
@@ -268,10 +317,12 @@ mod bodies {
                     O::dot_u8i8(_mm256_setzero_si256(), nibbles_32(x.add(2)), yq),
                     O::dot_u8i8(_mm256_setzero_si256(), eight, yq),
                 );
-                let d = _mm256_set1_ps(fp16(x) * fp16(y));
-                acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), d, acc);
-            }
-            hsum_ps(acc)
+                _mm256_fmadd_ps(
+                    _mm256_cvtepi32_ps(s),
+                    _mm256_set1_ps(fp16_product(x, y)),
+                    acc,
+                )
+            })
         }
     }
 
@@ -280,8 +331,7 @@ mod bodies {
         let nb = (w.len() / Q5_0_BYTES).min(a.len() / Q8_0_BYTES);
         unsafe {
             let sixteen = _mm256_set1_epi8(16);
-            let mut acc = _mm256_setzero_ps();
-            for i in 0..nb {
+            two_chains!(nb, |i, acc| {
                 let x = w.as_ptr().add(i * Q5_0_BYTES);
                 let y = a.as_ptr().add(i * Q8_0_BYTES);
                 let qh = u32::from_le_bytes(std::ptr::read_unaligned(x.add(2).cast()));
@@ -292,10 +342,12 @@ mod bodies {
                     O::dot_u8i8(_mm256_setzero_si256(), q, yq),
                     O::dot_u8i8(_mm256_setzero_si256(), sixteen, yq),
                 );
-                let d = _mm256_set1_ps(fp16(x) * fp16(y));
-                acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), d, acc);
-            }
-            hsum_ps(acc)
+                _mm256_fmadd_ps(
+                    _mm256_cvtepi32_ps(s),
+                    _mm256_set1_ps(fp16_product(x, y)),
+                    acc,
+                )
+            })
         }
     }
 
@@ -303,16 +355,17 @@ mod bodies {
     pub(super) unsafe fn q8_0<O: Ops>(w: &[u8], a: &[u8]) -> f32 {
         let nb = (w.len() / Q8_0_BYTES).min(a.len() / Q8_0_BYTES);
         unsafe {
-            let mut acc = _mm256_setzero_ps();
-            for i in 0..nb {
+            two_chains!(nb, |i, acc| {
                 let x = w.as_ptr().add(i * Q8_0_BYTES);
                 let y = a.as_ptr().add(i * Q8_0_BYTES);
                 let s =
                     dot_signed::<O>(_mm256_setzero_si256(), load256(x.add(2)), load256(y.add(2)));
-                let d = _mm256_set1_ps(fp16(x) * fp16(y));
-                acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), d, acc);
-            }
-            hsum_ps(acc)
+                _mm256_fmadd_ps(
+                    _mm256_cvtepi32_ps(s),
+                    _mm256_set1_ps(fp16_product(x, y)),
+                    acc,
+                )
+            })
         }
     }
 
@@ -321,30 +374,29 @@ mod bodies {
         let nb = (w.len() / Q4_0_BYTES).min(a.len() / Q8_0_BYTES);
         unsafe {
             let table = _mm256_broadcastsi128_si256(load128(KVALUES_IQ4NL.as_ptr().cast()));
-            let mut acc = _mm256_setzero_ps();
-            for i in 0..nb {
+            two_chains!(nb, |i, acc| {
                 let x = w.as_ptr().add(i * Q4_0_BYTES);
                 let y = a.as_ptr().add(i * Q8_0_BYTES);
                 let v = _mm256_shuffle_epi8(table, nibbles_32(x.add(2)));
                 let s = dot_signed::<O>(_mm256_setzero_si256(), v, load256(y.add(2)));
-                let d = _mm256_set1_ps(fp16(y) * fp16(x));
-                acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), d, acc);
-            }
-            hsum_ps(acc)
+                _mm256_fmadd_ps(
+                    _mm256_cvtepi32_ps(s),
+                    _mm256_set1_ps(fp16_product(y, x)),
+                    acc,
+                )
+            })
         }
     }
 
-    /// Q4_K and Q5_K: `levels(x, j)` gives the 32 low-nibble and 32 high-nibble levels of
-    /// 64-value chunk j (sub-blocks 2j and 2j+1).
+    /// Q4_K (`FIFTH = false`) and Q5_K (`FIFTH = true`, a fifth bit per level in `qh`).
     #[inline(always)]
-    unsafe fn k_with_mins<O: Ops>(
-        w: &[u8],
-        a: &[u8],
-        block_bytes: usize,
-        levels: impl Fn(*const u8, usize) -> (__m256i, __m256i),
-    ) -> f32 {
+    unsafe fn k_with_mins<O: Ops, const FIFTH: bool>(w: &[u8], a: &[u8]) -> f32 {
+        let block_bytes = if FIFTH { Q5K_BYTES } else { Q4K_BYTES };
+        let qs_at = if FIFTH { 48 } else { 16 };
         let nb = (w.len() / block_bytes).min(a.len() / Q8K_BYTES);
         unsafe {
+            let low = _mm256_set1_epi8(0x0F);
+            let bit4 = _mm256_set1_epi8(0x10);
             let mut acc = _mm256_setzero_ps();
             let mut mins_total = 0f32;
             for i in 0..nb {
@@ -354,16 +406,25 @@ mod bodies {
                 let (sc, mins) = k4_scales_mins(x.add(4));
                 let mut isum = _mm256_setzero_si256();
                 for j in 0..4 {
-                    let (lo, hi) = levels(x, j);
+                    // 64-value chunk j: low nibbles are sub-block 2j, high nibbles 2j+1.
+                    let q = load256(x.add(qs_at + 32 * j));
+                    let mut lo = _mm256_and_si256(q, low);
+                    let mut hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), low);
+                    if FIFTH {
+                        // Bits 2j and 2j+1 of each qh byte are bit 4 of the low / high levels.
+                        let h =
+                            _mm256_srl_epi16(load256(x.add(16)), _mm_cvtsi32_si128(2 * j as i32));
+                        lo = _mm256_or_si256(lo, _mm256_and_si256(_mm256_slli_epi16(h, 4), bit4));
+                        hi = _mm256_or_si256(hi, _mm256_and_si256(_mm256_slli_epi16(h, 3), bit4));
+                    }
                     let p0 = _mm256_maddubs_epi16(lo, load256(y.add(Q8K_QS + 64 * j)));
                     let p1 = _mm256_maddubs_epi16(hi, load256(y.add(Q8K_QS + 64 * j + 32)));
                     isum = O::madd_i16(isum, p0, _mm256_set1_epi16(i16::from(sc[2 * j])));
                     isum = O::madd_i16(isum, p1, _mm256_set1_epi16(i16::from(sc[2 * j + 1])));
                 }
-                let d = fp16(x) * yd;
-                acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(isum), acc);
-                let dmin = fp16(x.add(2)) * yd;
-                mins_total += dmin * mins_dot_bsums(&mins, y.add(Q8K_BSUMS)) as f32;
+                let (d, dmin) = fp16_pair(x);
+                acc = _mm256_fmadd_ps(_mm256_set1_ps(d * yd), _mm256_cvtepi32_ps(isum), acc);
+                mins_total += dmin * yd * mins_dot_bsums(&mins, y.add(Q8K_BSUMS)) as f32;
             }
             hsum_ps(acc) - mins_total
         }
@@ -371,35 +432,12 @@ mod bodies {
 
     #[inline(always)]
     pub(super) unsafe fn q4k<O: Ops>(w: &[u8], a: &[u8]) -> f32 {
-        unsafe {
-            let low = _mm256_set1_epi8(0x0F);
-            k_with_mins::<O>(w, a, Q4K_BYTES, |x, j| {
-                let q = load256(x.add(16 + 32 * j));
-                (
-                    _mm256_and_si256(q, low),
-                    _mm256_and_si256(_mm256_srli_epi16(q, 4), low),
-                )
-            })
-        }
+        unsafe { k_with_mins::<O, false>(w, a) }
     }
 
     #[inline(always)]
     pub(super) unsafe fn q5k<O: Ops>(w: &[u8], a: &[u8]) -> f32 {
-        unsafe {
-            let low = _mm256_set1_epi8(0x0F);
-            let bit4 = _mm256_set1_epi8(0x10);
-            k_with_mins::<O>(w, a, Q5K_BYTES, |x, j| {
-                let q = load256(x.add(48 + 32 * j));
-                // Bits 2j and 2j+1 of each qh byte are bit 4 of the low / high levels.
-                let h = _mm256_srl_epi16(load256(x.add(16)), _mm_cvtsi32_si128(2 * j as i32));
-                let h_lo = _mm256_and_si256(_mm256_slli_epi16(h, 4), bit4);
-                let h_hi = _mm256_and_si256(_mm256_slli_epi16(h, 3), bit4);
-                (
-                    _mm256_or_si256(_mm256_and_si256(q, low), h_lo),
-                    _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 4), low), h_hi),
-                )
-            })
-        }
+        unsafe { k_with_mins::<O, true>(w, a) }
     }
 
     #[inline(always)]
@@ -602,6 +640,76 @@ unsafe fn quantize_q8k_avx2(x: &[f32], out: &mut [BlockQ8K]) {
                 _mm256_storeu_si256(b.qs.as_mut_ptr().add(32 * g).cast(), pack_i32_to_i8(q));
             }
             b.d = 1.0 / iscale;
+        }
+    }
+}
+
+// ---- GEMM packing support ----
+
+/// IQ4 table entries plus 128 (the unsigned levels the GEMM panels store).
+pub(super) const IQ4_UNSIGNED: [u8; 16] = {
+    let mut t = [0u8; 16];
+    let mut i = 0;
+    while i < 16 {
+        t[i] = (KVALUES_IQ4NL[i] as i16 + 128) as u8;
+        i += 1;
+    }
+    t
+};
+
+/// Unsigned levels (stored level + the type's offset: Q8_0 and IQ4_NL `value + 128`, Q4_0
+/// and Q5_0 the raw 4 / 5 bits) and f32 scales of every block of a row of a 32-element
+/// format, for the GEMM packer. Returns false for other types, short outputs or without AVX2.
+pub(super) fn unpack_legacy_row(
+    weight: DType,
+    row: &[u8],
+    levels: &mut [u8],
+    d: &mut [f32],
+) -> bool {
+    let size = weight.type_size();
+    let nb = row.len() / size;
+    let known = matches!(
+        weight,
+        DType::Q4_0 | DType::Q5_0 | DType::Q8_0 | DType::IQ4NL
+    );
+    if !known || !has_avx2() || levels.len() < nb * QK32 || d.len() < nb {
+        return false;
+    }
+    // SAFETY: AVX2/F16C checked; reads stay within `nb` whole blocks, writes within the
+    // checked output lengths.
+    unsafe { unpack_legacy_avx2(weight, row, nb, levels, d) };
+    true
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn unpack_legacy_avx2(
+    weight: DType,
+    row: &[u8],
+    nb: usize,
+    levels: &mut [u8],
+    d: &mut [f32],
+) {
+    unsafe {
+        let size = weight.type_size();
+        let table = _mm256_broadcastsi128_si256(load128(IQ4_UNSIGNED.as_ptr()));
+        let sixteen = _mm256_set1_epi8(16);
+        let flip = _mm256_set1_epi8(-128);
+        for i in 0..nb {
+            let x = row.as_ptr().add(i * size);
+            let v = match weight {
+                DType::Q4_0 => nibbles_32(x.add(2)),
+                DType::Q5_0 => {
+                    let qh = u32::from_le_bytes(std::ptr::read_unaligned(x.add(2).cast()));
+                    _mm256_or_si256(
+                        nibbles_32(x.add(6)),
+                        _mm256_and_si256(Avx2::bits_to_bytes(qh), sixteen),
+                    )
+                }
+                DType::Q8_0 => _mm256_xor_si256(load256(x.add(2)), flip),
+                _ => _mm256_shuffle_epi8(table, nibbles_32(x.add(2))),
+            };
+            _mm256_storeu_si256(levels.as_mut_ptr().add(i * QK32).cast(), v);
+            d[i] = fp16_pair(x).0;
         }
     }
 }

@@ -1,0 +1,37 @@
+//! Pieces shared by the model-running subcommands.
+
+use std::io::IsTerminal;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use llm::Model;
+
+/// Sizes rayon's global pool (the compute threads) once per process.
+pub fn set_threads(threads: Option<usize>) -> Result<()> {
+    if let Some(t) = threads {
+        if t == 0 {
+            anyhow::bail!("--threads must be at least 1");
+        }
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(t)
+            .build_global()
+            .context("could not start the thread pool")?;
+    }
+    Ok(())
+}
+
+/// Loads a text model, with a spinner on stderr when it is a terminal.
+pub fn load_model(path: &Path) -> Result<Model> {
+    let spinner = std::io::stderr().is_terminal().then(|| {
+        let pb = indicatif::ProgressBar::new_spinner();
+        pb.set_message(format!("loading {}", path.display()));
+        pb.enable_steady_tick(Duration::from_millis(100));
+        pb
+    });
+    let model = Model::load(path).with_context(|| format!("{}", path.display()));
+    if let Some(pb) = spinner {
+        pb.finish_and_clear();
+    }
+    model
+}

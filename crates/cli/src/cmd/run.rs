@@ -1,0 +1,131 @@
+//! `mtmd run`: one prompt (or a whole conversation) in, generated text out.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::Args as ClapArgs;
+use llm::chat::ChatMessage;
+use llm::{GenerateParams, KvType};
+
+use super::common::{load_model, set_threads};
+use super::sampling_args::SamplingArgs;
+
+#[derive(ClapArgs)]
+pub struct Args {
+    /// Text model GGUF.
+    #[arg(short = 'm', long)]
+    model: PathBuf,
+    /// The prompt: one user message, rendered through the chat template (unless --raw).
+    #[arg(short = 'p', long, conflicts_with = "messages")]
+    prompt: Option<String>,
+    /// A JSON file with an array of OpenAI-style {role, content} messages: the whole conversation.
+    #[arg(long)]
+    messages: Option<PathBuf>,
+    /// System message put before the prompt.
+    #[arg(long)]
+    system: Option<String>,
+    /// Tokenize the prompt as is (BOS per the model, special tokens parsed), no chat template.
+    #[arg(long, conflicts_with = "messages")]
+    raw: bool,
+    /// Tokens to generate (-1: until the model ends its answer or the context is full).
+    #[arg(short = 'n', long, default_value_t = -1, allow_negative_numbers = true)]
+    n_predict: i64,
+    #[command(flatten)]
+    sampling: SamplingArgs,
+    /// Stop when this text is generated (repeatable).
+    #[arg(long)]
+    stop: Vec<String>,
+    /// Compute threads (default: all cores).
+    #[arg(short = 't', long)]
+    threads: Option<usize>,
+    /// Context size in tokens (0: the model's, at most 4096).
+    #[arg(short = 'c', long, default_value_t = 0)]
+    ctx_size: usize,
+    /// KV cache type: f16 (default) or f32.
+    #[arg(long, default_value = "f16")]
+    kv_type: KvType,
+    /// Print one JSON object at the end instead of streaming text.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    set_threads(args.threads)?;
+    let messages = match (&args.prompt, &args.messages) {
+        (_, Some(path)) => {
+            let text =
+                std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))?;
+            let msgs: Vec<ChatMessage> = serde_json::from_str(&text).with_context(|| {
+                format!(
+                    "{}: expected a JSON array of {{role, content}} messages",
+                    path.display()
+                )
+            })?;
+            if msgs.is_empty() {
+                bail!("{}: the conversation is empty", path.display());
+            }
+            Some(msgs)
+        }
+        (Some(_), None) if args.raw => None,
+        (Some(p), None) => {
+            let mut msgs = Vec::new();
+            if let Some(s) = &args.system {
+                msgs.push(ChatMessage::system(s.as_str()));
+            }
+            msgs.push(ChatMessage::user(p.as_str()));
+            Some(msgs)
+        }
+        (None, None) => bail!("give a prompt with -p or a conversation with --messages"),
+    };
+
+    let model = load_model(&args.model)?;
+    let text = match &messages {
+        Some(msgs) => model.apply_chat(msgs, true)?,
+        None => args.prompt.clone().unwrap_or_default(),
+    };
+    let prompt = model.tokenizer.tokenize(&text, true, true);
+    if prompt.is_empty() {
+        bail!("the prompt is empty after tokenization");
+    }
+    let mut session = model.new_session(args.ctx_size, args.kv_type);
+    if prompt.len() >= session.n_ctx() {
+        bail!(
+            "the prompt has {} tokens, the context holds {} (use a larger -c)",
+            prompt.len(),
+            session.n_ctx()
+        );
+    }
+    let max_tokens = if args.n_predict < 0 {
+        session.n_ctx() - prompt.len()
+    } else {
+        args.n_predict as usize
+    };
+    let params = GenerateParams {
+        max_tokens,
+        sampling: args.sampling.params(),
+        stop: args.stop.clone(),
+        ignore_eog: false,
+    };
+    let json = args.json;
+    let mut stdout = std::io::stdout().lock();
+    let out = llm::generate(&model, &mut session, &prompt, &params, |piece| {
+        if !json {
+            let _ = stdout.write_all(piece.as_bytes());
+            let _ = stdout.flush();
+        }
+        true
+    })?;
+    if json {
+        let obj = serde_json::json!({
+            "prompt_tokens": prompt.len(),
+            "tokens": out.tokens,
+            "text": out.text,
+            "finish_reason": out.finish.as_str(),
+        });
+        writeln!(stdout, "{obj}")?;
+    } else {
+        writeln!(stdout)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,250 @@
+//! Decoded RGB images: the input of every image preprocessing strategy.
+//!
+//! Decoding follows what llama.cpp's loader (stb_image, 3 channels) produces where it matters for pixel
+//! equality: alpha is dropped (not composited), grey is replicated to RGB, 16-bit samples keep their high
+//! byte, and only the first frame of an animation is used. Unlike llama.cpp we apply the EXIF orientation.
+
+use std::io::Cursor;
+use std::path::{Path, PathBuf};
+
+use image::{DynamicImage, ImageDecoder, ImageReader, Limits};
+
+/// Largest accepted width or height, in pixels.
+pub const MAX_SIDE: u32 = 16384;
+
+/// Largest allocation the decoder may make for one image (decompression-bomb guard).
+const MAX_DECODE_BYTES: u64 = 1 << 30;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BitmapError {
+    #[error("cannot read image file {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("image data is not a supported format (PNG, JPEG, WebP, GIF, BMP)")]
+    UnknownFormat,
+    #[error("cannot decode image: {0}")]
+    Decode(String),
+    #[error("image of {width}x{height} is too large (limit {MAX_SIDE} per side)")]
+    TooLarge { width: u64, height: u64 },
+    #[error("image of {width}x{height} has no pixels")]
+    Empty { width: u32, height: u32 },
+    #[error("raw RGB buffer holds {actual} bytes, but {width}x{height} needs {expected}")]
+    RawSize {
+        width: u32,
+        height: u32,
+        expected: u64,
+        actual: usize,
+    },
+}
+
+/// An 8-bit RGB image, pixels interleaved row-major: `rgb[3 * (y * width + x) + c]`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Bitmap {
+    pub width: u32,
+    pub height: u32,
+    pub rgb: Vec<u8>,
+}
+
+impl std::fmt::Debug for Bitmap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bitmap")
+            .field("width", &self.width)
+            .field("height", &self.height)
+            .field("hash", &format_args!("{:016x}", self.content_hash()))
+            .finish()
+    }
+}
+
+impl Bitmap {
+    /// Wraps interleaved RGB bytes, checking that the buffer matches the dimensions.
+    pub fn from_rgb(width: u32, height: u32, rgb: Vec<u8>) -> Result<Bitmap, BitmapError> {
+        check_dims(u64::from(width), u64::from(height))?;
+        let expected = 3 * u64::from(width) * u64::from(height);
+        if rgb.len() as u64 != expected {
+            return Err(BitmapError::RawSize {
+                width,
+                height,
+                expected,
+                actual: rgb.len(),
+            });
+        }
+        Ok(Bitmap { width, height, rgb })
+    }
+
+    /// Reads and decodes an image file.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Bitmap, BitmapError> {
+        let path = path.as_ref();
+        let bytes = std::fs::read(path).map_err(|source| BitmapError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_encoded(&bytes)
+    }
+
+    /// Decodes an encoded image (PNG, JPEG, WebP, GIF, BMP), format sniffed from the bytes.
+    pub fn from_encoded(bytes: &[u8]) -> Result<Bitmap, BitmapError> {
+        let mut reader = ImageReader::new(Cursor::new(bytes))
+            .with_guessed_format()
+            .map_err(|e| BitmapError::Decode(e.to_string()))?;
+        if reader.format().is_none() {
+            return Err(BitmapError::UnknownFormat);
+        }
+        let mut limits = Limits::default();
+        limits.max_image_width = Some(MAX_SIDE);
+        limits.max_image_height = Some(MAX_SIDE);
+        limits.max_alloc = Some(MAX_DECODE_BYTES);
+        reader.limits(limits);
+
+        let mut decoder = reader.into_decoder().map_err(decode_error)?;
+        let (width, height) = decoder.dimensions();
+        check_dims(u64::from(width), u64::from(height))?;
+        // A missing or unreadable EXIF block means "no rotation", as in every viewer.
+        let orientation = decoder
+            .orientation()
+            .unwrap_or(image::metadata::Orientation::NoTransforms);
+        let mut image = DynamicImage::from_decoder(decoder).map_err(decode_error)?;
+        image.apply_orientation(orientation);
+        let (width, height) = (image.width(), image.height());
+        check_dims(u64::from(width), u64::from(height))?;
+        Self::from_rgb(width, height, to_rgb8_like_stb(image))
+    }
+
+    /// 64-bit FNV-1a over the dimensions and the pixels: a cache key for encoded results.
+    pub fn content_hash(&self) -> u64 {
+        const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+        const PRIME: u64 = 0x0000_0100_0000_01b3;
+        let mut hash = OFFSET;
+        let dims = self.width.to_le_bytes().into_iter();
+        for byte in dims.chain(self.height.to_le_bytes()) {
+            hash = (hash ^ u64::from(byte)).wrapping_mul(PRIME);
+        }
+        for &byte in &self.rgb {
+            hash = (hash ^ u64::from(byte)).wrapping_mul(PRIME);
+        }
+        hash
+    }
+
+    /// The RGB triple at (x, y). Panics when out of range (caller's indexing bug, never data).
+    pub fn pixel(&self, x: u32, y: u32) -> [u8; 3] {
+        let i = 3 * (y as usize * self.width as usize + x as usize);
+        [self.rgb[i], self.rgb[i + 1], self.rgb[i + 2]]
+    }
+}
+
+fn check_dims(width: u64, height: u64) -> Result<(), BitmapError> {
+    if width > u64::from(MAX_SIDE) || height > u64::from(MAX_SIDE) {
+        return Err(BitmapError::TooLarge { width, height });
+    }
+    if width == 0 || height == 0 {
+        return Err(BitmapError::Empty {
+            width: width as u32,
+            height: height as u32,
+        });
+    }
+    Ok(())
+}
+
+fn decode_error(e: image::ImageError) -> BitmapError {
+    match e {
+        image::ImageError::Limits(_) => {
+            BitmapError::Decode(format!("image exceeds decode limits: {e}"))
+        }
+        image::ImageError::Unsupported(_) => BitmapError::UnknownFormat,
+        other => BitmapError::Decode(other.to_string()),
+    }
+}
+
+/// RGB8 the way stb_image gives it: 16-bit samples keep their high byte (the `image` crate would round
+/// `v / 257`), alpha is dropped without compositing.
+fn to_rgb8_like_stb(image: DynamicImage) -> Vec<u8> {
+    match image {
+        DynamicImage::ImageRgb8(rgb) => rgb.into_raw(),
+        DynamicImage::ImageLuma16(_)
+        | DynamicImage::ImageLumaA16(_)
+        | DynamicImage::ImageRgb16(_)
+        | DynamicImage::ImageRgba16(_) => image
+            .to_rgb16()
+            .into_raw()
+            .into_iter()
+            .map(|v| (v >> 8) as u8)
+            .collect(),
+        other => other.to_rgb8().into_raw(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raw_size_is_checked() {
+        assert!(Bitmap::from_rgb(2, 2, vec![0; 12]).is_ok());
+        assert!(matches!(
+            Bitmap::from_rgb(2, 2, vec![0; 11]),
+            Err(BitmapError::RawSize { expected: 12, .. })
+        ));
+        assert!(matches!(
+            Bitmap::from_rgb(0, 2, vec![]),
+            Err(BitmapError::Empty { .. })
+        ));
+        assert!(matches!(
+            Bitmap::from_rgb(MAX_SIDE + 1, 1, vec![]),
+            Err(BitmapError::TooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn hash_depends_on_dims_and_pixels() {
+        let a = Bitmap::from_rgb(2, 1, vec![1, 2, 3, 4, 5, 6]).unwrap();
+        let b = Bitmap::from_rgb(1, 2, vec![1, 2, 3, 4, 5, 6]).unwrap();
+        let c = Bitmap::from_rgb(2, 1, vec![1, 2, 3, 4, 5, 7]).unwrap();
+        assert_ne!(a.content_hash(), b.content_hash());
+        assert_ne!(a.content_hash(), c.content_hash());
+        assert_eq!(a.content_hash(), a.clone().content_hash());
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        assert!(Bitmap::from_encoded(b"").is_err());
+        assert!(Bitmap::from_encoded(b"not an image at all").is_err());
+        // A PNG signature followed by junk.
+        let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+        png.extend_from_slice(&[0xff; 64]);
+        assert!(Bitmap::from_encoded(&png).is_err());
+    }
+
+    #[test]
+    fn png_roundtrip_and_bomb_guard() {
+        let img = image::RgbImage::from_fn(3, 2, |x, y| image::Rgb([x as u8, y as u8, 7]));
+        let mut bytes = Vec::new();
+        img.write_to(&mut Cursor::new(&mut bytes), image::ImageFormat::Png)
+            .unwrap();
+        let bmp = Bitmap::from_encoded(&bytes).unwrap();
+        assert_eq!((bmp.width, bmp.height), (3, 2));
+        assert_eq!(bmp.pixel(2, 1), [2, 1, 7]);
+
+        // A header claiming 20000x1 must be refused before any allocation.
+        let wide = image::GrayImage::new(MAX_SIDE + 1, 1);
+        let mut bytes = Vec::new();
+        wide.write_to(&mut Cursor::new(&mut bytes), image::ImageFormat::Png)
+            .unwrap();
+        assert!(Bitmap::from_encoded(&bytes).is_err());
+    }
+
+    #[test]
+    fn sixteen_bit_keeps_high_byte_and_alpha_is_dropped() {
+        let img = image::ImageBuffer::<image::Rgba<u16>, _>::from_pixel(
+            1,
+            1,
+            image::Rgba([0x12ff, 0x8080, 0xff00, 0]),
+        );
+        let mut bytes = Vec::new();
+        DynamicImage::ImageRgba16(img)
+            .write_to(&mut Cursor::new(&mut bytes), image::ImageFormat::Png)
+            .unwrap();
+        let bmp = Bitmap::from_encoded(&bytes).unwrap();
+        assert_eq!(bmp.rgb, vec![0x12, 0x80, 0xff]);
+    }
+}

@@ -1,0 +1,127 @@
+//! Gemma 3: SigLIP ViT (learned position embeddings, layer norms, GELU FFN) and the Gemma 3
+//! projector (average pool to the token grid, soft-embedding RMS norm, input projection).
+
+use tensor::Tensor;
+use tensor::cpu;
+
+use crate::ClipError;
+use crate::hparams::VisionHparams;
+use crate::models::{Embeddings, Encoder};
+use crate::vit::{self, AttnSetup, Block, Norm, NormKind, WeightLoader};
+
+pub struct Gemma3 {
+    patch: usize,
+    n_embd: usize,
+    n_head: usize,
+    n_merge: usize,
+    patch_w: Tensor,
+    patch_b: Option<Vec<f32>>,
+    /// `[n_patches, n_embd]`.
+    pos_embd: Vec<f32>,
+    blocks: Vec<Block>,
+    post_ln: Option<Norm>,
+    soft_emb_norm: Vec<f32>,
+    eps: f32,
+    /// `[projection_dim, n_embd]` f32 (the file stores it transposed).
+    input_proj: Tensor,
+}
+
+pub fn build(wl: &WeightLoader, hp: &VisionHparams) -> Result<Box<dyn Encoder>, ClipError> {
+    let (d, p) = (hp.n_embd, hp.patch_size);
+    let side = hp.image_size / p;
+    let patch_w = wl.tensor_shaped("v.patch_embd.weight", &[d, 3, p, p])?;
+    let pos_embd = wl
+        .tensor_shaped("v.position_embd.weight", &[side * side, d])?
+        .to_f32_vec()?;
+    let blocks = (0..hp.n_layer)
+        .map(|il| Block::load(wl, il, d, hp.n_ff, NormKind::Layer, hp.eps, hp.ffn_act))
+        .collect::<Result<Vec<_>, _>>()?;
+    let proj_name = "mm.input_projection.weight";
+    let stored = wl
+        .tensor_shaped(proj_name, &[d, hp.projection_dim])?
+        .to_f32_vec()?;
+    let mut transposed = vec![0f32; stored.len()];
+    cpu::conv::transpose(&stored, d, hp.projection_dim, &mut transposed);
+    // llama.cpp's default pooling for every Gemma 3 size; tiny test models set scale_factor.
+    let n_merge = if hp.n_merge == 0 { 4 } else { hp.n_merge };
+    if !side.is_multiple_of(n_merge) {
+        return Err(ClipError::BadValue {
+            key: "clip.vision.projector.scale_factor".into(),
+            detail: format!("{n_merge} does not divide the {side}-patch grid"),
+        });
+    }
+    Ok(Box::new(Gemma3 {
+        patch: p,
+        n_embd: d,
+        n_head: hp.n_head,
+        n_merge,
+        patch_w,
+        patch_b: wl.opt_vector("v.patch_embd.bias", d)?,
+        pos_embd,
+        blocks,
+        post_ln: Norm::opt_load(wl, "v.post_ln", d, NormKind::Layer, hp.eps)?,
+        soft_emb_norm: wl.vector("mm.soft_emb_norm.weight", d)?,
+        eps: hp.eps,
+        input_proj: Tensor::from_f32(&[hp.projection_dim, d], &transposed)?,
+    }))
+}
+
+impl Encoder for Gemma3 {
+    fn n_embd_out(&self) -> usize {
+        self.input_proj.shape()[0]
+    }
+
+    fn encode(&self, pixels: &[f32], width: usize, height: usize) -> Result<Embeddings, ClipError> {
+        vit::check_pixels(pixels, width, height, self.patch)?;
+        let side = width / self.patch;
+        let n = side * side;
+        if width != height || n * self.n_embd != self.pos_embd.len() {
+            return Err(ClipError::BadImage(format!(
+                "gemma3 needs the square image_size input ({} patches), got {width}x{height}",
+                self.pos_embd.len() / self.n_embd
+            )));
+        }
+        let d = self.n_embd;
+        let mut x = vit::patch_embed(pixels, width, height, &self.patch_w, self.patch)?;
+        if let Some(b) = &self.patch_b {
+            cpu::add_rows(&mut x, b);
+        }
+        cpu::add(&mut x, &self.pos_embd);
+        let setup = AttnSetup {
+            n_head: self.n_head,
+            rope: None,
+            windows: None,
+        };
+        for block in &self.blocks {
+            block.forward(&mut x, n, &setup)?;
+        }
+        if let Some(ln) = &self.post_ln {
+            x = ln.forward(&x);
+        }
+        // Pool the patch grid channel by channel: [n, d] -> [d, side, side] -> [d, g, g].
+        let g = side / self.n_merge;
+        let mut chw = vec![0f32; n * d];
+        cpu::conv::transpose(&x, n, d, &mut chw);
+        let mut pooled = vec![0f32; d * g * g];
+        cpu::avg_pool2d(
+            &chw,
+            [d, side, side],
+            self.n_merge,
+            self.n_merge,
+            &mut pooled,
+        );
+        let mut tokens = vec![0f32; g * g * d];
+        cpu::conv::transpose(&pooled, d, g * g, &mut tokens);
+        let mut normed = vec![0f32; tokens.len()];
+        cpu::rms_norm(&tokens, Some(&self.soft_emb_norm), self.eps, d, &mut normed);
+        let out_dim = self.n_embd_out();
+        let mut data = vec![0f32; g * g * out_dim];
+        cpu::matmul(&self.input_proj, &normed, g * g, &mut data)?;
+        Ok(Embeddings {
+            n_tokens: g * g,
+            nx: g,
+            ny: g,
+            data,
+        })
+    }
+}

@@ -1,0 +1,269 @@
+//! The resize filters llama.cpp's mtmd uses, reproduced to the last rounding step: the pixels must match
+//! its `inp_raw` within 1e-5 after normalization, i.e. the 8-bit results must be identical.
+
+use crate::bitmap::Bitmap;
+
+/// Which filter a strategy resizes with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResizeFilter {
+    /// llama.cpp's own bilinear: corner-aligned sampling grid (`(src-1)/dst` step), f32 lerp, truncation.
+    Bilinear,
+    /// Pillow's separable bicubic (a = -0.5) with its 22-bit fixed-point accumulation.
+    BicubicPillow,
+}
+
+/// Resizes to exactly `width` x `height`, ignoring the aspect ratio.
+pub fn resize(src: &Bitmap, width: u32, height: u32, filter: ResizeFilter) -> Bitmap {
+    if src.width == width && src.height == height {
+        return src.clone();
+    }
+    match filter {
+        ResizeFilter::Bilinear => resize_bilinear(src, width, height),
+        ResizeFilter::BicubicPillow => resize_bicubic_pillow(src, width, height),
+    }
+}
+
+/// Scales `src` to fit inside `width` x `height` keeping its aspect ratio, each side rounded up (llama.cpp's
+/// PAD_CEIL), and centres it on a canvas filled with `pad` (offsets rounded down).
+pub fn resize_fit_padded(
+    src: &Bitmap,
+    width: u32,
+    height: u32,
+    filter: ResizeFilter,
+    pad: [u8; 3],
+) -> Bitmap {
+    if src.width == width && src.height == height {
+        return src.clone();
+    }
+    // f32 throughout, as the reference computes it: the rounding decides the inner size.
+    let scale = (width as f32 / src.width as f32).min(height as f32 / src.height as f32);
+    let inner_w = ((src.width as f32 * scale).ceil() as u32).clamp(1, width);
+    let inner_h = ((src.height as f32 * scale).ceil() as u32).clamp(1, height);
+    let inner = resize(src, inner_w, inner_h, filter);
+
+    let mut rgb = Vec::with_capacity(3 * width as usize * height as usize);
+    for _ in 0..width as usize * height as usize {
+        rgb.extend_from_slice(&pad);
+    }
+    let off_x = ((width - inner_w) / 2) as usize;
+    let off_y = ((height - inner_h) / 2) as usize;
+    let row_bytes = 3 * inner_w as usize;
+    for y in 0..inner_h as usize {
+        let src_row = &inner.rgb[y * row_bytes..(y + 1) * row_bytes];
+        let dst_start = 3 * ((y + off_y) * width as usize + off_x);
+        rgb[dst_start..dst_start + row_bytes].copy_from_slice(src_row);
+    }
+    Bitmap { width, height, rgb }
+}
+
+fn resize_bilinear(src: &Bitmap, width: u32, height: u32) -> Bitmap {
+    let (sw, sh) = (src.width as usize, src.height as usize);
+    let x_ratio = (src.width - 1) as f32 / width as f32;
+    let y_ratio = (src.height - 1) as f32 / height as f32;
+    // llama.cpp requires >= 2 source pixels per side; for a 1-pixel side the "next" sample is the same pixel.
+    let last_start = |n: usize| n.saturating_sub(2);
+    let lerp = |s: f32, e: f32, t: f32| s + (e - s) * t;
+    let sample = |x: usize, y: usize, c: usize| f32::from(src.rgb[3 * (y * sw + x) + c]);
+
+    let mut rgb = vec![0u8; 3 * width as usize * height as usize];
+    for y in 0..height as usize {
+        let py = y_ratio * y as f32;
+        let y0 = (py as usize).min(last_start(sh));
+        let y1 = (y0 + 1).min(sh - 1);
+        let ty = py - y0 as f32;
+        for x in 0..width as usize {
+            let px = x_ratio * x as f32;
+            let x0 = (px as usize).min(last_start(sw));
+            let x1 = (x0 + 1).min(sw - 1);
+            let tx = px - x0 as f32;
+            for c in 0..3 {
+                let top = lerp(sample(x0, y0, c), sample(x1, y0, c), tx);
+                let bottom = lerp(sample(x0, y1, c), sample(x1, y1, c), tx);
+                // Truncation (not rounding), as the reference's float -> u8 cast does.
+                rgb[3 * (y * width as usize + x) + c] = lerp(top, bottom, ty) as u8;
+            }
+        }
+    }
+    Bitmap { width, height, rgb }
+}
+
+/// Fixed-point fraction bits of Pillow's resampling weights.
+const PRECISION_BITS: u32 = 32 - 8 - 2;
+
+/// Pillow's bicubic kernel with a = -0.5.
+fn bicubic_kernel(x: f64) -> f64 {
+    const A: f64 = -0.5;
+    let x = x.abs();
+    if x < 1.0 {
+        ((A + 2.0) * x - (A + 3.0)) * x * x + 1.0
+    } else if x < 2.0 {
+        (((x - 5.0) * x + 8.0) * x - 4.0) * A
+    } else {
+        0.0
+    }
+}
+
+/// For each output index: the first input index and the fixed-point weights of its input window.
+struct Taps {
+    starts: Vec<usize>,
+    weights: Vec<Vec<i32>>,
+}
+
+fn pillow_taps(in_size: usize, out_size: usize) -> Taps {
+    const SUPPORT: f64 = 2.0;
+    let scale = in_size as f64 / out_size as f64;
+    // Downscaling widens the kernel (anti-aliasing); upscaling keeps it at its natural width.
+    let filter_scale = scale.max(1.0);
+    let support = SUPPORT * filter_scale;
+    let inv_filter_scale = 1.0 / filter_scale;
+    let mut starts = Vec::with_capacity(out_size);
+    let mut weights = Vec::with_capacity(out_size);
+    for out in 0..out_size {
+        let center = (out as f64 + 0.5) * scale;
+        // Truncating casts as in the reference; both are clamped into [0, in_size].
+        let lo = ((center - support + 0.5) as i64).max(0) as usize;
+        let hi = ((center + support + 0.5) as i64).clamp(0, in_size as i64) as usize;
+        let hi = hi.max(lo);
+        let raw: Vec<f64> = (lo..hi)
+            .map(|i| bicubic_kernel((i as f64 - center + 0.5) * inv_filter_scale))
+            .collect();
+        let total: f64 = raw.iter().sum();
+        let fixed = raw
+            .iter()
+            .map(|&w| {
+                let w = if total != 0.0 { w / total } else { w };
+                let scaled = w * f64::from(1u32 << PRECISION_BITS);
+                // Round half away from zero, then truncate: Pillow's conversion to fixed point.
+                (if scaled < 0.0 {
+                    scaled - 0.5
+                } else {
+                    scaled + 0.5
+                }) as i32
+            })
+            .collect();
+        starts.push(lo);
+        weights.push(fixed);
+    }
+    Taps { starts, weights }
+}
+
+fn clip8(accumulated: i64) -> u8 {
+    (accumulated >> PRECISION_BITS).clamp(0, 255) as u8
+}
+
+fn resize_bicubic_pillow(src: &Bitmap, width: u32, height: u32) -> Bitmap {
+    // Horizontal pass first, then vertical, each rounding to 8 bits, skipping a pass whose size is unchanged.
+    let horizontal = if width != src.width {
+        let taps = pillow_taps(src.width as usize, width as usize);
+        let (sw, w) = (src.width as usize, width as usize);
+        let mut rgb = vec![0u8; 3 * w * src.height as usize];
+        for y in 0..src.height as usize {
+            let row = &src.rgb[3 * y * sw..3 * (y + 1) * sw];
+            for x in 0..w {
+                let mut acc = [1i64 << (PRECISION_BITS - 1); 3];
+                for (k, &wt) in taps.weights[x].iter().enumerate() {
+                    let p = 3 * (taps.starts[x] + k);
+                    for c in 0..3 {
+                        acc[c] += i64::from(row[p + c]) * i64::from(wt);
+                    }
+                }
+                for c in 0..3 {
+                    rgb[3 * (y * w + x) + c] = clip8(acc[c]);
+                }
+            }
+        }
+        Bitmap {
+            width,
+            height: src.height,
+            rgb,
+        }
+    } else {
+        src.clone()
+    };
+    if height == horizontal.height {
+        return horizontal;
+    }
+    let taps = pillow_taps(horizontal.height as usize, height as usize);
+    let w = width as usize;
+    let mut rgb = vec![0u8; 3 * w * height as usize];
+    for y in 0..height as usize {
+        for x in 0..w {
+            let mut acc = [1i64 << (PRECISION_BITS - 1); 3];
+            for (k, &wt) in taps.weights[y].iter().enumerate() {
+                let p = 3 * ((taps.starts[y] + k) * w + x);
+                for c in 0..3 {
+                    acc[c] += i64::from(horizontal.rgb[p + c]) * i64::from(wt);
+                }
+            }
+            for c in 0..3 {
+                rgb[3 * (y * w + x) + c] = clip8(acc[c]);
+            }
+        }
+    }
+    Bitmap { width, height, rgb }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gradient(w: u32, h: u32) -> Bitmap {
+        let rgb = (0..w * h)
+            .flat_map(|i| {
+                let (x, y) = (i % w, i / w);
+                [(x * 255 / w.max(2)) as u8, (y * 255 / h.max(2)) as u8, 128]
+            })
+            .collect();
+        Bitmap::from_rgb(w, h, rgb).unwrap()
+    }
+
+    #[test]
+    fn constant_image_stays_constant() {
+        let src = Bitmap::from_rgb(5, 3, [10u8, 200, 33].repeat(15)).unwrap();
+        for filter in [ResizeFilter::Bilinear, ResizeFilter::BicubicPillow] {
+            for (w, h) in [(11, 7), (2, 2), (5, 9), (1, 1)] {
+                let out = resize(&src, w, h, filter);
+                assert_eq!((out.width, out.height), (w, h));
+                assert!(
+                    out.rgb.chunks(3).all(|p| p == [10, 200, 33]),
+                    "{filter:?} {w}x{h}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn pillow_weights_sum_to_one() {
+        for (i, o) in [(333, 336), (241, 244), (2, 84), (1000, 7)] {
+            let taps = pillow_taps(i, o);
+            for w in &taps.weights {
+                let sum: i64 = w.iter().map(|&v| i64::from(v)).sum();
+                assert!(
+                    (sum - (1 << PRECISION_BITS)).abs() <= w.len() as i64,
+                    "{i}->{o}: {sum}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn padded_resize_centres_the_image() {
+        // 333x241 into 336x252: the width fills, the height becomes ceil(241 * 336/333) = 244, centred at 4.
+        let src = gradient(333, 241);
+        let out = resize_fit_padded(&src, 336, 252, ResizeFilter::BicubicPillow, [0, 0, 0]);
+        assert_eq!((out.width, out.height), (336, 252));
+        let row_is_black = |y: u32| (0..336).all(|x| out.pixel(x, y) == [0, 0, 0]);
+        assert!((0..4).all(row_is_black));
+        assert!((248..252).all(row_is_black));
+        assert!(!row_is_black(4) && !row_is_black(247));
+    }
+
+    #[test]
+    fn one_pixel_sides_do_not_panic() {
+        let src = gradient(1, 4);
+        for filter in [ResizeFilter::Bilinear, ResizeFilter::BicubicPillow] {
+            let out = resize(&src, 3, 3, filter);
+            assert_eq!(out.rgb.len(), 27);
+        }
+    }
+}

@@ -1,0 +1,367 @@
+//! Shared ViT pieces: weight loading by llama.cpp tensor names, linear layers, norms, FFN
+//! variants and the pre-norm transformer block (separate or fused QKV, 2D vision rope,
+//! optional attention windows).
+
+use std::ops::Range;
+
+use gguf::GgufFile;
+use tensor::Tensor;
+use tensor::cpu::{self, AttnMask, AttnParams, KvData, RopeConfig};
+
+use crate::ClipError;
+use crate::hparams::FfnAct;
+
+/// Looks tensors up in an mmproj file by name, zero-copy for matrices.
+pub struct WeightLoader<'a> {
+    pub file: &'a GgufFile,
+}
+
+impl<'a> WeightLoader<'a> {
+    pub fn new(file: &'a GgufFile) -> Self {
+        Self { file }
+    }
+
+    pub fn has(&self, name: &str) -> bool {
+        self.file.tensor(name).is_some()
+    }
+
+    /// The tensor `name` (row-major shape, any dtype), borrowed from the map.
+    pub fn tensor(&self, name: &str) -> Result<Tensor, ClipError> {
+        let info = self
+            .file
+            .tensor(name)
+            .ok_or_else(|| ClipError::MissingTensor {
+                name: name.to_owned(),
+            })?;
+        Ok(Tensor::from_mapped(
+            info.ggml_type,
+            &info.shape(),
+            self.file.tensor_data(info),
+        )?)
+    }
+
+    /// Like [`tensor`](Self::tensor) but also checks the row-major shape.
+    pub fn tensor_shaped(&self, name: &str, shape: &[usize]) -> Result<Tensor, ClipError> {
+        let t = self.tensor(name)?;
+        if t.shape() != shape {
+            return Err(ClipError::TensorShape {
+                name: name.to_owned(),
+                actual: t.shape().to_vec(),
+                expected: shape.to_vec(),
+            });
+        }
+        Ok(t)
+    }
+
+    /// A 1-D tensor of `len` values as f32.
+    pub fn vector(&self, name: &str, len: usize) -> Result<Vec<f32>, ClipError> {
+        Ok(self.tensor_shaped(name, &[len])?.to_f32_vec()?)
+    }
+
+    pub fn opt_vector(&self, name: &str, len: usize) -> Result<Option<Vec<f32>>, ClipError> {
+        if self.has(name) {
+            self.vector(name, len).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+}
+
+/// `y = x · Wᵀ + b` with `W` `[out, in]` in any dtype.
+pub struct Linear {
+    pub w: Tensor,
+    pub b: Option<Vec<f32>>,
+}
+
+impl Linear {
+    /// `<prefix>.weight` of shape `[out, in]` and an optional `<prefix>.bias`.
+    pub fn load(
+        wl: &WeightLoader,
+        prefix: &str,
+        n_in: usize,
+        n_out: usize,
+    ) -> Result<Self, ClipError> {
+        let w = wl.tensor_shaped(&format!("{prefix}.weight"), &[n_out, n_in])?;
+        let b = wl.opt_vector(&format!("{prefix}.bias"), n_out)?;
+        Ok(Self { w, b })
+    }
+
+    pub fn n_out(&self) -> usize {
+        self.w.shape()[0]
+    }
+
+    pub fn n_in(&self) -> usize {
+        self.w.shape()[1]
+    }
+
+    /// `x` is `[n, in]`; returns `[n, out]`.
+    pub fn forward(&self, x: &[f32], n: usize) -> Result<Vec<f32>, ClipError> {
+        let mut out = vec![0f32; n * self.n_out()];
+        cpu::matmul(&self.w, x, n, &mut out)?;
+        if let Some(b) = &self.b {
+            cpu::add_rows(&mut out, b);
+        }
+        Ok(out)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NormKind {
+    Layer,
+    Rms,
+}
+
+/// Layer norm or RMS norm over rows, with weight and optional bias.
+pub struct Norm {
+    pub kind: NormKind,
+    pub w: Vec<f32>,
+    pub b: Option<Vec<f32>>,
+    pub eps: f32,
+}
+
+impl Norm {
+    pub fn load(
+        wl: &WeightLoader,
+        prefix: &str,
+        dim: usize,
+        kind: NormKind,
+        eps: f32,
+    ) -> Result<Self, ClipError> {
+        Ok(Self {
+            kind,
+            w: wl.vector(&format!("{prefix}.weight"), dim)?,
+            b: wl.opt_vector(&format!("{prefix}.bias"), dim)?,
+            eps,
+        })
+    }
+
+    pub fn opt_load(
+        wl: &WeightLoader,
+        prefix: &str,
+        dim: usize,
+        kind: NormKind,
+        eps: f32,
+    ) -> Result<Option<Self>, ClipError> {
+        if wl.has(&format!("{prefix}.weight")) {
+            Self::load(wl, prefix, dim, kind, eps).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
+    pub fn forward(&self, x: &[f32]) -> Vec<f32> {
+        let mut out = vec![0f32; x.len()];
+        let cols = self.w.len();
+        match self.kind {
+            NormKind::Layer => cpu::layer_norm(
+                x,
+                Some(&self.w),
+                self.b.as_deref(),
+                self.eps,
+                cols,
+                &mut out,
+            ),
+            NormKind::Rms => {
+                cpu::rms_norm(x, Some(&self.w), self.eps, cols, &mut out);
+                if let Some(b) = &self.b {
+                    cpu::add_rows(&mut out, b);
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Applies an activation in place.
+pub fn activate(act: FfnAct, x: &mut [f32]) {
+    match act {
+        FfnAct::Gelu => cpu::gelu_tanh(x),
+        FfnAct::Silu => cpu::silu(x),
+        FfnAct::GeluQuick => cpu::gelu_quick(x),
+    }
+}
+
+/// `down(act(up(x)))`, or `down(act(gate(x)) * up(x))` when a gate exists.
+pub struct Ffn {
+    pub up: Linear,
+    pub gate: Option<Linear>,
+    pub down: Linear,
+    pub act: FfnAct,
+}
+
+impl Ffn {
+    pub fn forward(&self, x: &[f32], n: usize) -> Result<Vec<f32>, ClipError> {
+        let mut h = self.up.forward(x, n)?;
+        match &self.gate {
+            Some(gate) => {
+                let mut g = gate.forward(x, n)?;
+                activate(self.act, &mut g);
+                cpu::mul(&mut h, &g);
+            }
+            None => activate(self.act, &mut h),
+        }
+        self.down.forward(&h, n)
+    }
+}
+
+/// Query/key/value projections: three matrices or one fused `[3·d, d]` matrix.
+pub enum Qkv {
+    Separate { q: Linear, k: Linear, v: Linear },
+    Fused(Linear),
+}
+
+/// One pre-norm ViT block: `x += attn(ln1(x)); x += ffn(ln2(x))`.
+pub struct Block {
+    pub ln1: Norm,
+    pub qkv: Qkv,
+    pub out: Linear,
+    pub ln2: Norm,
+    pub ffn: Ffn,
+}
+
+/// How the tokens of one forward pass attend.
+pub struct AttnSetup<'a> {
+    pub n_head: usize,
+    /// 2D rope: config and positions (4 per token for the sectioned modes).
+    pub rope: Option<(&'a RopeConfig, &'a [i32])>,
+    /// When set, tokens attend only within each of these contiguous ranges.
+    pub windows: Option<&'a [Range<usize>]>,
+}
+
+impl Block {
+    /// Loads `v.blk.<il>.*` in llama.cpp naming.
+    pub fn load(
+        wl: &WeightLoader,
+        il: usize,
+        n_embd: usize,
+        n_ff: usize,
+        norm: NormKind,
+        eps: f32,
+        act: FfnAct,
+    ) -> Result<Self, ClipError> {
+        let p = format!("v.blk.{il}");
+        let qkv = if wl.has(&format!("{p}.attn_qkv.weight")) {
+            Qkv::Fused(Linear::load(
+                wl,
+                &format!("{p}.attn_qkv"),
+                n_embd,
+                3 * n_embd,
+            )?)
+        } else {
+            Qkv::Separate {
+                q: Linear::load(wl, &format!("{p}.attn_q"), n_embd, n_embd)?,
+                k: Linear::load(wl, &format!("{p}.attn_k"), n_embd, n_embd)?,
+                v: Linear::load(wl, &format!("{p}.attn_v"), n_embd, n_embd)?,
+            }
+        };
+        let gate = if wl.has(&format!("{p}.ffn_gate.weight")) {
+            Some(Linear::load(wl, &format!("{p}.ffn_gate"), n_embd, n_ff)?)
+        } else {
+            None
+        };
+        Ok(Self {
+            ln1: Norm::load(wl, &format!("{p}.ln1"), n_embd, norm, eps)?,
+            qkv,
+            out: Linear::load(wl, &format!("{p}.attn_out"), n_embd, n_embd)?,
+            ln2: Norm::load(wl, &format!("{p}.ln2"), n_embd, norm, eps)?,
+            ffn: Ffn {
+                up: Linear::load(wl, &format!("{p}.ffn_up"), n_embd, n_ff)?,
+                gate,
+                down: Linear::load(wl, &format!("{p}.ffn_down"), n_ff, n_embd)?,
+                act,
+            },
+        })
+    }
+
+    /// Runs the block in place on `x` `[n, n_embd]`.
+    pub fn forward(&self, x: &mut [f32], n: usize, setup: &AttnSetup) -> Result<(), ClipError> {
+        let d = self.out.n_out();
+        let h = self.ln1.forward(x);
+        let (mut q, mut k, v) = match &self.qkv {
+            Qkv::Separate { q, k, v } => (q.forward(&h, n)?, k.forward(&h, n)?, v.forward(&h, n)?),
+            Qkv::Fused(w) => split_qkv(&w.forward(&h, n)?, n, d),
+        };
+        let head_dim = d / setup.n_head;
+        if let Some((cfg, pos)) = setup.rope {
+            cpu::rope(&mut q, n, setup.n_head, head_dim, pos, cfg);
+            cpu::rope(&mut k, n, setup.n_head, head_dim, pos, cfg);
+        }
+        let mut att = vec![0f32; n * d];
+        let params = AttnParams::mha(setup.n_head, head_dim);
+        let whole = [0..n];
+        for r in setup.windows.unwrap_or(&whole) {
+            let span = r.start * d..r.end * d;
+            let pos: Vec<i32> = (0..r.len() as i32).collect();
+            cpu::attention(
+                &q[span.clone()],
+                KvData::F32(&k[span.clone()]),
+                KvData::F32(&v[span.clone()]),
+                &AttnMask::full(&pos, &pos),
+                &params,
+                &mut att[span],
+            );
+        }
+        let o = self.out.forward(&att, n)?;
+        cpu::add(x, &o);
+        let h = self.ln2.forward(x);
+        let f = self.ffn.forward(&h, n)?;
+        cpu::add(x, &f);
+        Ok(())
+    }
+}
+
+/// Splits fused `[n, 3·d]` rows into q, k, v `[n, d]`.
+fn split_qkv(fused: &[f32], n: usize, d: usize) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let mut q = Vec::with_capacity(n * d);
+    let mut k = Vec::with_capacity(n * d);
+    let mut v = Vec::with_capacity(n * d);
+    for row in fused.chunks_exact(3 * d) {
+        q.extend_from_slice(&row[..d]);
+        k.extend_from_slice(&row[d..2 * d]);
+        v.extend_from_slice(&row[2 * d..]);
+    }
+    (q, k, v)
+}
+
+/// Patch embedding: a stride-`patch` convolution of planar `[3, h, w]` pixels, giving
+/// `[ny·nx, out_c]` tokens in raster order.
+pub fn patch_embed(
+    pixels: &[f32],
+    width: usize,
+    height: usize,
+    weight: &Tensor,
+    patch: usize,
+) -> Result<Vec<f32>, ClipError> {
+    let oc = weight.shape()[0];
+    let (nx, ny) = (width / patch, height / patch);
+    let mut out = vec![0f32; nx * ny * oc];
+    cpu::conv::conv2d_tokens(
+        pixels,
+        [3, height, width],
+        weight,
+        &cpu::Conv2dParams::patch(patch),
+        &mut out,
+    )?;
+    Ok(out)
+}
+
+/// Checks the pixel buffer against the claimed size and the patch grid.
+pub fn check_pixels(
+    pixels: &[f32],
+    width: usize,
+    height: usize,
+    align: usize,
+) -> Result<(), ClipError> {
+    if width == 0 || height == 0 || pixels.len() != 3 * width * height {
+        return Err(ClipError::BadImage(format!(
+            "{} values for a 3x{height}x{width} image",
+            pixels.len()
+        )));
+    }
+    if !width.is_multiple_of(align) || !height.is_multiple_of(align) {
+        return Err(ClipError::BadImage(format!(
+            "{width}x{height} is not a multiple of {align}"
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,235 @@
+//! A loaded text model (weights, tokenizer, chat template) and a session (its KV cache).
+
+use std::path::Path;
+
+use crate::batch::{Batch, BatchInput, Logits, sequential_positions};
+use crate::chat::ChatTemplate;
+use crate::decoder::Decoder;
+use crate::error::{LlmError, Result};
+use crate::hparams::HParams;
+use crate::kv_cache::{KvCache, KvType};
+use crate::tokenizer::Tokenizer;
+use crate::weights::Weights;
+use gguf::GgufFile;
+
+/// A text model ready to run: weights used in place from the file's memory map.
+pub struct Model {
+    pub file: GgufFile,
+    pub decoder: Decoder,
+    pub tokenizer: Tokenizer,
+    /// The GGUF's chat template, or the built-in format detected from the model. `Err` keeps
+    /// why no template could be set up, so only chat use fails.
+    pub template: std::result::Result<ChatTemplate, String>,
+}
+
+impl Model {
+    pub fn load(path: impl AsRef<Path>) -> Result<Self> {
+        let file = GgufFile::open(path.as_ref())?;
+        Self::from_gguf(file)
+    }
+
+    pub fn from_gguf(file: GgufFile) -> Result<Self> {
+        let hp = HParams::from_gguf(&file)?;
+        let weights = Weights::load(&file, &hp)?;
+        let tokenizer = Tokenizer::from_gguf(&file).map_err(|e| LlmError::BadParam {
+            key: "tokenizer.ggml".into(),
+            detail: e.to_string(),
+        })?;
+        if tokenizer.n_vocab() != weights.n_vocab() {
+            return Err(LlmError::BadParam {
+                key: "tokenizer.ggml.tokens".into(),
+                detail: format!(
+                    "{} tokens but token_embd has {} rows",
+                    tokenizer.n_vocab(),
+                    weights.n_vocab()
+                ),
+            });
+        }
+        let template = ChatTemplate::from_gguf(&file).map_err(|e| e.to_string());
+        Ok(Self {
+            file,
+            decoder: Decoder::new(hp, weights),
+            tokenizer,
+            template,
+        })
+    }
+
+    pub fn hparams(&self) -> &HParams {
+        &self.decoder.hp
+    }
+
+    /// Bytes of tensor data in the file.
+    pub fn size_bytes(&self) -> u64 {
+        self.file.tensors().iter().map(|t| t.n_bytes).sum()
+    }
+
+    /// Number of weights.
+    pub fn n_params(&self) -> u64 {
+        self.file.tensors().iter().map(|t| t.n_elements()).sum()
+    }
+
+    /// Renders `messages` through the chat template, ready to tokenize with
+    /// `add_special = true`: a leading BOS text is dropped when the tokenizer adds BOS itself
+    /// (as llama.cpp does, so no prompt starts with two BOS tokens).
+    pub fn apply_chat(
+        &self,
+        messages: &[crate::chat::ChatMessage],
+        add_generation_prompt: bool,
+    ) -> Result<String> {
+        let template = self.template.as_ref().map_err(|e| LlmError::BadParam {
+            key: "tokenizer.chat_template".into(),
+            detail: e.clone(),
+        })?;
+        let mut text = template
+            .render(messages, add_generation_prompt)
+            .map_err(|e| LlmError::BadParam {
+                key: "tokenizer.chat_template".into(),
+                detail: e.to_string(),
+            })?;
+        if self.tokenizer.add_bos()
+            && let Some(bos) = self
+                .tokenizer
+                .bos()
+                .and_then(|b| self.tokenizer.token_text(b))
+            && !bos.is_empty()
+            && text.starts_with(bos)
+        {
+            text.drain(..bos.len());
+        }
+        Ok(text)
+    }
+
+    /// A fresh session with `n_ctx` cells (0: the model's training context, at most 4096).
+    pub fn new_session(&self, n_ctx: usize, kv_type: KvType) -> Session {
+        let hp = self.hparams();
+        let n_ctx = if n_ctx == 0 {
+            hp.n_ctx_train.min(4096)
+        } else {
+            n_ctx
+        };
+        Session {
+            cache: KvCache::new(hp.n_layer, n_ctx, hp.kv_dim(), kv_type),
+            cell_tokens: Vec::new(),
+            cell_pos_after: Vec::new(),
+        }
+    }
+}
+
+/// One conversation's state: the KV cache and what each cell holds, so a later prompt that
+/// starts the same way reuses the cached prefix instead of recomputing it.
+pub struct Session {
+    pub cache: KvCache,
+    /// Token id of each cell (`None` for media embeddings).
+    cell_tokens: Vec<Option<u32>>,
+    /// Next free position after each cell (M-RoPE images advance positions by less than
+    /// their token count).
+    cell_pos_after: Vec<i32>,
+}
+
+impl Session {
+    pub fn n_ctx(&self) -> usize {
+        self.cache.n_ctx()
+    }
+
+    /// Cells in use.
+    pub fn n_tokens(&self) -> usize {
+        self.cell_tokens.len()
+    }
+
+    /// The position the next token gets.
+    pub fn next_pos(&self) -> i32 {
+        self.cell_pos_after.last().copied().unwrap_or(0)
+    }
+
+    pub fn clear(&mut self) {
+        self.truncate(0);
+    }
+
+    /// Keeps the first `n` cells.
+    pub fn truncate(&mut self, n: usize) {
+        let n = n.min(self.cell_tokens.len());
+        self.cache.truncate(n);
+        self.cell_tokens.truncate(n);
+        self.cell_pos_after.truncate(n);
+    }
+
+    /// Keeps the longest cached prefix of `tokens` (never all of it: the last prompt token
+    /// is evaluated again to get fresh logits) and returns its length.
+    pub fn reuse_prefix(&mut self, tokens: &[u32]) -> usize {
+        let same = self
+            .cell_tokens
+            .iter()
+            .zip(tokens)
+            .take_while(|(c, t)| **c == Some(**t))
+            .count();
+        let keep = same.min(tokens.len().saturating_sub(1));
+        self.truncate(keep);
+        keep
+    }
+
+    /// Evaluates text tokens at the next positions; returns logits per `logits`.
+    pub fn decode_tokens(
+        &mut self,
+        model: &Model,
+        tokens: &[u32],
+        logits: Logits,
+    ) -> Result<Vec<f32>> {
+        let comp = model.decoder.n_pos_comp();
+        let start = self.next_pos();
+        let pos = sequential_positions(start, tokens.len(), comp);
+        let batch = Batch {
+            input: BatchInput::Tokens(tokens),
+            pos: &pos,
+            non_causal: false,
+            logits,
+        };
+        let out = model.decoder.decode(&mut self.cache, &batch)?;
+        for (i, &t) in tokens.iter().enumerate() {
+            self.cell_tokens.push(Some(t));
+            self.cell_pos_after.push(start + i as i32 + 1);
+        }
+        Ok(out)
+    }
+
+    /// Evaluates media embeddings (`[n, n_embd_inp]`) with explicit positions (relative to
+    /// the next position; 1 or 4 components per row, as the model takes). The session's
+    /// position then advances by `n_pos`.
+    pub fn decode_embeddings(
+        &mut self,
+        model: &Model,
+        embd: &[f32],
+        rel_pos: &[i32],
+        n_pos: usize,
+        non_causal: bool,
+        logits: Logits,
+    ) -> Result<Vec<f32>> {
+        let start = self.next_pos();
+        let comp = model.decoder.n_pos_comp();
+        let n = rel_pos.len() / comp.max(1);
+        // The 4th M-RoPE component is not a position (llama.cpp leaves it 0).
+        let pos: Vec<i32> = rel_pos
+            .iter()
+            .enumerate()
+            .map(|(i, &p)| {
+                if comp == 4 && i >= 3 * n {
+                    p
+                } else {
+                    start + p
+                }
+            })
+            .collect();
+        let batch = Batch {
+            input: BatchInput::Embeddings(embd),
+            pos: &pos,
+            non_causal,
+            logits,
+        };
+        let out = model.decoder.decode(&mut self.cache, &batch)?;
+        let after = start + n_pos as i32;
+        for _ in 0..n {
+            self.cell_tokens.push(None);
+            self.cell_pos_after.push(after);
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,52 @@
+//! Everything the multimodal library can refuse, with the input it was about.
+
+/// Errors of tokenizing prompts with media and evaluating the chunks.
+#[derive(Debug, thiserror::Error)]
+pub enum MtmdError {
+    #[error("prompt has {markers} media marker(s) '{marker}' but {bitmaps} bitmap(s) were given")]
+    MarkerCount {
+        marker: String,
+        markers: usize,
+        bitmaps: usize,
+    },
+    #[error("the media marker must not be empty")]
+    EmptyMarker,
+    #[error("bitmap {nx}x{ny} needs {expected} RGB bytes, got {got}")]
+    BitmapSize {
+        nx: u32,
+        ny: u32,
+        expected: usize,
+        got: usize,
+    },
+    #[error("bitmap has an empty side ({nx}x{ny})")]
+    EmptyBitmap { nx: u32, ny: u32 },
+    #[error(
+        "encoder gave an image grid of {nx}x{ny} for {n_tokens} tokens (the grid must hold exactly the tokens)"
+    )]
+    BadGrid {
+        nx: usize,
+        ny: usize,
+        n_tokens: usize,
+    },
+    #[error("embeddings of image '{id}' have {got} values, expected {n_tokens} tokens x {n_embd}")]
+    EmbeddingSize {
+        id: String,
+        n_tokens: usize,
+        n_embd: usize,
+        got: usize,
+    },
+    #[error(
+        "encoder produces rows of {encoder} values but the text model takes {model} (wrong mmproj for this model?)"
+    )]
+    EmbeddingWidth { encoder: usize, model: usize },
+    #[error("encoding image '{id}' failed: {source}")]
+    Encoder {
+        id: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error(transparent)]
+    Llm(#[from] llm::LlmError),
+}
+
+pub type Result<T, E = MtmdError> = std::result::Result<T, E>;
