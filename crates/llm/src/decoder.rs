@@ -339,7 +339,7 @@ impl Decoder {
         cpu::matmul(&lw.ffn_up, &s.h, n, &mut s.up)?;
         match hp.ffn_act {
             FfnAct::SwiGlu => cpu::swiglu(&s.gate, &s.up, &mut s.act),
-            FfnAct::GeGlu => cpu::geglu(&s.gate, &s.up, &mut s.act),
+            FfnAct::GeGlu => crate::compat::geglu(&s.gate, &s.up, &mut s.act),
         }
         cpu::matmul(&lw.ffn_down, &s.act, n, &mut s.o)?;
         if let Some(w) = &lw.ffn_post_norm {

@@ -7,6 +7,7 @@
 
 pub mod batch;
 pub mod chat;
+mod compat;
 pub mod decoder;
 pub mod error;
 pub mod generate;

@@ -130,7 +130,7 @@ pub fn matmul(w: &Tensor, x: &[f32], n: usize, out: &mut [f32]) -> Result<()> {
             m,
             out,
         ),
-        d if d.is_quantized() => matmul_quant_via_dequantized_rows_temporary(w, x, n, k, m, out)?,
+        d if d.is_quantized() => crate::quant::dot::matmul_quant(w, x, n, out)?,
         d => {
             return Err(TensorError::Unsupported {
                 op: "matmul",
