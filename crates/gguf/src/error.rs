@@ -8,10 +8,11 @@ use crate::GgmlType;
 /// wrong, so a user can look at the file with a hex viewer.
 #[derive(Debug, thiserror::Error)]
 pub enum GgufError {
-    #[error("cannot read {}: {source}", path.display())]
+    #[error("cannot read {}: {err}", path.display())]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        // Not a `source`: the message already carries it, and error chains would repeat it.
+        err: std::io::Error,
     },
     #[error(
         "at byte {offset}: file ends while reading {what} (needs {needed} bytes, {available} left)"

@@ -64,9 +64,9 @@ impl GgufFile {
     /// Memory-maps and parses `path`.
     pub fn open(path: impl AsRef<Path>) -> Result<GgufFile> {
         let path = path.as_ref();
-        let bytes = MappedBytes::map_file(path).map_err(|source| GgufError::Io {
+        let bytes = MappedBytes::map_file(path).map_err(|err| GgufError::Io {
             path: path.to_owned(),
-            source,
+            err,
         })?;
         Self::from_bytes(bytes)
     }

@@ -107,9 +107,9 @@ impl GgufWriter {
 
     pub fn write_to(&self, path: impl AsRef<Path>) -> Result<(), GgufError> {
         let path = path.as_ref();
-        std::fs::write(path, self.to_bytes()).map_err(|source| GgufError::Io {
+        std::fs::write(path, self.to_bytes()).map_err(|err| GgufError::Io {
             path: path.to_owned(),
-            source,
+            err,
         })
     }
 }

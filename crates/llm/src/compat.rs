@@ -47,8 +47,17 @@ mod tests {
         let mut out = vec![0.0; gate.len()];
         geglu(&gate, &up, &mut out);
         for (g, o) in gate.iter().zip(&out) {
-            let exact = if *g <= -10.0 { 0.0 } else if *g >= 10.0 { *g } else { gelu_f32(*g) };
-            assert!((o - exact).abs() <= 1e-2 * exact.abs().max(1e-2), "{g}: {o} vs {exact}");
+            let exact = if *g <= -10.0 {
+                0.0
+            } else if *g >= 10.0 {
+                *g
+            } else {
+                gelu_f32(*g)
+            };
+            assert!(
+                (o - exact).abs() <= 1e-2 * exact.abs().max(1e-2),
+                "{g}: {o} vs {exact}"
+            );
         }
     }
 }

@@ -364,6 +364,9 @@ fn run_matmul(ctx: &GpuContext, dtype: DType, seed: u64, n: usize, k: usize, m: 
     check(&format!("matmul {dtype} n={n} k={k} m={m}"), &got, &want);
 }
 
+type GpuUnary = fn(&Tensor) -> tensor::Result<Tensor>;
+type Reference = fn(&mut [f32]);
+
 fn cases() -> ProptestConfig {
     ProptestConfig {
         cases: 12,
@@ -410,8 +413,7 @@ proptest! {
         let Some(ctx) = gpu_or_skip() else { return Ok(()) };
         let x = values(seed, len, 6.0);
         let gx = on_gpu(&ctx, &[len], &x);
-        type Reference = fn(&mut [f32]);
-        let table: [(&str, fn(&Tensor) -> tensor::Result<Tensor>, Reference); 4] = [
+        let table: [(&str, GpuUnary, Reference); 4] = [
             ("silu", ops::silu, act::reference::silu),
             ("gelu_tanh", ops::gelu_tanh, act::reference::gelu_tanh),
             ("gelu_erf", ops::gelu_erf, act::reference::gelu_erf),

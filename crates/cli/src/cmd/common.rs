@@ -29,7 +29,15 @@ pub fn load_model(path: &Path) -> Result<Model> {
         pb.enable_steady_tick(Duration::from_millis(100));
         pb
     });
-    let model = Model::load(path).with_context(|| format!("{}", path.display()));
+    let model = Model::load(path).map_err(|e| {
+        // GGUF errors already name the file; others get it prepended.
+        let msg = e.to_string();
+        if msg.contains(&*path.to_string_lossy()) {
+            anyhow::anyhow!(msg)
+        } else {
+            anyhow::anyhow!("{}: {msg}", path.display())
+        }
+    });
     if let Some(pb) = spinner {
         pb.finish_and_clear();
     }

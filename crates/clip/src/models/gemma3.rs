@@ -119,8 +119,9 @@ impl Encoder for Gemma3 {
         cpu::matmul(&self.input_proj, &normed, g * g, &mut data)?;
         Ok(Embeddings {
             n_tokens: g * g,
-            nx: g,
-            ny: g,
+            // Not an M-RoPE model: llama.cpp reports the tokens as one row.
+            nx: g * g,
+            ny: 1,
             data,
         })
     }

@@ -123,8 +123,8 @@ pub struct PreprocessedImage {
     pub token_grid: Option<TokenGrid>,
 }
 
-/// Gemma 3 (SigLIP): direct llama.cpp bilinear resize to `image_size` square (no aspect ratio, no pan and
-/// scan), then normalize.
+/// Gemma 3 (SigLIP): fit into the `image_size` square keeping the aspect ratio with Pillow-style bilinear,
+/// black padding centred (llama.cpp's default PAD_CEIL; no pan and scan), then normalize.
 pub fn preprocess_gemma3(
     image: &Bitmap,
     params: &PreprocessParams,
@@ -138,7 +138,7 @@ pub fn preprocess_gemma3(
         });
     }
     let side = params.image_size;
-    let resized = resize::resize(image, side, side, ResizeFilter::Bilinear);
+    let resized = resize::resize_fit_padded(image, side, side, ResizeFilter::Bilinear, [0, 0, 0]);
     Ok(PreprocessedImage {
         width: side,
         height: side,
@@ -148,7 +148,7 @@ pub fn preprocess_gemma3(
 }
 
 /// Qwen2-VL / Qwen2.5-VL / Qwen3-VL: target size on the `patch * merge` grid within the token budget,
-/// aspect-preserving Pillow bicubic into it, black padding centred, then normalize.
+/// aspect-preserving Pillow-style bicubic into it, black padding centred, then normalize.
 pub fn preprocess_qwen_vl(
     image: &Bitmap,
     params: &PreprocessParams,
@@ -173,13 +173,8 @@ pub fn preprocess_qwen_vl(
             align,
         });
     }
-    let resized = resize::resize_fit_padded(
-        image,
-        target_w,
-        target_h,
-        ResizeFilter::BicubicPillow,
-        [0, 0, 0],
-    );
+    let resized =
+        resize::resize_fit_padded(image, target_w, target_h, ResizeFilter::Bicubic, [0, 0, 0]);
     Ok(PreprocessedImage {
         width: target_w,
         height: target_h,

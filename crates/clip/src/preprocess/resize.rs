@@ -1,15 +1,18 @@
 //! The resize filters llama.cpp's mtmd uses, reproduced to the last rounding step: the pixels must match
-//! its `inp_raw` within 1e-5 after normalization, i.e. the 8-bit results must be identical.
+//! its `inp_raw` within 1e-5 after normalization, i.e. the 8-bit results must be identical. Written from
+//! the description of Pillow's `ImagingResample` (filter support, centre, fixed-point rounding).
 
 use crate::bitmap::Bitmap;
 
-/// Which filter a strategy resizes with.
+/// Which filter a strategy resizes with. Both are Pillow's separable resampling (as llama.cpp 0c1e570
+/// implements it): pixel-centre aligned, kernel widened by the scale when downscaling (anti-aliasing),
+/// weights in 22-bit fixed point, a horizontal then a vertical pass, each rounded to 8 bits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ResizeFilter {
-    /// llama.cpp's own bilinear: corner-aligned sampling grid (`(src-1)/dst` step), f32 lerp, truncation.
+    /// Triangle kernel, support 1 (Pillow `BILINEAR`; Gemma 3).
     Bilinear,
-    /// Pillow's separable bicubic (a = -0.5) with its 22-bit fixed-point accumulation.
-    BicubicPillow,
+    /// Cubic kernel a = -0.5, support 2 (Pillow `BICUBIC`; Qwen-VL).
+    Bicubic,
 }
 
 /// Resizes to exactly `width` x `height`, ignoring the aspect ratio.
@@ -18,8 +21,8 @@ pub fn resize(src: &Bitmap, width: u32, height: u32, filter: ResizeFilter) -> Bi
         return src.clone();
     }
     match filter {
-        ResizeFilter::Bilinear => resize_bilinear(src, width, height),
-        ResizeFilter::BicubicPillow => resize_bicubic_pillow(src, width, height),
+        ResizeFilter::Bilinear => resize_pillow(src, width, height, PillowKernel::Triangle),
+        ResizeFilter::Bicubic => resize_pillow(src, width, height, PillowKernel::Bicubic),
     }
 }
 
@@ -56,37 +59,6 @@ pub fn resize_fit_padded(
     Bitmap { width, height, rgb }
 }
 
-fn resize_bilinear(src: &Bitmap, width: u32, height: u32) -> Bitmap {
-    let (sw, sh) = (src.width as usize, src.height as usize);
-    let x_ratio = (src.width - 1) as f32 / width as f32;
-    let y_ratio = (src.height - 1) as f32 / height as f32;
-    // llama.cpp requires >= 2 source pixels per side; for a 1-pixel side the "next" sample is the same pixel.
-    let last_start = |n: usize| n.saturating_sub(2);
-    let lerp = |s: f32, e: f32, t: f32| s + (e - s) * t;
-    let sample = |x: usize, y: usize, c: usize| f32::from(src.rgb[3 * (y * sw + x) + c]);
-
-    let mut rgb = vec![0u8; 3 * width as usize * height as usize];
-    for y in 0..height as usize {
-        let py = y_ratio * y as f32;
-        let y0 = (py as usize).min(last_start(sh));
-        let y1 = (y0 + 1).min(sh - 1);
-        let ty = py - y0 as f32;
-        for x in 0..width as usize {
-            let px = x_ratio * x as f32;
-            let x0 = (px as usize).min(last_start(sw));
-            let x1 = (x0 + 1).min(sw - 1);
-            let tx = px - x0 as f32;
-            for c in 0..3 {
-                let top = lerp(sample(x0, y0, c), sample(x1, y0, c), tx);
-                let bottom = lerp(sample(x0, y1, c), sample(x1, y1, c), tx);
-                // Truncation (not rounding), as the reference's float -> u8 cast does.
-                rgb[3 * (y * width as usize + x) + c] = lerp(top, bottom, ty) as u8;
-            }
-        }
-    }
-    Bitmap { width, height, rgb }
-}
-
 /// Fixed-point fraction bits of Pillow's resampling weights.
 const PRECISION_BITS: u32 = 32 - 8 - 2;
 
@@ -109,12 +81,34 @@ struct Taps {
     weights: Vec<Vec<i32>>,
 }
 
-fn pillow_taps(in_size: usize, out_size: usize) -> Taps {
-    const SUPPORT: f64 = 2.0;
+#[derive(Clone, Copy)]
+enum PillowKernel {
+    Bicubic,
+    Triangle,
+}
+
+impl PillowKernel {
+    fn support(self) -> f64 {
+        match self {
+            PillowKernel::Bicubic => 2.0,
+            PillowKernel::Triangle => 1.0,
+        }
+    }
+
+    fn weight(self, x: f64) -> f64 {
+        match self {
+            PillowKernel::Bicubic => bicubic_kernel(x),
+            PillowKernel::Triangle => (1.0 - x.abs()).max(0.0),
+        }
+    }
+}
+
+fn pillow_taps(in_size: usize, out_size: usize, kernel: PillowKernel) -> Taps {
+    let support_unscaled = kernel.support();
     let scale = in_size as f64 / out_size as f64;
     // Downscaling widens the kernel (anti-aliasing); upscaling keeps it at its natural width.
     let filter_scale = scale.max(1.0);
-    let support = SUPPORT * filter_scale;
+    let support = support_unscaled * filter_scale;
     let inv_filter_scale = 1.0 / filter_scale;
     let mut starts = Vec::with_capacity(out_size);
     let mut weights = Vec::with_capacity(out_size);
@@ -125,7 +119,7 @@ fn pillow_taps(in_size: usize, out_size: usize) -> Taps {
         let hi = ((center + support + 0.5) as i64).clamp(0, in_size as i64) as usize;
         let hi = hi.max(lo);
         let raw: Vec<f64> = (lo..hi)
-            .map(|i| bicubic_kernel((i as f64 - center + 0.5) * inv_filter_scale))
+            .map(|i| kernel.weight((i as f64 - center + 0.5) * inv_filter_scale))
             .collect();
         let total: f64 = raw.iter().sum();
         let fixed = raw
@@ -151,10 +145,10 @@ fn clip8(accumulated: i64) -> u8 {
     (accumulated >> PRECISION_BITS).clamp(0, 255) as u8
 }
 
-fn resize_bicubic_pillow(src: &Bitmap, width: u32, height: u32) -> Bitmap {
+fn resize_pillow(src: &Bitmap, width: u32, height: u32, kernel: PillowKernel) -> Bitmap {
     // Horizontal pass first, then vertical, each rounding to 8 bits, skipping a pass whose size is unchanged.
     let horizontal = if width != src.width {
-        let taps = pillow_taps(src.width as usize, width as usize);
+        let taps = pillow_taps(src.width as usize, width as usize, kernel);
         let (sw, w) = (src.width as usize, width as usize);
         let mut rgb = vec![0u8; 3 * w * src.height as usize];
         for y in 0..src.height as usize {
@@ -183,7 +177,7 @@ fn resize_bicubic_pillow(src: &Bitmap, width: u32, height: u32) -> Bitmap {
     if height == horizontal.height {
         return horizontal;
     }
-    let taps = pillow_taps(horizontal.height as usize, height as usize);
+    let taps = pillow_taps(horizontal.height as usize, height as usize, kernel);
     let w = width as usize;
     let mut rgb = vec![0u8; 3 * w * height as usize];
     for y in 0..height as usize {
@@ -220,7 +214,7 @@ mod tests {
     #[test]
     fn constant_image_stays_constant() {
         let src = Bitmap::from_rgb(5, 3, [10u8, 200, 33].repeat(15)).unwrap();
-        for filter in [ResizeFilter::Bilinear, ResizeFilter::BicubicPillow] {
+        for filter in [ResizeFilter::Bilinear, ResizeFilter::Bicubic] {
             for (w, h) in [(11, 7), (2, 2), (5, 9), (1, 1)] {
                 let out = resize(&src, w, h, filter);
                 assert_eq!((out.width, out.height), (w, h));
@@ -235,7 +229,7 @@ mod tests {
     #[test]
     fn pillow_weights_sum_to_one() {
         for (i, o) in [(333, 336), (241, 244), (2, 84), (1000, 7)] {
-            let taps = pillow_taps(i, o);
+            let taps = pillow_taps(i, o, PillowKernel::Bicubic);
             for w in &taps.weights {
                 let sum: i64 = w.iter().map(|&v| i64::from(v)).sum();
                 assert!(
@@ -250,7 +244,7 @@ mod tests {
     fn padded_resize_centres_the_image() {
         // 333x241 into 336x252: the width fills, the height becomes ceil(241 * 336/333) = 244, centred at 4.
         let src = gradient(333, 241);
-        let out = resize_fit_padded(&src, 336, 252, ResizeFilter::BicubicPillow, [0, 0, 0]);
+        let out = resize_fit_padded(&src, 336, 252, ResizeFilter::Bicubic, [0, 0, 0]);
         assert_eq!((out.width, out.height), (336, 252));
         let row_is_black = |y: u32| (0..336).all(|x| out.pixel(x, y) == [0, 0, 0]);
         assert!((0..4).all(row_is_black));
@@ -261,9 +255,19 @@ mod tests {
     #[test]
     fn one_pixel_sides_do_not_panic() {
         let src = gradient(1, 4);
-        for filter in [ResizeFilter::Bilinear, ResizeFilter::BicubicPillow] {
+        for filter in [ResizeFilter::Bilinear, ResizeFilter::Bicubic] {
             let out = resize(&src, 3, 3, filter);
             assert_eq!(out.rgb.len(), 27);
         }
+    }
+
+    #[test]
+    fn bilinear_upscale_is_flat_before_the_first_pixel_centre() {
+        // Pixel-centre alignment: 2 -> 112 maps outputs 0..27 before source centre 0, so they copy it.
+        let src = Bitmap::from_rgb(2, 1, vec![172, 0, 0, 202, 0, 0]).unwrap();
+        let out = resize(&src, 112, 1, ResizeFilter::Bilinear);
+        assert!((0..28).all(|x| out.pixel(x, 0)[0] == 172));
+        assert!((84..112).all(|x| out.pixel(x, 0)[0] == 202));
+        assert_eq!(out.pixel(56, 0)[0], 187);
     }
 }

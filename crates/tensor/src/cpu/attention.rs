@@ -134,13 +134,12 @@ impl AttnParams {
     }
 }
 
-/// Query rows one task aims at (queries × heads sharing a KV head).
-const ROWS_PER_TASK: usize = 16;
+/// Query rows one task aims at (queries × heads sharing a KV head): enough to amortise
+/// packing each K/V block, few enough to give every core work.
+const ROWS_PER_TASK: usize = 32;
 
-/// Keys per block: small enough that a packed K or V block stays in L1/L2.
-fn kv_block(head_dim: usize) -> usize {
-    if head_dim > 128 { 32 } else { 64 }
-}
+/// Keys per block (the transposed K block's width).
+const KB: usize = simd::KEYS;
 
 /// One unit of parallel work: queries `q0..q0 + outs.len()` against KV head `g`.
 /// `outs[i]` is the output of query `q0 + i` for the heads of group `g`, `group * d` long.
@@ -153,14 +152,23 @@ struct Task<'o> {
 /// Per-thread buffers, reused across tasks.
 #[derive(Default)]
 struct Scratch {
+    /// Packed query rows `[rows_pad, d]`.
     q: Vec<f32>,
+    /// Output accumulators `[rows_pad, d]`.
     acc: Vec<f32>,
+    /// Scores, then weights `[rows_pad, KB]`.
     s: Vec<f32>,
-    k: Vec<f32>,
+    /// Transposed key block `[d, KB]`.
+    kt: Vec<f32>,
+    /// One key row converted to f32.
+    row: Vec<f32>,
+    /// Value block `[KB, d]`.
     v: Vec<f32>,
+    /// Additive mask per query of the task `[n_tq, KB]`: 0 or -inf.
+    bias: Vec<f32>,
+    /// Running max and sum per row.
     m: Vec<f32>,
     l: Vec<f32>,
-    visible: Vec<bool>,
 }
 
 fn resize_zeroed(v: &mut Vec<f32>, n: usize) {
@@ -239,7 +247,6 @@ fn run_task(
     let n_tq = task.outs.len();
     let rows = n_tq * group;
     let rows_pad = rows.next_multiple_of(4);
-    let kb = kv_block(d);
     let n_kv = mask.n_kv();
 
     // Packed query rows (row = query-in-task * group + head-in-group), zero padding rows.
@@ -249,77 +256,82 @@ fn run_task(
         sc.q[qi * group * d..(qi + 1) * group * d].copy_from_slice(&q[src..src + group * d]);
     }
     resize_zeroed(&mut sc.acc, rows_pad * d);
-    resize_zeroed(&mut sc.s, rows_pad * kb);
-    resize_zeroed(&mut sc.k, kb * d);
-    resize_zeroed(&mut sc.v, kb * d);
+    resize_zeroed(&mut sc.s, rows_pad * KB);
+    resize_zeroed(&mut sc.kt, d * KB);
+    resize_zeroed(&mut sc.row, d);
+    resize_zeroed(&mut sc.v, KB * d);
+    resize_zeroed(&mut sc.bias, n_tq * KB);
     sc.m.clear();
     sc.m.resize(rows, f32::NEG_INFINITY);
     resize_zeroed(&mut sc.l, rows);
-    sc.visible.clear();
-    sc.visible.resize(n_tq * kb, false);
 
-    let (score_scale, cap) = match p.softcap {
-        Some(c) if c != 0.0 => (p.scale / c, Some(c)),
-        _ => (p.scale, None),
-    };
+    // With a soft cap the scale goes inside the tanh: c · tanh(scale · s / c).
+    let cap = p.softcap.filter(|&c| c != 0.0);
+    let score_scale = cap.map_or(p.scale, |c| p.scale / c);
 
-    for j0 in (0..n_kv).step_by(kb) {
-        let nk = kb.min(n_kv - j0);
+    for j0 in (0..n_kv).step_by(KB) {
+        let nk = KB.min(n_kv - j0);
         let mut any = false;
         for qi in 0..n_tq {
-            for jj in 0..nk {
-                let vis = mask.visible(task.q0 + qi, j0 + jj);
-                sc.visible[qi * kb + jj] = vis;
+            let bias = &mut sc.bias[qi * KB..(qi + 1) * KB];
+            for (jj, b) in bias.iter_mut().enumerate() {
+                let vis = jj < nk && mask.visible(task.q0 + qi, j0 + jj);
+                *b = if vis { 0.0 } else { f32::NEG_INFINITY };
                 any |= vis;
             }
         }
         if !any {
             continue;
         }
-        for jj in 0..nk {
-            let src = ((j0 + jj) * p.n_kv_head + task.g) * d;
-            k.copy_to(isa, src, &mut sc.k[jj * d..(jj + 1) * d]);
+        if nk < KB {
+            // Keys past the end must score finitely (they are masked by the bias).
+            sc.kt.fill(0.0);
         }
-        simd::scores(isa, &sc.q, rows_pad, &sc.k, nk, d, &mut sc.s, kb);
+        for jj in 0..nk {
+            k.copy_to(isa, ((j0 + jj) * p.n_kv_head + task.g) * d, &mut sc.row);
+            for (c, &x) in sc.row.iter().enumerate() {
+                sc.kt[c * KB + jj] = x;
+            }
+        }
+        simd::scores(isa, &sc.q, rows_pad, &sc.kt, d, &mut sc.s);
 
         for r in 0..rows_pad {
-            let s = &mut sc.s[r * kb..r * kb + nk];
+            let s = &mut sc.s[r * KB..(r + 1) * KB];
             if r >= rows {
                 s.fill(0.0);
                 continue;
             }
-            let vis = &sc.visible[(r / group) * kb..(r / group) * kb + nk];
-            let mut block_max = f32::NEG_INFINITY;
-            for (x, &seen) in s.iter_mut().zip(vis) {
-                let mut t = *x * score_scale;
-                if let Some(c) = cap {
-                    t = c * t.tanh();
+            let bias = &sc.bias[(r / group) * KB..(r / group + 1) * KB];
+            let block_max = match cap {
+                Some(c) => {
+                    for x in s.iter_mut() {
+                        *x = c * (*x * score_scale).tanh();
+                    }
+                    simd::scale_add_max(isa, s, 1.0, bias)
                 }
-                *x = if seen { t } else { f32::NEG_INFINITY };
-                block_max = block_max.max(*x);
-            }
+                None => simd::scale_add_max(isa, s, score_scale, bias),
+            };
             if block_max == f32::NEG_INFINITY {
                 s.fill(0.0);
                 continue;
             }
-            let m_new = sc.m[r].max(block_max);
-            if m_new > sc.m[r] {
+            if block_max > sc.m[r] {
                 // Earlier weights were relative to a smaller max: shrink them.
-                let shrink = (sc.m[r] - m_new).exp();
+                let shrink = (sc.m[r] - block_max).exp();
                 sc.l[r] *= shrink;
                 for a in &mut sc.acc[r * d..(r + 1) * d] {
                     *a *= shrink;
                 }
-                sc.m[r] = m_new;
+                sc.m[r] = block_max;
             }
-            sc.l[r] += simd::exp_sub_sum(isa, s, m_new);
+            sc.l[r] += simd::exp_sub_sum(isa, s, sc.m[r]);
         }
 
         for jj in 0..nk {
             let src = ((j0 + jj) * p.n_kv_head + task.g) * d;
             v.copy_to(isa, src, &mut sc.v[jj * d..(jj + 1) * d]);
         }
-        simd::accumulate(isa, &sc.s, kb, rows_pad, &sc.v, nk, d, &mut sc.acc);
+        simd::accumulate(isa, &sc.s, rows_pad, &sc.v, nk, d, &mut sc.acc);
     }
 
     for (qi, heads) in task.outs.iter_mut().enumerate() {

@@ -74,7 +74,7 @@ pub fn mul(a: &mut [f32], b: &[f32]) {
 fn rows(op: Bin, a: &mut [f32], row: &[f32]) {
     let cols = row.len();
     assert!(
-        cols > 0 && a.len() % cols == 0,
+        cols > 0 && a.len().is_multiple_of(cols),
         "broadcast row of {cols} over {} elements",
         a.len()
     );

@@ -11,7 +11,7 @@ const PARALLEL_MIN: usize = 1 << 16;
 /// (quantized rows are dequantized). Errors on an id past the table or a wrong `out` size.
 pub fn get_rows(table: &Tensor, ids: &[u32], out: &mut [f32]) -> Result<()> {
     let cols = table.shape().last().copied().unwrap_or(1);
-    let n_rows = if cols == 0 { 0 } else { table.numel() / cols };
+    let n_rows = table.numel().checked_div(cols).unwrap_or(0);
     if out.len() != ids.len() * cols {
         return Err(TensorError::ShapeMismatch {
             op: "get_rows",

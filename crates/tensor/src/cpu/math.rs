@@ -10,10 +10,10 @@ use std::sync::OnceLock;
 use super::simd::Simd;
 
 const LOG2_E: f32 = std::f32::consts::LOG2_E;
-/// ln 2 split in two so `x - n*ln2` stays exact for |n| <= 128: the high part has few
-/// mantissa bits, the low part is the remainder.
-const LN2_HI: f32 = 0.693_145_751_953_125;
-const LN2_LO: f32 = 1.428_606_820_309_417_3e-6;
+/// ln 2 split in two so `x - n*ln2` stays exact for |n| <= 128: the high part is ln 2 cut to
+/// 16 significant bits (0.693145751953125), the low part is the remainder.
+const LN2_HI: f32 = f32::from_bits(0x3f31_7200);
+const LN2_LO: f32 = (std::f64::consts::LN_2 - LN2_HI as f64) as f32;
 /// Below this exp(x) is under the smallest normal f32 (2^-126): we return 0.
 const EXP_MIN_X: f32 = -87.336_54;
 /// Above this `n` would reach 128; we saturate to exp(EXP_MAX_X) ~ 2.2e38.

@@ -73,7 +73,7 @@ impl WeightElem for bf16 {
 /// flattened into m) in any dtype held on the host.
 pub fn matmul(w: &Tensor, x: &[f32], n: usize, out: &mut [f32]) -> Result<()> {
     let k = w.shape().last().copied().unwrap_or(1);
-    let m = if k == 0 { 0 } else { w.numel() / k };
+    let m = w.numel().checked_div(k).unwrap_or(0);
     if x.len() != n * k || out.len() != n * m {
         return Err(TensorError::ShapeMismatch {
             op: "matmul",
@@ -152,40 +152,6 @@ fn run<T: WeightElem>(w: &[T], x: &[f32], n: usize, k: usize, m: usize, out: &mu
     } else {
         gemm::gemm(isa, w, x, n, k, m, out);
     }
-}
-
-/// TEMPORARY until `quant::dot::matmul_quant` lands: dequantizes weight rows in blocks and
-/// runs the f32 path on them. Correct but slow (the integer dot products replace it).
-fn matmul_quant_via_dequantized_rows_temporary(
-    w: &Tensor,
-    x: &[f32],
-    n: usize,
-    k: usize,
-    m: usize,
-    out: &mut [f32],
-) -> Result<()> {
-    const ROWS: usize = 256;
-    let bytes = w.host_bytes()?;
-    let row_bytes = crate::quant::bytes_for(w.dtype(), k).ok_or(TensorError::PartialBlock {
-        dtype: w.dtype(),
-        len: k,
-        block: w.dtype().block_size(),
-    })?;
-    let mut wf = vec![0f32; ROWS.min(m) * k];
-    let mut part = vec![0f32; n * ROWS.min(m)];
-    for j0 in (0..m).step_by(ROWS) {
-        let rows = ROWS.min(m - j0);
-        crate::quant::dequantize(
-            w.dtype(),
-            &bytes[j0 * row_bytes..(j0 + rows) * row_bytes],
-            &mut wf[..rows * k],
-        )?;
-        run(&wf[..rows * k], x, n, k, rows, &mut part[..n * rows]);
-        for i in 0..n {
-            out[i * m + j0..i * m + j0 + rows].copy_from_slice(&part[i * rows..(i + 1) * rows]);
-        }
-    }
-    Ok(())
 }
 
 /// Few activation rows: weight rows split across threads, each streamed once.

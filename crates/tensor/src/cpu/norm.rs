@@ -15,7 +15,7 @@ const TASK_ELEMS: usize = 1 << 14;
 /// Rows per rayon task, or `None` when the whole input stays on the calling thread.
 fn rows_per_task(len: usize, cols: usize) -> Option<usize> {
     assert!(
-        cols > 0 && len % cols == 0,
+        cols > 0 && len.is_multiple_of(cols),
         "{len} elements are not rows of {cols}"
     );
     (len >= PARALLEL_MIN).then(|| (TASK_ELEMS / cols).max(1))

@@ -34,7 +34,7 @@ pub fn matmul(x: &Tensor, w: &Tensor) -> Result<Tensor> {
     }
     let m = w.dim(0);
     let xv = x.to_f32_vec()?;
-    let n = if k == 0 { 0 } else { xv.len() / k };
+    let n = xv.len().checked_div(k).unwrap_or(0);
     let mut out = vec![0f32; n * m];
     cpu::matmul(w, &xv, n, &mut out)?;
     let mut shape = x.shape().to_vec();

@@ -1,51 +1,45 @@
-//! Micro-kernels of the attention loop: scores `Q·Kᵀ`, `exp(s - m)` with its sum, `P·V`
-//! accumulation and f16 -> f32 rows, each in AVX-512, AVX2+FMA and scalar form.
+//! Micro-kernels of the attention loop, each in AVX-512, AVX2+FMA and scalar form:
+//! scores `Q·Kᵀ` against a transposed key block (keys across SIMD lanes, so no horizontal
+//! sums), `s·scale + bias` with its maximum, `exp(s - m)` with its sum, `P·V` accumulation
+//! and f16 -> f32 rows.
 //!
-//! Every public function here is safe: it checks slice bounds once, then calls the variant of
+//! Every public function here is safe: it checks slice bounds once, then runs the variant of
 //! the [`Isa`] it is given, capped at what the CPU has (`cpu::features`).
 #![allow(unsafe_code)]
 
-use crate::cpu::simd::{Isa, features};
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
+
+use crate::cpu::simd::{Isa, features};
+
+/// Keys per block: the width of a transposed key block and of a score row.
+pub const KEYS: usize = 64;
 
 /// `isa` capped at what this CPU has (so tests can ask for any variant).
 fn usable(isa: Isa) -> Isa {
     isa.min(features().best_isa())
 }
 
-/// `s[r * s_stride + j] = dot(q[r], k[j])` for `rows` query rows (a multiple of 4) and
-/// `keys` key rows, all `d` long and packed.
-pub fn scores(
-    isa: Isa,
-    q: &[f32],
-    rows: usize,
-    k: &[f32],
-    keys: usize,
-    d: usize,
-    s: &mut [f32],
-    s_stride: usize,
-) {
-    assert!(
-        rows.is_multiple_of(4) && keys <= s_stride,
-        "scores: rows {rows}, keys {keys}"
-    );
-    assert!(q.len() >= rows * d && k.len() >= keys * d && s.len() >= rows * s_stride);
+/// `s[r * KEYS + j] = Σ_c q[r * d + c] · kt[c * KEYS + j]` for `rows` query rows (a multiple
+/// of 4) and all `KEYS` columns of the transposed key block `kt` (`[d, KEYS]`).
+pub fn scores(isa: Isa, q: &[f32], rows: usize, kt: &[f32], d: usize, s: &mut [f32]) {
+    assert!(rows.is_multiple_of(4), "scores: rows {rows}");
+    assert!(q.len() >= rows * d && kt.len() >= d * KEYS && s.len() >= rows * KEYS);
     match usable(isa) {
         // SAFETY: the CPU has the features (usable) and the bounds were checked above.
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => unsafe { scores_avx512(q, rows, k, keys, d, s, s_stride) },
+        Isa::Avx512 => unsafe { scores_avx512(q, rows, kt, d, s) },
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => unsafe { scores_avx2(q, rows, k, keys, d, s, s_stride) },
-        _ => scores_scalar(q, rows, k, keys, d, s, s_stride),
+        Isa::Avx2 => unsafe { scores_avx2(q, rows, kt, d, s) },
+        _ => scores_scalar(q, rows, kt, d, s),
     }
 }
 
-/// `acc[r] += Σ_j p[r * p_stride + j] * v[j]` for `rows` rows (a multiple of 4).
+/// `acc[r] += Σ_{j < keys} p[r * KEYS + j] · v[j]` for `rows` rows (a multiple of 4) of
+/// length `d`; `v` is `[keys, d]`.
 pub fn accumulate(
     isa: Isa,
     p: &[f32],
-    p_stride: usize,
     rows: usize,
     v: &[f32],
     keys: usize,
@@ -53,17 +47,30 @@ pub fn accumulate(
     acc: &mut [f32],
 ) {
     assert!(
-        rows.is_multiple_of(4) && keys <= p_stride,
+        rows.is_multiple_of(4) && keys <= KEYS,
         "accumulate: rows {rows}, keys {keys}"
     );
-    assert!(p.len() >= rows * p_stride && v.len() >= keys * d && acc.len() >= rows * d);
+    assert!(p.len() >= rows * KEYS && v.len() >= keys * d && acc.len() >= rows * d);
     match usable(isa) {
         // SAFETY: the CPU has the features (usable) and the bounds were checked above.
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => unsafe { accumulate_avx512(p, p_stride, rows, v, keys, d, acc) },
+        Isa::Avx512 => unsafe { accumulate_avx512(p, rows, v, keys, d, acc) },
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => unsafe { accumulate_avx2(p, p_stride, rows, v, keys, d, acc) },
-        _ => accumulate_scalar(p, p_stride, rows, v, keys, d, acc),
+        Isa::Avx2 => unsafe { accumulate_avx2(p, rows, v, keys, d, acc) },
+        _ => accumulate_scalar(p, rows, v, keys, d, acc),
+    }
+}
+
+/// `s[i] = s[i] · scale + bias[i]`; returns the maximum (`-inf` if all are).
+pub fn scale_add_max(isa: Isa, s: &mut [f32], scale: f32, bias: &[f32]) -> f32 {
+    assert_eq!(s.len(), bias.len(), "scale_add_max: lengths");
+    match usable(isa) {
+        // SAFETY: the CPU has the features; lengths are equal.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => unsafe { scale_add_max_avx512(s, scale, bias) },
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { scale_add_max_avx2(s, scale, bias) },
+        _ => scale_add_max_scalar(s, scale, bias),
     }
 }
 
@@ -99,27 +106,21 @@ pub fn f16_to_f32(isa: Isa, src: &[half::f16], dst: &mut [f32]) {
 
 // ---------------------------------------------------------------- scalar twins (reference)
 
-pub fn scores_scalar(
-    q: &[f32],
-    rows: usize,
-    k: &[f32],
-    keys: usize,
-    d: usize,
-    s: &mut [f32],
-    s_stride: usize,
-) {
+pub fn scores_scalar(q: &[f32], rows: usize, kt: &[f32], d: usize, s: &mut [f32]) {
     for r in 0..rows {
-        let qr = &q[r * d..(r + 1) * d];
-        for j in 0..keys {
-            let kj = &k[j * d..(j + 1) * d];
-            s[r * s_stride + j] = qr.iter().zip(kj).map(|(a, b)| a * b).sum();
+        let sr = &mut s[r * KEYS..(r + 1) * KEYS];
+        sr.fill(0.0);
+        for c in 0..d {
+            let qc = q[r * d + c];
+            for (x, &k) in sr.iter_mut().zip(&kt[c * KEYS..(c + 1) * KEYS]) {
+                *x += qc * k;
+            }
         }
     }
 }
 
 pub fn accumulate_scalar(
     p: &[f32],
-    p_stride: usize,
     rows: usize,
     v: &[f32],
     keys: usize,
@@ -129,12 +130,21 @@ pub fn accumulate_scalar(
     for r in 0..rows {
         let ar = &mut acc[r * d..(r + 1) * d];
         for j in 0..keys {
-            let w = p[r * p_stride + j];
+            let w = p[r * KEYS + j];
             for (a, &x) in ar.iter_mut().zip(&v[j * d..(j + 1) * d]) {
                 *a += w * x;
             }
         }
     }
+}
+
+pub fn scale_add_max_scalar(s: &mut [f32], scale: f32, bias: &[f32]) -> f32 {
+    let mut m = f32::NEG_INFINITY;
+    for (x, b) in s.iter_mut().zip(bias) {
+        *x = *x * scale + b;
+        m = m.max(*x);
+    }
+    m
 }
 
 pub fn exp_sub_sum_scalar(x: &mut [f32], m: f32) -> f32 {
@@ -164,45 +174,44 @@ const EXP_P: [f32; 6] = [
 
 // ---------------------------------------------------------------- AVX-512
 
+/// Lanes `0..n` (n < 16 gives a partial mask, n >= 16 all lanes).
+#[cfg(target_arch = "x86_64")]
+fn lanes16(n: usize) -> __mmask16 {
+    if n >= 16 {
+        0xffff
+    } else {
+        ((1u32 << n) - 1) as __mmask16
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn scores_avx512(
-    q: &[f32],
-    rows: usize,
-    k: &[f32],
-    keys: usize,
-    d: usize,
-    s: &mut [f32],
-    s_stride: usize,
-) {
-    // SAFETY: callers checked the slice bounds this pointer arithmetic relies on.
+unsafe fn scores_avx512(q: &[f32], rows: usize, kt: &[f32], d: usize, s: &mut [f32]) {
+    // SAFETY: callers checked q (rows·d), kt (d·KEYS) and s (rows·KEYS).
     unsafe {
-        let full = d - d % 16;
-        let tail: __mmask16 = ((1u32 << (d % 16)) - 1) as __mmask16;
         for r in (0..rows).step_by(4) {
+            // 4 rows × 64 keys = 16 accumulators; per c: 4 key loads, 4 broadcasts, 16 FMAs.
+            let mut acc = [[_mm512_setzero_ps(); 4]; 4];
             let qp = q.as_ptr().add(r * d);
-            let (q0, q1, q2, q3) = (qp, qp.add(d), qp.add(2 * d), qp.add(3 * d));
-            for j in 0..keys {
-                let kp = k.as_ptr().add(j * d);
-                let mut a = [_mm512_setzero_ps(); 4];
-                let mut c = 0;
-                while c < full {
-                    let kv = _mm512_loadu_ps(kp.add(c));
-                    a[0] = _mm512_fmadd_ps(_mm512_loadu_ps(q0.add(c)), kv, a[0]);
-                    a[1] = _mm512_fmadd_ps(_mm512_loadu_ps(q1.add(c)), kv, a[1]);
-                    a[2] = _mm512_fmadd_ps(_mm512_loadu_ps(q2.add(c)), kv, a[2]);
-                    a[3] = _mm512_fmadd_ps(_mm512_loadu_ps(q3.add(c)), kv, a[3]);
-                    c += 16;
+            for c in 0..d {
+                let kp = kt.as_ptr().add(c * KEYS);
+                let k = [
+                    _mm512_loadu_ps(kp),
+                    _mm512_loadu_ps(kp.add(16)),
+                    _mm512_loadu_ps(kp.add(32)),
+                    _mm512_loadu_ps(kp.add(48)),
+                ];
+                for (i, row) in acc.iter_mut().enumerate() {
+                    let qb = _mm512_set1_ps(*qp.add(i * d + c));
+                    for (a, kv) in row.iter_mut().zip(&k) {
+                        *a = _mm512_fmadd_ps(qb, *kv, *a);
+                    }
                 }
-                if tail != 0 {
-                    let kv = _mm512_maskz_loadu_ps(tail, kp.add(c));
-                    a[0] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(tail, q0.add(c)), kv, a[0]);
-                    a[1] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(tail, q1.add(c)), kv, a[1]);
-                    a[2] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(tail, q2.add(c)), kv, a[2]);
-                    a[3] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(tail, q3.add(c)), kv, a[3]);
-                }
-                for (i, acc) in a.iter().enumerate() {
-                    s[(r + i) * s_stride + j] = _mm512_reduce_add_ps(*acc);
+            }
+            for (i, row) in acc.iter().enumerate() {
+                let sp = s.as_mut_ptr().add((r + i) * KEYS);
+                for (t, a) in row.iter().enumerate() {
+                    _mm512_storeu_ps(sp.add(16 * t), *a);
                 }
             }
         }
@@ -213,44 +222,68 @@ unsafe fn scores_avx512(
 #[target_feature(enable = "avx512f")]
 unsafe fn accumulate_avx512(
     p: &[f32],
-    p_stride: usize,
     rows: usize,
     v: &[f32],
     keys: usize,
     d: usize,
     acc: &mut [f32],
 ) {
-    // SAFETY: callers checked the slice bounds this pointer arithmetic relies on.
+    // SAFETY: callers checked p (rows·KEYS), v (keys·d) and acc (rows·d); masked lanes are
+    // neither read nor written.
     unsafe {
         for r in (0..rows).step_by(4) {
-            let pp = p.as_ptr().add(r * p_stride);
+            let pp = p.as_ptr().add(r * KEYS);
             let ap = acc.as_mut_ptr().add(r * d);
-            let mut c = 0;
-            while c < d {
-                let m: __mmask16 = if d - c >= 16 {
-                    0xffff
-                } else {
-                    ((1u32 << (d - c)) - 1) as __mmask16
-                };
-                let mut a = [
-                    _mm512_maskz_loadu_ps(m, ap.add(c)),
-                    _mm512_maskz_loadu_ps(m, ap.add(d + c)),
-                    _mm512_maskz_loadu_ps(m, ap.add(2 * d + c)),
-                    _mm512_maskz_loadu_ps(m, ap.add(3 * d + c)),
-                ];
+            // 4 rows × 32 columns = 8 accumulators; per key: 2 loads, 4 broadcasts, 8 FMAs.
+            for c in (0..d).step_by(32) {
+                let m = [lanes16(d - c), lanes16((d - c).saturating_sub(16))];
+                let mut a = [[_mm512_setzero_ps(); 2]; 4];
+                for (i, row) in a.iter_mut().enumerate() {
+                    for (h, x) in row.iter_mut().enumerate() {
+                        *x = _mm512_maskz_loadu_ps(m[h], ap.add(i * d + c + 16 * h));
+                    }
+                }
                 for j in 0..keys {
-                    let vv = _mm512_maskz_loadu_ps(m, v.as_ptr().add(j * d + c));
-                    a[0] = _mm512_fmadd_ps(_mm512_set1_ps(*pp.add(j)), vv, a[0]);
-                    a[1] = _mm512_fmadd_ps(_mm512_set1_ps(*pp.add(p_stride + j)), vv, a[1]);
-                    a[2] = _mm512_fmadd_ps(_mm512_set1_ps(*pp.add(2 * p_stride + j)), vv, a[2]);
-                    a[3] = _mm512_fmadd_ps(_mm512_set1_ps(*pp.add(3 * p_stride + j)), vv, a[3]);
+                    let vp = v.as_ptr().add(j * d + c);
+                    let vv = [
+                        _mm512_maskz_loadu_ps(m[0], vp),
+                        _mm512_maskz_loadu_ps(m[1], vp.add(16)),
+                    ];
+                    for (i, row) in a.iter_mut().enumerate() {
+                        let w = _mm512_set1_ps(*pp.add(i * KEYS + j));
+                        row[0] = _mm512_fmadd_ps(w, vv[0], row[0]);
+                        row[1] = _mm512_fmadd_ps(w, vv[1], row[1]);
+                    }
                 }
-                for (i, x) in a.iter().enumerate() {
-                    _mm512_mask_storeu_ps(ap.add(i * d + c), m, *x);
+                for (i, row) in a.iter().enumerate() {
+                    for (h, x) in row.iter().enumerate() {
+                        _mm512_mask_storeu_ps(ap.add(i * d + c + 16 * h), m[h], *x);
+                    }
                 }
-                c += 16;
             }
         }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn scale_add_max_avx512(s: &mut [f32], scale: f32, bias: &[f32]) -> f32 {
+    // SAFETY: callers checked that s and bias have the same length; masked lanes untouched.
+    unsafe {
+        let sc = _mm512_set1_ps(scale);
+        let mut mx = _mm512_set1_ps(f32::NEG_INFINITY);
+        for i in (0..s.len()).step_by(16) {
+            let m = lanes16(s.len() - i);
+            let p = s.as_mut_ptr().add(i);
+            let x = _mm512_fmadd_ps(
+                _mm512_maskz_loadu_ps(m, p),
+                sc,
+                _mm512_maskz_loadu_ps(m, bias.as_ptr().add(i)),
+            );
+            _mm512_mask_storeu_ps(p, m, x);
+            mx = _mm512_mask_max_ps(mx, m, mx, x);
+        }
+        _mm512_reduce_max_ps(mx)
     }
 }
 
@@ -275,19 +308,13 @@ fn exp512(x: __m512) -> __m512 {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn exp_sub_sum_avx512(x: &mut [f32], m: f32) -> f32 {
-    // SAFETY: callers checked the slice bounds this pointer arithmetic relies on.
+    // SAFETY: masked lanes past the end of x are neither read nor written.
     unsafe {
         let mv = _mm512_set1_ps(m);
         let lo = _mm512_set1_ps(EXP_MIN);
         let mut sum = _mm512_setzero_ps();
-        let mut i = 0;
-        while i < x.len() {
-            let left = x.len() - i;
-            let mask: __mmask16 = if left >= 16 {
-                0xffff
-            } else {
-                ((1u32 << left) - 1) as __mmask16
-            };
+        for i in (0..x.len()).step_by(16) {
+            let mask = lanes16(x.len() - i);
             let p = x.as_mut_ptr().add(i);
             let t = _mm512_sub_ps(_mm512_maskz_loadu_ps(mask, p), mv);
             // Lanes under EXP_MIN (incl. -inf, masked keys) become exactly 0.
@@ -295,7 +322,6 @@ unsafe fn exp_sub_sum_avx512(x: &mut [f32], m: f32) -> f32 {
             let e = _mm512_maskz_mov_ps(keep, exp512(_mm512_max_ps(t, lo)));
             _mm512_mask_storeu_ps(p, mask, e);
             sum = _mm512_add_ps(sum, e);
-            i += 16;
         }
         _mm512_reduce_add_ps(sum)
     }
@@ -304,14 +330,12 @@ unsafe fn exp_sub_sum_avx512(x: &mut [f32], m: f32) -> f32 {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn f16_to_f32_avx512(src: &[half::f16], dst: &mut [f32]) {
-    // SAFETY: callers checked the slice bounds this pointer arithmetic relies on.
+    // SAFETY: callers checked equal lengths; full 16-lane groups only, then a scalar tail.
     unsafe {
         let n = src.len() - src.len() % 16;
-        let mut i = 0;
-        while i < n {
+        for i in (0..n).step_by(16) {
             let h = _mm256_loadu_si256(src.as_ptr().add(i) as *const __m256i);
             _mm512_storeu_ps(dst.as_mut_ptr().add(i), _mm512_cvtph_ps(h));
-            i += 16;
         }
         for j in n..src.len() {
             dst[j] = src[j].to_f32();
@@ -332,37 +356,27 @@ fn hsum256(v: __m256) -> f32 {
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn scores_avx2(
-    q: &[f32],
-    rows: usize,
-    k: &[f32],
-    keys: usize,
-    d: usize,
-    s: &mut [f32],
-    s_stride: usize,
-) {
-    // SAFETY: callers checked the slice bounds this pointer arithmetic relies on.
+unsafe fn scores_avx2(q: &[f32], rows: usize, kt: &[f32], d: usize, s: &mut [f32]) {
+    // SAFETY: callers checked q (rows·d), kt (d·KEYS) and s (rows·KEYS).
     unsafe {
-        let full = d - d % 8;
         for r in (0..rows).step_by(4) {
             let qp = q.as_ptr().add(r * d);
-            for j in 0..keys {
-                let kp = k.as_ptr().add(j * d);
-                let mut a = [_mm256_setzero_ps(); 4];
-                let mut c = 0;
-                while c < full {
-                    let kv = _mm256_loadu_ps(kp.add(c));
-                    for (i, acc) in a.iter_mut().enumerate() {
-                        *acc = _mm256_fmadd_ps(_mm256_loadu_ps(qp.add(i * d + c)), kv, *acc);
+            // 4 rows × 16 keys = 8 accumulators per pass, 4 passes over the 64 keys.
+            for j0 in (0..KEYS).step_by(16) {
+                let mut acc = [[_mm256_setzero_ps(); 2]; 4];
+                for c in 0..d {
+                    let kp = kt.as_ptr().add(c * KEYS + j0);
+                    let k = [_mm256_loadu_ps(kp), _mm256_loadu_ps(kp.add(8))];
+                    for (i, row) in acc.iter_mut().enumerate() {
+                        let qb = _mm256_set1_ps(*qp.add(i * d + c));
+                        row[0] = _mm256_fmadd_ps(qb, k[0], row[0]);
+                        row[1] = _mm256_fmadd_ps(qb, k[1], row[1]);
                     }
-                    c += 8;
                 }
-                for (i, acc) in a.iter().enumerate() {
-                    let mut t = hsum256(*acc);
-                    for cc in full..d {
-                        t += *qp.add(i * d + cc) * *kp.add(cc);
-                    }
-                    s[(r + i) * s_stride + j] = t;
+                for (i, row) in acc.iter().enumerate() {
+                    let sp = s.as_mut_ptr().add((r + i) * KEYS + j0);
+                    _mm256_storeu_ps(sp, row[0]);
+                    _mm256_storeu_ps(sp.add(8), row[1]);
                 }
             }
         }
@@ -373,44 +387,67 @@ unsafe fn scores_avx2(
 #[target_feature(enable = "avx2,fma")]
 unsafe fn accumulate_avx2(
     p: &[f32],
-    p_stride: usize,
     rows: usize,
     v: &[f32],
     keys: usize,
     d: usize,
     acc: &mut [f32],
 ) {
-    // SAFETY: callers checked the slice bounds this pointer arithmetic relies on.
+    // SAFETY: callers checked p (rows·KEYS), v (keys·d) and acc (rows·d); vector loads stay
+    // below `full`, the rest is scalar.
     unsafe {
         let full = d - d % 8;
         for r in (0..rows).step_by(4) {
-            let pp = p.as_ptr().add(r * p_stride);
+            let pp = p.as_ptr().add(r * KEYS);
             let ap = acc.as_mut_ptr().add(r * d);
-            let mut c = 0;
-            while c < full {
+            for c in (0..full).step_by(8) {
                 let mut a: [__m256; 4] =
                     std::array::from_fn(|i| _mm256_loadu_ps(ap.add(i * d + c)));
                 for j in 0..keys {
                     let vv = _mm256_loadu_ps(v.as_ptr().add(j * d + c));
                     for (i, x) in a.iter_mut().enumerate() {
-                        *x = _mm256_fmadd_ps(_mm256_set1_ps(*pp.add(i * p_stride + j)), vv, *x);
+                        *x = _mm256_fmadd_ps(_mm256_set1_ps(*pp.add(i * KEYS + j)), vv, *x);
                     }
                 }
                 for (i, x) in a.iter().enumerate() {
                     _mm256_storeu_ps(ap.add(i * d + c), *x);
                 }
-                c += 8;
             }
             for i in 0..4 {
                 for cc in full..d {
                     let mut t = *ap.add(i * d + cc);
                     for j in 0..keys {
-                        t += *pp.add(i * p_stride + j) * *v.as_ptr().add(j * d + cc);
+                        t += *pp.add(i * KEYS + j) * *v.as_ptr().add(j * d + cc);
                     }
                     *ap.add(i * d + cc) = t;
                 }
             }
         }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn scale_add_max_avx2(s: &mut [f32], scale: f32, bias: &[f32]) -> f32 {
+    // SAFETY: callers checked equal lengths; vector accesses stay below `full`.
+    unsafe {
+        let full = s.len() - s.len() % 8;
+        let sc = _mm256_set1_ps(scale);
+        let mut mx = _mm256_set1_ps(f32::NEG_INFINITY);
+        for i in (0..full).step_by(8) {
+            let p = s.as_mut_ptr().add(i);
+            let x = _mm256_fmadd_ps(
+                _mm256_loadu_ps(p),
+                sc,
+                _mm256_loadu_ps(bias.as_ptr().add(i)),
+            );
+            _mm256_storeu_ps(p, x);
+            mx = _mm256_max_ps(mx, x);
+        }
+        let hi = _mm_max_ps(_mm256_castps256_ps128(mx), _mm256_extractf128_ps::<1>(mx));
+        let hi = _mm_max_ps(hi, _mm_movehl_ps(hi, hi));
+        let hi = _mm_max_ss(hi, _mm_movehdup_ps(hi));
+        _mm_cvtss_f32(hi).max(scale_add_max_scalar(&mut s[full..], scale, &bias[full..]))
     }
 }
 
@@ -440,21 +477,19 @@ fn exp256(x: __m256) -> __m256 {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn exp_sub_sum_avx2(x: &mut [f32], m: f32) -> f32 {
-    // SAFETY: callers checked the slice bounds this pointer arithmetic relies on.
+    // SAFETY: vector accesses stay below `full`, the rest is scalar.
     unsafe {
         let mv = _mm256_set1_ps(m);
         let lo = _mm256_set1_ps(EXP_MIN);
         let mut sum = _mm256_setzero_ps();
         let full = x.len() - x.len() % 8;
-        let mut i = 0;
-        while i < full {
+        for i in (0..full).step_by(8) {
             let p = x.as_mut_ptr().add(i);
             let t = _mm256_sub_ps(_mm256_loadu_ps(p), mv);
             let keep = _mm256_cmp_ps::<_CMP_GE_OQ>(t, lo);
             let e = _mm256_and_ps(keep, exp256(_mm256_max_ps(t, lo)));
             _mm256_storeu_ps(p, e);
             sum = _mm256_add_ps(sum, e);
-            i += 8;
         }
         hsum256(sum) + exp_sub_sum_scalar(&mut x[full..], m)
     }
@@ -463,14 +498,12 @@ unsafe fn exp_sub_sum_avx2(x: &mut [f32], m: f32) -> f32 {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn f16_to_f32_avx2(src: &[half::f16], dst: &mut [f32]) {
-    // SAFETY: callers checked the slice bounds this pointer arithmetic relies on.
+    // SAFETY: callers checked equal lengths; full 8-lane groups only, then a scalar tail.
     unsafe {
         let n = src.len() - src.len() % 8;
-        let mut i = 0;
-        while i < n {
+        for i in (0..n).step_by(8) {
             let h = _mm_loadu_si128(src.as_ptr().add(i) as *const __m128i);
             _mm256_storeu_ps(dst.as_mut_ptr().add(i), _mm256_cvtph_ps(h));
-            i += 8;
         }
         for j in n..src.len() {
             dst[j] = src[j].to_f32();
@@ -494,7 +527,7 @@ mod tests {
     fn max_rel(a: &[f32], b: &[f32]) -> f32 {
         a.iter()
             .zip(b)
-            .map(|(x, y)| (x - y).abs() / y.abs().max(1e-3))
+            .map(|(x, y)| (x - y).abs() / y.abs().max(1.0))
             .fold(0.0, f32::max)
     }
 
@@ -505,39 +538,57 @@ mod tests {
                 println!("SKIPPED {isa:?} (not on this CPU)");
                 continue;
             }
-            for d in [1, 7, 8, 15, 16, 17, 64, 72, 80, 129] {
-                let (rows, keys, stride) = (8, 13, 16);
+            for d in [1, 7, 8, 15, 16, 17, 31, 33, 64, 72, 80, 129] {
+                let rows = 8;
                 let q = data(rows * d, 1);
-                let k = data(keys * d, 2);
-                let mut s = vec![0.0; rows * stride];
+                let kt = data(d * KEYS, 2);
+                let mut s = vec![0.0; rows * KEYS];
                 let mut want = s.clone();
-                scores(isa, &q, rows, &k, keys, d, &mut s, stride);
-                scores_scalar(&q, rows, &k, keys, d, &mut want, stride);
-                assert!(max_rel(&s, &want) < 1e-4, "{isa:?} scores d={d}");
+                scores(isa, &q, rows, &kt, d, &mut s);
+                scores_scalar(&q, rows, &kt, d, &mut want);
+                assert!(max_rel(&s, &want) < 1e-5, "{isa:?} scores d={d}");
 
-                let p = data(rows * stride, 3);
-                let mut acc = data(rows * d, 4);
-                let mut want = acc.clone();
-                accumulate(isa, &p, stride, rows, &k, keys, d, &mut acc);
-                accumulate_scalar(&p, stride, rows, &k, keys, d, &mut want);
-                assert!(max_rel(&acc, &want) < 1e-4, "{isa:?} accumulate d={d}");
+                for keys in [1, 13, KEYS] {
+                    let p = data(rows * KEYS, 3);
+                    let v = data(keys * d, 5);
+                    let mut acc = data(rows * d, 4);
+                    let mut want = acc.clone();
+                    accumulate(isa, &p, rows, &v, keys, d, &mut acc);
+                    accumulate_scalar(&p, rows, &v, keys, d, &mut want);
+                    assert!(
+                        max_rel(&acc, &want) < 1e-4,
+                        "{isa:?} accumulate d={d} keys={keys} {}",
+                        acc.iter()
+                            .zip(&want)
+                            .map(|(a, b)| (a - b).abs())
+                            .fold(0.0, f32::max)
+                    );
+                }
 
                 let h: Vec<half::f16> = q.iter().map(|&x| half::f16::from_f32(x)).collect();
                 let mut f = vec![0.0; h.len()];
                 f16_to_f32(isa, &h, &mut f);
                 assert!(f.iter().zip(&h).all(|(a, b)| *a == b.to_f32()));
             }
-            for n in [0, 1, 5, 8, 16, 17, 33] {
+            for n in [0, 1, 5, 8, 16, 17, 33, 64] {
                 let mut x: Vec<f32> = data(n, 5).iter().map(|v| v * 200.0).collect();
+                let mut bias = vec![0.0; n];
                 if n > 2 {
-                    x[1] = f32::NEG_INFINITY;
+                    bias[1] = f32::NEG_INFINITY;
                 }
-                let m = x.iter().copied().fold(f32::NEG_INFINITY, f32::max).max(0.0);
                 let mut want = x.clone();
-                let mut got = x.clone();
+                let wm = scale_add_max_scalar(&mut want, 0.5, &bias);
+                let gm = scale_add_max(isa, &mut x, 0.5, &bias);
+                assert!(
+                    (gm - wm).abs() <= 1e-5 * wm.abs() || gm == wm,
+                    "{isa:?} max n={n}"
+                );
+                assert!(max_rel(&x, &want) < 1e-5, "{isa:?} scale_add_max n={n}");
+
+                let m = wm.max(0.0);
                 let ws = exp_sub_sum_scalar(&mut want, m);
-                let gs = exp_sub_sum(isa, &mut got, m);
-                for (g, w) in got.iter().zip(&want) {
+                let gs = exp_sub_sum(isa, &mut x, m);
+                for (g, w) in x.iter().zip(&want) {
                     assert!(
                         (g - w).abs() <= 2e-7 * w.abs() + 1e-37,
                         "{isa:?} exp {g} vs {w}"
@@ -545,7 +596,7 @@ mod tests {
                 }
                 assert!((gs - ws).abs() <= 1e-6 * ws.abs() + 1e-30);
                 if n > 2 {
-                    assert_eq!(got[1], 0.0);
+                    assert_eq!(x[1], 0.0);
                 }
             }
         }

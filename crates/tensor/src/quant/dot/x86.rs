@@ -152,19 +152,6 @@ unsafe fn fp16(p: *const u8) -> f32 {
     }
 }
 
-/// `f16(a) * f16(b)`, both widened to f32 first (as ggml does). Converting the two halves in
-/// one register keeps LLVM from inserting into a live register (a false dependency that
-/// serialized the block loop).
-#[inline(always)]
-unsafe fn fp16_product(a: *const u8, b: *const u8) -> f32 {
-    unsafe {
-        let lo = u32::from(u16::from_le_bytes([*a, *a.add(1)]));
-        let hi = u32::from(u16::from_le_bytes([*b, *b.add(1)]));
-        let v = _mm_cvtph_ps(_mm_cvtsi32_si128((lo | (hi << 16)) as i32));
-        _mm_cvtss_f32(_mm_mul_ss(v, _mm_movehdup_ps(v)))
-    }
-}
-
 /// The two adjacent f16 values at `p` (d and dmin of a K-quant block) as f32; reads 4 bytes.
 #[inline(always)]
 unsafe fn fp16_pair(p: *const u8) -> (f32, f32) {
@@ -254,37 +241,48 @@ unsafe fn dot_signed<O: Ops>(acc: __m256i, v: __m256i, y: __m256i) -> __m256i {
     unsafe { O::dot_u8i8(acc, _mm256_sign_epi8(v, v), _mm256_sign_epi8(y, v)) }
 }
 
-/// i16 vector with `a` in lanes 0..8 and `b` in lanes 8..16 (scales of two 16-value halves).
+/// Sub-block scales and mins (6 bits each) of Q4_K / Q5_K from their 12 packed bytes, as two
+/// u64 of 8 bytes each (scale j / min j in byte j).
+///
+/// Bytes 0..4 hold the low 6 bits of scales 0..4 and their top 2 bits the high bits of
+/// scales 4..8; bytes 4..8 the same for the mins; bytes 8..12 the low nibbles of scales 4..8
+/// and, in their high nibbles, of mins 4..8. Done on 32-bit words, one byte per lane.
 #[inline(always)]
-unsafe fn two_scales(a: i16, b: i16) -> __m256i {
-    unsafe { _mm256_set_m128i(_mm_set1_epi16(b), _mm_set1_epi16(a)) }
+unsafe fn k4_scales_mins(p: *const u8) -> (u64, u64) {
+    const LOW6: u32 = 0x3F3F_3F3F;
+    const LOW4: u32 = 0x0F0F_0F0F;
+    const LOW2: u32 = 0x0303_0303;
+    let [w0, w1, w2]: [u32; 3] = unsafe { std::ptr::read_unaligned(p.cast()) };
+    let sc_high = (w2 & LOW4) | (((w0 >> 6) & LOW2) << 4);
+    let m_high = ((w2 >> 4) & LOW4) | (((w1 >> 6) & LOW2) << 4);
+    (
+        u64::from(w0 & LOW6) | (u64::from(sc_high) << 32),
+        u64::from(w1 & LOW6) | (u64::from(m_high) << 32),
+    )
 }
 
-/// Sub-block scales and mins (6 bits each) of Q4_K / Q5_K from their 12 packed bytes.
+/// i16 vector with every lane = byte `j` of `bytes` (unsigned).
 #[inline(always)]
-unsafe fn k4_scales_mins(p: *const u8) -> ([u8; 8], [u8; 8]) {
-    let s: [u8; 12] = unsafe { std::ptr::read_unaligned(p.cast()) };
-    let mut sc = [0u8; 8];
-    let mut m = [0u8; 8];
-    for j in 0..4 {
-        sc[j] = s[j] & 63;
-        m[j] = s[j + 4] & 63;
-        sc[j + 4] = (s[j + 8] & 0x0F) | ((s[j] >> 6) << 4);
-        m[j + 4] = (s[j + 8] >> 4) | ((s[j + 4] >> 6) << 4);
-    }
-    (sc, m)
+unsafe fn splat_u8_as_i16(bytes: __m128i, j: usize) -> __m256i {
+    unsafe { _mm256_cvtepu8_epi16(_mm_shuffle_epi8(bytes, _mm_set1_epi8(j as i8))) }
 }
 
-/// Sum over the 8 sub-blocks of 32 of `mins[j] * (bsums[2j] + bsums[2j+1])`.
+/// Sum over the 8 sub-blocks of 32 of `mins[j] * (bsums[2j] + bsums[2j+1])`, mins as bytes.
 #[inline(always)]
-unsafe fn mins_dot_bsums(mins: &[u8; 8], bsums: *const u8) -> i32 {
+unsafe fn mins_dot_bsums(mins: u64, bsums: *const u8) -> i32 {
     unsafe {
         let b = load256(bsums);
         // Each min covers two sums of 16: widen mins to i16 and duplicate them pairwise.
-        let m = _mm_cvtepu8_epi16(_mm_loadl_epi64(mins.as_ptr().cast()));
+        let m = _mm_cvtepu8_epi16(_mm_cvtsi64_si128(mins as i64));
         let m = _mm256_set_m128i(_mm_unpackhi_epi16(m, m), _mm_unpacklo_epi16(m, m));
         hsum_epi32(_mm256_madd_epi16(b, m))
     }
+}
+
+/// The f16 at `p` widened to f32 in all 8 lanes (no scalar round trip).
+#[inline(always)]
+unsafe fn fp16_splat(p: *const u8) -> __m256 {
+    unsafe { _mm256_cvtph_ps(_mm_set1_epi16(std::ptr::read_unaligned(p.cast::<i16>()))) }
 }
 
 /// Block sizes in bytes.
@@ -319,7 +317,7 @@ mod bodies {
                 );
                 _mm256_fmadd_ps(
                     _mm256_cvtepi32_ps(s),
-                    _mm256_set1_ps(fp16_product(x, y)),
+                    _mm256_mul_ps(fp16_splat(x), fp16_splat(y)),
                     acc,
                 )
             })
@@ -344,7 +342,7 @@ mod bodies {
                 );
                 _mm256_fmadd_ps(
                     _mm256_cvtepi32_ps(s),
-                    _mm256_set1_ps(fp16_product(x, y)),
+                    _mm256_mul_ps(fp16_splat(x), fp16_splat(y)),
                     acc,
                 )
             })
@@ -362,7 +360,7 @@ mod bodies {
                     dot_signed::<O>(_mm256_setzero_si256(), load256(x.add(2)), load256(y.add(2)));
                 _mm256_fmadd_ps(
                     _mm256_cvtepi32_ps(s),
-                    _mm256_set1_ps(fp16_product(x, y)),
+                    _mm256_mul_ps(fp16_splat(x), fp16_splat(y)),
                     acc,
                 )
             })
@@ -381,7 +379,7 @@ mod bodies {
                 let s = dot_signed::<O>(_mm256_setzero_si256(), v, load256(y.add(2)));
                 _mm256_fmadd_ps(
                     _mm256_cvtepi32_ps(s),
-                    _mm256_set1_ps(fp16_product(y, x)),
+                    _mm256_mul_ps(fp16_splat(y), fp16_splat(x)),
                     acc,
                 )
             })
@@ -404,6 +402,7 @@ mod bodies {
                 let y = a.as_ptr().add(i * Q8K_BYTES);
                 let yd = f32_at(y);
                 let (sc, mins) = k4_scales_mins(x.add(4));
+                let sc = _mm_cvtsi64_si128(sc as i64);
                 let mut isum = _mm256_setzero_si256();
                 for j in 0..4 {
                     // 64-value chunk j: low nibbles are sub-block 2j, high nibbles 2j+1.
@@ -419,12 +418,12 @@ mod bodies {
                     }
                     let p0 = _mm256_maddubs_epi16(lo, load256(y.add(Q8K_QS + 64 * j)));
                     let p1 = _mm256_maddubs_epi16(hi, load256(y.add(Q8K_QS + 64 * j + 32)));
-                    isum = O::madd_i16(isum, p0, _mm256_set1_epi16(i16::from(sc[2 * j])));
-                    isum = O::madd_i16(isum, p1, _mm256_set1_epi16(i16::from(sc[2 * j + 1])));
+                    isum = O::madd_i16(isum, p0, splat_u8_as_i16(sc, 2 * j));
+                    isum = O::madd_i16(isum, p1, splat_u8_as_i16(sc, 2 * j + 1));
                 }
                 let (d, dmin) = fp16_pair(x);
                 acc = _mm256_fmadd_ps(_mm256_set1_ps(d * yd), _mm256_cvtepi32_ps(isum), acc);
-                mins_total += dmin * yd * mins_dot_bsums(&mins, y.add(Q8K_BSUMS)) as f32;
+                mins_total += dmin * yd * mins_dot_bsums(mins, y.add(Q8K_BSUMS)) as f32;
             }
             hsum_ps(acc) - mins_total
         }
@@ -450,9 +449,9 @@ mod bodies {
             for i in 0..nb {
                 let x = w.as_ptr().add(i * Q6K_BYTES);
                 let y = a.as_ptr().add(i * Q8K_BYTES);
-                let sc: [i8; 16] = std::ptr::read_unaligned(x.add(192).cast());
+                let sc = load128(x.add(192));
                 // Levels are stored +32: subtract 32 * sum_j sc_j * bsum_j once per block.
-                let sc16 = _mm256_cvtepi8_epi16(load128(x.add(192)));
+                let sc16 = _mm256_cvtepi8_epi16(sc);
                 let offset = _mm256_madd_epi16(load256(y.add(Q8K_BSUMS)), sc16);
                 let mut isum =
                     _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(offset, 5));
@@ -481,7 +480,12 @@ mod bodies {
                     for (t, q) in runs.into_iter().enumerate() {
                         let run = 4 * h + t;
                         let p = _mm256_maddubs_epi16(q, load256(y.add(Q8K_QS + 32 * run)));
-                        let s = two_scales(i16::from(sc[2 * run]), i16::from(sc[2 * run + 1]));
+                        // Scales 2run (first 16 levels) and 2run+1 (last 16), widened to i16.
+                        let pick = _mm_set_epi64x(
+                            0x0101_0101_0101_0101 * (2 * run as i64 + 1),
+                            0x0101_0101_0101_0101 * (2 * run as i64),
+                        );
+                        let s = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(sc, pick));
                         isum = O::madd_i16(isum, p, s);
                     }
                 }

@@ -1,0 +1,140 @@
+//! Golden test: our preprocessed pixels against llama.cpp's `inp_raw` (`pixels.<image>` in each vision
+//! fixture's reference.safetensors), with the constants read from the fixture's mmproj.gguf.
+
+use std::path::{Path, PathBuf};
+
+use clip::bitmap::Bitmap;
+use clip::preprocess::{
+    PreprocessParams, PreprocessedImage, TokenGrid, preprocess_gemma3, preprocess_qwen_vl,
+};
+use gguf::GgufFile;
+
+const PNG_TOLERANCE: f32 = 1e-5;
+
+fn fixture_dir(arch: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures")
+        .join(arch)
+}
+
+fn three(file: &GgufFile, key: &str) -> [f32; 3] {
+    let values = file
+        .get_array(key)
+        .unwrap_or_else(|e| panic!("{key}: {e}"))
+        .as_f32s()
+        .unwrap_or_else(|| panic!("{key} is not a float array"));
+    values
+        .try_into()
+        .unwrap_or_else(|v: Vec<f32>| panic!("{key} has {} values", v.len()))
+}
+
+/// The preprocessing constants as llama.cpp derives them from the mmproj metadata.
+fn params_from_mmproj(arch: &str) -> PreprocessParams {
+    let file = GgufFile::open(fixture_dir(arch).join("mmproj.gguf")).unwrap();
+    PreprocessParams {
+        image_size: file.get_u32("clip.vision.image_size").unwrap(),
+        patch_size: file.get_u32("clip.vision.patch_size").unwrap(),
+        // Qwen2/2.5-VL files omit the key; llama.cpp defaults it to 2. Gemma 3 does not merge.
+        merge: file
+            .opt_u32("clip.vision.spatial_merge_size")
+            .unwrap()
+            .unwrap_or(if arch == "gemma3" { 1 } else { 2 }),
+        mean: three(&file, "clip.vision.image_mean"),
+        std: three(&file, "clip.vision.image_std"),
+        min_tokens: 8,
+        max_tokens: 4096,
+    }
+}
+
+fn reference_pixels(arch: &str, image: &str) -> (Vec<usize>, Vec<f32>) {
+    let tensors =
+        tensor::safetensors::read(fixture_dir(arch).join("reference.safetensors")).unwrap();
+    let t = &tensors[&format!("pixels.{image}")];
+    (t.shape.clone(), t.to_f32().unwrap())
+}
+
+fn preprocess(arch: &str, image: &str) -> PreprocessedImage {
+    let bitmap = Bitmap::from_file(fixture_dir(arch).join(image)).unwrap();
+    let params = params_from_mmproj(arch);
+    match arch {
+        "gemma3" => preprocess_gemma3(&bitmap, &params),
+        _ => preprocess_qwen_vl(&bitmap, &params),
+    }
+    .unwrap()
+}
+
+/// Compares with the reference; returns the max abs error after checking the shape.
+fn max_error(arch: &str, image: &str) -> f32 {
+    let ours = preprocess(arch, image);
+    let (shape, reference) = reference_pixels(arch, image);
+    assert_eq!(
+        shape,
+        vec![1, 3, ours.height as usize, ours.width as usize],
+        "{arch}/{image}: shape"
+    );
+    let err = ours
+        .data
+        .iter()
+        .zip(&reference)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    // One 8-bit level is 1/255/std; report errors in levels too, which is what decoders disagree by.
+    let level = 1.0 / 255.0 / params_from_mmproj(arch).std[0];
+    let off = ours
+        .data
+        .iter()
+        .zip(&reference)
+        .filter(|(a, b)| (*a - *b).abs() > PNG_TOLERANCE)
+        .count();
+    println!(
+        "{arch}/{image}: {}x{} max_abs {err:.3e} ({:.2} levels), {off} of {} values off",
+        ours.width,
+        ours.height,
+        err / level,
+        reference.len()
+    );
+    err
+}
+
+const ARCHS: [&str; 4] = ["gemma3", "qwen2vl", "qwen25vl", "qwen3vl"];
+
+#[test]
+fn png_pixels_match_llama_cpp() {
+    for arch in ARCHS {
+        for image in ["photo.png", "tiny.png"] {
+            let err = max_error(arch, image);
+            assert!(err <= PNG_TOLERANCE, "{arch}/{image}: max abs error {err}");
+        }
+    }
+}
+
+#[test]
+fn jpeg_pixels_close_to_llama_cpp() {
+    // llama.cpp decodes JPEG with stb_image, we with zune-jpeg: IDCT/upsampling differ by a few levels, so
+    // this only bounds the error (in units of one 8-bit level after normalization).
+    for arch in ARCHS {
+        let err = max_error(arch, "photo2.jpg");
+        let level = 1.0 / 255.0 / params_from_mmproj(arch).std[0];
+        assert!(err <= 8.0 * level, "{arch}/photo2.jpg: max abs error {err}");
+    }
+}
+
+#[test]
+fn token_grids_match_the_reference_chunks() {
+    let expect = [
+        ("qwen2vl", "photo.png", 12, 9),
+        ("qwen2vl", "photo2.jpg", 9, 6),
+        ("qwen2vl", "tiny.png", 3, 3),
+        ("qwen25vl", "photo.png", 12, 9),
+        ("qwen3vl", "photo.png", 10, 8),
+        ("qwen3vl", "photo2.jpg", 8, 6),
+        ("qwen3vl", "tiny.png", 3, 3),
+    ];
+    for (arch, image, nx, ny) in expect {
+        assert_eq!(
+            preprocess(arch, image).token_grid,
+            Some(TokenGrid { nx, ny }),
+            "{arch}/{image}"
+        );
+    }
+}
