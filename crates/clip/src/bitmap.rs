@@ -247,4 +247,25 @@ mod tests {
         let bmp = Bitmap::from_encoded(&bytes).unwrap();
         assert_eq!(bmp.rgb, vec![0x12, 0x80, 0xff]);
     }
+
+    #[test]
+    fn exif_orientation_is_applied() {
+        use image::ImageEncoder;
+        // Big-endian TIFF header + one IFD entry: Orientation (0x0112), SHORT, 1 value, 6 = rotate 90 CW.
+        let exif = [
+            b'M', b'M', 0, 42, 0, 0, 0, 8, 0, 1, 0x01, 0x12, 0, 3, 0, 0, 0, 1, 0, 6, 0, 0, 0, 0, 0,
+            0,
+        ];
+        let pixels = [10u8, 20, 30, 40, 50, 60];
+        let mut bytes = Vec::new();
+        let mut encoder = image::codecs::png::PngEncoder::new(&mut bytes);
+        encoder.set_exif_metadata(exif.to_vec()).unwrap();
+        encoder
+            .write_image(&pixels, 2, 1, image::ExtendedColorType::Rgb8)
+            .unwrap();
+        let bmp = Bitmap::from_encoded(&bytes).unwrap();
+        assert_eq!((bmp.width, bmp.height), (1, 2));
+        assert_eq!(bmp.pixel(0, 0), [10, 20, 30]);
+        assert_eq!(bmp.pixel(0, 1), [40, 50, 60]);
+    }
 }

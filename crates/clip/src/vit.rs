@@ -204,9 +204,9 @@ impl Ffn {
     }
 }
 
-/// Query/key/value projections: three matrices or one fused `[3·d, d]` matrix.
+/// Query/key/value projections: three matrices `[q, k, v]` or one fused `[3·d, d]` matrix.
 pub enum Qkv {
-    Separate { q: Linear, k: Linear, v: Linear },
+    Separate(Box<[Linear; 3]>),
     Fused(Linear),
 }
 
@@ -248,11 +248,11 @@ impl Block {
                 3 * n_embd,
             )?)
         } else {
-            Qkv::Separate {
-                q: Linear::load(wl, &format!("{p}.attn_q"), n_embd, n_embd)?,
-                k: Linear::load(wl, &format!("{p}.attn_k"), n_embd, n_embd)?,
-                v: Linear::load(wl, &format!("{p}.attn_v"), n_embd, n_embd)?,
-            }
+            Qkv::Separate(Box::new([
+                Linear::load(wl, &format!("{p}.attn_q"), n_embd, n_embd)?,
+                Linear::load(wl, &format!("{p}.attn_k"), n_embd, n_embd)?,
+                Linear::load(wl, &format!("{p}.attn_v"), n_embd, n_embd)?,
+            ]))
         };
         let gate = if wl.has(&format!("{p}.ffn_gate.weight")) {
             Some(Linear::load(wl, &format!("{p}.ffn_gate"), n_embd, n_ff)?)
@@ -278,7 +278,11 @@ impl Block {
         let d = self.out.n_out();
         let h = self.ln1.forward(x);
         let (mut q, mut k, v) = match &self.qkv {
-            Qkv::Separate { q, k, v } => (q.forward(&h, n)?, k.forward(&h, n)?, v.forward(&h, n)?),
+            Qkv::Separate(w) => (
+                w[0].forward(&h, n)?,
+                w[1].forward(&h, n)?,
+                w[2].forward(&h, n)?,
+            ),
             Qkv::Fused(w) => split_qkv(&w.forward(&h, n)?, n, d),
         };
         let head_dim = d / setup.n_head;
@@ -288,8 +292,9 @@ impl Block {
         }
         let mut att = vec![0f32; n * d];
         let params = AttnParams::mha(setup.n_head, head_dim);
-        let whole = [0..n];
-        for r in setup.windows.unwrap_or(&whole) {
+        let all = 0..n;
+        let whole = std::slice::from_ref(&all);
+        for r in setup.windows.unwrap_or(whole) {
             let span = r.start * d..r.end * d;
             let pos: Vec<i32> = (0..r.len() as i32).collect();
             cpu::attention(

@@ -75,9 +75,7 @@ fn gemma3_golden() {
 
 #[test]
 fn unsupported_projector_is_named() {
-    let err = clip::registry::lookup("no_such_projector")
-        .err()
-        .expect("must fail");
+    let err = clip::registry::lookup("no_such_projector").expect_err("must fail");
     let msg = err.to_string();
     assert!(
         msg.contains("no_such_projector") && msg.contains("gemma3"),
@@ -98,4 +96,68 @@ fn qwen25vl_golden() {
 #[test]
 fn qwen3vl_golden() {
     golden("qwen3vl");
+}
+
+/// A minimal mmproj with the given projector type and only metadata.
+fn metadata_only(projector: &str, has_vision: bool) -> gguf::GgufFile {
+    use gguf::{GgufWriter, Value};
+    let mut w = GgufWriter::new();
+    w.add_kv("general.architecture", Value::String("clip".into()));
+    w.add_kv("clip.has_vision_encoder", Value::Bool(has_vision));
+    w.add_kv("clip.projector_type", Value::String(projector.into()));
+    for (k, v) in [
+        ("image_size", 28u32),
+        ("patch_size", 14),
+        ("embedding_length", 8),
+        ("feed_forward_length", 16),
+        ("block_count", 1),
+        ("attention.head_count", 2),
+        ("projection_dim", 8),
+    ] {
+        w.add_kv(&format!("clip.vision.{k}"), Value::U32(v));
+    }
+    let bytes = gguf::MappedBytes::from_vec(w.to_bytes());
+    gguf::GgufFile::from_bytes(bytes).expect("parse")
+}
+
+#[test]
+fn load_rejects_unknown_projector_with_supported_list() {
+    let err = ClipModel::from_gguf(metadata_only("llava_next_2000", true)).expect_err("fails");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("llava_next_2000") && msg.contains("qwen3vl_merger"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn load_rejects_missing_vision_encoder_and_missing_tensors() {
+    let err = ClipModel::from_gguf(metadata_only("gemma3", false)).expect_err("fails");
+    assert!(matches!(err, clip::ClipError::NoVisionEncoder), "{err}");
+    let err = ClipModel::from_gguf(metadata_only("gemma3", true)).expect_err("fails");
+    assert!(err.to_string().contains("v.patch_embd.weight"), "{err}");
+}
+
+#[test]
+fn encode_rejects_bad_pixel_buffers() {
+    let model = ClipModel::load(fixture("qwen2vl").join("mmproj.gguf")).expect("load");
+    // Wrong length, and a size that is not a multiple of patch * merge (28).
+    assert!(model.encode(&[0.0; 10], 28, 28).is_err());
+    assert!(model.encode(&vec![0.0; 3 * 30 * 28], 30, 28).is_err());
+    let model = ClipModel::load(fixture("gemma3").join("mmproj.gguf")).expect("load");
+    assert!(
+        model.encode(&vec![0.0; 3 * 56 * 56], 56, 56).is_err(),
+        "gemma3 needs 112x112"
+    );
+}
+
+#[test]
+fn model_is_shareable_across_threads() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<ClipModel>();
+    let model = ClipModel::load(fixture("qwen3vl").join("mmproj.gguf")).expect("load");
+    // Rows hold the main merger output plus 2 deepstack outputs, each 128 wide.
+    assert_eq!(model.n_embd_out(), 128 * 3);
+    assert_eq!(model.projector_type(), "qwen3vl_merger");
+    assert!(format!("{model:?}").contains("qwen3vl_merger"));
 }

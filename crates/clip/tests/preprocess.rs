@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use clip::bitmap::Bitmap;
 use clip::preprocess::{
-    PreprocessParams, PreprocessedImage, TokenGrid, preprocess_gemma3, preprocess_qwen_vl,
+    PreprocessParams, PreprocessedImage, Strategy, TokenGrid, preprocess as run_strategy,
 };
 use gguf::GgufFile;
 
@@ -56,11 +56,10 @@ fn reference_pixels(arch: &str, image: &str) -> (Vec<usize>, Vec<f32>) {
 fn preprocess(arch: &str, image: &str) -> PreprocessedImage {
     let bitmap = Bitmap::from_file(fixture_dir(arch).join(image)).unwrap();
     let params = params_from_mmproj(arch);
-    match arch {
-        "gemma3" => preprocess_gemma3(&bitmap, &params),
-        _ => preprocess_qwen_vl(&bitmap, &params),
-    }
-    .unwrap()
+    let mmproj = GgufFile::open(fixture_dir(arch).join("mmproj.gguf")).unwrap();
+    let projector = mmproj.get_str("clip.projector_type").unwrap();
+    let strategy = Strategy::for_projector(projector).unwrap();
+    run_strategy(&bitmap, strategy, &params).unwrap()
 }
 
 /// Compares with the reference; returns the max abs error after checking the shape.

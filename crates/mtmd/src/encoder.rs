@@ -27,8 +27,9 @@ impl ImageFraming {
     pub fn for_projector(projector: &str) -> Option<Self> {
         let (begin, end, non_causal) = match projector {
             "gemma3" => ("<start_of_image>", "<end_of_image>", true),
-            "qwen2vl_merger" | "qwen2.5vl_merger" | "qwen25vl" | "qwen2vl" | "qwen3vl_merger"
-            | "qwen3vl" => ("<|vision_start|>", "<|vision_end|>", false),
+            "qwen2vl_merger" | "qwen2.5vl_merger" | "qwen3vl_merger" => {
+                ("<|vision_start|>", "<|vision_end|>", false)
+            }
             _ => return None,
         };
         Some(Self {
@@ -78,4 +79,26 @@ pub trait ImageEncoder: Send + Sync {
     /// Runs the encoder: `[n_tokens, n_embd_out]` row-major embeddings, rows in grid order
     /// (row `y * nx + x`).
     fn encode(&self, image: &PreparedImage) -> Result<Vec<f32>, EncoderError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn framing_per_projector() {
+        let g = ImageFraming::for_projector("gemma3").unwrap();
+        assert_eq!(
+            (g.begin.as_str(), g.end.as_str()),
+            ("<start_of_image>", "<end_of_image>")
+        );
+        assert!(g.non_causal);
+        for p in ["qwen2vl_merger", "qwen2.5vl_merger", "qwen3vl_merger"] {
+            let q = ImageFraming::for_projector(p).unwrap();
+            assert_eq!(q.begin, "<|vision_start|>");
+            assert_eq!(q.end, "<|vision_end|>");
+            assert!(!q.non_causal);
+        }
+        assert!(ImageFraming::for_projector("mlp").is_none());
+    }
 }

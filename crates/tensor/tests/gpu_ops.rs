@@ -615,3 +615,42 @@ fn unsupported_inputs_are_errors() {
     let small = on_gpu(&ctx, &[32], &values(3, 32, 1.0));
     assert!(ops::add(&small, &x).is_err());
 }
+
+/// The backend-neutral ops run on the GPU when their input is there, and keep the result there.
+#[test]
+fn backend_neutral_ops_dispatch_to_the_gpu() {
+    let Some(ctx) = gpu_or_skip() else {
+        return;
+    };
+    let dev = Device::Gpu(ctx);
+    let x: Vec<f32> = (0..3 * 70)
+        .map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0)
+        .collect();
+    let w: Vec<f32> = (0..70).map(|i| 1.0 + i as f32 / 100.0).collect();
+    let xt = Tensor::from_f32(&[3, 70], &x).unwrap();
+    let wt = Tensor::from_f32(&[70], &w).unwrap();
+    let cpu = norm::rms_norm(&xt, Some(&wt), 1e-6).unwrap();
+    let on_gpu = norm::rms_norm(
+        &xt.to_device(&dev).unwrap(),
+        Some(&wt.to_device(&dev).unwrap()),
+        1e-6,
+    )
+    .unwrap();
+    assert!(
+        matches!(on_gpu.storage(), Storage::Gpu(_)),
+        "result left the GPU"
+    );
+    check(
+        "ops::rms_norm dispatch",
+        &on_gpu.to_f32_vec().unwrap(),
+        &cpu.to_f32_vec().unwrap(),
+    );
+    let cpu = act::silu(&xt).unwrap();
+    let on_gpu = act::silu(&xt.to_device(&dev).unwrap()).unwrap();
+    assert!(matches!(on_gpu.storage(), Storage::Gpu(_)));
+    check(
+        "ops::silu dispatch",
+        &on_gpu.to_f32_vec().unwrap(),
+        &cpu.to_f32_vec().unwrap(),
+    );
+}

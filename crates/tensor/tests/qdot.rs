@@ -4,8 +4,8 @@
 use proptest::prelude::*;
 use tensor::quant::dequantize;
 use tensor::quant::dot::{
-    Isa, SUPPORTED_TYPES, activation_type, matmul_quant, matmul_quant_with,
-    quantize_activations_with, vec_dot_with,
+    Isa, SUPPORTED_TYPES, activation_type, matmul_quant, matmul_quant_acts, matmul_quant_with,
+    quantize_activations, quantize_activations_with, vec_dot_with,
 };
 use tensor::{DType, HostBytes, Storage, Tensor, TensorError};
 
@@ -238,6 +238,31 @@ fn errors_are_typed() {
     assert!(vec_dot_with(Isa::Scalar, DType::Q4K, &[0; 144], &[0; 10]).is_err());
     // Zero-sized inputs are fine.
     matmul_quant(&w, &[], 0, &mut []).unwrap();
+}
+
+#[test]
+fn prequantized_activations_give_the_same_result() {
+    let mut rng = Rng(41);
+    for &t in SUPPORTED_TYPES {
+        let (m, n, k) = (24, 9, 512);
+        let w = weight_tensor(t, m, k, &mut rng);
+        let x = activations(n * k, &mut rng);
+        let mut direct = vec![0f32; n * m];
+        matmul_quant(&w, &x, n, &mut direct).unwrap();
+        let acts = quantize_activations(activation_type(t).unwrap(), &x, n).unwrap();
+        let mut via_acts = vec![0f32; n * m];
+        matmul_quant_acts(&w, &acts, &mut via_acts).unwrap();
+        assert_eq!(direct, via_acts, "{t}");
+    }
+    // Activations of the wrong format or length are refused.
+    let w = weight_tensor(DType::Q4K, 4, 512, &mut rng);
+    let q8_0 = quantize_activations(DType::Q8_0, &[0.5; 512], 1).unwrap();
+    assert!(matches!(
+        matmul_quant_acts(&w, &q8_0, &mut [0.0; 4]),
+        Err(TensorError::ShapeMismatch { .. })
+    ));
+    let short = quantize_activations(DType::Q8K, &[0.5; 256], 1).unwrap();
+    assert!(matmul_quant_acts(&w, &short, &mut [0.0; 4]).is_err());
 }
 
 #[test]

@@ -38,6 +38,15 @@ pub struct ClipModel {
     _file: GgufFile,
 }
 
+impl std::fmt::Debug for ClipModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClipModel")
+            .field("projector_type", &self.hparams.projector_type)
+            .field("n_embd_out", &self.n_embd_out())
+            .finish_non_exhaustive()
+    }
+}
+
 impl ClipModel {
     pub fn load(path: impl AsRef<Path>) -> Result<Self, ClipError> {
         let path = path.as_ref();

@@ -221,3 +221,34 @@ impl Encoder for Qwen2Vl {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merge_order_groups_2x2_blocks() {
+        // 4x2 grid of 1-wide tokens numbered in raster order.
+        let x: Vec<f32> = (0..8).map(|v| v as f32).collect();
+        assert_eq!(
+            to_merge_order(&x, 4, 2, 1),
+            [0., 1., 4., 5., 2., 3., 6., 7.]
+        );
+        let pos = merge_positions(4, 2);
+        assert_eq!(&pos[..8], [0, 0, 1, 1, 0, 0, 1, 1]); // y
+        assert_eq!(&pos[8..16], [0, 1, 0, 1, 2, 3, 2, 3]); // x
+        assert_eq!(&pos[..16], &pos[16..]);
+    }
+
+    #[test]
+    fn windows_cover_the_grid_once_with_clipped_edges() {
+        // 5x3 merged grid, 2x2 windows: 3 windows on row band 0, 3 on band 1 (height 1).
+        let (order, spans) = windows(5, 3, 2);
+        assert_eq!(spans.len(), 6);
+        assert_eq!(&order[..4], [0, 1, 5, 6]);
+        assert_eq!(spans[2], 8..10); // right edge window is 1 wide
+        let mut seen = order.clone();
+        seen.sort_unstable();
+        assert_eq!(seen, (0..15).collect::<Vec<_>>());
+    }
+}

@@ -123,6 +123,40 @@ pub struct PreprocessedImage {
     pub token_grid: Option<TokenGrid>,
 }
 
+/// How a projector family turns a bitmap into pixels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Strategy {
+    /// One `image_size` square, aspect kept with padding ([`preprocess_gemma3`]).
+    FixedSquare,
+    /// Size chosen within a token budget on the `patch * merge` grid ([`preprocess_qwen_vl`]).
+    DynamicResolution,
+}
+
+impl Strategy {
+    /// The strategy for a `clip.projector_type` value, `None` for projectors not handled here.
+    pub fn for_projector(projector_type: &str) -> Option<Strategy> {
+        match projector_type {
+            "gemma3" => Some(Strategy::FixedSquare),
+            "qwen2vl_merger" | "qwen2.5vl_merger" | "qwen3vl_merger" => {
+                Some(Strategy::DynamicResolution)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Runs `strategy` on `image`.
+pub fn preprocess(
+    image: &Bitmap,
+    strategy: Strategy,
+    params: &PreprocessParams,
+) -> Result<PreprocessedImage, PreprocessError> {
+    match strategy {
+        Strategy::FixedSquare => preprocess_gemma3(image, params),
+        Strategy::DynamicResolution => preprocess_qwen_vl(image, params),
+    }
+}
+
 /// Gemma 3 (SigLIP): fit into the `image_size` square keeping the aspect ratio with Pillow-style bilinear,
 /// black padding centred (llama.cpp's default PAD_CEIL; no pan and scan), then normalize.
 pub fn preprocess_gemma3(

@@ -89,13 +89,58 @@ impl<'a> AttnMask<'a> {
     /// Whether query `i` sees key `j`.
     #[inline]
     pub fn visible(&self, i: usize, j: usize) -> bool {
-        let (qp, kp) = (self.q_pos[i] as i64, self.k_pos[j] as i64);
-        let by_pos = (!self.causal || kp <= qp) && self.window.is_none_or(|w| qp - kp < w as i64);
-        by_pos
-            || match (self.q_group, self.k_group) {
-                (Some(qg), Some(kg)) => qg[i] != 0 && qg[i] == kg[j],
-                _ => false,
-            }
+        let (lo, hi) = self.position_range(i);
+        let kp = self.k_pos[j] as i64;
+        (lo <= kp && kp <= hi)
+            || self
+                .group_of(i)
+                .is_some_and(|g| self.k_group.is_some_and(|kg| kg[j] == g))
+    }
+
+    /// The key positions `lo..=hi` query `i` sees by position alone (causality and window).
+    fn position_range(&self, i: usize) -> (i64, i64) {
+        let qp = self.q_pos[i] as i64;
+        let hi = if self.causal { qp } else { i64::MAX };
+        // q - k < window  <=>  k >= q - window + 1
+        let lo = self.window.map_or(i64::MIN, |w| qp - w as i64 + 1);
+        (lo, hi)
+    }
+
+    /// Query `i`'s bidirectional group, if it has one (and keys carry groups at all).
+    fn group_of(&self, i: usize) -> Option<u32> {
+        let g = self.q_group?[i];
+        (g != 0 && self.k_group.is_some()).then_some(g)
+    }
+
+    /// Writes the additive mask of query `i` against keys `j0..j0 + bias.len()` (0 visible,
+    /// -inf hidden; entries past `n_kv` hidden); returns whether any key is visible.
+    fn fill_bias(&self, i: usize, j0: usize, bias: &mut [f32]) -> bool {
+        let nk = bias.len().min(self.n_kv().saturating_sub(j0));
+        let k_pos = &self.k_pos[j0..j0 + nk];
+        let (lo, hi) = self.position_range(i);
+        let group = self.group_of(i);
+        bias[nk..].fill(f32::NEG_INFINITY);
+        let (kmin, kmax) = k_pos.iter().fold((i64::MAX, i64::MIN), |(a, b), &p| {
+            (a.min(p as i64), b.max(p as i64))
+        });
+        if lo <= kmin && kmax <= hi {
+            bias[..nk].fill(0.0);
+            return nk > 0;
+        }
+        if group.is_none() && (kmax < lo || kmin > hi) {
+            bias[..nk].fill(f32::NEG_INFINITY);
+            return false;
+        }
+        let k_group = self.k_group.map(|g| &g[j0..j0 + nk]);
+        let mut any = false;
+        for (jj, (b, &kp)) in bias[..nk].iter_mut().zip(k_pos).enumerate() {
+            let kp = kp as i64;
+            let vis = (lo <= kp && kp <= hi)
+                || group.is_some_and(|g| k_group.is_some_and(|kg| kg[jj] == g));
+            *b = if vis { 0.0 } else { f32::NEG_INFINITY };
+            any |= vis;
+        }
+        any
     }
 
     /// Panics with a clear message on slices that disagree (caller bugs).
@@ -160,8 +205,8 @@ struct Scratch {
     s: Vec<f32>,
     /// Transposed key block `[d, KB]`.
     kt: Vec<f32>,
-    /// One key row converted to f32.
-    row: Vec<f32>,
+    /// Key block `[KB, d]`, packed before transposing.
+    kp: Vec<f32>,
     /// Value block `[KB, d]`.
     v: Vec<f32>,
     /// Additive mask per query of the task `[n_tq, KB]`: 0 or -inf.
@@ -210,9 +255,10 @@ pub fn attention(
     let group = p.n_head / p.n_kv_head;
     let q_per_task = (ROWS_PER_TASK / group).max(1);
     let n_blocks = n_q.div_ceil(q_per_task);
-    let mut tasks: Vec<Task> = (0..n_blocks)
-        .flat_map(|b| {
-            (0..p.n_kv_head).map(move |g| Task {
+    // KV-head-major order: consecutive tasks read the same K/V rows while they are cached.
+    let mut tasks: Vec<Task> = (0..p.n_kv_head)
+        .flat_map(|g| {
+            (0..n_blocks).map(move |b| Task {
                 g,
                 q0: b * q_per_task,
                 outs: Vec::with_capacity(q_per_task),
@@ -222,7 +268,7 @@ pub fn attention(
     // Heads sharing KV head g are contiguous within a query's output row.
     for (qi, row) in out.chunks_exact_mut(p.n_head * d).enumerate() {
         for (g, heads) in row.chunks_exact_mut(group * d).enumerate() {
-            tasks[(qi / q_per_task) * p.n_kv_head + g].outs.push(heads);
+            tasks[g * n_blocks + qi / q_per_task].outs.push(heads);
         }
     }
     tasks
@@ -258,7 +304,7 @@ fn run_task(
     resize_zeroed(&mut sc.acc, rows_pad * d);
     resize_zeroed(&mut sc.s, rows_pad * KB);
     resize_zeroed(&mut sc.kt, d * KB);
-    resize_zeroed(&mut sc.row, d);
+    resize_zeroed(&mut sc.kp, KB * d);
     resize_zeroed(&mut sc.v, KB * d);
     resize_zeroed(&mut sc.bias, n_tq * KB);
     sc.m.clear();
@@ -269,16 +315,12 @@ fn run_task(
     let cap = p.softcap.filter(|&c| c != 0.0);
     let score_scale = cap.map_or(p.scale, |c| p.scale / c);
 
+    let kv_stride = p.n_kv_head * d;
     for j0 in (0..n_kv).step_by(KB) {
         let nk = KB.min(n_kv - j0);
         let mut any = false;
         for qi in 0..n_tq {
-            let bias = &mut sc.bias[qi * KB..(qi + 1) * KB];
-            for (jj, b) in bias.iter_mut().enumerate() {
-                let vis = jj < nk && mask.visible(task.q0 + qi, j0 + jj);
-                *b = if vis { 0.0 } else { f32::NEG_INFINITY };
-                any |= vis;
-            }
+            any |= mask.fill_bias(task.q0 + qi, j0, &mut sc.bias[qi * KB..(qi + 1) * KB]);
         }
         if !any {
             continue;
@@ -287,10 +329,15 @@ fn run_task(
             // Keys past the end must score finitely (they are masked by the bias).
             sc.kt.fill(0.0);
         }
+        // Rows far apart in memory (one KV head of many) are first packed side by side, then
+        // transposed within L1: kt[c][jj] = k[j0 + jj][c].
         for jj in 0..nk {
-            k.copy_to(isa, ((j0 + jj) * p.n_kv_head + task.g) * d, &mut sc.row);
-            for (c, &x) in sc.row.iter().enumerate() {
-                sc.kt[c * KB + jj] = x;
+            let start = (j0 + jj) * kv_stride + task.g * d;
+            k.copy_to(isa, start, &mut sc.kp[jj * d..(jj + 1) * d]);
+        }
+        for (c, kt_row) in sc.kt.chunks_exact_mut(KB).enumerate() {
+            for (jj, x) in kt_row[..nk].iter_mut().enumerate() {
+                *x = sc.kp[jj * d + c];
             }
         }
         simd::scores(isa, &sc.q, rows_pad, &sc.kt, d, &mut sc.s);
@@ -328,10 +375,10 @@ fn run_task(
         }
 
         for jj in 0..nk {
-            let src = ((j0 + jj) * p.n_kv_head + task.g) * d;
-            v.copy_to(isa, src, &mut sc.v[jj * d..(jj + 1) * d]);
+            let start = (j0 + jj) * kv_stride + task.g * d;
+            v.copy_to(isa, start, &mut sc.v[jj * d..(jj + 1) * d]);
         }
-        simd::accumulate(isa, &sc.s, rows_pad, &sc.v, nk, d, &mut sc.acc);
+        simd::accumulate(isa, &sc.s, rows_pad, &sc.v, d, nk, d, &mut sc.acc);
     }
 
     for (qi, heads) in task.outs.iter_mut().enumerate() {

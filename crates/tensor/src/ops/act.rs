@@ -112,15 +112,19 @@ pub fn activation(x: &Tensor, act: Activation) -> Result<Tensor> {
 }
 
 pub fn silu(x: &Tensor) -> Result<Tensor> {
+    super::try_gpu!(x, crate::gpu::ops::silu(x));
     activation(x, Activation::Silu)
 }
 pub fn gelu_tanh(x: &Tensor) -> Result<Tensor> {
+    super::try_gpu!(x, crate::gpu::ops::gelu_tanh(x));
     activation(x, Activation::GeluTanh)
 }
 pub fn gelu_erf(x: &Tensor) -> Result<Tensor> {
+    super::try_gpu!(x, crate::gpu::ops::gelu_erf(x));
     activation(x, Activation::GeluErf)
 }
 pub fn gelu_quick(x: &Tensor) -> Result<Tensor> {
+    super::try_gpu!(x, crate::gpu::ops::gelu_quick(x));
     activation(x, Activation::GeluQuick)
 }
 

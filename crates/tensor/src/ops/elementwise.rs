@@ -137,11 +137,13 @@ fn binary(op: Bin, name: &'static str, a: &Tensor, b: &Tensor) -> Result<Tensor>
 
 /// `a + b` with numpy broadcasting; f32 result.
 pub fn add(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    super::try_gpu!(a, crate::gpu::ops::add(a, b));
     binary(Bin::Add, "add", a, b)
 }
 
 /// `a * b` with numpy broadcasting; f32 result.
 pub fn mul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    super::try_gpu!(a, crate::gpu::ops::mul(a, b));
     binary(Bin::Mul, "mul", a, b)
 }
 

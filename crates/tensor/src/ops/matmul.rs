@@ -21,6 +21,7 @@ pub fn reference(w: &[f32], x: &[f32], n: usize, k: usize, m: usize, out: &mut [
 
 /// `x [.., k]` times `w [m, k]` transposed: f32 `[.., m]`.
 pub fn matmul(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    super::try_gpu!(w, crate::gpu::ops::matmul(x, w));
     let k = x.shape().last().copied().unwrap_or(1);
     if w.rank() != 2 || w.dim(-1) != k {
         return Err(TensorError::ShapeMismatch {

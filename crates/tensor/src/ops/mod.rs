@@ -4,6 +4,22 @@
 //! its scalar reference: `reference` (a function, or a module of them when the file holds
 //! several ops) — plain loops that every backend is tested against.
 
+/// The backend choice of every op: when an input lives on the GPU and the GPU backend
+/// supports the op for its dtypes, the GPU kernel runs and its result stays there;
+/// anything the GPU does not support falls through to the CPU path (which downloads).
+macro_rules! try_gpu {
+    ($on_gpu:expr, $call:expr) => {
+        #[cfg(feature = "gpu")]
+        if $on_gpu.gpu_buffer().is_some() {
+            match $call {
+                Err($crate::TensorError::Unsupported { .. }) => {}
+                result => return result,
+            }
+        }
+    };
+}
+pub(crate) use try_gpu;
+
 // "cpu-core" ops.
 pub mod act;
 pub mod elementwise;

@@ -75,6 +75,7 @@ fn rows_of(op: &'static str, x: &Tensor) -> Result<usize> {
 
 /// RMS norm over the last dimension; f32 result of `x`'s shape.
 pub fn rms_norm(x: &Tensor, w: Option<&Tensor>, eps: f32) -> Result<Tensor> {
+    super::try_gpu!(x, crate::gpu::ops::rms_norm(x, w, eps));
     let cols = rows_of("rms_norm", x)?;
     let w = param("rms_norm", "weight", w, cols)?;
     let xv = x.to_f32_vec()?;

@@ -51,6 +51,7 @@ fn validate(shape: &[usize], n_pos: usize, cfg: &RopeConfig) -> Result<(usize, u
 
 /// Rope of `x` (`[n_tokens, n_heads, head_dim]`, any float dtype) into a new f32 tensor.
 pub fn rope(x: &Tensor, positions: &[i32], cfg: &RopeConfig) -> Result<Tensor> {
+    super::try_gpu!(x, crate::gpu::ops::rope(x, positions, cfg));
     let (n_tokens, n_heads, head_dim) = validate(x.shape(), positions.len(), cfg)?;
     let mut data = x.to_f32_vec()?;
     crate::cpu::rope(&mut data, n_tokens, n_heads, head_dim, positions, cfg);

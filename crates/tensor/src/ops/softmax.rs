@@ -26,6 +26,7 @@ pub fn reference(x: &mut [f32], cols: usize) {
 
 /// `softmax(x * scale + mask)` over the last dimension; f32 result of `x`'s shape.
 pub fn softmax(x: &Tensor, mask: Option<&Tensor>, scale: f32) -> Result<Tensor> {
+    super::try_gpu!(x, crate::gpu::ops::softmax(x, mask, scale));
     let cols = match x.shape().last() {
         Some(&c) if c > 0 => c,
         _ => {

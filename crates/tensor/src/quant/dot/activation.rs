@@ -115,8 +115,8 @@ pub fn quantize_activations_with(
 ) -> Result<QuantizedActivations> {
     isa.check_available()?;
     let block = act_type.block_size();
-    let row_len = if rows == 0 { 0 } else { x.len() / rows };
-    if rows * row_len != x.len() || row_len % block != 0 {
+    let row_len = x.len().checked_div(rows).unwrap_or(0);
+    if rows * row_len != x.len() || !row_len.is_multiple_of(block) {
         return Err(TensorError::ShapeMismatch {
             op: "quantize_activations",
             detail: format!(
@@ -303,7 +303,7 @@ mod tests {
         assert_eq!(out[0].qs[9], 127);
         assert_eq!(out[0].qs[10], 2);
         assert_eq!(out[0].qs[11], 4);
-        assert_eq!(out[0].bsums[0], -127 + 127 + 2 + 4);
+        assert_eq!(out[0].bsums[0], 2 + 4); // -127 and 127 cancel
     }
 
     #[test]

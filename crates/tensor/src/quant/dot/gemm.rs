@@ -48,10 +48,10 @@ fn sizes_fit(p: &Panel, kind: PanelKind, a: &GemmActs, out: &[&mut [f32]], row_o
         PanelKind::KQuant { sub, .. } => (k / QK_K, k / sub / 2),
     };
     let panel_ok = match kind {
-        PanelKind::Legacy { .. } => k % QK32 == 0,
+        PanelKind::Legacy { .. } => k.is_multiple_of(QK32),
         PanelKind::KQuant { sub, dmin } => {
             (sub == 16 || sub == 32)
-                && k % QK_K == 0
+                && k.is_multiple_of(QK_K)
                 && p.sc.len() == lanes(k / sub)
                 && p.coef.len() == lanes(sums)
                 && (!dmin || p.dmin.len() == lanes(scales))

@@ -13,11 +13,13 @@ use rayon::prelude::*;
 
 #[cfg(target_arch = "x86_64")]
 use super::pack::{self, GemmActs, PANEL_ROWS, Panel, PanelKind};
-use super::{Isa, activation_type, kernel_for, quantize_activations_with, unsupported};
+use super::{
+    Isa, QuantizedActivations, activation_type, kernel_for, quantize_activations_with, unsupported,
+};
 use crate::{DType, Result, Tensor, TensorError};
 
 /// From this many activation rows on, packing panels pays for itself.
-const GEMM_MIN_COLS: usize = 4;
+const GEMM_MIN_COLS: usize = 6;
 /// Activation bytes per column tile on the dot path (L2-resident).
 const DOT_TILE_BYTES: usize = 256 * 1024;
 
@@ -30,61 +32,83 @@ pub fn matmul_quant(w: &Tensor, x: &[f32], n: usize, out: &mut [f32]) -> Result<
 /// [`matmul_quant`] with a chosen kernel level (must be in [`Isa::available`]).
 pub fn matmul_quant_with(isa: Isa, w: &Tensor, x: &[f32], n: usize, out: &mut [f32]) -> Result<()> {
     isa.check_available()?;
-    let dtype = w.dtype();
-    let act_type = activation_type(dtype).ok_or_else(|| unsupported("matmul_quant", dtype))?;
-    let k = if w.rank() == 0 { 1 } else { w.dim(-1) };
-    let m = if k == 0 { 0 } else { w.numel() / k };
-    if x.len() != n * k || out.len() != n * m {
+    let weights = Weights::of(w, "matmul_quant")?;
+    if x.len() != n * weights.k || out.len() != n * weights.m {
         return Err(TensorError::ShapeMismatch {
             op: "matmul_quant",
             detail: format!(
-                "w {:?} ({dtype}) with x of {} values as {n} rows and out of {} values (need {} and {})",
+                "w {:?} ({}) with x of {} values as {n} rows and out of {} values (need {} and {})",
                 w.shape(),
+                weights.dtype,
                 x.len(),
                 out.len(),
-                n * k,
-                n * m
+                n * weights.k,
+                n * weights.m
             ),
         });
     }
-    if k % act_type.block_size() != 0 {
-        return Err(TensorError::PartialBlock {
-            dtype: act_type,
-            len: k,
-            block: act_type.block_size(),
-        });
-    }
-    if n == 0 || m == 0 {
+    if n == 0 || weights.m == 0 {
         return Ok(());
     }
-    let bytes = w.host_bytes()?;
-    let row_bytes = k / dtype.block_size() * dtype.type_size();
-    if bytes.len() != m * row_bytes {
-        return Err(TensorError::InvalidView(format!(
-            "matmul_quant: {dtype} weight {:?} has {} bytes, expected {}",
-            w.shape(),
-            bytes.len(),
-            m * row_bytes
-        )));
-    }
-    let weights = Weights {
-        dtype,
-        bytes,
-        row_bytes,
-        k,
-        m,
-    };
-    let acts = quantize_activations_with(isa, act_type, x, n)?;
+    let acts = quantize_activations_with(isa, weights.act_type, x, n)?;
+    run(isa, &weights, &acts, out)
+}
 
+/// `out[n, m] = acts · wᵀ` with the activations already quantized to
+/// [`activation_type`]`(w.dtype())`: quantize x once with [`quantize_activations`] and reuse
+/// it for every weight that reads the same input (q/k/v, gate/up).
+///
+/// [`quantize_activations`]: super::quantize_activations
+pub fn matmul_quant_acts(w: &Tensor, acts: &QuantizedActivations, out: &mut [f32]) -> Result<()> {
+    matmul_quant_acts_with(Isa::detected(), w, acts, out)
+}
+
+/// [`matmul_quant_acts`] with a chosen kernel level (must be in [`Isa::available`]).
+pub fn matmul_quant_acts_with(
+    isa: Isa,
+    w: &Tensor,
+    acts: &QuantizedActivations,
+    out: &mut [f32],
+) -> Result<()> {
+    isa.check_available()?;
+    let weights = Weights::of(w, "matmul_quant_acts")?;
+    let n = acts.rows();
+    if acts.dtype() != weights.act_type
+        || (n > 0 && acts.row_len() != weights.k)
+        || out.len() != n * weights.m
+    {
+        return Err(TensorError::ShapeMismatch {
+            op: "matmul_quant_acts",
+            detail: format!(
+                "w {:?} ({}, wants {} rows of {}) with {n} {} rows of {} and out of {} values",
+                w.shape(),
+                weights.dtype,
+                weights.act_type,
+                weights.k,
+                acts.dtype(),
+                acts.row_len(),
+                out.len()
+            ),
+        });
+    }
+    if n == 0 || weights.m == 0 {
+        return Ok(());
+    }
+    run(isa, &weights, acts, out)
+}
+
+/// The GEMM or the dot path over validated operands.
+fn run(isa: Isa, weights: &Weights, acts: &QuantizedActivations, out: &mut [f32]) -> Result<()> {
+    let (n, m) = (acts.rows(), weights.m);
     #[cfg(target_arch = "x86_64")]
     if isa == Isa::Avx512Vnni
         && n >= GEMM_MIN_COLS
-        && let Some(kind) = pack::panel_kind(dtype)
-        && let Some(gemm_acts) = pack::gemm_acts(&acts, kind)
+        && let Some(kind) = pack::panel_kind(weights.dtype)
+        && let Some(gemm_acts) = pack::gemm_acts(acts, kind)
     {
-        return run_gemm(&weights, kind, &gemm_acts, out);
+        return run_gemm(weights, kind, &gemm_acts, out);
     }
-    let dot = kernel_for(isa, dtype)?;
+    let dot = kernel_for(isa, weights.dtype)?;
     let act_row_bytes = acts.row(0).len();
     let tile = (DOT_TILE_BYTES / act_row_bytes.max(1)).clamp(1, n);
     let bounds = row_ranges(m, 1, 64);
@@ -107,15 +131,51 @@ pub fn matmul_quant_with(isa: Isa, w: &Tensor, x: &[f32], n: usize, out: &mut [f
     Ok(())
 }
 
+/// A quantized weight matrix `[m, k]` as raw row bytes.
 struct Weights<'a> {
     dtype: DType,
+    act_type: DType,
     bytes: &'a [u8],
     row_bytes: usize,
     k: usize,
     m: usize,
 }
 
-impl Weights<'_> {
+impl<'a> Weights<'a> {
+    /// Checks `w` (a contiguous host tensor of a supported type; any rank, the last dimension
+    /// is k) and views its bytes.
+    fn of(w: &'a Tensor, op: &'static str) -> Result<Self> {
+        let dtype = w.dtype();
+        let act_type = activation_type(dtype).ok_or_else(|| unsupported(op, dtype))?;
+        let k = if w.rank() == 0 { 1 } else { w.dim(-1) };
+        let m = w.numel().checked_div(k).unwrap_or(0);
+        if !k.is_multiple_of(act_type.block_size()) {
+            return Err(TensorError::PartialBlock {
+                dtype: act_type,
+                len: k,
+                block: act_type.block_size(),
+            });
+        }
+        let bytes = w.host_bytes()?;
+        let row_bytes = k / dtype.block_size() * dtype.type_size();
+        if bytes.len() != m * row_bytes {
+            return Err(TensorError::InvalidView(format!(
+                "{op}: {dtype} weight {:?} has {} bytes, expected {}",
+                w.shape(),
+                bytes.len(),
+                m * row_bytes
+            )));
+        }
+        Ok(Self {
+            dtype,
+            act_type,
+            bytes,
+            row_bytes,
+            k,
+            m,
+        })
+    }
+
     fn row(&self, r: usize) -> &[u8] {
         &self.bytes[r * self.row_bytes..(r + 1) * self.row_bytes]
     }

@@ -33,7 +33,7 @@ use std::sync::OnceLock;
 use crate::{DType, Result, TensorError};
 
 pub use activation::{QuantizedActivations, quantize_activations, quantize_activations_with};
-pub use matmul::{matmul_quant, matmul_quant_with};
+pub use matmul::{matmul_quant, matmul_quant_acts, matmul_quant_acts_with, matmul_quant_with};
 
 /// An instruction-set level for the kernels. [`Isa::detected`] is what the machine runs;
 /// tests force lower levels to compare them against [`Isa::Scalar`], the reference.
@@ -130,8 +130,8 @@ pub fn vec_dot_with(isa: Isa, weight: DType, w: &[u8], act: &[u8]) -> Result<f32
     let n_blocks = w.len() / weight.type_size();
     let n_elems = n_blocks * weight.block_size();
     let act_blocks = n_elems / act_type.block_size();
-    if w.len() % weight.type_size() != 0
-        || n_elems % act_type.block_size() != 0
+    if !w.len().is_multiple_of(weight.type_size())
+        || !n_elems.is_multiple_of(act_type.block_size())
         || act.len() != act_blocks * act_type.type_size()
     {
         return Err(TensorError::ShapeMismatch {

@@ -65,7 +65,7 @@ pub(super) fn panel_kind(weight: DType) -> Option<PanelKind> {
 /// `[unit * 16 + r]` belongs to row r.
 #[derive(Default)]
 pub(super) struct Panel {
-    /// Rows actually present (the others are zero).
+    /// Rows actually present (lanes of the others hold stale values and are never stored).
     pub rows: usize,
     pub k: usize,
     /// Unsigned levels, 4 per word: `q[g * 16 + r]` = levels `4g..4g+4` of row r.
@@ -119,8 +119,9 @@ impl Panel {
     }
 }
 
+/// Sizes `v` to `len`. Contents are not cleared: every lane of a present row is rewritten by
+/// the packer, and lanes of absent rows (a last, partial panel) are never stored by the kernel.
 fn reset_vec<T: Default + Clone>(v: &mut Vec<T>, len: usize) {
-    v.clear();
     v.resize(len, T::default());
 }
 
@@ -149,7 +150,7 @@ pub(super) fn pack_panel(weight: DType, rows: &[&[u8]], k: usize, panel: &mut Pa
     let size = weight.type_size();
     let row_bytes = k / weight.block_size() * size;
     if rows.len() > PANEL_ROWS
-        || k % weight.block_size() != 0
+        || !k.is_multiple_of(weight.block_size())
         || rows.iter().any(|r| r.len() != row_bytes)
     {
         return false;
