@@ -1,4 +1,9 @@
-//! Decoded media handed to the library: an RGB image (audio comes later).
+//! The image type users hand to the library: decoded RGB (the `clip` crate's [`clip::bitmap::Bitmap`])
+//! plus an id naming it in chunks, logs and caches.
+
+use std::path::Path;
+
+pub use clip::bitmap::BitmapError;
 
 use crate::error::{MtmdError, Result};
 
@@ -8,9 +13,7 @@ use crate::error::{MtmdError, Result};
 /// it as a cache key, so two different images should not share one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Bitmap {
-    nx: u32,
-    ny: u32,
-    data: Vec<u8>,
+    image: clip::bitmap::Bitmap,
     id: String,
 }
 
@@ -29,8 +32,33 @@ impl Bitmap {
                 got: data.len(),
             });
         }
-        let id = format!("{:016x}", fnv1a(&data));
-        Ok(Self { nx, ny, data, id })
+        let image = clip::bitmap::Bitmap::from_rgb(nx, ny, data).map_err(|_| {
+            // Only the side limit is left to fail: report it as a size problem.
+            MtmdError::BitmapSize {
+                nx,
+                ny,
+                expected,
+                got: expected,
+            }
+        })?;
+        Ok(Self::from_clip(image))
+    }
+
+    /// Decodes an image file (PNG, JPEG, WebP, GIF, BMP; EXIF orientation applied). The id
+    /// is the content hash.
+    pub fn from_file(path: impl AsRef<Path>) -> std::result::Result<Self, BitmapError> {
+        clip::bitmap::Bitmap::from_file(path).map(Self::from_clip)
+    }
+
+    /// Decodes an encoded image held in memory (format sniffed from the bytes).
+    pub fn from_bytes(bytes: &[u8]) -> std::result::Result<Self, BitmapError> {
+        clip::bitmap::Bitmap::from_encoded(bytes).map(Self::from_clip)
+    }
+
+    /// Wraps an already decoded clip bitmap; the id is its content hash.
+    pub fn from_clip(image: clip::bitmap::Bitmap) -> Self {
+        let id = format!("{:016x}", image.content_hash());
+        Self { image, id }
     }
 
     /// Replaces the id (e.g. with the file name the image came from).
@@ -40,31 +68,31 @@ impl Bitmap {
     }
 
     pub fn nx(&self) -> u32 {
-        self.nx
+        self.image.width
     }
 
     pub fn ny(&self) -> u32 {
-        self.ny
+        self.image.height
     }
 
     /// The RGB bytes, `[y][x][rgb]`.
     pub fn data(&self) -> &[u8] {
-        &self.data
+        &self.image.rgb
     }
 
     pub fn id(&self) -> &str {
         &self.id
     }
-}
 
-/// 64-bit FNV-1a: a cheap, stable content hash for default ids.
-fn fnv1a(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in bytes {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    /// 64-bit hash of the dimensions and pixels (independent of the id).
+    pub fn content_hash(&self) -> u64 {
+        self.image.content_hash()
     }
-    h
+
+    /// The decoded image as the `clip` preprocessing takes it.
+    pub fn as_clip(&self) -> &clip::bitmap::Bitmap {
+        &self.image
+    }
 }
 
 #[cfg(test)]
@@ -84,6 +112,13 @@ mod tests {
         let a = Bitmap::from_rgb(1, 1, vec![1, 2, 3]).unwrap();
         let b = Bitmap::from_rgb(1, 1, vec![1, 2, 4]).unwrap();
         assert_ne!(a.id(), b.id());
+        assert_eq!(a.content_hash(), a.clone().with_id("x").content_hash());
         assert_eq!(a.clone().with_id("x.png").id(), "x.png");
+    }
+
+    #[test]
+    fn corrupt_bytes_are_an_error() {
+        assert!(Bitmap::from_bytes(b"not an image").is_err());
+        assert!(Bitmap::from_file("/nonexistent/x.png").is_err());
     }
 }

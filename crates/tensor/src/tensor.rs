@@ -28,7 +28,7 @@ fn contiguous_strides(shape: &[usize]) -> Vec<usize> {
 /// Bytes needed for `numel` elements of `dtype`, if whole blocks.
 fn bytes_for(dtype: DType, numel: usize) -> Option<usize> {
     let block = dtype.block_size();
-    if numel % block != 0 {
+    if !numel.is_multiple_of(block) {
         return None;
     }
     (numel / block).checked_mul(dtype.type_size())
@@ -47,7 +47,7 @@ impl Tensor {
             });
         };
         if let Some(&inner) = shape.last()
-            && inner % dtype.block_size() != 0
+            && !inner.is_multiple_of(dtype.block_size())
         {
             return Err(TensorError::PartialBlock {
                 dtype,
@@ -203,7 +203,12 @@ impl Tensor {
                 "reshape of a non-contiguous view; call contiguous() first".into(),
             ));
         }
-        if shape.last().copied().unwrap_or(1) % self.dtype.block_size() != 0 {
+        if !shape
+            .last()
+            .copied()
+            .unwrap_or(1)
+            .is_multiple_of(self.dtype.block_size())
+        {
             return Err(TensorError::PartialBlock {
                 dtype: self.dtype,
                 len: shape.last().copied().unwrap_or(1),
@@ -251,8 +256,8 @@ impl Tensor {
             )));
         }
         let offset = self.offset + start * self.strides[dim];
-        if offset % self.dtype.block_size() != 0
-            || (dim + 1 == self.rank() && len % self.dtype.block_size() != 0)
+        if !offset.is_multiple_of(self.dtype.block_size())
+            || (dim + 1 == self.rank() && !len.is_multiple_of(self.dtype.block_size()))
         {
             return Err(TensorError::PartialBlock {
                 dtype: self.dtype,

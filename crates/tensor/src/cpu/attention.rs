@@ -180,8 +180,10 @@ impl AttnParams {
 }
 
 /// Query rows one task aims at (queries × heads sharing a KV head): enough to amortise
-/// packing each K/V block, few enough to give every core work.
-const ROWS_PER_TASK: usize = 32;
+/// packing and transposing each K/V block.
+const ROWS_PER_TASK: usize = 64;
+/// Fewer tasks than this per thread and tasks shrink, so every core gets work.
+const TASKS_PER_THREAD: usize = 4;
 
 /// Keys per block (the transposed K block's width).
 const KB: usize = simd::KEYS;
@@ -253,7 +255,11 @@ pub fn attention(
     let isa = crate::cpu::isa();
 
     let group = p.n_head / p.n_kv_head;
-    let q_per_task = (ROWS_PER_TASK / group).max(1);
+    let mut q_per_task = (ROWS_PER_TASK / group).max(1);
+    let wanted = TASKS_PER_THREAD * rayon::current_num_threads();
+    while q_per_task > 4 && n_q.div_ceil(q_per_task) * p.n_kv_head < wanted {
+        q_per_task /= 2;
+    }
     let n_blocks = n_q.div_ceil(q_per_task);
     // KV-head-major order: consecutive tasks read the same K/V rows while they are cached.
     let mut tasks: Vec<Task> = (0..p.n_kv_head)
