@@ -28,6 +28,10 @@ enum Command {
     Tokenize(cmd::tokenize::Args),
     /// Measure prompt processing and generation speed (llama-bench style).
     Bench(cmd::bench::Args),
+    /// Chat interactively on stdin (`/image PATH`, `/clear`, `/quit`).
+    Chat(cmd::chat::Args),
+    /// Dump a multimodal prompt's chunks, embeddings, logits and greedy tokens (golden tests).
+    Dump(cmd::dump::Args),
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -36,6 +40,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Run(args) => cmd::run::run(args),
         Command::Tokenize(args) => cmd::tokenize::run(args),
         Command::Bench(args) => cmd::bench::run(args),
+        Command::Chat(args) => cmd::chat::run(args),
+        Command::Dump(args) => cmd::dump::run(args),
     }
 }
 

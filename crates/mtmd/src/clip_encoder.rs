@@ -72,6 +72,22 @@ impl ClipEncoder {
         if arch != "clip" {
             return Err(LoadError::NotClip { path, found: arch });
         }
+        // An audio-only mmproj lacks the vision keys: name its projector rather than a key.
+        let has_vision = file.opt_bool("clip.has_vision_encoder").ok().flatten();
+        if has_vision != Some(true)
+            && file.opt_bool("clip.has_audio_encoder").ok().flatten() == Some(true)
+        {
+            let projector = file
+                .opt_str("clip.audio.projector_type")
+                .ok()
+                .flatten()
+                .or_else(|| file.opt_str("clip.projector_type").ok().flatten())
+                .unwrap_or("<missing>");
+            return Err(LoadError::UnsupportedProjector {
+                path,
+                projector: projector.to_owned(),
+            });
+        }
         let model = ClipModel::from_gguf(file).map_err(clip_err)?;
         let projector = model.projector_type().to_owned();
         let unsupported = || LoadError::UnsupportedProjector {
@@ -167,11 +183,8 @@ impl ImageEncoder for ClipEncoder {
             .downcast_ref::<PreprocessedImage>()
             .ok_or("prepared image was not made by this encoder")?;
         let run = || {
-            self.model.encode(
-                &pixels.data,
-                pixels.width as usize,
-                pixels.height as usize,
-            )
+            self.model
+                .encode(&pixels.data, pixels.width as usize, pixels.height as usize)
         };
         let embd = match &self.pool {
             Some(pool) => pool.install(run)?,

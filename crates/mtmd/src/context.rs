@@ -1,12 +1,14 @@
 //! The library's entry point: a text model plus an image encoder, turning prompts with media
 //! into chunks and chunks into KV cache state.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use llm::{Model, Session};
 
 use crate::bitmap::Bitmap;
 use crate::chunk::{Chunk, Chunks, ImageChunk, ImagePositions};
+use crate::clip_encoder::{ClipEncoder, LoadError};
 use crate::encoder::{ImageEncoder, ImageFraming};
 use crate::error::{MtmdError, Result};
 use crate::eval::{EvalOutput, eval_chunks};
@@ -20,20 +22,41 @@ pub const DEFAULT_MEDIA_MARKER: &str = "<__media__>";
 pub struct ContextParams {
     /// Text that stands for one media item in prompts.
     pub media_marker: String,
+    /// Threads of a private pool for image encoding (`None`: rayon's global pool).
+    pub n_threads: Option<usize>,
+    /// Lower bound on tokens per dynamic-resolution image (`None`: 8, llama.cpp's default).
+    pub image_min_tokens: Option<u32>,
+    /// Upper bound on tokens per dynamic-resolution image (`None`: 4096).
+    pub image_max_tokens: Option<u32>,
 }
 
 impl Default for ContextParams {
     fn default() -> Self {
         Self {
             media_marker: DEFAULT_MEDIA_MARKER.into(),
+            n_threads: None,
+            image_min_tokens: None,
+            image_max_tokens: None,
         }
     }
 }
 
 /// A text model with its media encoder.
 ///
-/// Loading from an mmproj file (`Context::new(mmproj_path, model, params)`) arrives with the
-/// `clip` crate; until then any [`ImageEncoder`] plugs in through [`Context::with_encoder`].
+/// [`Context::new`] loads the encoder from an mmproj file; any other [`ImageEncoder`] (a
+/// test double, a cache) plugs in through [`Context::with_encoder`].
+///
+/// ```no_run
+/// # use std::sync::Arc;
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let model = Arc::new(llm::Model::load("model.gguf")?);
+/// let ctx = mtmd::Context::new("mmproj.gguf", model.clone(), mtmd::ContextParams::default())?;
+/// let image = mtmd::Bitmap::from_file("photo.png")?;
+/// let chunks = ctx.tokenize("Describe <__media__> please.", &[&image])?;
+/// let mut session = model.new_session(0, llm::KvType::F16);
+/// let out = ctx.eval_chunks(&mut session, &chunks, true)?;
+/// # let _ = out; Ok(()) }
+/// ```
 pub struct Context {
     model: Arc<Model>,
     encoder: Box<dyn ImageEncoder>,
@@ -43,6 +66,30 @@ pub struct Context {
 }
 
 impl Context {
+    /// Loads the vision encoder of `mmproj_path` for `model`. Fails with one clear message when
+    /// the file is not an mmproj, its projector is unsupported, or its embeddings do not have
+    /// the text model's width.
+    pub fn new(
+        mmproj_path: impl AsRef<Path>,
+        model: Arc<Model>,
+        params: ContextParams,
+    ) -> std::result::Result<Self, LoadError> {
+        let encoder = ClipEncoder::load(
+            mmproj_path.as_ref(),
+            params.image_min_tokens,
+            params.image_max_tokens,
+            params.n_threads,
+        )?;
+        let expected = model.hparams().n_embd_inp();
+        if encoder.n_embd_out() != expected {
+            return Err(LoadError::DimMismatch {
+                encoder: encoder.n_embd_out(),
+                model: expected,
+            });
+        }
+        Ok(Self::with_encoder(model, Box::new(encoder), params)?)
+    }
+
     /// Pairs `model` with `encoder`; fails when the encoder's output width is not what the
     /// model takes.
     pub fn with_encoder(

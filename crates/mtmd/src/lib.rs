@@ -9,14 +9,16 @@
 
 pub mod bitmap;
 pub mod chunk;
+pub mod clip_encoder;
 pub mod context;
 pub mod encoder;
 pub mod error;
 pub mod eval;
 pub mod tokenize;
 
-pub use bitmap::Bitmap;
+pub use bitmap::{Bitmap, BitmapError};
 pub use chunk::{Chunk, Chunks, ImageChunk, ImagePositions};
+pub use clip_encoder::{ClipEncoder, LoadError};
 pub use context::{Context, ContextParams, DEFAULT_MEDIA_MARKER};
 pub use encoder::{EncoderError, ImageEncoder, ImageFraming, PreparedImage};
 pub use error::{MtmdError, Result};

@@ -58,6 +58,16 @@ fn attention(c: &mut Criterion) {
             causal: true,
             f16_kv: true,
         },
+        AttnShape {
+            name: "decode_1x4096_h8_kv1_d256_f16",
+            n_q: 1,
+            n_kv: 4096,
+            n_head: 8,
+            n_kv_head: 1,
+            d: 256,
+            causal: true,
+            f16_kv: true,
+        },
     ];
     let mut g = c.benchmark_group("attention");
     for s in &shapes {

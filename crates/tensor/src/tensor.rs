@@ -225,14 +225,15 @@ impl Tensor {
     /// Reorders dimensions without copying: `out.shape[i] = self.shape[perm[i]]`.
     pub fn permute(&self, perm: &[usize]) -> Result<Self> {
         let mut seen = vec![false; self.rank()];
-        if perm.len() != self.rank() || perm.iter().any(|&p| p >= self.rank() || seen[p]) {
+        let valid = perm.len() == self.rank()
+            && perm
+                .iter()
+                .all(|&p| p < self.rank() && !std::mem::replace(&mut seen[p], true));
+        if !valid {
             return Err(TensorError::InvalidView(format!(
                 "permutation {perm:?} of a rank-{} tensor",
                 self.rank()
             )));
-        }
-        for &p in perm {
-            seen[p] = true;
         }
         if self.dtype.is_quantized() && perm.last() != Some(&(self.rank() - 1)) {
             return Err(TensorError::InvalidView(format!(
@@ -377,6 +378,13 @@ mod tests {
             vec![2., 4., 6.]
         );
         assert!(t.narrow(0, 2, 2).is_err());
+    }
+
+    #[test]
+    fn permute_rejects_repeated_dimensions() {
+        let t = Tensor::from_f32(&[2, 3], &[0.; 6]).unwrap();
+        assert!(t.permute(&[0, 0]).is_err());
+        assert!(t.permute(&[1]).is_err());
     }
 
     #[test]

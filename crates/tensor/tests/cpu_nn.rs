@@ -217,6 +217,49 @@ fn attention_long_context_and_many_heads() {
 }
 
 #[test]
+fn attention_splits_keys_when_tasks_are_few() {
+    // One KV head and one query: a single task, so a 4-thread pool splits the keys; the
+    // early query sees only the first split (the others have nothing visible).
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(4)
+        .build()
+        .unwrap();
+    pool.install(|| {
+        for (n_q, n_kv, group, causal) in
+            [(1, 1000, 1, true), (1, 1500, 4, false), (2, 777, 3, true)]
+        {
+            check_attention(&AttnCase {
+                n_q,
+                n_kv,
+                n_kv_head: 1,
+                group,
+                head_dim: 64,
+                causal,
+                window: None,
+                groups: false,
+                softcap: None,
+                f16_kv: true,
+                seed: 3,
+            });
+        }
+        let k_pos: Vec<i32> = (0..1000).collect();
+        let (d, q_pos) = (32, [300]);
+        let mask = AttnMask::causal(&q_pos, &k_pos);
+        let p = AttnParams::mha(1, d);
+        let q = values(d, 1, 1.0);
+        let k = values(1000 * d, 2, 1.0);
+        let v = values(1000 * d, 3, 1.0);
+        let mut got = vec![0f32; d];
+        cpu::attention(&q, KvData::F32(&k), KvData::F32(&v), &mask, &p, &mut got);
+        assert_close(
+            "split attention",
+            &got,
+            &ops::attention::reference(&q, &k, &v, &mask, &p),
+        );
+    });
+}
+
+#[test]
 fn attention_tensor_op_agrees_with_kernel() {
     let (n_q, n_kv, nh, d) = (5, 9, 2, 16);
     let q = values(n_q * nh * d, 1, 1.0);
@@ -293,6 +336,50 @@ proptest! {
         cpu::rope(&mut got, tokens, heads, head_dim, &positions, &cfg);
         // Same f32 operations in the same order: identical, not just close.
         prop_assert_eq!(got, want, "{:?} n_dims {} head_dim {}", mode, n_dims, head_dim);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+
+    #[test]
+    fn rope_2d_matches_reference(
+        tokens in 1usize..12,
+        heads in 1usize..4,
+        quarter in 1usize..20,
+        interleave in any::<bool>(),
+        seed in any::<u64>(),
+    ) {
+        let head_dim = 4 * quarter;
+        let x = values(tokens * heads * head_dim, seed, 2.0);
+        let pos_a: Vec<i32> = (0..tokens as i32).map(|t| t / 3).collect();
+        let pos_b: Vec<i32> = (0..tokens as i32).map(|t| t % 3).collect();
+        let want = ops::rope::reference_2d(&x, tokens, heads, head_dim, &pos_a, &pos_b, 10000.0, interleave);
+        let mut got = x.clone();
+        cpu::rope::rope_2d(&mut got, tokens, heads, head_dim, &pos_a, &pos_b, 10000.0, interleave);
+        prop_assert_eq!(got, want);
+    }
+}
+
+#[test]
+fn rope_2d_halves_take_even_and_odd_frequencies() {
+    // head_dim 8, interleaved: first half pairs use base^(-2·{0,2}/8), second base^(-2·{1,3}/8).
+    let x: Vec<f32> = (1..=8).map(|v| v as f32).collect();
+    let mut got = x.clone();
+    cpu::rope::rope_2d(&mut got, 1, 1, 8, &[3], &[5], 100.0, true);
+    let rot = |a: f32, b: f32, t: f32| (a * t.cos() - b * t.sin(), a * t.sin() + b * t.cos());
+    let f = |i: f32| 100f32.powf(-2.0 * i / 8.0);
+    let mut want = x.clone();
+    for (pair, (pos, freq_idx)) in [(3.0, 0.0), (3.0, 2.0), (5.0, 1.0), (5.0, 3.0)]
+        .into_iter()
+        .enumerate()
+    {
+        let (a, b) = rot(x[2 * pair], x[2 * pair + 1], pos * f(freq_idx));
+        want[2 * pair] = a;
+        want[2 * pair + 1] = b;
+    }
+    for (g, w) in got.iter().zip(&want) {
+        assert!((g - w).abs() < 1e-5, "{got:?} vs {want:?}");
     }
 }
 

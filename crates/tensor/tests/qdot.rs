@@ -31,11 +31,25 @@ impl Rng {
 /// Byte offsets of the f16 scale fields (d, dmin / m) in each block.
 fn scale_offsets(t: DType) -> &'static [usize] {
     match t {
-        DType::Q4_0 | DType::Q5_0 | DType::Q8_0 | DType::IQ4NL | DType::IQ4XS => &[0],
+        DType::Q4_0
+        | DType::Q5_0
+        | DType::Q8_0
+        | DType::IQ4NL
+        | DType::IQ4XS
+        | DType::IQ2XXS
+        | DType::IQ2XS
+        | DType::IQ2S
+        | DType::IQ3XXS
+        | DType::IQ3S
+        | DType::IQ1S => &[0],
         DType::Q4_1 | DType::Q5_1 | DType::Q4K | DType::Q5K => &[0, 2],
         DType::Q2K => &[80, 82],
         DType::Q3K => &[108],
         DType::Q6K => &[208],
+        DType::TQ1_0 => &[52],
+        DType::TQ2_0 => &[64],
+        // Scales that are not plain f16 fields: handled in `random_blocks`.
+        DType::IQ1M | DType::MXFP4 => &[],
         other => panic!("no scale layout for {other}"),
     }
 }
@@ -50,6 +64,19 @@ fn random_blocks(t: DType, n_blocks: usize, rng: &mut Rng) -> Vec<u8> {
             let mag = 10f32.powf(-3.0 * rng.f32());
             let v = if rng.next() & 1 == 0 { mag } else { -mag };
             block[off..off + 2].copy_from_slice(&half::f16::from_f32(v).to_le_bytes());
+        }
+        match t {
+            // The f16 scale is spread over the top nibbles of the four u16 scale words.
+            DType::IQ1M => {
+                let bits = half::f16::from_f32(0.001 + rng.f32()).to_bits();
+                for i in 0..4 {
+                    let at = 48 + 2 * i + 1;
+                    block[at] = (block[at] & 0x0F) | ((((bits >> (4 * i)) & 0x0F) as u8) << 4);
+                }
+            }
+            // E8M0 exponent near 2^0.
+            DType::MXFP4 => block[0] = 118 + (rng.next() % 20) as u8,
+            _ => {}
         }
     }
     bytes
@@ -117,6 +144,10 @@ fn activation_quantizers_are_bit_identical_across_levels() {
         *v = (i as f32 - 150.0) * 0.5;
     }
     x[1000..1032].fill(0.0);
+    // Non-finite inputs must not make the levels disagree either.
+    x[2000] = f32::NAN;
+    x[2100] = f32::INFINITY;
+    x[2600] = f32::NEG_INFINITY;
     for act in [DType::Q8_0, DType::Q8_1, DType::Q8K] {
         let reference = quantize_activations_with(Isa::Scalar, act, &x, 8).unwrap();
         for isa in simd_levels() {
@@ -230,9 +261,9 @@ fn errors_are_typed() {
         matmul_quant(&f, &[0.0; 32], 1, &mut [0.0; 2]),
         Err(TensorError::Unsupported { .. })
     ));
-    let iq2 = Tensor::zeros(DType::IQ2XXS, &[2, 256]).unwrap();
+    let nvfp4 = Tensor::zeros(DType::NVFP4, &[2, 256]).unwrap();
     assert!(matches!(
-        matmul_quant(&iq2, &[0.0; 256], 1, &mut [0.0; 2]),
+        matmul_quant(&nvfp4, &[0.0; 256], 1, &mut [0.0; 2]),
         Err(TensorError::Unsupported { .. })
     ));
     assert!(vec_dot_with(Isa::Scalar, DType::Q4K, &[0; 144], &[0; 10]).is_err());
@@ -273,6 +304,66 @@ fn zero_weights_and_activations_give_zero() {
         matmul_quant(&w, &vec![0.5; 9 * 512], 9, &mut out).unwrap();
         assert!(out.iter().all(|&v| v == 0.0), "{t}");
     }
+}
+
+/// Every quantized tensor of the llama.cpp fixture (random blocks with edge-case scales:
+/// signed zeros, f16 subnormals, +-65504): every level matches the scalar reference, and the
+/// reference matches the fixture's dequantized values times the dequantized activations.
+#[test]
+fn fixture_tensors_match_the_reference() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/fixtures/quants/quants.gguf"
+    );
+    let file = gguf::GgufFile::open(path).unwrap();
+    let mut rng = Rng(97);
+    let mut checked = 0;
+    for info in file.tensors() {
+        let t = info.ggml_type;
+        if !SUPPORTED_TYPES.contains(&t) {
+            continue;
+        }
+        let w = Tensor::from_mapped(t, &info.shape(), file.tensor_data(info)).unwrap();
+        // MXFP4's edge-case exponents (up to 2^124) overflow f32 products: skip those tensors.
+        let wf = w.to_f32_vec().unwrap();
+        if wf.iter().any(|v| v.abs() > 1e30) {
+            println!("{}: skipped (scales near f32 overflow)", info.name);
+            continue;
+        }
+        let k = w.dim(-1);
+        let m = w.numel() / k;
+        let n = 7;
+        let x = activations(n * k, &mut rng);
+        let mut reference = vec![0f32; n * m];
+        matmul_quant_with(Isa::Scalar, &w, &x, n, &mut reference).unwrap();
+        for isa in simd_levels() {
+            for cols in [1, n] {
+                let mut out = vec![f32::NAN; cols * m];
+                matmul_quant_with(isa, &w, &x[..cols * k], cols, &mut out).unwrap();
+                let e = nmse(&out, &reference[..cols * m]);
+                assert!(e <= 1e-7, "{} {isa:?} n={cols}: nmse {e:e}", info.name);
+            }
+        }
+        let xq =
+            quantize_activations_with(Isa::Scalar, activation_type(t).unwrap(), &x, n).unwrap();
+        let e = nmse(&reference, &matmul_f64(&wf, &xq.dequantize(), m, n, k));
+        let tol = if matches!(t, DType::Q4_1 | DType::Q5_1) {
+            1e-5
+        } else {
+            1e-9
+        };
+        assert!(
+            e <= tol,
+            "{}: nmse vs dequantized operands {e:e}",
+            info.name
+        );
+        checked += 1;
+    }
+    println!("{checked} fixture tensors checked");
+    assert!(
+        checked >= 2 * 15,
+        "expected the fixture's quantized tensors, checked {checked}"
+    );
 }
 
 proptest! {

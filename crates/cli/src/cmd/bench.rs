@@ -1,7 +1,9 @@
 //! `mtmd bench`: llama-bench-style throughput of prompt processing (ppN) and token
-//! generation (tgN), median over repetitions.
+//! generation (tgN), median over repetitions; with `--mmproj` and `--image`, also the image
+//! encode time and the image prefill speed (embeddings decoded into the text model).
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Result, bail};
@@ -33,6 +35,64 @@ pub struct Args {
     /// Print a JSON array instead of the table.
     #[arg(long)]
     json: bool,
+    /// Vision projector GGUF, for the image row (with --image).
+    #[arg(long, requires = "image")]
+    mmproj: Option<PathBuf>,
+    /// Image to encode and prefill for the image row (with --mmproj).
+    #[arg(long, requires = "mmproj")]
+    image: Option<PathBuf>,
+}
+
+/// The image row: encoder time and how fast the image's embeddings go through the text model.
+struct ImageRow {
+    n_tokens: usize,
+    encode_ms: f64,
+    encode_spread: f64,
+    prefill_tokens_per_s: f64,
+    prefill_spread: f64,
+}
+
+/// Encodes `image` and prefills its embeddings into a fresh session, `repetitions` times.
+fn time_image(
+    model: Arc<Model>,
+    args: &Args,
+    mmproj: &std::path::Path,
+    image: &std::path::Path,
+) -> Result<ImageRow> {
+    let ctx = mtmd::Context::new(mmproj, model, mtmd::ContextParams::default())?;
+    let bitmap = mtmd::Bitmap::from_file(image)
+        .map_err(|e| anyhow::anyhow!("image {}: {e}", image.display()))?;
+    let marker = ctx.media_marker().to_string();
+    let chunks = ctx.tokenize(&marker, &[&bitmap])?;
+    let Some(chunk) = chunks.iter().find_map(|c| match c {
+        mtmd::Chunk::Image(img) => Some(img.clone()),
+        _ => None,
+    }) else {
+        bail!("{}: no image chunk came out of tokenizing", image.display());
+    };
+    let model = ctx.model().clone();
+    let embd = ctx.encode(&chunk)?; // warm-up
+    let mut encode_ms = Vec::with_capacity(args.repetitions);
+    let mut prefill = Vec::with_capacity(args.repetitions);
+    for _ in 0..args.repetitions {
+        let t0 = Instant::now();
+        let fresh = ctx.encode(&chunk)?;
+        encode_ms.push(t0.elapsed().as_secs_f64() * 1e3);
+        drop(fresh);
+        let mut session = model.new_session(chunk.n_tokens() + 1, args.kv_type);
+        let t0 = Instant::now();
+        mtmd::eval_image(&model, &mut session, &chunk, &embd)?;
+        prefill.push(chunk.n_tokens() as f64 / t0.elapsed().as_secs_f64());
+    }
+    let (encode_ms, encode_spread) = stats(&encode_ms);
+    let (prefill_tokens_per_s, prefill_spread) = stats(&prefill);
+    Ok(ImageRow {
+        n_tokens: chunk.n_tokens(),
+        encode_ms,
+        encode_spread,
+        prefill_tokens_per_s,
+        prefill_spread,
+    })
 }
 
 struct Row {
@@ -92,7 +152,7 @@ pub fn run(args: Args) -> Result<()> {
         bail!("--repetitions must be at least 1");
     }
     set_threads(Some(args.threads))?;
-    let model = load_model(&args.model)?;
+    let model = Arc::new(load_model(&args.model)?);
     // Warm-up: touch every weight page and JIT nothing; not timed.
     time_pp(&model, 8.min(args.n_prompt.max(1)), args.kv_type)?;
 
@@ -117,9 +177,13 @@ pub fn run(args: Args) -> Result<()> {
             time_tg(&model, args.n_gen, args.kv_type)
         })?;
     }
+    let image_row = match (&args.mmproj, &args.image) {
+        (Some(mmproj), Some(image)) => Some(time_image(model.clone(), &args, mmproj, image)?),
+        _ => None,
+    };
 
     if args.json {
-        let arr: Vec<_> = rows
+        let mut arr: Vec<_> = rows
             .iter()
             .map(|r| {
                 serde_json::json!({
@@ -130,6 +194,15 @@ pub fn run(args: Args) -> Result<()> {
                 })
             })
             .collect();
+        if let Some(img) = &image_row {
+            arr.push(serde_json::json!({
+                "test": "image",
+                "threads": args.threads,
+                "n_tokens": img.n_tokens,
+                "encode_ms": img.encode_ms,
+                "prefill_tokens_per_s": img.prefill_tokens_per_s,
+            }));
+        }
         println!("{}", serde_json::to_string_pretty(&arr)?);
         return Ok(());
     }
@@ -159,6 +232,29 @@ pub fn run(args: Args) -> Result<()> {
             args.threads,
             r.test,
             format!("{:.2} ± {:.2}", r.tokens_per_s, r.spread)
+        );
+    }
+    if let Some(img) = &image_row {
+        println!(
+            "| {:<32} | {:>12} | {:>10} | {:>7} | {:>7} | {:>8} | {:>20} |",
+            name,
+            size,
+            params,
+            "CPU",
+            args.threads,
+            format!("img{}", img.n_tokens),
+            format!(
+                "{:.2} ± {:.2}",
+                img.prefill_tokens_per_s, img.prefill_spread
+            )
+        );
+        println!(
+            "\nimage: encode {:.2} ± {:.2} ms (median of {}), prefill of {} tokens {:.2} t/s",
+            img.encode_ms,
+            img.encode_spread,
+            args.repetitions,
+            img.n_tokens,
+            img.prefill_tokens_per_s
         );
     }
     Ok(())

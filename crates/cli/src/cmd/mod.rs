@@ -1,8 +1,11 @@
 //! One module per `mtmd` subcommand, each with `Args` (clap) and `run(Args)`.
 
 pub mod bench;
+pub mod chat;
 pub mod common;
+pub mod dump;
 pub mod gguf;
+pub mod media;
 pub mod run;
 pub mod sampling_args;
 pub mod tokenize;

@@ -2,6 +2,7 @@
 
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use clap::Args as ClapArgs;
@@ -9,6 +10,7 @@ use llm::chat::ChatMessage;
 use llm::{GenerateParams, KvType};
 
 use super::common::{load_model, set_threads};
+use super::media::{MediaArgs, check_marker_count, user_message};
 use super::sampling_args::SamplingArgs;
 
 #[derive(ClapArgs)]
@@ -48,10 +50,14 @@ pub struct Args {
     /// Print one JSON object at the end instead of streaming text.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    media: MediaArgs,
 }
 
 pub fn run(args: Args) -> Result<()> {
     set_threads(args.threads)?;
+    args.media.check()?;
+    let n_images = args.media.images.len();
     let messages = match (&args.prompt, &args.messages) {
         (_, Some(path)) => {
             let text =
@@ -73,17 +79,21 @@ pub fn run(args: Args) -> Result<()> {
             if let Some(s) = &args.system {
                 msgs.push(ChatMessage::system(s.as_str()));
             }
-            msgs.push(ChatMessage::user(p.as_str()));
+            msgs.push(user_message(p, n_images));
             Some(msgs)
         }
         (None, None) => bail!("give a prompt with -p or a conversation with --messages"),
     };
 
-    let model = load_model(&args.model)?;
+    let model = Arc::new(load_model(&args.model)?);
     let text = match &messages {
         Some(msgs) => model.apply_chat(msgs, true)?,
         None => args.prompt.clone().unwrap_or_default(),
     };
+    if args.media.mmproj.is_some() {
+        check_marker_count(&text, n_images)?;
+        return run_multimodal(&args, &model, &text);
+    }
     let prompt = model.tokenizer.tokenize(&text, true, true);
     if prompt.is_empty() {
         bail!("the prompt is empty after tokenization");
@@ -101,12 +111,7 @@ pub fn run(args: Args) -> Result<()> {
     } else {
         args.n_predict as usize
     };
-    let params = GenerateParams {
-        max_tokens,
-        sampling: args.sampling.params(),
-        stop: args.stop.clone(),
-        ignore_eog: false,
-    };
+    let params = generate_params(&args, max_tokens);
     let json = args.json;
     let mut stdout = std::io::stdout().lock();
     let out = llm::generate(&model, &mut session, &prompt, &params, |piece| {
@@ -116,9 +121,27 @@ pub fn run(args: Args) -> Result<()> {
         }
         true
     })?;
+    finish(&mut stdout, json, prompt.len(), &out)
+}
+
+fn generate_params(args: &Args, max_tokens: usize) -> GenerateParams {
+    GenerateParams {
+        max_tokens,
+        sampling: args.sampling.params(),
+        stop: args.stop.clone(),
+        ignore_eog: false,
+    }
+}
+
+fn finish(
+    stdout: &mut impl Write,
+    json: bool,
+    prompt_tokens: usize,
+    out: &llm::Generation,
+) -> Result<()> {
     if json {
         let obj = serde_json::json!({
-            "prompt_tokens": prompt.len(),
+            "prompt_tokens": prompt_tokens,
             "tokens": out.tokens,
             "text": out.text,
             "finish_reason": out.finish.as_str(),
@@ -128,4 +151,56 @@ pub fn run(args: Args) -> Result<()> {
         writeln!(stdout)?;
     }
     Ok(())
+}
+
+/// Prompt with images: chunks through the mtmd context, then sampling continues from the
+/// logits of the last chunk.
+fn run_multimodal(args: &Args, model: &Arc<llm::Model>, text: &str) -> Result<()> {
+    let bitmaps = args.media.load_images()?;
+    let Some(ctx) = args.media.context(model, args.threads)? else {
+        bail!("--mmproj is required for images");
+    };
+    let refs: Vec<&mtmd::Bitmap> = bitmaps.iter().collect();
+    let chunks = ctx.tokenize(text, &refs)?;
+    let mut session = model.new_session(args.ctx_size, args.kv_type);
+    let n_prompt = chunks.n_tokens();
+    if n_prompt == 0 {
+        bail!("the prompt is empty after tokenization");
+    }
+    if n_prompt >= session.n_ctx() {
+        bail!(
+            "the prompt has {n_prompt} tokens (images included), the context holds {} (use a larger -c)",
+            session.n_ctx()
+        );
+    }
+    let out = ctx.eval_chunks(&mut session, &chunks, true)?;
+    let Some(logits) = out.logits else {
+        bail!("the prompt must end with text after the last image");
+    };
+    let max_tokens = if args.n_predict < 0 {
+        session.n_ctx() - n_prompt
+    } else {
+        args.n_predict as usize
+    };
+    let params = generate_params(args, max_tokens);
+    let json = args.json;
+    let mut stdout = std::io::stdout().lock();
+    let gen_out = {
+        let mut on_text = |piece: &str| {
+            if !json {
+                let _ = stdout.write_all(piece.as_bytes());
+                let _ = stdout.flush();
+            }
+            true
+        };
+        llm::generate::continue_generation(
+            model,
+            &mut session,
+            logits,
+            n_prompt,
+            &params,
+            &mut on_text,
+        )?
+    };
+    finish(&mut stdout, json, n_prompt, &gen_out)
 }

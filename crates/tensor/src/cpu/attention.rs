@@ -2,10 +2,13 @@
 //! the `n_q × n_kv` score matrix.
 //!
 //! Work is split into tasks of (a block of queries) × (one KV head with the query heads that
-//! share it, GQA), so each packed K/V block is reused by up to 16 query rows. Keys are visited
-//! in blocks with an online softmax (running max `m`, running sum `l`, output rescaled when
-//! the max grows), as ggml-cpu's tiled flash-attention does: scores are scaled, soft-capped
-//! (`c · tanh(s / c)`), masked to `-inf`, and rows that see no key at all give 0.
+//! share it, GQA), so each packed K/V block is reused by up to 64 query rows; when there are
+//! fewer tasks than threads (decode with few KV heads) the keys are split as well and the
+//! partial softmax states merged. Keys are visited in blocks of 64 with an online softmax
+//! (running max `m`, running sum `l`, output rescaled when the max grows), as ggml-cpu's tiled
+//! flash-attention does: scores are scaled, soft-capped (`c · tanh(s / c)`), masked to `-inf`
+//! through an additive bias row, and rows that see no key at all give 0. Blocks no query of a
+//! task can see are skipped (causal and sliding-window prefill).
 
 pub mod simd;
 
@@ -112,10 +115,9 @@ impl<'a> AttnMask<'a> {
         (g != 0 && self.k_group.is_some()).then_some(g)
     }
 
-    /// Writes the additive mask of query `i` against keys `j0..j0 + bias.len()` (0 visible,
-    /// -inf hidden; entries past `n_kv` hidden); returns whether any key is visible.
-    fn fill_bias(&self, i: usize, j0: usize, bias: &mut [f32]) -> bool {
-        let nk = bias.len().min(self.n_kv().saturating_sub(j0));
+    /// Writes the additive mask of query `i` against keys `j0..j0 + nk` into `bias[..nk]`
+    /// (0 visible, -inf hidden; the rest of `bias` hidden); returns whether any is visible.
+    fn fill_bias(&self, i: usize, j0: usize, nk: usize, bias: &mut [f32]) -> bool {
         let k_pos = &self.k_pos[j0..j0 + nk];
         let (lo, hi) = self.position_range(i);
         let group = self.group_of(i);
@@ -187,6 +189,10 @@ const TASKS_PER_THREAD: usize = 4;
 
 /// Keys per block (the transposed K block's width).
 const KB: usize = simd::KEYS;
+/// Each split of the keys (when there are fewer tasks than threads) covers at least this many.
+const MIN_SPLIT_KEYS: usize = 256;
+/// Up to this many rows (decode) dot K rows directly; more rows amortise a transpose.
+const FEW_ROWS: usize = 8;
 
 /// One unit of parallel work: queries `q0..q0 + outs.len()` against KV head `g`.
 /// `outs[i]` is the output of query `q0 + i` for the heads of group `g`, `group * d` long.
@@ -277,11 +283,28 @@ pub fn attention(
             tasks[g * n_blocks + qi / q_per_task].outs.push(heads);
         }
     }
+    // Too few tasks for the threads (decode with few KV heads): split the keys too.
+    let threads = rayon::current_num_threads();
+    let splits = if tasks.len() < threads {
+        threads
+            .div_ceil(tasks.len())
+            .min(n_kv / MIN_SPLIT_KEYS)
+            .max(1)
+    } else {
+        1
+    };
     tasks
         .into_par_iter()
         .for_each_init(Scratch::default, |scratch, mut task| {
-            run_task(isa, q, k, v, mask, p, &mut task, scratch);
+            run_task(isa, q, k, v, mask, p, &mut task, splits, scratch);
         });
+}
+
+/// A split's softmax state for the rows of one task: running max, sum and unnormalised output.
+struct Partial {
+    m: Vec<f32>,
+    l: Vec<f32>,
+    acc: Vec<f32>,
 }
 
 fn run_task(
@@ -292,19 +315,107 @@ fn run_task(
     mask: &AttnMask,
     p: &AttnParams,
     task: &mut Task,
+    splits: usize,
+    sc: &mut Scratch,
+) {
+    let (n_kv, d) = (mask.n_kv(), p.head_dim);
+    let rows = task.outs.len() * (p.n_head / p.n_kv_head);
+    let run = |keys: std::ops::Range<usize>, sc: &mut Scratch| {
+        attend(
+            isa,
+            q,
+            k,
+            v,
+            mask,
+            p,
+            task.g,
+            task.q0,
+            task.outs.len(),
+            keys,
+            sc,
+        );
+    };
+    if splits <= 1 {
+        run(0..n_kv, sc);
+        write_out(task, p, &sc.acc, &sc.l);
+        return;
+    }
+    let chunk = n_kv.div_ceil(splits).next_multiple_of(KB);
+    let starts: Vec<usize> = (0..n_kv).step_by(chunk).collect();
+    let partials: Vec<Partial> = starts
+        .into_par_iter()
+        .map_init(Scratch::default, |sc, j| {
+            run(j..(j + chunk).min(n_kv), sc);
+            Partial {
+                m: sc.m.clone(),
+                l: sc.l.clone(),
+                acc: sc.acc[..rows * d].to_vec(),
+            }
+        })
+        .collect();
+    // Merge: rescale every split to the common maximum.
+    let mut total = Partial {
+        m: vec![f32::NEG_INFINITY; rows],
+        l: vec![0.0; rows],
+        acc: vec![0.0; rows * d],
+    };
+    for part in &partials {
+        for r in 0..rows {
+            if part.m[r] == f32::NEG_INFINITY {
+                continue;
+            }
+            let m = total.m[r].max(part.m[r]);
+            let (a, b) = ((total.m[r] - m).exp(), (part.m[r] - m).exp());
+            total.l[r] = total.l[r] * a + part.l[r] * b;
+            let dst = &mut total.acc[r * d..(r + 1) * d];
+            for (x, y) in dst.iter_mut().zip(&part.acc[r * d..(r + 1) * d]) {
+                *x = *x * a + y * b;
+            }
+            total.m[r] = m;
+        }
+    }
+    write_out(task, p, &total.acc, &total.l);
+}
+
+/// Normalised output rows into the task's output slices (0 where nothing was visible).
+fn write_out(task: &mut Task, p: &AttnParams, acc: &[f32], l: &[f32]) {
+    let (d, group) = (p.head_dim, p.n_head / p.n_kv_head);
+    for (qi, heads) in task.outs.iter_mut().enumerate() {
+        for hi in 0..group {
+            let r = qi * group + hi;
+            let inv = if l[r] > 0.0 { 1.0 / l[r] } else { 0.0 };
+            let dst = &mut heads[hi * d..(hi + 1) * d];
+            for (o, a) in dst.iter_mut().zip(&acc[r * d..(r + 1) * d]) {
+                *o = a * inv;
+            }
+        }
+    }
+}
+
+/// Online softmax of queries `q0..q0 + n_tq` (heads of KV head `g`) over `keys`, leaving the
+/// running max, sum and unnormalised output of every row in `sc.m`, `sc.l`, `sc.acc`.
+fn attend(
+    isa: Isa,
+    q: &[f32],
+    k: KvData,
+    v: KvData,
+    mask: &AttnMask,
+    p: &AttnParams,
+    g: usize,
+    q0: usize,
+    n_tq: usize,
+    keys: std::ops::Range<usize>,
     sc: &mut Scratch,
 ) {
     let d = p.head_dim;
     let group = p.n_head / p.n_kv_head;
-    let n_tq = task.outs.len();
     let rows = n_tq * group;
     let rows_pad = rows.next_multiple_of(4);
-    let n_kv = mask.n_kv();
 
     // Packed query rows (row = query-in-task * group + head-in-group), zero padding rows.
     resize_zeroed(&mut sc.q, rows_pad * d);
     for qi in 0..n_tq {
-        let src = ((task.q0 + qi) * p.n_head + task.g * group) * d;
+        let src = ((q0 + qi) * p.n_head + g * group) * d;
         sc.q[qi * group * d..(qi + 1) * group * d].copy_from_slice(&q[src..src + group * d]);
     }
     resize_zeroed(&mut sc.acc, rows_pad * d);
@@ -322,31 +433,35 @@ fn run_task(
     let score_scale = cap.map_or(p.scale, |c| p.scale / c);
 
     let kv_stride = p.n_kv_head * d;
-    for j0 in (0..n_kv).step_by(KB) {
-        let nk = KB.min(n_kv - j0);
+    for j0 in keys.clone().step_by(KB) {
+        let nk = KB.min(keys.end - j0);
         let mut any = false;
         for qi in 0..n_tq {
-            any |= mask.fill_bias(task.q0 + qi, j0, &mut sc.bias[qi * KB..(qi + 1) * KB]);
+            any |= mask.fill_bias(q0 + qi, j0, nk, &mut sc.bias[qi * KB..(qi + 1) * KB]);
         }
         if !any {
             continue;
         }
-        if nk < KB {
-            // Keys past the end must score finitely (they are masked by the bias).
-            sc.kt.fill(0.0);
-        }
-        // Rows far apart in memory (one KV head of many) are first packed side by side, then
-        // transposed within L1: kt[c][jj] = k[j0 + jj][c].
+        // Rows far apart in memory (one KV head of many) are first packed side by side.
         for jj in 0..nk {
-            let start = (j0 + jj) * kv_stride + task.g * d;
+            let start = (j0 + jj) * kv_stride + g * d;
             k.copy_to(isa, start, &mut sc.kp[jj * d..(jj + 1) * d]);
         }
-        for (c, kt_row) in sc.kt.chunks_exact_mut(KB).enumerate() {
-            for (jj, x) in kt_row[..nk].iter_mut().enumerate() {
-                *x = sc.kp[jj * d + c];
+        if rows_pad <= FEW_ROWS {
+            simd::scores_rows(isa, &sc.q, rows_pad, &sc.kp, nk, d, &mut sc.s);
+        } else {
+            // Keys across SIMD lanes: transpose within L1, kt[c][jj] = k[j0 + jj][c]; keys
+            // past nk stay 0 so their (masked) scores are finite.
+            if nk < KB {
+                sc.kt.fill(0.0);
             }
+            for (c, kt_row) in sc.kt.chunks_exact_mut(KB).enumerate() {
+                for (jj, x) in kt_row[..nk].iter_mut().enumerate() {
+                    *x = sc.kp[jj * d + c];
+                }
+            }
+            simd::scores(isa, &sc.q, rows_pad, &sc.kt, d, &mut sc.s);
         }
-        simd::scores(isa, &sc.q, rows_pad, &sc.kt, d, &mut sc.s);
 
         for r in 0..rows_pad {
             let s = &mut sc.s[r * KB..(r + 1) * KB];
@@ -381,21 +496,10 @@ fn run_task(
         }
 
         for jj in 0..nk {
-            let start = (j0 + jj) * kv_stride + task.g * d;
+            let start = (j0 + jj) * kv_stride + g * d;
             v.copy_to(isa, start, &mut sc.v[jj * d..(jj + 1) * d]);
         }
         simd::accumulate(isa, &sc.s, rows_pad, &sc.v, d, nk, d, &mut sc.acc);
-    }
-
-    for (qi, heads) in task.outs.iter_mut().enumerate() {
-        for hi in 0..group {
-            let r = qi * group + hi;
-            let inv = if sc.l[r] > 0.0 { 1.0 / sc.l[r] } else { 0.0 };
-            let dst = &mut heads[hi * d..(hi + 1) * d];
-            for (o, a) in dst.iter_mut().zip(&sc.acc[r * d..(r + 1) * d]) {
-                *o = a * inv;
-            }
-        }
     }
 }
 

@@ -22,7 +22,7 @@ pub use simd::{CpuFeatures, Isa, features, isa, with_isa};
 
 // "cpu-nn" kernels.
 pub mod rope;
-pub use rope::{RopeConfig, RopeMode, rope};
+pub use rope::{RopeConfig, RopeMode, rope, rope_2d};
 pub mod attention;
 pub use attention::{AttnMask, AttnParams, KvData, attention};
 pub mod concat;

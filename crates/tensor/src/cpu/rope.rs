@@ -256,6 +256,66 @@ pub fn rope(
         );
 }
 
+/// The 2-D rope of Pixtral-style vision encoders (llama.cpp's `build_rope_2d`): the first
+/// half of every head is rotated like `Normal` rope over `head_dim / 2` dims with `pos_a`
+/// (patch row), the second half with `pos_b` (patch column). With `interleave_freq` the second
+/// half's angles are scaled by `base^(-2/head_dim)` so the halves take the even and odd
+/// frequencies of one `head_dim`-wide rope.
+pub fn rope_2d(
+    x: &mut [f32],
+    n_tokens: usize,
+    n_heads: usize,
+    head_dim: usize,
+    pos_a: &[i32],
+    pos_b: &[i32],
+    freq_base: f32,
+    interleave_freq: bool,
+) {
+    let half = head_dim / 2;
+    assert!(
+        half.is_multiple_of(2),
+        "rope_2d: head_dim {head_dim} must be a multiple of 4"
+    );
+    assert_eq!(x.len(), n_tokens * n_heads * head_dim, "rope_2d: x length");
+    assert!(
+        pos_a.len() == n_tokens && pos_b.len() == n_tokens,
+        "rope_2d: positions length"
+    );
+    if x.is_empty() {
+        return;
+    }
+    let (cfg_a, cfg_b) = rope_2d_configs(head_dim, freq_base, interleave_freq);
+    x.par_chunks_mut(n_heads * head_dim)
+        .enumerate()
+        .with_min_len(4)
+        .for_each_init(
+            || (vec![(0f32, 0f32); half / 2], vec![(0f32, 0f32); half / 2]),
+            |(ca, cb), (t, token)| {
+                fill_cache(&cfg_a, [pos_a[t], 0, 0, 0], ca);
+                fill_cache(&cfg_b, [pos_b[t], 0, 0, 0], cb);
+                for head in token.chunks_exact_mut(head_dim) {
+                    let (first, second) = head.split_at_mut(half);
+                    rotate_head(&RopeMode::Normal, half, ca, first);
+                    rotate_head(&RopeMode::Normal, half, cb, second);
+                }
+            },
+        );
+}
+
+/// The two half-head configurations [`rope_2d`] applies.
+pub fn rope_2d_configs(
+    head_dim: usize,
+    freq_base: f32,
+    interleave_freq: bool,
+) -> (RopeConfig, RopeConfig) {
+    let first = RopeConfig::new(RopeMode::Normal, head_dim / 2, freq_base);
+    let mut second = first.clone();
+    if interleave_freq {
+        second.freq_scale = freq_base.powf(-2.0 / head_dim as f32);
+    }
+    (first, second)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

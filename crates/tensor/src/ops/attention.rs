@@ -99,12 +99,20 @@ impl OwnedKv {
     }
 }
 
-/// The explicit `n_q × n_kv` visibility matrix of a mask (row-major).
+/// The explicit `n_q × n_kv` visibility matrix of a mask (row-major), straight from the
+/// contract's formula (independent of the kernel's fast paths).
 pub fn mask_matrix(mask: &AttnMask) -> Vec<bool> {
     let mut m = Vec::with_capacity(mask.n_q() * mask.n_kv());
     for i in 0..mask.n_q() {
         for j in 0..mask.n_kv() {
-            m.push(mask.visible(i, j));
+            let (qp, kp) = (mask.q_pos[i] as i64, mask.k_pos[j] as i64);
+            let causal_ok = !mask.causal || kp <= qp;
+            let window_ok = mask.window.is_none_or(|w| qp - kp < w as i64);
+            let same_group = match (mask.q_group, mask.k_group) {
+                (Some(qg), Some(kg)) => qg[i] != 0 && qg[i] == kg[j],
+                _ => false,
+            };
+            m.push((causal_ok && window_ok) || same_group);
         }
     }
     m
@@ -156,6 +164,38 @@ pub fn reference(q: &[f32], k: &[f32], v: &[f32], mask: &AttnMask, p: &AttnParam
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kernel_visibility_matches_contract_formula() {
+        let q_pos = [0, 3, 7, 7, 12, -2];
+        let k_pos = [0, 1, 2, 3, 5, 7, 8, 11, 12, 13];
+        let q_group = [0, 1, 1, 0, 2, 0];
+        let k_group = [0, 1, 1, 1, 0, 0, 2, 2, 0, 2];
+        for causal in [false, true] {
+            for window in [None, Some(1), Some(3), Some(100)] {
+                for groups in [false, true] {
+                    let mask = AttnMask {
+                        q_pos: &q_pos,
+                        k_pos: &k_pos,
+                        causal,
+                        window,
+                        q_group: groups.then_some(&q_group[..]),
+                        k_group: groups.then_some(&k_group[..]),
+                    };
+                    let want = mask_matrix(&mask);
+                    for i in 0..q_pos.len() {
+                        for j in 0..k_pos.len() {
+                            assert_eq!(
+                                mask.visible(i, j),
+                                want[i * k_pos.len() + j],
+                                "{mask:?} ({i},{j})"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
 
     #[test]
     fn tensor_op_matches_reference_with_f16_kv() {

@@ -164,6 +164,33 @@ pub fn reference(
     y
 }
 
+/// Scalar reference of [`crate::cpu::rope::rope_2d`]: each half of every head through
+/// [`reference`] with its own positions.
+pub fn reference_2d(
+    x: &[f32],
+    n_tokens: usize,
+    n_heads: usize,
+    head_dim: usize,
+    pos_a: &[i32],
+    pos_b: &[i32],
+    freq_base: f32,
+    interleave_freq: bool,
+) -> Vec<f32> {
+    let half = head_dim / 2;
+    let (cfg_a, cfg_b) = crate::cpu::rope::rope_2d_configs(head_dim, freq_base, interleave_freq);
+    let halves = |k: usize| -> Vec<f32> {
+        x.chunks_exact(head_dim)
+            .flat_map(|h| h[k * half..(k + 1) * half].iter().copied())
+            .collect()
+    };
+    let a = reference(&halves(0), n_tokens, n_heads, half, pos_a, &cfg_a);
+    let b = reference(&halves(1), n_tokens, n_heads, half, pos_b, &cfg_b);
+    a.chunks_exact(half)
+        .zip(b.chunks_exact(half))
+        .flat_map(|(p, q)| p.iter().chain(q).copied())
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

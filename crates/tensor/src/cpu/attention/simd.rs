@@ -35,6 +35,32 @@ pub fn scores(isa: Isa, q: &[f32], rows: usize, kt: &[f32], d: usize, s: &mut [f
     }
 }
 
+/// `s[r * KEYS + j] = dot(q[r], k[j])` for `j < keys` with `k` packed `[keys, d]` (no
+/// transpose): better than [`scores`] for the few rows of a decode step.
+pub fn scores_rows(
+    isa: Isa,
+    q: &[f32],
+    rows: usize,
+    k: &[f32],
+    keys: usize,
+    d: usize,
+    s: &mut [f32],
+) {
+    assert!(
+        rows.is_multiple_of(4) && keys <= KEYS,
+        "scores_rows: rows {rows}, keys {keys}"
+    );
+    assert!(q.len() >= rows * d && k.len() >= keys * d && s.len() >= rows * KEYS);
+    match usable(isa) {
+        // SAFETY: the CPU has the features (usable) and the bounds were checked above.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => unsafe { scores_rows_avx512(q, rows, k, keys, d, s) },
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { scores_rows_avx2(q, rows, k, keys, d, s) },
+        _ => scores_rows_scalar(q, rows, k, keys, d, s),
+    }
+}
+
 /// `acc[r] += Σ_{j < keys} p[r * KEYS + j] · v[j * v_stride..][..d]` for `rows` rows (a
 /// multiple of 4) of length `d` (`v_stride >= d` lets V rows be read in place).
 pub fn accumulate(
@@ -117,6 +143,15 @@ pub fn scores_scalar(q: &[f32], rows: usize, kt: &[f32], d: usize, s: &mut [f32]
             for (x, &k) in sr.iter_mut().zip(&kt[c * KEYS..(c + 1) * KEYS]) {
                 *x += qc * k;
             }
+        }
+    }
+}
+
+pub fn scores_rows_scalar(q: &[f32], rows: usize, k: &[f32], keys: usize, d: usize, s: &mut [f32]) {
+    for r in 0..rows {
+        for j in 0..keys {
+            let dot = q[r * d..(r + 1) * d].iter().zip(&k[j * d..(j + 1) * d]);
+            s[r * KEYS + j] = dot.map(|(a, b)| a * b).sum();
         }
     }
 }
@@ -215,6 +250,39 @@ unsafe fn scores_avx512(q: &[f32], rows: usize, kt: &[f32], d: usize, s: &mut [f
                 let sp = s.as_mut_ptr().add((r + i) * KEYS);
                 for (t, a) in row.iter().enumerate() {
                     _mm512_storeu_ps(sp.add(16 * t), *a);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn scores_rows_avx512(
+    q: &[f32],
+    rows: usize,
+    k: &[f32],
+    keys: usize,
+    d: usize,
+    s: &mut [f32],
+) {
+    // SAFETY: callers checked q (rows·d), k (keys·d) and s (rows·KEYS); masked lanes unread.
+    unsafe {
+        for r in (0..rows).step_by(4) {
+            let qp = q.as_ptr().add(r * d);
+            for j in 0..keys {
+                let kp = k.as_ptr().add(j * d);
+                let mut a = [_mm512_setzero_ps(); 4];
+                for c in (0..d).step_by(16) {
+                    let m = lanes16(d - c);
+                    let kv = _mm512_maskz_loadu_ps(m, kp.add(c));
+                    for (i, acc) in a.iter_mut().enumerate() {
+                        let qv = _mm512_maskz_loadu_ps(m, qp.add(i * d + c));
+                        *acc = _mm512_fmadd_ps(qv, kv, *acc);
+                    }
+                }
+                for (i, acc) in a.iter().enumerate() {
+                    *s.as_mut_ptr().add((r + i) * KEYS + j) = _mm512_reduce_add_ps(*acc);
                 }
             }
         }
@@ -389,6 +457,43 @@ unsafe fn scores_avx2(q: &[f32], rows: usize, kt: &[f32], d: usize, s: &mut [f32
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
+unsafe fn scores_rows_avx2(
+    q: &[f32],
+    rows: usize,
+    k: &[f32],
+    keys: usize,
+    d: usize,
+    s: &mut [f32],
+) {
+    // SAFETY: callers checked q (rows·d), k (keys·d) and s (rows·KEYS); vector loads stay
+    // below `full`, the rest is scalar.
+    unsafe {
+        let full = d - d % 8;
+        for r in (0..rows).step_by(4) {
+            let qp = q.as_ptr().add(r * d);
+            for j in 0..keys {
+                let kp = k.as_ptr().add(j * d);
+                let mut a = [_mm256_setzero_ps(); 4];
+                for c in (0..full).step_by(8) {
+                    let kv = _mm256_loadu_ps(kp.add(c));
+                    for (i, acc) in a.iter_mut().enumerate() {
+                        *acc = _mm256_fmadd_ps(_mm256_loadu_ps(qp.add(i * d + c)), kv, *acc);
+                    }
+                }
+                for (i, acc) in a.iter().enumerate() {
+                    let mut t = hsum256(*acc);
+                    for c in full..d {
+                        t += *qp.add(i * d + c) * *kp.add(c);
+                    }
+                    *s.as_mut_ptr().add((r + i) * KEYS + j) = t;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
 unsafe fn accumulate_avx2(
     p: &[f32],
     rows: usize,
@@ -552,6 +657,22 @@ mod tests {
                 scores(isa, &q, rows, &kt, d, &mut s);
                 scores_scalar(&q, rows, &kt, d, &mut want);
                 assert!(max_rel(&s, &want) < 1e-5, "{isa:?} scores d={d}");
+
+                let k = data(KEYS * d, 6);
+                for keys in [1, 13, KEYS] {
+                    scores_rows(isa, &q, rows, &k, keys, d, &mut s);
+                    scores_rows_scalar(&q, rows, &k, keys, d, &mut want);
+                    for r in 0..rows {
+                        let (g, w) = (
+                            &s[r * KEYS..r * KEYS + keys],
+                            &want[r * KEYS..r * KEYS + keys],
+                        );
+                        assert!(
+                            max_rel(g, w) < 1e-5,
+                            "{isa:?} scores_rows d={d} keys={keys}"
+                        );
+                    }
+                }
 
                 for (keys, stride) in [(1, d), (13, d + 3), (KEYS, d)] {
                     let p = data(rows * KEYS, 3);

@@ -188,7 +188,7 @@ fn fill_rows<B: Send>(
 fn quantize_q8_0(isa: Isa, x: &[f32], out: &mut [BlockQ8_0]) {
     #[cfg(target_arch = "x86_64")]
     if isa != Isa::Scalar {
-        return super::x86::quantize_q8_0(x, out);
+        return super::x86_convert::quantize_q8_0(x, out);
     }
     let _ = isa;
     quantize_q8_0_ref(x, out)
@@ -197,7 +197,7 @@ fn quantize_q8_0(isa: Isa, x: &[f32], out: &mut [BlockQ8_0]) {
 fn quantize_q8k(isa: Isa, x: &[f32], out: &mut [BlockQ8K]) {
     #[cfg(target_arch = "x86_64")]
     if isa != Isa::Scalar {
-        return super::x86::quantize_q8k(x, out);
+        return super::x86_convert::quantize_q8k(x, out);
     }
     let _ = isa;
     quantize_q8k_ref(x, out)

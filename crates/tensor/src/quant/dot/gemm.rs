@@ -70,6 +70,71 @@ fn sizes_fit(p: &Panel, kind: PanelKind, a: &GemmActs, out: &[&mut [f32]], row_o
         && out.iter().take(a.n).all(|o| o.len() >= row_off + p.rows)
 }
 
+/// Interleaves 16 staged rows of `k` unsigned levels (`levels[r * k + i]`) into the panel
+/// layout `q[g * 16 + r]` = levels `4g..4g+4` of row r. Returns false without AVX-512 or when
+/// the sizes do not fit.
+pub(super) fn interleave_rows(levels: &[u8], k: usize, q: &mut [u32]) -> bool {
+    if !super::x86::has_avx512_vnni()
+        || !k.is_multiple_of(QK32)
+        || levels.len() < PANEL_ROWS * k
+        || q.len() < k / 4 * PANEL_ROWS
+    {
+        return false;
+    }
+    // SAFETY: features and every length checked above.
+    unsafe { interleave_avx512(levels, k, q) };
+    true
+}
+
+/// Per 32 levels: rows r and r + 8 go to the two 256-bit halves of one vector, then an 8 x 8
+/// transpose of 4-byte words runs in both halves at once (unpack 32-bit, unpack 64-bit, then a
+/// 128-bit lane merge), leaving word g of all 16 rows in output vector g.
+#[target_feature(enable = "avx2,avx512f,avx512bw,avx512vl")]
+unsafe fn interleave_avx512(levels: &[u8], k: usize, q: &mut [u32]) {
+    unsafe {
+        let src = levels.as_ptr();
+        let dst = q.as_mut_ptr();
+        // Result qwords: 128-bit lane 0 of a, lane 0 of b, lane 2 of a, lane 2 of b (and the
+        // same for lanes 1 / 3).
+        let low_lanes = _mm512_setr_epi64(0, 1, 8, 9, 4, 5, 12, 13);
+        let high_lanes = _mm512_setr_epi64(2, 3, 10, 11, 6, 7, 14, 15);
+        for b in 0..k / QK32 {
+            let row = |r: usize| _mm256_loadu_si256(src.add(r * k + b * QK32).cast());
+            let a: [__m512i; 8] = std::array::from_fn(|i| {
+                _mm512_inserti64x4(_mm512_castsi256_si512(row(i)), row(i + 8), 1)
+            });
+            let t: [__m512i; 8] = std::array::from_fn(|i| {
+                let (x, y) = (a[2 * (i / 2)], a[2 * (i / 2) + 1]);
+                if i % 2 == 0 {
+                    _mm512_unpacklo_epi32(x, y)
+                } else {
+                    _mm512_unpackhi_epi32(x, y)
+                }
+            });
+            // u[j]: words j (lane 0) and j + 4 (lane 1) of rows 0..4; v[j]: the same of rows 4..8.
+            let u = [
+                _mm512_unpacklo_epi64(t[0], t[2]),
+                _mm512_unpackhi_epi64(t[0], t[2]),
+                _mm512_unpacklo_epi64(t[1], t[3]),
+                _mm512_unpackhi_epi64(t[1], t[3]),
+            ];
+            let v = [
+                _mm512_unpacklo_epi64(t[4], t[6]),
+                _mm512_unpackhi_epi64(t[4], t[6]),
+                _mm512_unpacklo_epi64(t[5], t[7]),
+                _mm512_unpackhi_epi64(t[5], t[7]),
+            ];
+            let out = dst.add(b * QK32 / 4 * PANEL_ROWS);
+            for j in 0..4 {
+                let word_j = _mm512_permutex2var_epi64(u[j], low_lanes, v[j]);
+                let word_j4 = _mm512_permutex2var_epi64(u[j], high_lanes, v[j]);
+                _mm512_storeu_si512(out.add(j * PANEL_ROWS).cast(), word_j);
+                _mm512_storeu_si512(out.add((j + 4) * PANEL_ROWS).cast(), word_j4);
+            }
+        }
+    }
+}
+
 /// Picks the monomorphized tile for the kind and the column count (1..=8).
 #[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vl,avx512vnni")]
 unsafe fn dispatch(

@@ -2,12 +2,14 @@
 //!
 //! x is quantized once; then the weight rows are split into contiguous ranges, one rayon task
 //! each, so every thread streams its own part of the weight matrix. Within a task:
-//! - GEMM path (AVX-512 VNNI, n >= [`GEMM_MIN_COLS`], a packable type): 16 rows at a time are
+//! - GEMM path (AVX-512 VNNI, n >= [`gemm_min_cols`], a packable type): 16 rows at a time are
 //!   unpacked into a panel and multiplied with every activation row by the register-tiled
 //!   micro-kernel (16 rows x 8 columns).
 //! - Dot path (everything else): the row dot product per (row, column), columns in tiles that
 //!   stay in L2 while every weight row of the task sweeps over them (a weight row stays in L1
 //!   across a tile).
+
+use std::ops::Range;
 
 use rayon::prelude::*;
 
@@ -18,8 +20,15 @@ use super::{
 };
 use crate::{DType, Result, Tensor, TensorError};
 
-/// From this many activation rows on, packing panels pays for itself.
-const GEMM_MIN_COLS: usize = 6;
+/// From this many activation rows on, packing panels pays for itself (measured on Zen 4:
+/// legacy blocks unpack with SIMD, K-quant super-blocks partly in scalar code).
+#[cfg(target_arch = "x86_64")]
+fn gemm_min_cols(kind: PanelKind) -> usize {
+    match kind {
+        PanelKind::Legacy { .. } => 3,
+        PanelKind::KQuant { .. } => 5,
+    }
+}
 /// Activation bytes per column tile on the dot path (L2-resident).
 const DOT_TILE_BYTES: usize = 256 * 1024;
 
@@ -99,35 +108,71 @@ pub fn matmul_quant_acts_with(
 
 /// The GEMM or the dot path over validated operands.
 fn run(isa: Isa, weights: &Weights, acts: &QuantizedActivations, out: &mut [f32]) -> Result<()> {
-    let (n, m) = (acts.rows(), weights.m);
+    let n = acts.rows();
     #[cfg(target_arch = "x86_64")]
     if isa == Isa::Avx512Vnni
-        && n >= GEMM_MIN_COLS
         && let Some(kind) = pack::panel_kind(weights.dtype)
-        && let Some(gemm_acts) = pack::gemm_acts(acts, kind)
+        && let Some(prepared) = pack::gemm_acts(acts, kind)
     {
-        return run_gemm(weights, kind, &gemm_acts, out);
+        if n >= gemm_min_cols(kind) {
+            return run_gemm(weights, kind, &prepared, out);
+        }
+        if let PanelKind::Legacy { .. } = kind {
+            // Few columns of a 32-element format: row dot products on the prepared tables.
+            return run_rows(weights, acts, out, |w_row, cols, o| {
+                super::gemv::dot_rows(weights.dtype, w_row, &prepared, cols, o)
+            });
+        }
     }
     let dot = kernel_for(isa, weights.dtype)?;
+    run_rows(weights, acts, out, |w_row, cols, o| {
+        for (o, c) in o.iter_mut().zip(cols) {
+            *o = dot(w_row, acts.row(c));
+        }
+        true
+    })
+}
+
+/// The dot path: `dots(weight row, column range, out)` per weight row and column tile, rows
+/// split over rayon tasks; columns in tiles that stay in L2 while the task's weight rows sweep
+/// over them (a weight row stays in L1 across a tile).
+fn run_rows(
+    weights: &Weights,
+    acts: &QuantizedActivations,
+    out: &mut [f32],
+    dots: impl Fn(&[u8], Range<usize>, &mut [f32]) -> bool + Sync,
+) -> Result<()> {
+    let (n, m) = (acts.rows(), weights.m);
     let act_row_bytes = acts.row(0).len();
     let tile = (DOT_TILE_BYTES / act_row_bytes.max(1)).clamp(1, n);
     let bounds = row_ranges(m, 1, 64);
     let per_task = column_slices(out, m, &bounds);
-    per_task
+    let failed = per_task
         .into_par_iter()
         .enumerate()
-        .for_each(|(t, mut cols)| {
+        .map(|(t, mut cols)| {
             let rows = bounds[t]..bounds[t + 1];
+            let mut values = vec![0f32; tile];
             for c0 in (0..n).step_by(tile) {
                 let c1 = (c0 + tile).min(n);
                 for r in rows.clone() {
-                    let w_row = weights.row(r);
-                    for c in c0..c1 {
-                        cols[c][r - rows.start] = dot(w_row, acts.row(c));
+                    if !dots(weights.row(r), c0..c1, &mut values) {
+                        return true;
+                    }
+                    for (c, &v) in (c0..c1).zip(&values) {
+                        cols[c][r - rows.start] = v;
                     }
                 }
             }
-        });
+            false
+        })
+        .reduce(|| false, |a, b| a || b);
+    if failed {
+        return Err(TensorError::InvalidView(format!(
+            "matmul_quant: {} row kernel rejected its operands (internal size mismatch)",
+            weights.dtype
+        )));
+    }
     Ok(())
 }
 

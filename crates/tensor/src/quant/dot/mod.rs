@@ -10,23 +10,31 @@
 //! - `values`: block unpacking into integer levels and sub-block scales (safe, shared by the
 //!   scalar reference and the GEMM packer).
 //! - `activation`: the scalar activation quantizers (the reference) and their dispatch.
-//! - `scalar`: the scalar reference dot products: the numeric contract. Every SIMD kernel must
+//! - `scalar` (+ `scalar_iq` for the lattice, ternary and FP4 types): the scalar reference
+//!   dot products, the numeric contract. Every SIMD kernel must
 //!   produce the same integer sums and differ only by f32 summation order.
 //! - `x86`: AVX2 and AVX-512 VNNI dot products and quantizers (`unsafe`, runtime-selected).
 //! - `pack` + `gemm`: for several activation rows on AVX-512 VNNI, panels of 16 weight rows
 //!   are unpacked into an interleaved i8 layout and a register-tiled micro-kernel computes
 //!   16 rows x 8 columns at a time (a GEMM, not n GEMVs).
+//! - `gemv`: for one or a few activation rows of the 32-element formats on AVX-512 VNNI, row
+//!   dot products on the same prepared activation tables (one `dpbusd` per block).
 //! - `matmul`: validation, threading (rayon over weight rows) and the GEMV / GEMM choice.
 
 mod activation;
 #[cfg(target_arch = "x86_64")]
 mod gemm;
+#[cfg(target_arch = "x86_64")]
+mod gemv;
 mod matmul;
 mod pack;
 mod scalar;
+mod scalar_iq;
 mod values;
 #[cfg(target_arch = "x86_64")]
 mod x86;
+#[cfg(target_arch = "x86_64")]
+mod x86_convert;
 
 use std::sync::OnceLock;
 
@@ -83,11 +91,23 @@ impl Isa {
 /// The activation format ggml pairs with weight type `weight` (`None`: no integer dot product).
 pub fn activation_type(weight: DType) -> Option<DType> {
     match weight {
-        DType::Q4_0 | DType::Q5_0 | DType::Q8_0 | DType::IQ4NL => Some(DType::Q8_0),
+        DType::Q4_0 | DType::Q5_0 | DType::Q8_0 | DType::IQ4NL | DType::MXFP4 => Some(DType::Q8_0),
         DType::Q4_1 | DType::Q5_1 => Some(DType::Q8_1),
-        DType::Q2K | DType::Q3K | DType::Q4K | DType::Q5K | DType::Q6K | DType::IQ4XS => {
-            Some(DType::Q8K)
-        }
+        DType::Q2K
+        | DType::Q3K
+        | DType::Q4K
+        | DType::Q5K
+        | DType::Q6K
+        | DType::IQ4XS
+        | DType::IQ2XXS
+        | DType::IQ2XS
+        | DType::IQ2S
+        | DType::IQ3XXS
+        | DType::IQ3S
+        | DType::IQ1S
+        | DType::IQ1M
+        | DType::TQ1_0
+        | DType::TQ2_0 => Some(DType::Q8K),
         _ => None,
     }
 }
@@ -106,6 +126,16 @@ pub const SUPPORTED_TYPES: &[DType] = &[
     DType::Q6K,
     DType::IQ4NL,
     DType::IQ4XS,
+    DType::IQ2XXS,
+    DType::IQ2XS,
+    DType::IQ2S,
+    DType::IQ3XXS,
+    DType::IQ3S,
+    DType::IQ1S,
+    DType::IQ1M,
+    DType::TQ1_0,
+    DType::TQ2_0,
+    DType::MXFP4,
 ];
 
 fn unsupported(op: &'static str, dtype: DType) -> TensorError {

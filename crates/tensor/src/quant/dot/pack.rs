@@ -15,7 +15,7 @@ use half::f16;
 use rayon::prelude::*;
 
 use super::activation::{ActBlocks, QuantizedActivations};
-use super::x86::IQ4_UNSIGNED;
+use super::x86_convert::IQ4_UNSIGNED;
 use crate::DType;
 use crate::quant::blocks::{BlockQ8_0, BlockQ8K, QK_K, QK32, get_scale_min_k4, q3k_scales};
 
@@ -78,6 +78,9 @@ pub(super) struct Panel {
     pub sc: Vec<i32>,
     /// Coefficients of the sub-block activation sums, as i16 pairs (K-quants).
     pub coef: Vec<i32>,
+    /// Staging: the unpacked levels of each row, `levels[r * k..(r + 1) * k]`, interleaved
+    /// into `q` once all rows are in.
+    levels: Vec<u8>,
 }
 
 impl Panel {
@@ -86,6 +89,7 @@ impl Panel {
         self.k = k;
         let lanes = |units: usize| units * PANEL_ROWS;
         reset_vec(&mut self.q, lanes(k / 4));
+        reset_vec(&mut self.levels, PANEL_ROWS * k);
         match kind {
             PanelKind::Legacy { .. } => {
                 reset_vec(&mut self.d, lanes(k / QK32));
@@ -103,19 +107,11 @@ impl Panel {
     }
 
     /// Stores the levels of one block or super-block (`N` bytes starting at element `start`)
-    /// of row `r`.
+    /// of row `r` in the staging rows.
     #[inline]
     fn put_levels<const N: usize>(&mut self, r: usize, start: usize, levels: &[u8; N]) {
-        let base = start / 4 * PANEL_ROWS + r;
-        let q = &mut self.q[base..base + (N / 4 - 1) * PANEL_ROWS + 1];
-        for g in 0..N / 4 {
-            q[g * PANEL_ROWS] = u32::from_le_bytes([
-                levels[4 * g],
-                levels[4 * g + 1],
-                levels[4 * g + 2],
-                levels[4 * g + 3],
-            ]);
-        }
+        let at = r * self.k + start;
+        self.levels[at..at + N].copy_from_slice(levels);
     }
 }
 
@@ -157,7 +153,10 @@ pub(super) fn pack_panel(weight: DType, rows: &[&[u8]], k: usize, panel: &mut Pa
     }
     panel.reset(k, rows.len(), kind);
     if let PanelKind::Legacy { .. } = kind {
-        return pack_legacy(weight, rows, k, panel);
+        if !pack_legacy(weight, rows, k, panel) {
+            return false;
+        }
+        return super::gemm::interleave_rows(&panel.levels, k, &mut panel.q);
     }
     for (r, row) in rows.iter().enumerate() {
         for (i, b) in row.chunks_exact(size).enumerate() {
@@ -171,23 +170,16 @@ pub(super) fn pack_panel(weight: DType, rows: &[&[u8]], k: usize, panel: &mut Pa
             }
         }
     }
-    true
+    super::gemm::interleave_rows(&panel.levels, k, &mut panel.q)
 }
 
-/// 32-element formats: levels unpacked with SIMD (`x86::unpack_legacy_row`), then interleaved.
+/// 32-element formats: levels and scales unpacked with SIMD (`x86_convert::unpack_legacy_row`).
 fn pack_legacy(weight: DType, rows: &[&[u8]], k: usize, panel: &mut Panel) -> bool {
-    let mut levels = vec![0u8; k];
     let mut d = vec![0f32; k / QK32];
     for (r, row) in rows.iter().enumerate() {
-        if !super::x86::unpack_legacy_row(weight, row, &mut levels, &mut d) {
+        let levels = &mut panel.levels[r * k..(r + 1) * k];
+        if !super::x86_convert::unpack_legacy_row(weight, row, levels, &mut d) {
             return false;
-        }
-        for (q, four) in panel.q[r..]
-            .iter_mut()
-            .step_by(PANEL_ROWS)
-            .zip(levels.chunks_exact(4))
-        {
-            *q = u32::from_le_bytes([four[0], four[1], four[2], four[3]]);
         }
         for (o, &d) in panel.d[r..].iter_mut().step_by(PANEL_ROWS).zip(&d) {
             *o = d;
@@ -339,18 +331,24 @@ pub(super) fn gemm_acts(acts: &QuantizedActivations, kind: PanelKind) -> Option<
     let (n, k) = (acts.rows(), acts.row_len());
     let (d, sums, block_bytes, qs_at) = match (acts.blocks(), kind) {
         (ActBlocks::Q8_0(blocks), PanelKind::Legacy { offset }) => {
-            let d = blocks.par_iter().map(|b| b.d.to_f32()).collect();
+            let d = blocks
+                .par_iter()
+                .with_min_len(1024)
+                .map(|b| b.d.to_f32())
+                .collect();
             let sums = blocks
                 .par_iter()
+                .with_min_len(1024)
                 .map(|b| -offset * b.qs.iter().map(|&q| i32::from(q)).sum::<i32>())
                 .collect();
             (d, sums, std::mem::size_of::<BlockQ8_0>(), 2)
         }
         (ActBlocks::Q8K(blocks), PanelKind::KQuant { sub, .. }) => {
-            let d = blocks.par_iter().map(|b| b.d).collect();
+            let d = blocks.par_iter().with_min_len(1024).map(|b| b.d).collect();
             let pair = |a: i32, b: i32| (a & 0xFFFF) | (b << 16);
             let sums = blocks
                 .par_iter()
+                .with_min_len(1024)
                 .flat_map_iter(|b| {
                     let s = b.bsums.map(i32::from);
                     // Sub-blocks of 16 are the bsums themselves; of 32, sums of two.

@@ -7,6 +7,7 @@
 //! the f32 summation order.
 
 use super::DotFn;
+use super::scalar_iq;
 use super::values;
 use crate::DType;
 use crate::quant::blocks::{
@@ -29,6 +30,16 @@ pub(super) fn dot_kernel(weight: DType) -> Option<DotFn> {
         DType::Q5K => |w, a| typed(w, a, dot_q5k),
         DType::Q6K => |w, a| typed(w, a, dot_q6k),
         DType::IQ4XS => |w, a| typed(w, a, dot_iq4xs),
+        DType::IQ2XXS => |w, a| typed(w, a, scalar_iq::dot_iq2xxs),
+        DType::IQ2XS => |w, a| typed(w, a, scalar_iq::dot_iq2xs),
+        DType::IQ2S => |w, a| typed(w, a, scalar_iq::dot_iq2s),
+        DType::IQ3XXS => |w, a| typed(w, a, scalar_iq::dot_iq3xxs),
+        DType::IQ3S => |w, a| typed(w, a, scalar_iq::dot_iq3s),
+        DType::IQ1S => |w, a| typed(w, a, scalar_iq::dot_iq1s),
+        DType::IQ1M => |w, a| typed(w, a, scalar_iq::dot_iq1m),
+        DType::TQ1_0 => |w, a| typed(w, a, scalar_iq::dot_tq1_0),
+        DType::TQ2_0 => |w, a| typed(w, a, scalar_iq::dot_tq2_0),
+        DType::MXFP4 => |w, a| typed(w, a, scalar_iq::dot_mxfp4),
         _ => return None,
     })
 }

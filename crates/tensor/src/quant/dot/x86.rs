@@ -1,4 +1,4 @@
-//! AVX2 and AVX-512 VNNI row dot products and activation quantizers.
+//! AVX2 and AVX-512 VNNI row dot products (the quantizers are in `x86_convert`).
 //!
 //! Each kernel body is written once, generic over [`Ops`] (the few instructions that differ:
 //! `maddubs + madd` on AVX2, `dpbusd` / `dpwssd` / `movm` with VNNI), and instantiated in two
@@ -11,7 +11,7 @@ use std::arch::x86_64::*;
 
 use super::{DotFn, Isa};
 use crate::DType;
-use crate::quant::blocks::{BlockQ8_0, BlockQ8K, KVALUES_IQ4NL, QK_K, QK32};
+use crate::quant::blocks::KVALUES_IQ4NL;
 
 pub(super) fn has_avx2() -> bool {
     is_x86_feature_detected!("avx2")
@@ -81,7 +81,7 @@ mod vnni {
 }
 
 /// The instructions that differ between AVX2 and AVX-512 VNNI.
-trait Ops {
+pub(super) trait Ops {
     /// `acc + sum over groups of 4 of a (u8) * b (i8)`, per i32 lane. AVX2 saturates pairs in
     /// i16, so callers keep `|a0*b0 + a1*b1| <= 32767`.
     unsafe fn dot_u8i8(acc: __m256i, a: __m256i, b: __m256i) -> __m256i;
@@ -91,7 +91,7 @@ trait Ops {
     unsafe fn bits_to_bytes(bits: u32) -> __m256i;
 }
 
-struct Avx2;
+pub(super) struct Avx2;
 struct Vnni;
 
 impl Ops for Avx2 {
@@ -154,7 +154,7 @@ unsafe fn fp16(p: *const u8) -> f32 {
 
 /// The two adjacent f16 values at `p` (d and dmin of a K-quant block) as f32; reads 4 bytes.
 #[inline(always)]
-unsafe fn fp16_pair(p: *const u8) -> (f32, f32) {
+pub(super) unsafe fn fp16_pair(p: *const u8) -> (f32, f32) {
     unsafe {
         let v = _mm_cvtph_ps(_mm_cvtsi32_si128(std::ptr::read_unaligned(p.cast::<i32>())));
         (_mm_cvtss_f32(v), _mm_cvtss_f32(_mm_movehdup_ps(v)))
@@ -195,18 +195,18 @@ unsafe fn f32_at(p: *const u8) -> f32 {
 }
 
 #[inline(always)]
-unsafe fn load128(p: *const u8) -> __m128i {
+pub(super) unsafe fn load128(p: *const u8) -> __m128i {
     unsafe { _mm_loadu_si128(p.cast()) }
 }
 
 #[inline(always)]
-unsafe fn load256(p: *const u8) -> __m256i {
+pub(super) unsafe fn load256(p: *const u8) -> __m256i {
     unsafe { _mm256_loadu_si256(p.cast()) }
 }
 
 /// 16 bytes of nibbles to 32 levels: low nibbles first, then high nibbles (Q4_0 order).
 #[inline(always)]
-unsafe fn nibbles_32(p: *const u8) -> __m256i {
+pub(super) unsafe fn nibbles_32(p: *const u8) -> __m256i {
     unsafe {
         let q = load128(p);
         _mm256_and_si256(
@@ -226,7 +226,7 @@ unsafe fn hsum_ps(v: __m256) -> f32 {
 }
 
 #[inline(always)]
-unsafe fn hsum_epi32(v: __m256i) -> i32 {
+pub(super) unsafe fn hsum_epi32(v: __m256i) -> i32 {
     unsafe {
         let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
         let s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
@@ -520,200 +520,6 @@ mod bodies {
                 acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(isum), acc);
             }
             hsum_ps(acc)
-        }
-    }
-}
-
-// ---- activation quantizers (AVX2; bit-identical to the scalar reference) ----
-
-/// Q8_0 quantization of whole blocks of `x` into `out`.
-pub(super) fn quantize_q8_0(x: &[f32], out: &mut [BlockQ8_0]) {
-    assert!(
-        has_avx2(),
-        "quantize_q8_0: AVX2 entry point used without AVX2"
-    );
-    // SAFETY: AVX2/FMA/F16C checked above; reads stay within whole blocks of `x`.
-    unsafe { quantize_q8_0_avx2(x, out) }
-}
-
-/// Q8_K quantization of whole blocks of `x` into `out`.
-pub(super) fn quantize_q8k(x: &[f32], out: &mut [BlockQ8K]) {
-    assert!(
-        has_avx2(),
-        "quantize_q8k: AVX2 entry point used without AVX2"
-    );
-    // SAFETY: as above.
-    unsafe { quantize_q8k_avx2(x, out) }
-}
-
-#[inline(always)]
-unsafe fn abs_ps(v: __m256) -> __m256 {
-    unsafe { _mm256_andnot_ps(_mm256_set1_ps(-0.0), v) }
-}
-
-#[inline(always)]
-unsafe fn hmax_ps(v: __m256) -> f32 {
-    unsafe {
-        let m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-        let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
-        _mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m)))
-    }
-}
-
-/// Packs 4 vectors of 8 i32 (within i8 range) into 32 i8 in element order.
-#[inline(always)]
-unsafe fn pack_i32_to_i8(v: [__m256i; 4]) -> __m256i {
-    unsafe {
-        let a = _mm256_packs_epi32(v[0], v[1]);
-        let b = _mm256_packs_epi32(v[2], v[3]);
-        // packs interleave 128-bit lanes: restore element order.
-        let p = _mm256_packs_epi16(a, b);
-        _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7))
-    }
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn quantize_q8_0_avx2(x: &[f32], out: &mut [BlockQ8_0]) {
-    unsafe {
-        for (x, b) in x.chunks_exact(QK32).zip(out) {
-            let p = x.as_ptr();
-            let v: [__m256; 4] = std::array::from_fn(|i| _mm256_loadu_ps(p.add(8 * i)));
-            let m = _mm256_max_ps(
-                _mm256_max_ps(abs_ps(v[0]), abs_ps(v[1])),
-                _mm256_max_ps(abs_ps(v[2]), abs_ps(v[3])),
-            );
-            let amax = hmax_ps(m);
-            let d = amax / 127.0;
-            let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-            b.d = half::f16::from_f32(d);
-            let idv = _mm256_set1_ps(id);
-            let q = v.map(|v| {
-                // Round half away from zero: floor(|v|), plus one if the fraction is >= 0.5.
-                let s = _mm256_mul_ps(v, idv);
-                let a = abs_ps(s);
-                let t = _mm256_floor_ps(a);
-                let up = _mm256_cmp_ps::<_CMP_GE_OQ>(_mm256_sub_ps(a, t), _mm256_set1_ps(0.5));
-                let r = _mm256_add_ps(t, _mm256_and_ps(up, _mm256_set1_ps(1.0)));
-                let signed = _mm256_or_ps(r, _mm256_and_ps(s, _mm256_set1_ps(-0.0)));
-                _mm256_cvttps_epi32(signed)
-            });
-            _mm256_storeu_si256(b.qs.as_mut_ptr().cast(), pack_i32_to_i8(q));
-        }
-    }
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn quantize_q8k_avx2(x: &[f32], out: &mut [BlockQ8K]) {
-    unsafe {
-        for (x, b) in x.chunks_exact(QK_K).zip(out) {
-            let p = x.as_ptr();
-            let mut m = _mm256_setzero_ps();
-            for i in 0..32 {
-                m = _mm256_max_ps(m, abs_ps(_mm256_loadu_ps(p.add(8 * i))));
-            }
-            let amax = hmax_ps(m);
-            if amax == 0.0 {
-                b.d = 0.0;
-                b.qs = [0; QK_K];
-                b.bsums = [0; 16];
-                continue;
-            }
-            // The first element whose magnitude is amax sets the sign (as the scalar scan).
-            let amax_v = _mm256_set1_ps(amax);
-            let mut max = amax;
-            for i in 0..32 {
-                let hit =
-                    _mm256_cmp_ps::<_CMP_EQ_OQ>(abs_ps(_mm256_loadu_ps(p.add(8 * i))), amax_v);
-                let mask = _mm256_movemask_ps(hit);
-                if mask != 0 {
-                    max = x[8 * i + mask.trailing_zeros() as usize];
-                    break;
-                }
-            }
-            let iscale = -127.0 / max;
-            let is = _mm256_set1_ps(iscale);
-            let cap = _mm256_set1_epi32(127);
-            for g in 0..8 {
-                let q: [__m256i; 4] = std::array::from_fn(|i| {
-                    let s = _mm256_mul_ps(_mm256_loadu_ps(p.add(32 * g + 8 * i)), is);
-                    let r = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(s);
-                    _mm256_min_epi32(_mm256_cvttps_epi32(r), cap)
-                });
-                b.bsums[2 * g] = hsum_epi32(_mm256_add_epi32(q[0], q[1])) as i16;
-                b.bsums[2 * g + 1] = hsum_epi32(_mm256_add_epi32(q[2], q[3])) as i16;
-                _mm256_storeu_si256(b.qs.as_mut_ptr().add(32 * g).cast(), pack_i32_to_i8(q));
-            }
-            b.d = 1.0 / iscale;
-        }
-    }
-}
-
-// ---- GEMM packing support ----
-
-/// IQ4 table entries plus 128 (the unsigned levels the GEMM panels store).
-pub(super) const IQ4_UNSIGNED: [u8; 16] = {
-    let mut t = [0u8; 16];
-    let mut i = 0;
-    while i < 16 {
-        t[i] = (KVALUES_IQ4NL[i] as i16 + 128) as u8;
-        i += 1;
-    }
-    t
-};
-
-/// Unsigned levels (stored level + the type's offset: Q8_0 and IQ4_NL `value + 128`, Q4_0
-/// and Q5_0 the raw 4 / 5 bits) and f32 scales of every block of a row of a 32-element
-/// format, for the GEMM packer. Returns false for other types, short outputs or without AVX2.
-pub(super) fn unpack_legacy_row(
-    weight: DType,
-    row: &[u8],
-    levels: &mut [u8],
-    d: &mut [f32],
-) -> bool {
-    let size = weight.type_size();
-    let nb = row.len() / size;
-    let known = matches!(
-        weight,
-        DType::Q4_0 | DType::Q5_0 | DType::Q8_0 | DType::IQ4NL
-    );
-    if !known || !has_avx2() || levels.len() < nb * QK32 || d.len() < nb {
-        return false;
-    }
-    // SAFETY: AVX2/F16C checked; reads stay within `nb` whole blocks, writes within the
-    // checked output lengths.
-    unsafe { unpack_legacy_avx2(weight, row, nb, levels, d) };
-    true
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn unpack_legacy_avx2(
-    weight: DType,
-    row: &[u8],
-    nb: usize,
-    levels: &mut [u8],
-    d: &mut [f32],
-) {
-    unsafe {
-        let size = weight.type_size();
-        let table = _mm256_broadcastsi128_si256(load128(IQ4_UNSIGNED.as_ptr()));
-        let sixteen = _mm256_set1_epi8(16);
-        let flip = _mm256_set1_epi8(-128);
-        for i in 0..nb {
-            let x = row.as_ptr().add(i * size);
-            let v = match weight {
-                DType::Q4_0 => nibbles_32(x.add(2)),
-                DType::Q5_0 => {
-                    let qh = u32::from_le_bytes(std::ptr::read_unaligned(x.add(2).cast()));
-                    _mm256_or_si256(
-                        nibbles_32(x.add(6)),
-                        _mm256_and_si256(Avx2::bits_to_bytes(qh), sixteen),
-                    )
-                }
-                DType::Q8_0 => _mm256_xor_si256(load256(x.add(2)), flip),
-                _ => _mm256_shuffle_epi8(table, nibbles_32(x.add(2))),
-            };
-            _mm256_storeu_si256(levels.as_mut_ptr().add(i * QK32).cast(), v);
-            d[i] = fp16_pair(x).0;
         }
     }
 }

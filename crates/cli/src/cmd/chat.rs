@@ -1,0 +1,380 @@
+//! `mtmd chat`: an interactive conversation on stdin/stdout. `/image PATH` attaches an image
+//! to the next message, `/clear` starts over, `/quit` (or end of input) leaves. The whole
+//! history goes through the chat template every turn; the KV cache keeps the part of the
+//! previous prompt that is unchanged, so only the new suffix is evaluated.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Result, anyhow, bail};
+use clap::Args as ClapArgs;
+use llm::chat::{ChatMessage, ContentPart, MessageContent};
+use llm::{GenerateParams, KvType, Logits, Model, Session};
+use mtmd::{Bitmap, Chunk, Chunks};
+
+use super::common::{load_model, set_threads};
+use super::media::MediaArgs;
+use super::sampling_args::SamplingArgs;
+
+#[derive(ClapArgs)]
+pub struct Args {
+    /// Text model GGUF.
+    #[arg(short = 'm', long)]
+    model: PathBuf,
+    /// --mmproj (needed for `/image`); --image files go with the first message.
+    #[command(flatten)]
+    media: MediaArgs,
+    /// System message that starts every conversation.
+    #[arg(long)]
+    system: Option<String>,
+    /// Tokens to generate per answer (-1: until the model ends it or the context is full).
+    #[arg(short = 'n', long, default_value_t = -1, allow_negative_numbers = true)]
+    n_predict: i64,
+    #[command(flatten)]
+    sampling: SamplingArgs,
+    /// Compute threads (default: all cores).
+    #[arg(short = 't', long)]
+    threads: Option<usize>,
+    /// Context size in tokens (0: the model's, at most 4096).
+    #[arg(short = 'c', long, default_value_t = 0)]
+    ctx_size: usize,
+    /// KV cache type: f16 (default) or f32.
+    #[arg(long, default_value = "f16")]
+    kv_type: KvType,
+    /// Print per-turn statistics ("prompt: evaluated N of M tokens") on stderr.
+    #[arg(long)]
+    verbose: bool,
+}
+
+/// What one KV cell holds, to compare a new prompt with the cached one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum CellKey {
+    Token(u32),
+    /// Cell `row` of the image with this content id.
+    Image {
+        id: String,
+        row: usize,
+    },
+}
+
+fn chunk_keys(chunks: &Chunks) -> Vec<CellKey> {
+    let mut keys = Vec::with_capacity(chunks.n_tokens());
+    for chunk in chunks {
+        match chunk {
+            Chunk::Text(tokens) => keys.extend(tokens.iter().map(|&t| CellKey::Token(t))),
+            Chunk::Image(img) => keys.extend((0..img.n_tokens()).map(|row| CellKey::Image {
+                id: img.id.clone(),
+                row,
+            })),
+            _ => {}
+        }
+    }
+    keys
+}
+
+/// How many leading cells of `new` can stay in the cache: the common prefix with `cached`,
+/// cut back to an image's start when it ends inside one (an image is evaluated whole) and
+/// to leave at least one text token to evaluate (its logits start the answer).
+fn reusable_prefix(cached: &[CellKey], new: &[CellKey]) -> usize {
+    let mut keep = cached.iter().zip(new).take_while(|(a, b)| a == b).count();
+    keep = keep.min(new.len().saturating_sub(1));
+    while keep > 0 && matches!(new.get(keep), Some(CellKey::Image { row, .. }) if *row > 0) {
+        keep -= 1;
+    }
+    keep
+}
+
+/// The chunks after the first `skip` cells (a text chunk may be cut; images never are).
+fn chunks_after(chunks: &Chunks, mut skip: usize) -> Chunks {
+    let mut rest = Vec::new();
+    for chunk in chunks {
+        let n = chunk.n_tokens();
+        if skip >= n {
+            skip -= n;
+            continue;
+        }
+        match chunk {
+            Chunk::Text(tokens) if skip > 0 => rest.push(Chunk::Text(tokens[skip..].to_vec())),
+            other => rest.push(other.clone()),
+        }
+        skip = 0;
+    }
+    Chunks { chunks: rest }
+}
+
+/// One conversation: its messages, images, and what the KV cache holds of it.
+struct Chat {
+    model: Arc<Model>,
+    media: Option<mtmd::Context>,
+    session: Session,
+    system: Option<String>,
+    history: Vec<ChatMessage>,
+    /// Images of `history`, in order of appearance.
+    images: Vec<Bitmap>,
+    /// Images attached with `/image` for the next message.
+    pending: Vec<Bitmap>,
+    cached: Vec<CellKey>,
+    params: GenerateParams,
+    n_predict: i64,
+    verbose: bool,
+}
+
+impl Chat {
+    fn clear(&mut self) {
+        self.history.clear();
+        if let Some(s) = &self.system {
+            self.history.push(ChatMessage::system(s.as_str()));
+        }
+        self.images.clear();
+        self.pending.clear();
+        self.session.clear();
+        self.cached.clear();
+    }
+
+    fn attach(&mut self, path: &str) -> Result<()> {
+        if self.media.is_none() {
+            bail!("images need a vision projector: start with --mmproj");
+        }
+        // The decoder's message names the file and the cause; its source chain repeats them.
+        let bitmap = Bitmap::from_file(path).map_err(|e| anyhow!("image {path}: {e}"))?;
+        self.pending.push(bitmap);
+        Ok(())
+    }
+
+    /// Tokenizes the whole conversation into chunks (one text chunk without a projector).
+    fn tokenize(&self, text: &str, images: &[Bitmap]) -> Result<Chunks> {
+        match &self.media {
+            Some(ctx) => {
+                let refs: Vec<&Bitmap> = images.iter().collect();
+                Ok(ctx.tokenize(text, &refs)?)
+            }
+            None => Ok(Chunks {
+                chunks: vec![Chunk::Text(self.model.tokenizer.tokenize(text, true, true))],
+            }),
+        }
+    }
+
+    /// One user message in, the streamed answer out. On error the conversation is as before.
+    fn turn(&mut self, text: &str, out: &mut dyn Write) -> Result<()> {
+        let content = if self.pending.is_empty() {
+            MessageContent::Text(text.to_string())
+        } else {
+            let mut parts: Vec<ContentPart> =
+                self.pending.iter().map(|_| ContentPart::image()).collect();
+            parts.push(ContentPart::text(text));
+            MessageContent::Parts(parts)
+        };
+        let mut messages = self.history.clone();
+        messages.push(ChatMessage::with_content("user", content));
+        let mut images = self.images.clone();
+        images.extend(self.pending.iter().cloned());
+        self.pending.clear();
+
+        let rendered = self.model.apply_chat(&messages, true)?;
+        let chunks = self.tokenize(&rendered, &images)?;
+        let n_prompt = chunks.n_tokens();
+        if n_prompt == 0 {
+            bail!("the prompt is empty after tokenization");
+        }
+        if n_prompt >= self.session.n_ctx() {
+            bail!(
+                "the conversation has {n_prompt} tokens, the context holds {} (/clear or use a larger -c)",
+                self.session.n_ctx()
+            );
+        }
+        let keys = chunk_keys(&chunks);
+        let keep = reusable_prefix(&self.cached, &keys);
+        self.session.truncate(keep);
+        self.cached.truncate(keep);
+        let suffix = chunks_after(&chunks, keep);
+        let evaluated = n_prompt - keep;
+        let logits = match self.evaluate(&suffix) {
+            Ok(l) => l,
+            Err(e) => {
+                // The cache may hold part of the suffix: forget it rather than trust it.
+                self.session.truncate(keep);
+                return Err(e);
+            }
+        };
+        self.cached = keys;
+        if self.verbose {
+            eprintln!("prompt: evaluated {evaluated} of {n_prompt} tokens");
+        }
+
+        let room = self.session.n_ctx() - self.session.n_tokens();
+        let mut params = self.params.clone();
+        params.max_tokens = if self.n_predict < 0 {
+            room
+        } else {
+            self.n_predict as usize
+        };
+        let generation = llm::generate::continue_generation(
+            &self.model,
+            &mut self.session,
+            logits,
+            evaluated,
+            &params,
+            &mut |piece| {
+                let _ = out.write_all(piece.as_bytes());
+                let _ = out.flush();
+                true
+            },
+        )?;
+        writeln!(out)?;
+        // Every generated token but the last one went through the decoder.
+        let decoded = self.session.n_tokens().saturating_sub(self.cached.len());
+        self.cached.extend(
+            generation
+                .tokens
+                .iter()
+                .take(decoded)
+                .map(|&t| CellKey::Token(t)),
+        );
+        if self.verbose {
+            eprintln!(
+                "answer: {} tokens ({})",
+                generation.tokens.len(),
+                generation.finish.as_str()
+            );
+        }
+        self.history = messages;
+        self.history.push(ChatMessage::assistant(generation.text));
+        self.images = images;
+        Ok(())
+    }
+
+    /// Evaluates `suffix` after what the session holds; returns the last token's logits.
+    fn evaluate(&mut self, suffix: &Chunks) -> Result<Vec<f32>> {
+        let logits = match &self.media {
+            Some(ctx) => ctx.eval_chunks(&mut self.session, suffix, true)?.logits,
+            None => {
+                let tokens: Vec<u32> = suffix
+                    .iter()
+                    .filter_map(|c| match c {
+                        Chunk::Text(t) => Some(t.as_slice()),
+                        _ => None,
+                    })
+                    .flatten()
+                    .copied()
+                    .collect();
+                Some(
+                    self.session
+                        .decode_tokens(&self.model, &tokens, Logits::Last)?,
+                )
+            }
+        };
+        logits.ok_or_else(|| anyhow!("the prompt does not end with text"))
+    }
+}
+
+pub fn run(args: Args) -> Result<()> {
+    set_threads(args.threads)?;
+    args.media.check()?;
+    let first_images = args.media.load_images()?;
+    let model = Arc::new(load_model(&args.model)?);
+    let media = args.media.context(&model, args.threads)?;
+    let session = model.new_session(args.ctx_size, args.kv_type);
+    let mut chat = Chat {
+        model,
+        media,
+        session,
+        system: args.system.clone(),
+        history: Vec::new(),
+        images: Vec::new(),
+        pending: Vec::new(),
+        cached: Vec::new(),
+        params: GenerateParams {
+            max_tokens: 0,
+            sampling: args.sampling.params(),
+            stop: Vec::new(),
+            ignore_eog: false,
+        },
+        n_predict: args.n_predict,
+        verbose: args.verbose,
+    };
+    chat.clear();
+    chat.pending = first_images;
+
+    let stdin = std::io::stdin();
+    let interactive = stdin.is_terminal();
+    let mut stdout = std::io::stdout();
+    let mut lines = stdin.lock().lines();
+    loop {
+        if interactive {
+            print!("> ");
+            stdout.flush()?;
+        }
+        let Some(line) = lines.next() else { break };
+        let line = line?;
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        let result = if line == "/quit" || line == "/exit" {
+            break;
+        } else if line == "/clear" {
+            chat.clear();
+            Ok(())
+        } else if let Some(path) = line.strip_prefix("/image ") {
+            chat.attach(path.trim())
+        } else {
+            chat.turn(line, &mut stdout)
+        };
+        if let Err(e) = result {
+            let msg: Vec<String> = format!("{e:#}")
+                .split_whitespace()
+                .map(String::from)
+                .collect();
+            eprintln!("error: {}", msg.join(" "));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tok(ids: &[u32]) -> Vec<CellKey> {
+        ids.iter().map(|&t| CellKey::Token(t)).collect()
+    }
+
+    fn img(id: &str, n: usize) -> Vec<CellKey> {
+        (0..n)
+            .map(|row| CellKey::Image { id: id.into(), row })
+            .collect()
+    }
+
+    #[test]
+    fn prefix_keeps_one_token_to_evaluate() {
+        assert_eq!(reusable_prefix(&tok(&[1, 2, 3]), &tok(&[1, 2, 3])), 2);
+        assert_eq!(reusable_prefix(&tok(&[1, 2, 3]), &tok(&[1, 2, 3, 4, 5])), 3);
+        assert_eq!(reusable_prefix(&tok(&[1, 9]), &tok(&[1, 2, 3])), 1);
+        assert_eq!(reusable_prefix(&[], &tok(&[1])), 0);
+    }
+
+    #[test]
+    fn prefix_never_ends_inside_an_image() {
+        let cached = [tok(&[1]), img("a", 4)].concat();
+        let same = [tok(&[1]), img("a", 4), tok(&[7])].concat();
+        assert_eq!(reusable_prefix(&cached, &same), 5);
+        let other = [tok(&[1]), img("b", 4), tok(&[7])].concat();
+        assert_eq!(reusable_prefix(&cached, &other), 1);
+        // Cached holds only part of an image (cannot happen, but must not split one).
+        let partial = [tok(&[1]), img("a", 2)].concat();
+        assert_eq!(reusable_prefix(&partial, &same), 1);
+    }
+
+    #[test]
+    fn suffix_cuts_text_not_images() {
+        let chunks = Chunks {
+            chunks: vec![Chunk::Text(vec![1, 2, 3]), Chunk::Text(vec![4, 5])],
+        };
+        let rest = chunks_after(&chunks, 4);
+        assert!(matches!(&rest.chunks[..], [Chunk::Text(t)] if t == &vec![5]));
+        let rest = chunks_after(&chunks, 1);
+        assert_eq!(rest.n_tokens(), 4);
+        assert!(matches!(&rest.chunks[0], Chunk::Text(t) if t == &vec![2, 3]));
+    }
+}

@@ -1,0 +1,168 @@
+//! End-to-end golden test through the public library: real images decoded from the fixture
+//! files, the mmproj encoder loaded by `Context::new`, chunks evaluated into the text model.
+//! Chunks must match llama.cpp exactly; embeddings and last logits within 3e-3 x max|ref|.
+//! JPEG inputs are decoded by a different decoder than llama.cpp's stb_image, so their
+//! pixels (and everything after) may differ slightly: those get a looser, announced bound.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use llm::{KvType, Model};
+use mtmd::{Bitmap, Chunk, Context, ContextParams, LoadError};
+use serde_json::Value;
+use tensor::safetensors::SafeTensor;
+
+const REL_TOL: f32 = 3e-3;
+/// Bound for cases fed from a JPEG (decoder differences, see the module doc).
+const JPEG_REL_TOL: f32 = 5e-2;
+
+fn fixture_dir(arch: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures")
+        .join(arch)
+}
+
+fn f32s(tensors: &BTreeMap<String, SafeTensor>, name: &str) -> Vec<f32> {
+    tensors
+        .get(name)
+        .unwrap_or_else(|| panic!("reference.safetensors lacks {name}"))
+        .to_f32()
+        .unwrap_or_else(|| panic!("{name} is not f32"))
+}
+
+/// (max |ours - ref|, max |ref|)
+fn max_err(ours: &[f32], reference: &[f32]) -> (f32, f32) {
+    assert_eq!(ours.len(), reference.len(), "length mismatch");
+    ours.iter()
+        .zip(reference)
+        .fold((0f32, 0f32), |(e, s), (a, b)| {
+            (e.max((a - b).abs()), s.max(b.abs()))
+        })
+}
+
+fn as_usize(v: &Value) -> usize {
+    v.as_u64().expect("non-negative integer") as usize
+}
+
+fn run_fixture(arch: &str) {
+    let dir = fixture_dir(arch);
+    let reference: Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("reference.json")).expect("reference.json"),
+    )
+    .expect("reference.json parses");
+    let tensors = tensor::safetensors::read(dir.join("reference.safetensors")).expect("tensors");
+    let model = Arc::new(Model::load(dir.join("model.gguf")).expect("model loads"));
+    let ctx = Context::new(
+        dir.join("mmproj.gguf"),
+        model.clone(),
+        ContextParams::default(),
+    )
+    .expect("context");
+
+    for (name, case) in reference["cases"].as_object().expect("cases") {
+        let prompt = std::fs::read_to_string(dir.join(case["prompt_file"].as_str().unwrap()))
+            .expect("prompt");
+        let chunks_ref = case["chunks"].as_array().unwrap();
+        let files: Vec<&str> = chunks_ref
+            .iter()
+            .filter(|c| c["type"] == "image")
+            .map(|c| c["image_file"].as_str().unwrap())
+            .collect();
+        let has_jpeg = files.iter().any(|f| f.ends_with(".jpg"));
+        let tol = if has_jpeg { JPEG_REL_TOL } else { REL_TOL };
+        let bitmaps: Vec<Bitmap> = files
+            .iter()
+            .map(|f| Bitmap::from_file(dir.join(f)).expect("image decodes"))
+            .collect();
+        let refs: Vec<&Bitmap> = bitmaps.iter().collect();
+        let chunks = ctx.tokenize(&prompt, &refs).expect("tokenize");
+        assert_eq!(chunks.len(), chunks_ref.len(), "{arch}/{name}: chunk count");
+        for (chunk, want) in chunks.iter().zip(chunks_ref) {
+            assert_eq!(chunk.n_tokens(), as_usize(&want["n_tokens"]), "{name}");
+            assert_eq!(chunk.n_pos(), as_usize(&want["n_pos"]), "{name}");
+            if let Chunk::Image(img) = chunk {
+                assert_eq!(
+                    (img.nx(), img.ny()),
+                    (as_usize(&want["nx"]), as_usize(&want["ny"]))
+                );
+                let embd = ctx.encode(img).expect("encode");
+                let (err, scale) = max_err(
+                    &embd,
+                    &f32s(&tensors, want["embd_tensor"].as_str().unwrap()),
+                );
+                println!(
+                    "{arch}/{name}/{}: embd max_abs {err:.3e} rel {:.2e}",
+                    want["image_file"],
+                    err / scale
+                );
+                let file_tol = if want["image_file"].as_str().unwrap().ends_with(".jpg") {
+                    JPEG_REL_TOL
+                } else {
+                    REL_TOL
+                };
+                assert!(err <= file_tol * scale, "{arch}/{name}: embeddings");
+            }
+        }
+        let mut session = model.new_session(2048, KvType::F32);
+        let out = ctx.eval_chunks(&mut session, &chunks, true).expect("eval");
+        let logits = out.logits.expect("prompt ends with text");
+        let ref_logits = f32s(&tensors, case["logits_tensor"].as_str().unwrap());
+        let (err, scale) = max_err(&logits, &ref_logits);
+        println!(
+            "{arch}/{name}: logits max_abs {err:.3e} rel {:.2e}{}",
+            err / scale,
+            if has_jpeg {
+                " (JPEG input: looser bound)"
+            } else {
+                ""
+            }
+        );
+        assert!(err <= tol * scale, "{arch}/{name}: logits");
+    }
+}
+
+#[test]
+fn gemma3_full() {
+    run_fixture("gemma3");
+}
+
+#[test]
+fn qwen2vl_full() {
+    run_fixture("qwen2vl");
+}
+
+#[test]
+fn qwen25vl_full() {
+    run_fixture("qwen25vl");
+}
+
+#[test]
+fn qwen3vl_full() {
+    run_fixture("qwen3vl");
+}
+
+#[test]
+fn load_errors_are_clear() {
+    let model = Arc::new(Model::load(fixture_dir("gemma3").join("model.gguf")).expect("model"));
+    let err = |path: PathBuf| match Context::new(path, model.clone(), ContextParams::default()) {
+        Ok(_) => panic!("must fail"),
+        Err(e) => e,
+    };
+    // Qwen3-VL rows carry the deepstack slices too: wider than any plain n_embd.
+    let wrong = err(fixture_dir("qwen3vl").join("mmproj.gguf"));
+    assert!(matches!(wrong, LoadError::DimMismatch { .. }), "{wrong}");
+    assert!(
+        wrong
+            .to_string()
+            .contains("-dim embeddings, text model has n_embd")
+    );
+    let not_clip = err(fixture_dir("gemma3").join("model.gguf"));
+    assert!(matches!(not_clip, LoadError::NotClip { .. }), "{not_clip}");
+    let audio = err(fixture_dir("qwen2audio").join("mmproj.gguf"));
+    println!("audio mmproj: {audio}");
+    assert!(audio.to_string().contains("qwen2a"), "{audio}");
+    let pixtral = err(fixture_dir("pixtral").join("mmproj.gguf"));
+    println!("pixtral mmproj: {pixtral}");
+    assert!(pixtral.to_string().contains("pixtral"), "{pixtral}");
+}
