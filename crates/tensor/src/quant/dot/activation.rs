@@ -178,6 +178,10 @@ fn fill_rows<B: Send>(
     if blocks_per_row == 0 {
         return;
     }
+    // A rayon hand-off costs microseconds: small inputs (token generation) stay on this thread.
+    if x.len() <= 1 << 15 {
+        return quantize(x, out);
+    }
     // About 64 KiB of input per task: enough to amortize scheduling, small enough to balance.
     let rows_per_task = (16384 / (blocks_per_row * block)).max(1);
     out.par_chunks_mut(blocks_per_row * rows_per_task)

@@ -31,6 +31,9 @@ fn gemm_min_cols(kind: PanelKind) -> usize {
 }
 /// Activation bytes per column tile on the dot path (L2-resident).
 const DOT_TILE_BYTES: usize = 256 * 1024;
+/// Weight bytes below which a dot-path task is not worth a rayon hand-off (~8 us of work;
+/// waking a pool thread from outside the pool costs about that much).
+const MIN_TASK_BYTES: usize = 128 * 1024;
 
 /// `out[n, m] = x[n, k] · w[m, k]ᵀ` for a quantized host tensor `w` (any rank; the last
 /// dimension is k), with the detected kernels.
@@ -145,28 +148,24 @@ fn run_rows(
     let (n, m) = (acts.rows(), weights.m);
     let act_row_bytes = acts.row(0).len();
     let tile = (DOT_TILE_BYTES / act_row_bytes.max(1)).clamp(1, n);
-    let bounds = row_ranges(m, 1, 64);
+    let bounds = row_ranges(m, 1, (MIN_TASK_BYTES / weights.row_bytes.max(1)).max(1));
     let per_task = column_slices(out, m, &bounds);
-    let failed = per_task
-        .into_par_iter()
-        .enumerate()
-        .map(|(t, mut cols)| {
-            let rows = bounds[t]..bounds[t + 1];
-            let mut values = vec![0f32; tile];
-            for c0 in (0..n).step_by(tile) {
-                let c1 = (c0 + tile).min(n);
-                for r in rows.clone() {
-                    if !dots(weights.row(r), c0..c1, &mut values) {
-                        return true;
-                    }
-                    for (c, &v) in (c0..c1).zip(&values) {
-                        cols[c][r - rows.start] = v;
-                    }
+    let failed = for_each_task(per_task, |t, mut cols| {
+        let rows = bounds[t]..bounds[t + 1];
+        let mut values = vec![0f32; tile];
+        for c0 in (0..n).step_by(tile) {
+            let c1 = (c0 + tile).min(n);
+            for r in rows.clone() {
+                if !dots(weights.row(r), c0..c1, &mut values) {
+                    return true;
+                }
+                for (c, &v) in (c0..c1).zip(&values) {
+                    cols[c][r - rows.start] = v;
                 }
             }
-            false
-        })
-        .reduce(|| false, |a, b| a || b);
+        }
+        false
+    });
     if failed {
         return Err(TensorError::InvalidView(format!(
             "matmul_quant: {} row kernel rejected its operands (internal size mismatch)",
@@ -230,25 +229,21 @@ impl<'a> Weights<'a> {
 fn run_gemm(w: &Weights, kind: PanelKind, acts: &GemmActs, out: &mut [f32]) -> Result<()> {
     let bounds = row_ranges(w.m, PANEL_ROWS, PANEL_ROWS);
     let per_task = column_slices(out, w.m, &bounds);
-    let failed = per_task
-        .into_par_iter()
-        .enumerate()
-        .map(|(t, mut cols)| {
-            let mut panel = Panel::default();
-            let mut rows: Vec<&[u8]> = Vec::with_capacity(PANEL_ROWS);
-            for r0 in (bounds[t]..bounds[t + 1]).step_by(PANEL_ROWS) {
-                let r1 = (r0 + PANEL_ROWS).min(bounds[t + 1]);
-                rows.clear();
-                rows.extend((r0..r1).map(|r| w.row(r)));
-                if !pack::pack_panel(w.dtype, &rows, w.k, &mut panel)
-                    || !super::gemm::gemm_panel(&panel, kind, acts, &mut cols, r0 - bounds[t])
-                {
-                    return true;
-                }
+    let failed = for_each_task(per_task, |t, mut cols| {
+        let mut panel = Panel::default();
+        let mut rows: Vec<&[u8]> = Vec::with_capacity(PANEL_ROWS);
+        for r0 in (bounds[t]..bounds[t + 1]).step_by(PANEL_ROWS) {
+            let r1 = (r0 + PANEL_ROWS).min(bounds[t + 1]);
+            rows.clear();
+            rows.extend((r0..r1).map(|r| w.row(r)));
+            if !pack::pack_panel(w.dtype, &rows, w.k, &mut panel)
+                || !super::gemm::gemm_panel(&panel, kind, acts, &mut cols, r0 - bounds[t])
+            {
+                return true;
             }
-            false
-        })
-        .reduce(|| false, |a, b| a || b);
+        }
+        false
+    });
     if failed {
         return Err(TensorError::InvalidView(format!(
             "matmul_quant: {} panel layout rejected (internal size mismatch)",
@@ -258,11 +253,35 @@ fn run_gemm(w: &Weights, kind: PanelKind, acts: &GemmActs, out: &mut [f32]) -> R
     Ok(())
 }
 
+/// Runs `task(t, its column slices)` for every task, on the rayon pool when there are several
+/// (a single task stays on the calling thread: no hand-off latency for small matrices).
+/// Returns true if any task failed.
+fn for_each_task<'a>(
+    per_task: Vec<Vec<&'a mut [f32]>>,
+    task: impl Fn(usize, Vec<&'a mut [f32]>) -> bool + Sync + Send,
+) -> bool {
+    if per_task.len() == 1 {
+        return per_task
+            .into_iter()
+            .enumerate()
+            .any(|(t, cols)| task(t, cols));
+    }
+    per_task
+        .into_par_iter()
+        .enumerate()
+        .map(|(t, cols)| task(t, cols))
+        .reduce(|| false, |a, b| a || b)
+}
+
 /// Splits `m` rows into contiguous ranges (multiples of `align` except the last), a few per
 /// thread so an unevenly loaded machine still balances; each at least `min_rows` long.
 fn row_ranges(m: usize, align: usize, min_rows: usize) -> Vec<usize> {
     let threads = rayon::current_num_threads().max(1);
-    let tasks = (4 * threads).min(m.div_ceil(min_rows.max(1))).max(1);
+    // One pool thread: no point splitting (each hand-off costs a wake-up).
+    let per_thread = if threads == 1 { 1 } else { 4 };
+    let tasks = (per_thread * threads)
+        .min(m.div_ceil(min_rows.max(1)))
+        .max(1);
     let per_task = m.div_ceil(tasks).div_ceil(align) * align;
     let mut bounds: Vec<usize> = (0..m).step_by(per_task.max(1)).collect();
     bounds.push(m);

@@ -2,24 +2,30 @@
 //!
 //! Weights stay in their GGUF block format (read in place from the memory map); only the
 //! activations are quantized, once per matmul, to the 8-bit format each weight type pairs with
-//! (ggml's `vec_dot_type`, see [`activation_type`]): Q8_0 for Q4_0 / Q5_0 / Q8_0 / IQ4_NL,
-//! Q8_1 for Q4_1 / Q5_1, Q8_K for the K-quants and IQ4_XS. A weight block and its activation
-//! block are then multiplied in integers and the integer sum is scaled in f32.
+//! (ggml's `vec_dot_type`, see [`activation_type`]): Q8_0 for Q4_0 / Q5_0 / Q8_0 / IQ4_NL /
+//! MXFP4, Q8_1 for Q4_1 / Q5_1, Q8_K for the K-quants, IQ and TQ types. A weight block and its
+//! activation block are then multiplied in integers and the integer sum is scaled in f32.
 //!
 //! Layers:
-//! - `values`: block unpacking into integer levels and sub-block scales (safe, shared by the
-//!   scalar reference and the GEMM packer).
+//! - `values`: signed integer levels and sub-block scales per block (for the scalar reference).
 //! - `activation`: the scalar activation quantizers (the reference) and their dispatch.
 //! - `scalar` (+ `scalar_iq` for the lattice, ternary and FP4 types): the scalar reference
-//!   dot products, the numeric contract. Every SIMD kernel must
-//!   produce the same integer sums and differ only by f32 summation order.
-//! - `x86`: AVX2 and AVX-512 VNNI dot products and quantizers (`unsafe`, runtime-selected).
+//!   dot products, the numeric contract. Every SIMD kernel must produce the same integer sums
+//!   and differ only by f32 summation order.
+//! - `x86`: AVX2 and AVX-512 VNNI row dot products; `x86_convert`: SIMD activation quantizers
+//!   (bit-identical to the scalar ones) and block unpacking for the packer. `unsafe`, chosen at
+//!   run time ([`Isa::detected`]).
 //! - `pack` + `gemm`: for several activation rows on AVX-512 VNNI, panels of 16 weight rows
-//!   are unpacked into an interleaved i8 layout and a register-tiled micro-kernel computes
+//!   are unpacked into an interleaved u8 layout and a register-tiled micro-kernel computes
 //!   16 rows x 8 columns at a time (a GEMM, not n GEMVs).
-//! - `gemv`: for one or a few activation rows of the 32-element formats on AVX-512 VNNI, row
+//! - `gemv`: for one or two activation rows of the 32-element formats on AVX-512 VNNI, row
 //!   dot products on the same prepared activation tables (one `dpbusd` per block).
 //! - `matmul`: validation, threading (rayon over weight rows) and the GEMV / GEMM choice.
+//!
+//! Threading note: each matmul hands its row ranges to the rayon pool. Calling it from a
+//! thread outside the pool costs a wake-up per call (~10 us); small matrices (under 128 KiB of
+//! weights) therefore stay on the calling thread, and callers doing many small matmuls (token
+//! generation) should run their loop inside the pool (`rayon::scope` / `ThreadPool::install`).
 
 mod activation;
 #[cfg(target_arch = "x86_64")]
@@ -27,6 +33,7 @@ mod gemm;
 #[cfg(target_arch = "x86_64")]
 mod gemv;
 mod matmul;
+#[cfg(target_arch = "x86_64")]
 mod pack;
 mod scalar;
 mod scalar_iq;

@@ -326,43 +326,30 @@ pub(super) struct GemmActs<'a> {
 }
 
 /// Prepares quantized activations for a panel kind (`None` if the block format does not
-/// match the kind). The per-row tables are built in parallel.
+/// match the kind). Large legacy tables are built in parallel.
 pub(super) fn gemm_acts(acts: &QuantizedActivations, kind: PanelKind) -> Option<GemmActs<'_>> {
     let (n, k) = (acts.rows(), acts.row_len());
     let (d, sums, block_bytes, qs_at) = match (acts.blocks(), kind) {
         (ActBlocks::Q8_0(blocks), PanelKind::Legacy { offset }) => {
-            let d = blocks
-                .par_iter()
-                .with_min_len(1024)
-                .map(|b| b.d.to_f32())
-                .collect();
-            let sums = blocks
-                .par_iter()
-                .with_min_len(1024)
-                .map(|b| -offset * b.qs.iter().map(|&q| i32::from(q)).sum::<i32>())
-                .collect();
+            let d = map_blocks(blocks, |b| b.d.to_f32());
+            let sums = map_blocks(blocks, |b| {
+                -offset * b.qs.iter().map(|&q| i32::from(q)).sum::<i32>()
+            });
             (d, sums, std::mem::size_of::<BlockQ8_0>(), 2)
         }
         (ActBlocks::Q8K(blocks), PanelKind::KQuant { sub, .. }) => {
-            let d = blocks.par_iter().with_min_len(1024).map(|b| b.d).collect();
+            let d = blocks.iter().map(|b| b.d).collect();
             let pair = |a: i32, b: i32| (a & 0xFFFF) | (b << 16);
-            let sums = blocks
-                .par_iter()
-                .with_min_len(1024)
-                .flat_map_iter(|b| {
-                    let s = b.bsums.map(i32::from);
-                    // Sub-blocks of 16 are the bsums themselves; of 32, sums of two.
-                    let per_sub: Vec<i32> = if sub == 16 {
-                        s.to_vec()
-                    } else {
-                        s.chunks_exact(2).map(|p| p[0] + p[1]).collect()
-                    };
-                    per_sub
-                        .chunks_exact(2)
-                        .map(|p| pair(p[0], p[1]))
-                        .collect::<Vec<_>>()
-                })
-                .collect();
+            let mut sums = Vec::with_capacity(blocks.len() * QK_K / sub / 2);
+            for b in blocks {
+                let s = b.bsums.map(i32::from);
+                // Sub-blocks of 16 are the bsums themselves; of 32, sums of two.
+                if sub == 16 {
+                    sums.extend(s.chunks_exact(2).map(|p| pair(p[0], p[1])));
+                } else {
+                    sums.extend(s.chunks_exact(4).map(|p| pair(p[0] + p[1], p[2] + p[3])));
+                }
+            }
             (d, sums, std::mem::size_of::<BlockQ8K>(), 4)
         }
         _ => return None,
@@ -376,4 +363,14 @@ pub(super) fn gemm_acts(acts: &QuantizedActivations, kind: PanelKind) -> Option<
         d,
         sums,
     })
+}
+
+/// `f` over every block, in parallel only when there are enough blocks to pay for a rayon
+/// hand-off.
+fn map_blocks<B: Sync, T: Send>(blocks: &[B], f: impl Fn(&B) -> T + Sync + Send) -> Vec<T> {
+    if blocks.len() < 8192 {
+        blocks.iter().map(f).collect()
+    } else {
+        blocks.par_iter().with_min_len(1024).map(f).collect()
+    }
 }

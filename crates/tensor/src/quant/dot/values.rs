@@ -1,9 +1,8 @@
 //! Integer levels and sub-block scales of each weight block, in element order.
 //!
-//! A block's value is always `float scale(s) x integer level`; the dot products only need the
-//! integer levels and the integer sub-block scales. These helpers are the scalar reference's
-//! and the GEMM packer's single source of truth for the bit layouts (documented on the block
-//! structs in `quant::blocks`).
+//! A block's value is always `float scale(s) x integer level`; the scalar reference dot
+//! products only need the signed integer levels and the integer sub-block scales. (The GEMM
+//! packer unpacks the raw unsigned stored levels itself, in `pack` / `x86_convert`.)
 
 use crate::quant::blocks::{
     BlockIQ4NL, BlockIQ4XS, BlockQ2K, BlockQ3K, BlockQ4_0, BlockQ4_1, BlockQ4K, BlockQ5_0,
