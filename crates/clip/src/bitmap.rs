@@ -2,7 +2,8 @@
 //!
 //! Decoding follows what llama.cpp's loader (stb_image, 3 channels) produces where it matters for pixel
 //! equality: alpha is dropped (not composited), grey is replicated to RGB, 16-bit samples keep their high
-//! byte, and only the first frame of an animation is used. Unlike llama.cpp we apply the EXIF orientation.
+//! byte, only the first frame of an animation is used, and baseline JPEGs go through [`crate::jpeg`], which
+//! reproduces stb_image's IDCT, chroma upsampling and color conversion byte for byte. Unlike llama.cpp we apply the EXIF orientation.
 
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
@@ -91,6 +92,7 @@ impl Bitmap {
         if reader.format().is_none() {
             return Err(BitmapError::UnknownFormat);
         }
+        let reader_format = reader.format();
         let mut limits = Limits::default();
         limits.max_image_width = Some(MAX_SIDE);
         limits.max_image_height = Some(MAX_SIDE);
@@ -104,7 +106,10 @@ impl Bitmap {
         let orientation = decoder
             .orientation()
             .unwrap_or(image::metadata::Orientation::NoTransforms);
-        let mut image = DynamicImage::from_decoder(decoder).map_err(decode_error)?;
+        let mut image = match stb_exact_jpeg(reader_format, bytes) {
+            Some(image) => image,
+            None => DynamicImage::from_decoder(decoder).map_err(decode_error)?,
+        };
         image.apply_orientation(orientation);
         let (width, height) = (image.width(), image.height());
         check_dims(u64::from(width), u64::from(height))?;
@@ -158,6 +163,18 @@ fn decode_error(e: image::ImageError) -> BitmapError {
 
 /// RGB8 the way stb_image gives it: 16-bit samples keep their high byte (the `image` crate would round
 /// `v / 257`), alpha is dropped without compositing.
+/// Baseline JPEGs go through our stb_image-exact decoder so pixels equal llama.cpp's; anything it
+/// refuses (progressive, CMYK, corrupt...) is left to the `image` crate.
+fn stb_exact_jpeg(format: Option<image::ImageFormat>, bytes: &[u8]) -> Option<DynamicImage> {
+    if format != Some(image::ImageFormat::Jpeg) {
+        return None;
+    }
+    let decoded = crate::jpeg::decode(bytes).ok()?;
+    let width = u32::try_from(decoded.width).ok()?;
+    let height = u32::try_from(decoded.height).ok()?;
+    image::RgbImage::from_raw(width, height, decoded.rgb).map(DynamicImage::ImageRgb8)
+}
+
 fn to_rgb8_like_stb(image: DynamicImage) -> Vec<u8> {
     match image {
         DynamicImage::ImageRgb8(rgb) => rgb.into_raw(),

@@ -15,4 +15,5 @@ pub use error::ClipError;
 pub use hparams::VisionHparams;
 pub use models::{ClipModel, Embeddings, Encoder};
 pub mod bitmap;
+pub mod jpeg;
 pub mod preprocess;

@@ -1,8 +1,7 @@
 //! End-to-end golden test through the public library: real images decoded from the fixture
 //! files, the mmproj encoder loaded by `Context::new`, chunks evaluated into the text model.
 //! Chunks must match llama.cpp exactly; embeddings and last logits within 3e-3 x max|ref|.
-//! JPEG inputs are decoded by a different decoder than llama.cpp's stb_image, so their
-//! pixels (and everything after) may differ slightly: those get a looser, announced bound.
+//! JPEG inputs go through our stb_image-exact decoder, so they are held to the same bound.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -14,8 +13,8 @@ use serde_json::Value;
 use tensor::safetensors::SafeTensor;
 
 const REL_TOL: f32 = 3e-3;
-/// Bound for cases fed from a JPEG (decoder differences, see the module doc).
-const JPEG_REL_TOL: f32 = 5e-2;
+/// Bound for cases fed from a JPEG: the same, since JPEG decoding matches stb_image.
+const JPEG_REL_TOL: f32 = REL_TOL;
 
 fn fixture_dir(arch: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -112,11 +111,7 @@ fn run_fixture(arch: &str) {
         println!(
             "{arch}/{name}: logits max_abs {err:.3e} rel {:.2e}{}",
             err / scale,
-            if has_jpeg {
-                " (JPEG input: looser bound)"
-            } else {
-                ""
-            }
+            if has_jpeg { " (JPEG input)" } else { "" }
         );
         assert!(err <= tol * scale, "{arch}/{name}: logits");
     }
