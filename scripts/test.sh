@@ -22,5 +22,9 @@ if [ "${MTMD_SKIP_FETCH:-0}" != 1 ]; then
   bash scripts/fetch-test-models.sh
 fi
 
+# Property tests draw from a fixed seed so every run (and CI) checks the same cases;
+# set PROPTEST_RNG_SEED to explore others.
+export PROPTEST_RNG_SEED="${PROPTEST_RNG_SEED:-1}"
+
 cargo fmt --all -- --check
 cargo test --workspace --profile ci -- "$@"
