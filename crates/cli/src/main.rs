@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod cmd;
+mod server;
 
 #[derive(Parser)]
 #[command(
@@ -32,6 +33,8 @@ enum Command {
     Chat(cmd::chat::Args),
     /// Dump a multimodal prompt's chunks, embeddings, logits and greedy tokens (golden tests).
     Dump(cmd::dump::Args),
+    /// Serve the model over an OpenAI-compatible HTTP API with a web chat page.
+    Serve(server::Args),
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -42,6 +45,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(args) => cmd::bench::run(args),
         Command::Chat(args) => cmd::chat::run(args),
         Command::Dump(args) => cmd::dump::run(args),
+        Command::Serve(args) => server::run(args),
     }
 }
 

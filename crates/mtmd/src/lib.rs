@@ -14,6 +14,7 @@ pub mod context;
 pub mod encoder;
 pub mod error;
 pub mod eval;
+pub mod prefix;
 pub mod tokenize;
 
 pub use bitmap::{Bitmap, BitmapError};
@@ -23,4 +24,5 @@ pub use context::{Context, ContextParams, DEFAULT_MEDIA_MARKER};
 pub use encoder::{EncoderError, ImageEncoder, ImageFraming, PreparedImage};
 pub use error::{MtmdError, Result};
 pub use eval::{EvalOutput, eval_chunks, eval_image};
+pub use prefix::{CellKey, chunk_keys, chunks_after, reusable_prefix};
 pub use tokenize::{Framing, tokenize_with_media};

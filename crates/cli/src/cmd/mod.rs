@@ -6,6 +6,7 @@ pub mod common;
 pub mod dump;
 pub mod gguf;
 pub mod media;
+pub mod model_source;
 pub mod run;
 pub mod sampling_args;
 pub mod tokenize;

@@ -1,0 +1,155 @@
+//! The boundary between HTTP and the engine. Handlers turn wire requests into a [`Request`]
+//! (messages with media already decoded into bitmaps), hand it to a [`Backend`] and relay
+//! its [`Event`]s; they never touch tokens, tensors or the KV cache. The engine (worker
+//! threads owning the model) implements `Backend`; router tests use a fake one.
+
+use std::time::Duration;
+
+use llm::chat::ChatMessage;
+use llm::sampling::SamplingParams;
+use mtmd::Bitmap;
+use tokio::sync::mpsc;
+
+/// What the loaded model is and accepts (for `/v1/models`, `/props` and validation).
+#[derive(Debug, Clone)]
+pub struct ModelInfo {
+    /// The name clients use (`--alias`, else the model file's name).
+    pub id: String,
+    /// Unix time the model was loaded.
+    pub created: u64,
+    /// Context size of each slot, in tokens.
+    pub n_ctx: usize,
+    /// The model's training context.
+    pub n_ctx_train: usize,
+    pub n_slots: usize,
+    pub n_vocab: usize,
+    pub n_params: u64,
+    pub size_bytes: u64,
+    /// Images are accepted (an mmproj with a vision encoder is loaded).
+    pub vision: bool,
+    /// Audio is accepted (no audio encoder exists yet: always false).
+    pub audio: bool,
+    /// The chat template's source (Jinja) or built-in format name; `None` when the model has none.
+    pub chat_template: Option<String>,
+    pub model_path: String,
+    pub mmproj_path: Option<String>,
+}
+
+impl ModelInfo {
+    /// Input modalities in OpenAI-ish words: always "text", plus "image" / "audio".
+    pub fn modalities(&self) -> Vec<&'static str> {
+        let mut m = vec!["text"];
+        if self.vision {
+            m.push("image");
+        }
+        if self.audio {
+            m.push("audio");
+        }
+        m
+    }
+}
+
+/// The prompt of a request.
+#[derive(Debug, Clone)]
+pub enum Prompt {
+    /// A conversation rendered through the model's chat template (with the generation prompt).
+    /// Every media part of `messages` is a bare `ContentPart::image()` placeholder; `images`
+    /// holds the decoded bitmaps in order of appearance, each with its content hash as id.
+    Chat {
+        messages: Vec<ChatMessage>,
+        images: Vec<Bitmap>,
+    },
+    /// Raw text (`/v1/completions`), tokenized with BOS per the model and special tokens parsed.
+    Text(String),
+}
+
+/// One generation job.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub prompt: Prompt,
+    pub sampling: SamplingParams,
+    /// `None`: until the model ends its answer or the slot's context is full.
+    pub max_tokens: Option<usize>,
+    pub stop: Vec<String>,
+}
+
+/// Why a generation ended.
+pub use llm::FinishReason;
+
+/// Token counts of a finished request (OpenAI's `usage`, image tokens counted in the prompt).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Prompt tokens, image tokens included.
+    pub prompt_tokens: usize,
+    /// Prompt tokens that were already in the slot's KV cache (not evaluated again).
+    pub cached_tokens: usize,
+    pub completion_tokens: usize,
+}
+
+/// What the engine reports for one request, in order: `Started`, any number of `Text`, then
+/// exactly one of `Done` or `Error`. Dropping the receiver cancels the request (queued or
+/// running).
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// A slot took the request and evaluated its prompt.
+    Started {
+        prompt_tokens: usize,
+    },
+    /// The next piece of the answer (never part of a UTF-8 character or of a stop string).
+    Text(String),
+    Done {
+        usage: Usage,
+        finish: FinishReason,
+        /// Prompt evaluation time (media encoding included) and generation time.
+        prompt_time: Duration,
+        generation_time: Duration,
+    },
+    Error(EngineError),
+}
+
+/// A request the engine could not serve.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EngineError {
+    /// The client's fault: the prompt does not fit the context, the template cannot render
+    /// these messages, an image cannot be preprocessed, ... (HTTP 400).
+    #[error("{0}")]
+    InvalidRequest(String),
+    /// The engine's fault (HTTP 500).
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// Engine counters for `/metrics` (monotonic totals unless said otherwise).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct EngineMetrics {
+    /// Requests finished (done or failed).
+    pub requests_finished: u64,
+    /// Prompt tokens of finished requests, image tokens included.
+    pub prompt_tokens: u64,
+    /// Of those, tokens evaluated (not reused from a slot's KV cache).
+    pub prompt_tokens_evaluated: u64,
+    pub generated_tokens: u64,
+    pub prompt_seconds: f64,
+    pub generation_seconds: f64,
+    /// Images run through the vision encoder, and the time spent there.
+    pub images_encoded: u64,
+    pub image_encode_seconds: f64,
+    /// Images whose embeddings came from the media cache instead of the encoder.
+    pub media_cache_hits: u64,
+    /// Gauge: bytes held by the media cache now.
+    pub media_cache_bytes: u64,
+    /// Gauge: requests waiting for a slot now.
+    pub queue_depth: u64,
+    /// Gauge: slots busy now.
+    pub slots_busy: u64,
+}
+
+/// The engine as the HTTP layer sees it.
+pub trait Backend: Send + Sync + 'static {
+    fn info(&self) -> &ModelInfo;
+
+    /// Queues `request`; its events arrive on the returned channel. Never blocks.
+    fn submit(&self, request: Request) -> mpsc::UnboundedReceiver<Event>;
+
+    fn metrics(&self) -> EngineMetrics;
+}
