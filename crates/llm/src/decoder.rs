@@ -8,8 +8,9 @@ use crate::kv_cache::{CellPos, KvCache};
 use crate::weights::{LayerWeights, Weights};
 use tensor::cpu::{self, AttnMask, AttnParams, RopeConfig};
 
-/// Tokens processed per forward pass: bounds scratch memory for long prompts.
-const MAX_UBATCH: usize = 512;
+/// Tokens processed per forward pass: bounds scratch memory for long prompts. Public because
+/// callers that reuse KV prefixes predict from it how each cell's batch is cut.
+pub const MAX_UBATCH: usize = 512;
 
 pub struct Decoder {
     pub hp: HParams,

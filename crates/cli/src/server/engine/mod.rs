@@ -1,9 +1,34 @@
 //! The engine: `--parallel` slots on worker threads over one loaded model, a queue, KV prefix
 //! reuse per slot and an LRU cache of image embeddings keyed by content hash.
+//!
+//! Threads: `submit` hands the request to the dispatcher (`scheduler.rs`), which owns the
+//! queue and picks a slot for each request; every slot (`slot.rs`) owns its KV cache and
+//! decodes on rayon's global pool. Events go back to the client on a tokio channel, which
+//! std threads can send on without a runtime; a dropped receiver cancels the request.
+
+mod media_cache;
+mod metrics;
+mod reuse;
+mod scheduler;
+mod slot;
+#[cfg(test)]
+mod tests;
 
 use std::path::PathBuf;
+use std::sync::mpsc::Sender;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use llm::KvType;
+use anyhow::{Context as _, Result};
+use llm::{KvType, Model};
+use tokio::sync::mpsc;
+
+use crate::server::backend::{Backend, EngineError, EngineMetrics, Event, ModelInfo, Request};
+use media_cache::MediaCache;
+use metrics::Metrics;
+use scheduler::{Job, Msg, SlotHandle};
+use slot::Slot;
 
 /// What `Engine::load` needs.
 #[derive(Debug, Clone)]
@@ -23,4 +48,190 @@ pub struct EngineConfig {
     pub n_threads: Option<usize>,
     pub image_min_tokens: Option<u32>,
     pub image_max_tokens: Option<u32>,
+}
+
+/// What the dispatcher and every slot share.
+pub(crate) struct Shared {
+    pub model: Arc<Model>,
+    pub media: Option<mtmd::Context>,
+    /// Cells per slot.
+    pub n_ctx: usize,
+    pub media_cache: Mutex<MediaCache>,
+    pub metrics: Metrics,
+}
+
+/// The loaded model and its slots; implements [`Backend`] for the HTTP layer.
+pub struct Engine {
+    info: ModelInfo,
+    shared: Arc<Shared>,
+    tx: Sender<Msg>,
+    dispatcher: Option<JoinHandle<()>>,
+}
+
+/// Slot threads decode on their own stack: give them what the main thread has.
+const SLOT_STACK: usize = 8 << 20;
+
+impl Engine {
+    /// Loads the model (and the mmproj, when given) and starts the slot threads. Blocking.
+    pub fn load(config: EngineConfig) -> Result<Engine> {
+        if config.n_slots == 0 {
+            anyhow::bail!("the number of slots (--parallel) must be at least 1");
+        }
+        let model = Arc::new(crate::cmd::common::load_model(&config.model_path)?);
+        let media = match &config.mmproj_path {
+            Some(path) => {
+                let params = mtmd::ContextParams {
+                    n_threads: config.n_threads,
+                    image_min_tokens: config.image_min_tokens,
+                    image_max_tokens: config.image_max_tokens,
+                    ..mtmd::ContextParams::default()
+                };
+                let ctx = mtmd::Context::new(path, model.clone(), params).map_err(|e| {
+                    let msg = e.to_string();
+                    if msg.contains(&*path.to_string_lossy()) {
+                        anyhow::anyhow!(msg)
+                    } else {
+                        anyhow::anyhow!("{}: {msg}", path.display())
+                    }
+                })?;
+                Some(ctx)
+            }
+            None => None,
+        };
+        Self::start(&config, model, media)
+    }
+
+    /// Starts the slots over an already loaded model and media context (`load` without the
+    /// files; tests plug in their own encoder this way).
+    pub fn start(
+        config: &EngineConfig,
+        model: Arc<Model>,
+        media: Option<mtmd::Context>,
+    ) -> Result<Engine> {
+        if config.n_slots == 0 {
+            anyhow::bail!("the number of slots (--parallel) must be at least 1");
+        }
+        // One throwaway session resolves n_ctx = 0 exactly as every slot will.
+        let n_ctx = model.new_session(config.n_ctx, config.kv_type).n_ctx();
+        let info = model_info(config, &model, n_ctx, media.is_some());
+        let shared = Arc::new(Shared {
+            model,
+            media,
+            n_ctx,
+            media_cache: Mutex::new(MediaCache::new(config.media_cache_bytes)),
+            metrics: Metrics::default(),
+        });
+
+        let (tx, rx) = std::sync::mpsc::channel::<Msg>();
+        let mut handles = Vec::with_capacity(config.n_slots);
+        for index in 0..config.n_slots {
+            let (slot_tx, slot_rx) = std::sync::mpsc::channel();
+            let cached = Arc::new(Mutex::new(reuse::CacheState::default()));
+            let slot = Slot {
+                index,
+                shared: shared.clone(),
+                session: shared.model.new_session(n_ctx, config.kv_type),
+                cached: cached.clone(),
+            };
+            let back = tx.clone();
+            std::thread::Builder::new()
+                .name(format!("mtmd-slot-{index}"))
+                .stack_size(SLOT_STACK)
+                .spawn(move || slot.run(slot_rx, back))
+                .context("could not start a slot thread")?;
+            handles.push(SlotHandle {
+                tx: slot_tx,
+                cached,
+                idle: true,
+                last_used: 0,
+            });
+        }
+        let dispatch_shared = shared.clone();
+        let dispatcher = std::thread::Builder::new()
+            .name("mtmd-dispatch".into())
+            .spawn(move || scheduler::run(dispatch_shared, rx, handles))
+            .context("could not start the dispatcher thread")?;
+        Ok(Engine {
+            info,
+            shared,
+            tx,
+            dispatcher: Some(dispatcher),
+        })
+    }
+}
+
+fn model_info(config: &EngineConfig, model: &Model, n_ctx: usize, vision: bool) -> ModelInfo {
+    let stem = config
+        .model_path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| config.model_path.display().to_string());
+    let chat_template = model.template.as_ref().ok().map(|t| match t.jinja() {
+        Some(j) => j.source().to_string(),
+        None => t
+            .builtin_format()
+            .map(|f| f.name().to_string())
+            .unwrap_or_default(),
+    });
+    ModelInfo {
+        id: config.alias.clone().unwrap_or(stem),
+        created: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+        n_ctx,
+        n_ctx_train: model.hparams().n_ctx_train,
+        n_slots: config.n_slots,
+        n_vocab: model.tokenizer.n_vocab(),
+        n_params: model.n_params(),
+        size_bytes: model.size_bytes(),
+        vision,
+        audio: false,
+        chat_template,
+        model_path: config.model_path.display().to_string(),
+        mmproj_path: config.mmproj_path.as_ref().map(|p| p.display().to_string()),
+    }
+}
+
+impl Backend for Engine {
+    fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    fn submit(&self, request: Request) -> mpsc::UnboundedReceiver<Event> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.shared.metrics.queued();
+        if let Err(std::sync::mpsc::SendError(Msg::Submit(job))) =
+            self.tx.send(Msg::Submit(Job { request, tx }))
+        {
+            self.shared.metrics.dequeued();
+            let _ = job.tx.send(Event::Error(EngineError::Internal(
+                "the engine has stopped".into(),
+            )));
+        }
+        rx
+    }
+
+    fn metrics(&self) -> EngineMetrics {
+        let (hits, bytes) = {
+            let c = self
+                .shared
+                .media_cache
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            (c.hits(), c.bytes() as u64)
+        };
+        self.shared.metrics.snapshot(hits, bytes)
+    }
+}
+
+impl Drop for Engine {
+    /// Stops the dispatcher (queued requests are dropped: their receivers close) and lets
+    /// each slot thread end after its current request, without waiting for them.
+    fn drop(&mut self) {
+        let _ = self.tx.send(Msg::Shutdown);
+        if let Some(h) = self.dispatcher.take() {
+            let _ = h.join();
+        }
+    }
 }

@@ -1,0 +1,101 @@
+//! The engine's counters, updated by the dispatcher and the slot threads and read by
+//! `/metrics`. Integer counters are atomics; the float totals share one small mutex.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use crate::server::backend::{EngineMetrics, Usage};
+
+#[derive(Default)]
+struct Seconds {
+    prompt: f64,
+    generation: f64,
+    image_encode: f64,
+}
+
+#[derive(Default)]
+pub struct Metrics {
+    requests_finished: AtomicU64,
+    prompt_tokens: AtomicU64,
+    prompt_tokens_evaluated: AtomicU64,
+    generated_tokens: AtomicU64,
+    images_encoded: AtomicU64,
+    queue_depth: AtomicU64,
+    slots_busy: AtomicU64,
+    seconds: Mutex<Seconds>,
+}
+
+fn dec(g: &AtomicU64) {
+    // A gauge never goes below zero, even if a bug decremented it twice.
+    let _ = g.fetch_update(Relaxed, Relaxed, |v| Some(v.saturating_sub(1)));
+}
+
+impl Metrics {
+    pub fn queued(&self) {
+        self.queue_depth.fetch_add(1, Relaxed);
+    }
+
+    pub fn dequeued(&self) {
+        dec(&self.queue_depth);
+    }
+
+    pub fn slot_busy(&self) {
+        self.slots_busy.fetch_add(1, Relaxed);
+    }
+
+    pub fn slot_idle(&self) {
+        dec(&self.slots_busy);
+    }
+
+    pub fn image_encoded(&self, time: Duration) {
+        self.images_encoded.fetch_add(1, Relaxed);
+        self.with_seconds(|s| s.image_encode += time.as_secs_f64());
+    }
+
+    /// A request that ended (successfully or not) after its prompt was known.
+    pub fn finished(&self, usage: &Usage, prompt_time: Duration, generation_time: Duration) {
+        self.requests_finished.fetch_add(1, Relaxed);
+        self.prompt_tokens
+            .fetch_add(usage.prompt_tokens as u64, Relaxed);
+        self.prompt_tokens_evaluated.fetch_add(
+            usage.prompt_tokens.saturating_sub(usage.cached_tokens) as u64,
+            Relaxed,
+        );
+        self.generated_tokens
+            .fetch_add(usage.completion_tokens as u64, Relaxed);
+        self.with_seconds(|s| {
+            s.prompt += prompt_time.as_secs_f64();
+            s.generation += generation_time.as_secs_f64();
+        });
+    }
+
+    /// A request that failed before it had a prompt (template, tokenizing, too long).
+    pub fn failed(&self) {
+        self.requests_finished.fetch_add(1, Relaxed);
+    }
+
+    fn with_seconds(&self, f: impl FnOnce(&mut Seconds)) {
+        // A panic while holding this lock cannot leave the floats inconsistent: keep going.
+        let mut s = self.seconds.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut s);
+    }
+
+    pub fn snapshot(&self, media_cache_hits: u64, media_cache_bytes: u64) -> EngineMetrics {
+        let s = self.seconds.lock().unwrap_or_else(|p| p.into_inner());
+        EngineMetrics {
+            requests_finished: self.requests_finished.load(Relaxed),
+            prompt_tokens: self.prompt_tokens.load(Relaxed),
+            prompt_tokens_evaluated: self.prompt_tokens_evaluated.load(Relaxed),
+            generated_tokens: self.generated_tokens.load(Relaxed),
+            prompt_seconds: s.prompt,
+            generation_seconds: s.generation,
+            images_encoded: self.images_encoded.load(Relaxed),
+            image_encode_seconds: s.image_encode,
+            media_cache_hits,
+            media_cache_bytes,
+            queue_depth: self.queue_depth.load(Relaxed),
+            slots_busy: self.slots_busy.load(Relaxed),
+        }
+    }
+}
