@@ -28,3 +28,8 @@ export PROPTEST_RNG_SEED="${PROPTEST_RNG_SEED:-1}"
 
 cargo fmt --all -- --check
 cargo test --workspace --profile ci -- "$@"
+
+# `mtmd serve` end to end (openai client, web page in Chromium); MTMD_SKIP_E2E=1 skips them.
+if [ "${MTMD_SKIP_E2E:-0}" != 1 ]; then
+  MTMD_PROFILE=ci bash scripts/test-server.sh
+fi
