@@ -1,11 +1,13 @@
 //! `mtmd`: the command-line front end. One file per subcommand under `cmd/`; adding a
 //! command = one module there + one variant in [`Command`] + one arm in [`run`].
 
+use std::ffi::OsString;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
 mod cmd;
+mod hf;
 mod server;
 
 #[derive(Parser)]
@@ -56,8 +58,32 @@ fn fail(message: &str) -> ExitCode {
     ExitCode::FAILURE
 }
 
+/// clap has no two-letter short flags: llama.cpp's `-hf REPO` / `-hf=REPO` become
+/// `--hf-repo`. Arguments after `--` are left alone.
+fn rewrite_hf_flag(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
+    let mut after_dashes = false;
+    args.into_iter()
+        .map(|arg| {
+            if after_dashes {
+                return arg;
+            }
+            match arg.to_str() {
+                Some("--") => {
+                    after_dashes = true;
+                    arg
+                }
+                Some("-hf") => OsString::from("--hf-repo"),
+                Some(s) if s.starts_with("-hf=") => {
+                    OsString::from(format!("--hf-repo={}", &s[4..]))
+                }
+                _ => arg,
+            }
+        })
+        .collect()
+}
+
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match Cli::try_parse_from(rewrite_hf_flag(std::env::args_os())) {
         Ok(cli) => cli,
         Err(e) if !e.use_stderr() => {
             // --help / --version
@@ -74,5 +100,34 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&format!("{e:#}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rewrite(args: &[&str]) -> Vec<String> {
+        rewrite_hf_flag(args.iter().map(OsString::from))
+            .into_iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn hf_short_flag_is_rewritten() {
+        assert_eq!(
+            rewrite(&["mtmd", "run", "-hf", "u/r:Q8_0", "-p", "hi"]),
+            ["mtmd", "run", "--hf-repo", "u/r:Q8_0", "-p", "hi"]
+        );
+        assert_eq!(rewrite(&["mtmd", "-hf=u/r"]), ["mtmd", "--hf-repo=u/r"]);
+        assert_eq!(
+            rewrite(&["mtmd", "-hfx", "--", "-hf"]),
+            ["mtmd", "-hfx", "--", "-hf"]
+        );
+        let cli = Cli::try_parse_from(rewrite_hf_flag(
+            ["mtmd", "run", "-hf", "u/r", "-p", "hi"].map(OsString::from),
+        ));
+        assert!(cli.is_ok());
     }
 }

@@ -11,12 +11,12 @@ use clap::Args as ClapArgs;
 use llm::{KvType, Logits, Model};
 
 use super::common::{load_model, set_threads};
+use super::model_source::ModelSource;
 
 #[derive(ClapArgs)]
 pub struct Args {
-    /// Text model GGUF.
-    #[arg(short = 'm', long)]
-    model: PathBuf,
+    #[command(flatten)]
+    source: ModelSource,
     /// Prompt tokens processed in one batch (0: skip).
     #[arg(short = 'p', long, default_value_t = 512)]
     n_prompt: usize,
@@ -39,7 +39,8 @@ pub struct Args {
     #[arg(long, requires = "image")]
     mmproj: Option<PathBuf>,
     /// Image to encode and prefill for the image row (with --mmproj).
-    #[arg(long, requires = "mmproj")]
+    /// (With -hf the repository's mmproj is used when --mmproj is not given.)
+    #[arg(long)]
     image: Option<PathBuf>,
 }
 
@@ -147,12 +148,21 @@ fn time_tg(model: &Model, n: usize, kv: KvType) -> Result<f64> {
     Ok(n as f64 / t0.elapsed().as_secs_f64())
 }
 
-pub fn run(args: Args) -> Result<()> {
+pub fn run(mut args: Args) -> Result<()> {
     if args.repetitions == 0 {
         bail!("--repetitions must be at least 1");
     }
     set_threads(Some(args.threads))?;
-    let model = Arc::new(load_model(&args.model)?);
+    // The repository's mmproj is only worth downloading for the image row.
+    let want_mmproj = args.image.is_some() && args.mmproj.is_none();
+    let resolved = args.source.resolve(want_mmproj)?;
+    if want_mmproj {
+        args.mmproj = resolved.mmproj;
+    }
+    if args.image.is_some() && args.mmproj.is_none() {
+        bail!("--image needs --mmproj (or an -hf repository with an mmproj)");
+    }
+    let model = Arc::new(load_model(&resolved.model)?);
     // Warm-up: touch every weight page and JIT nothing; not timed.
     time_pp(&model, 8.min(args.n_prompt.max(1)), args.kv_type)?;
 

@@ -4,7 +4,6 @@
 //! previous prompt that is unchanged, so only the new suffix is evaluated.
 
 use std::io::{BufRead, IsTerminal, Write};
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Result, anyhow, bail};
@@ -15,13 +14,13 @@ use mtmd::{Bitmap, CellKey, Chunk, Chunks, chunk_keys, chunks_after, reusable_pr
 
 use super::common::{load_model, set_threads};
 use super::media::MediaArgs;
+use super::model_source::ModelSource;
 use super::sampling_args::SamplingArgs;
 
 #[derive(ClapArgs)]
 pub struct Args {
-    /// Text model GGUF.
-    #[arg(short = 'm', long)]
-    model: PathBuf,
+    #[command(flatten)]
+    source: ModelSource,
     /// --mmproj (needed for `/image`); --image files go with the first message.
     #[command(flatten)]
     media: MediaArgs,
@@ -212,11 +211,12 @@ impl Chat {
     }
 }
 
-pub fn run(args: Args) -> Result<()> {
+pub fn run(mut args: Args) -> Result<()> {
     set_threads(args.threads)?;
+    let model_path = args.media.resolve_model(&args.source)?;
     args.media.check()?;
     let first_images = args.media.load_images()?;
-    let model = Arc::new(load_model(&args.model)?);
+    let model = Arc::new(load_model(&model_path)?);
     let media = args.media.context(&model, args.threads)?;
     let session = model.new_session(args.ctx_size, args.kv_type);
     let mut chat = Chat {

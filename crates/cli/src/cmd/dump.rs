@@ -12,12 +12,12 @@ use serde_json::{Value, json};
 
 use super::common::{load_model, set_threads};
 use super::media::{MediaArgs, check_marker_count, user_message};
+use super::model_source::ModelSource;
 
 #[derive(ClapArgs)]
 pub struct Args {
-    /// Text model GGUF.
-    #[arg(short = 'm', long)]
-    model: PathBuf,
+    #[command(flatten)]
+    source: ModelSource,
     /// The prompt (one user message through the chat template unless --raw).
     #[arg(short = 'p', long)]
     prompt: String,
@@ -53,14 +53,15 @@ fn argmax(v: &[f32]) -> u32 {
     best as u32
 }
 
-pub fn run(args: Args) -> Result<()> {
+pub fn run(mut args: Args) -> Result<()> {
     set_threads(args.threads)?;
+    let model_path = args.media.resolve_model(&args.source)?;
     args.media.check()?;
     if args.media.mmproj.is_none() {
         bail!("dump needs --mmproj");
     }
     let n_images = args.media.images.len();
-    let model = Arc::new(load_model(&args.model)?);
+    let model = Arc::new(load_model(&model_path)?);
     let text = if args.raw {
         args.prompt.clone()
     } else {

@@ -10,11 +10,16 @@ use llm::Model;
 use llm::chat::{ChatMessage, ContentPart, MessageContent};
 use mtmd::{Bitmap, Context, ContextParams, DEFAULT_MEDIA_MARKER};
 
+use super::model_source::ModelSource;
+
 #[derive(ClapArgs, Clone, Debug, Default)]
 pub struct MediaArgs {
-    /// Vision encoder + projector GGUF (needed for --image).
+    /// Vision encoder + projector GGUF (needed for --image; -hf downloads the repository's).
     #[arg(long)]
     pub mmproj: Option<PathBuf>,
+    /// With -hf: do not download or use the repository's mmproj (text only).
+    #[arg(long, conflicts_with = "mmproj")]
+    pub no_mmproj: bool,
     /// An image for the prompt (repeatable, in marker order).
     #[arg(long = "image")]
     pub images: Vec<PathBuf>,
@@ -27,6 +32,17 @@ pub struct MediaArgs {
 }
 
 impl MediaArgs {
+    /// The text model of `-m`/`-hf`; with `-hf` the repository's mmproj also becomes
+    /// `--mmproj`, unless the user gave one or `--no-mmproj`.
+    pub fn resolve_model(&mut self, source: &ModelSource) -> Result<PathBuf> {
+        let want_mmproj = self.mmproj.is_none() && !self.no_mmproj;
+        let resolved = source.resolve(want_mmproj)?;
+        if want_mmproj {
+            self.mmproj = resolved.mmproj;
+        }
+        Ok(resolved.model)
+    }
+
     /// Fails early (before any model loads) on images given without an mmproj.
     pub fn check(&self) -> Result<()> {
         if !self.images.is_empty() && self.mmproj.is_none() {

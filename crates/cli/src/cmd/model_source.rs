@@ -29,13 +29,18 @@ impl ModelSource {
     /// Local files, downloading them first for `-hf`. `want_mmproj`: also fetch the
     /// repository's mmproj (false when the user gave `--mmproj` or `--no-mmproj`).
     pub fn resolve(&self, want_mmproj: bool) -> Result<ResolvedModel> {
-        let _ = want_mmproj;
         match (&self.model, &self.hf_repo) {
             (Some(path), _) => Ok(ResolvedModel {
                 model: path.clone(),
                 mmproj: None,
             }),
-            (None, Some(repo)) => bail!("-hf {repo}: downloads are not implemented yet"),
+            (None, Some(repo)) => {
+                let got = crate::hf::resolve(repo, want_mmproj)?;
+                Ok(ResolvedModel {
+                    model: got.model,
+                    mmproj: got.mmproj,
+                })
+            }
             (None, None) => bail!("give a model with -m FILE or -hf USER/REPO[:QUANT]"),
         }
     }

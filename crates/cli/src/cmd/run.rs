@@ -11,13 +11,13 @@ use llm::{GenerateParams, KvType};
 
 use super::common::{load_model, set_threads};
 use super::media::{MediaArgs, check_marker_count, user_message};
+use super::model_source::ModelSource;
 use super::sampling_args::SamplingArgs;
 
 #[derive(ClapArgs)]
 pub struct Args {
-    /// Text model GGUF.
-    #[arg(short = 'm', long)]
-    model: PathBuf,
+    #[command(flatten)]
+    source: ModelSource,
     /// The prompt: one user message, rendered through the chat template (unless --raw).
     #[arg(short = 'p', long, conflicts_with = "messages")]
     prompt: Option<String>,
@@ -54,9 +54,8 @@ pub struct Args {
     media: MediaArgs,
 }
 
-pub fn run(args: Args) -> Result<()> {
+pub fn run(mut args: Args) -> Result<()> {
     set_threads(args.threads)?;
-    args.media.check()?;
     let n_images = args.media.images.len();
     let messages = match (&args.prompt, &args.messages) {
         (_, Some(path)) => {
@@ -85,7 +84,10 @@ pub fn run(args: Args) -> Result<()> {
         (None, None) => bail!("give a prompt with -p or a conversation with --messages"),
     };
 
-    let model = Arc::new(load_model(&args.model)?);
+    // After the prompt checks, so that a bad command line downloads nothing.
+    let model_path = args.media.resolve_model(&args.source)?;
+    args.media.check()?;
+    let model = Arc::new(load_model(&model_path)?);
     let text = match &messages {
         Some(msgs) => model.apply_chat(msgs, true)?,
         None => args.prompt.clone().unwrap_or_default(),

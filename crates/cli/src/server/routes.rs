@@ -515,6 +515,11 @@ impl Relay {
                 });
             }
             Event::Text(piece) => {
+                // Roughly a token per piece; `Done` brings the exact count (a client that
+                // disconnects never gets one, and its log line keeps this estimate).
+                if let Some(t) = &mut self.tokens {
+                    t.generated += 1;
+                }
                 let chunk = self.meta.chunk(json!({"content": piece}), &piece, None);
                 self.pending.push_back(data(&chunk));
             }
