@@ -58,32 +58,39 @@ fn fail(message: &str) -> ExitCode {
     ExitCode::FAILURE
 }
 
-/// clap has no two-letter short flags: llama.cpp's `-hf REPO` / `-hf=REPO` become
-/// `--hf-repo`. Arguments after `--` are left alone.
-fn rewrite_hf_flag(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
+/// llama.cpp's two-letter flags and the long flags they stand for (clap has no two-letter
+/// short flags).
+const LLAMA_SHORT_FLAGS: [(&str, &str); 2] = [("-hf", "--hf-repo"), ("-np", "--parallel")];
+
+/// Rewrites llama.cpp's `-hf REPO` / `-hf=REPO` (and `-np N`) to their long forms.
+/// Arguments after `--` are left alone.
+fn rewrite_short_flags(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
     let mut after_dashes = false;
     args.into_iter()
         .map(|arg| {
             if after_dashes {
                 return arg;
             }
-            match arg.to_str() {
-                Some("--") => {
-                    after_dashes = true;
-                    arg
-                }
-                Some("-hf") => OsString::from("--hf-repo"),
-                Some(s) if s.starts_with("-hf=") => {
-                    OsString::from(format!("--hf-repo={}", &s[4..]))
-                }
-                _ => arg,
+            let Some(s) = arg.to_str() else { return arg };
+            if s == "--" {
+                after_dashes = true;
+                return arg;
             }
+            for (short, long) in LLAMA_SHORT_FLAGS {
+                if s == short {
+                    return OsString::from(long);
+                }
+                if let Some(value) = s.strip_prefix(short).and_then(|v| v.strip_prefix('=')) {
+                    return OsString::from(format!("{long}={value}"));
+                }
+            }
+            arg
         })
         .collect()
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse_from(rewrite_hf_flag(std::env::args_os())) {
+    let cli = match Cli::try_parse_from(rewrite_short_flags(std::env::args_os())) {
         Ok(cli) => cli,
         Err(e) if !e.use_stderr() => {
             // --help / --version
@@ -108,7 +115,7 @@ mod tests {
     use super::*;
 
     fn rewrite(args: &[&str]) -> Vec<String> {
-        rewrite_hf_flag(args.iter().map(OsString::from))
+        rewrite_short_flags(args.iter().map(OsString::from))
             .into_iter()
             .map(|a| a.to_string_lossy().into_owned())
             .collect()
@@ -125,8 +132,16 @@ mod tests {
             rewrite(&["mtmd", "-hfx", "--", "-hf"]),
             ["mtmd", "-hfx", "--", "-hf"]
         );
-        let cli = Cli::try_parse_from(rewrite_hf_flag(
+        let cli = Cli::try_parse_from(rewrite_short_flags(
             ["mtmd", "run", "-hf", "u/r", "-p", "hi"].map(OsString::from),
+        ));
+        assert!(cli.is_ok());
+        assert_eq!(
+            rewrite(&["mtmd", "serve", "-m", "x.gguf", "-np", "8"]),
+            ["mtmd", "serve", "-m", "x.gguf", "--parallel", "8"]
+        );
+        let cli = Cli::try_parse_from(rewrite_short_flags(
+            ["mtmd", "serve", "-m", "x.gguf", "-np", "2"].map(OsString::from),
         ));
         assert!(cli.is_ok());
     }
