@@ -86,11 +86,16 @@ if [ "${MTMD_WEB_MOCK:-0}" = 1 ]; then
   exit 0
 fi
 
-cargo build -p cli --profile "$profile"
-case "$profile" in
-  dev) bin="target/debug/mtmd" ;;
-  *) bin="target/$profile/mtmd" ;;
-esac
+# MTMD_BIN: a binary built already (scripts/test.sh passes the one `cargo test` made).
+if [ -n "${MTMD_BIN:-}" ]; then
+  bin="$MTMD_BIN"
+else
+  cargo build -p cli --profile "$profile"
+  case "$profile" in
+    dev) bin="target/debug/mtmd" ;;
+    *) bin="target/$profile/mtmd" ;;
+  esac
+fi
 
 port="$(free_port)"
 log="$MTMD_ARTIFACTS_DIR/web-server.log"

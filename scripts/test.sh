@@ -31,5 +31,7 @@ cargo test --workspace --profile ci -- "$@"
 
 # `mtmd serve` end to end (openai client, web page in Chromium); MTMD_SKIP_E2E=1 skips them.
 if [ "${MTMD_SKIP_E2E:-0}" != 1 ]; then
-  MTMD_PROFILE=ci bash scripts/test-server.sh
+  # The binary `cargo test` just built (a plain `cargo build` would rebuild it: dev-dependencies
+  # change the feature set of shared crates).
+  MTMD_PROFILE=ci MTMD_BIN="$PWD/target/ci/mtmd" bash scripts/test-server.sh
 fi
