@@ -145,7 +145,7 @@ fn check_unary(x: &[f32]) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(48), ..ProptestConfig::default() })]
 
     #[test]
     fn activations_match_reference(x in (0usize..300).prop_flat_map(|n| values(n, 12.0))) {

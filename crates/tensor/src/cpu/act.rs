@@ -33,9 +33,8 @@ fn apply<S: Simd>(s: S, act: Act, erf: &ErfCoefficients, x: S::V) -> S::V {
             s.mul(x, math::sigmoid(s, two_u))
         }
         Act::GeluErf => {
-            let e = math::erf(s, erf, s.mul(x, s.splat(std::f32::consts::FRAC_1_SQRT_2)));
-            let half_x = s.mul(x, s.splat(0.5));
-            s.fma(half_x, e, half_x)
+            let z = s.mul(x, s.splat(std::f32::consts::FRAC_1_SQRT_2));
+            s.mul(s.mul(x, s.splat(0.5)), math::one_plus_erf(s, erf, z))
         }
         Act::GeluQuick => s.mul(x, math::sigmoid(s, s.mul(x, s.splat(GELU_QUICK_COEF)))),
     }

@@ -97,9 +97,9 @@ pub(crate) fn erf_coefficients() -> ErfCoefficients {
     ErfCoefficients(erf_tables())
 }
 
-/// erf(x) per lane, absolute error < 1e-7.
+/// `(z, p)` with z = min(|x|, ERF_MAX) and p = erf(z) when z < 0.5, else erfc(z).
 #[inline(always)]
-pub(crate) fn erf<S: Simd>(s: S, t: &ErfCoefficients, x: S::V) -> S::V {
+fn erf_or_erfc<S: Simd>(s: S, t: &ErfCoefficients, x: S::V) -> (S::V, S::V) {
     let z = s.min(s.abs(x), s.splat(ERF_MAX));
     let idx = s.min(s.floor(s.mul(z, s.splat(2.0))), s.splat(7.0));
     let centre = s.fma(idx, s.splat(0.5), s.splat(0.25));
@@ -108,9 +108,28 @@ pub(crate) fn erf<S: Simd>(s: S, t: &ErfCoefficients, x: S::V) -> S::V {
     for d in (0..ERF_DEGREE).rev() {
         p = s.fma(p, dz, s.table8(&t.0.coef[d], idx));
     }
+    (z, p)
+}
+
+/// erf(x) per lane, absolute error < 1e-7.
+#[inline(always)]
+pub(crate) fn erf<S: Simd>(s: S, t: &ErfCoefficients, x: S::V) -> S::V {
+    let (z, p) = erf_or_erfc(s, t, x);
     let one = s.splat(1.0);
     let magnitude = s.select_lt(z, s.splat(0.5), p, s.sub(one, p));
     s.copysign(magnitude, x)
+}
+
+/// 1 + erf(x) per lane. For x <= -0.5 this is erfc(|x|) straight from the table, so it keeps
+/// its relative accuracy far into the negative tail, where `1 + erf(x)` would cancel (GELU's
+/// small negative outputs depend on it).
+#[inline(always)]
+pub(crate) fn one_plus_erf<S: Simd>(s: S, t: &ErfCoefficients, x: S::V) -> S::V {
+    let (z, p) = erf_or_erfc(s, t, x);
+    let one = s.splat(1.0);
+    let near_zero = s.add(one, s.copysign(p, x));
+    let tail = s.select_lt(x, s.splat(0.0), p, s.sub(s.splat(2.0), p));
+    s.select_lt(z, s.splat(0.5), near_zero, tail)
 }
 
 #[cfg(all(test, target_arch = "x86_64"))]
@@ -143,6 +162,45 @@ mod tests {
         (0..=n)
             .map(|i| lo + (hi - lo) * i as f32 / n as f32)
             .collect()
+    }
+
+    fn apply_one_plus_erf<S: Simd>(s: S, xs: &mut [f32]) {
+        let t = erf_coefficients();
+        for c in xs.chunks_mut(S::LANES) {
+            let v = s.load_partial(c);
+            s.store_partial(c, one_plus_erf(s, &t, v));
+        }
+    }
+
+    fn run_one_plus_erf(isa: Isa, xs: &mut [f32]) {
+        dispatch!(isa, apply_one_plus_erf, scalar_one_plus_erf, (xs: &mut [f32]))
+    }
+
+    fn scalar_one_plus_erf(_xs: &mut [f32]) {
+        panic!("no SIMD on this machine");
+    }
+
+    #[test]
+    fn one_plus_erf_keeps_relative_accuracy_in_the_negative_tail() {
+        for path in [Isa::Avx2, Isa::Avx512] {
+            if path > isa() {
+                continue;
+            }
+            // Down to z = -4 (erfc 1.5e-8), where 1 + erf(z) in f32 would be all rounding.
+            let xs = grid(-4.0, 4.0, 80_001);
+            let mut ys = xs.clone();
+            run_one_plus_erf(path, &mut ys);
+            let worst = xs
+                .iter()
+                .zip(&ys)
+                .map(|(&x, &y)| {
+                    let exact = 1.0 + erf_f64(x as f64);
+                    (y as f64 - exact).abs() / exact
+                })
+                .fold(0.0f64, f64::max);
+            println!("{path:?}: worst relative error of 1 + erf on [-4, 4]: {worst:.2e}");
+            assert!(worst < 5e-5, "{path:?}: {worst:e}");
+        }
     }
 
     #[test]
