@@ -362,18 +362,24 @@ struct Origin {
     log: bool,
 }
 
+impl Origin {
+    fn new(state: &AppState, method: Method, uri: &axum::http::Uri) -> Self {
+        Self {
+            method,
+            path: uri.path().to_owned(),
+            start: Instant::now(),
+            log: state.0.options.log_requests,
+        }
+    }
+}
+
 async fn chat(
     State(state): State<AppState>,
     method: Method,
     uri: axum::http::Uri,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let origin = Origin {
-        method,
-        path: uri.path().to_owned(),
-        start: Instant::now(),
-        log: state.0.options.log_requests,
-    };
+    let origin = Origin::new(&state, method, &uri);
     let backend = state.backend()?;
     let bytes = body_bytes(&state, body)?;
     let info = backend.info().clone();
@@ -399,12 +405,7 @@ async fn completions(
     uri: axum::http::Uri,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let origin = Origin {
-        method,
-        path: uri.path().to_owned(),
-        start: Instant::now(),
-        log: state.0.options.log_requests,
-    };
+    let origin = Origin::new(&state, method, &uri);
     let backend = state.backend()?;
     let req: CompletionRequest = parse_json(&body_bytes(&state, body)?)?;
     req.common.check_model(backend.info())?;
