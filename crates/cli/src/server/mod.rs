@@ -42,7 +42,7 @@ pub struct Args {
     /// Port to listen on (0: any free port, printed at start).
     #[arg(long, default_value_t = 8080)]
     pub port: u16,
-    /// Requests served at once (slots); later ones wait in a queue.
+    /// Requests served at once (slots); later ones wait in a queue. Also spelled `-np`.
     #[arg(long, visible_alias = "np", default_value_t = 4)]
     pub parallel: usize,
     /// Context size of each slot in tokens (0: the model's, at most 4096).
