@@ -164,6 +164,21 @@ def test_prompt_longer_than_context_is_400(vision_client):
     expect_status(e.value, 400)
 
 
+def test_conversation_the_template_refuses_is_400(vision_client):
+    # Gemma 3's template insists on alternating user/assistant turns.
+    with pytest.raises(openai.BadRequestError) as e:
+        vision_client.chat.completions.create(
+            model=VISION_ALIAS,
+            messages=[
+                {"role": "user", "content": "one"},
+                {"role": "user", "content": "two"},
+            ],
+            max_tokens=4,
+        )
+    err = expect_status(e.value, 400)
+    assert "alternate" in err["message"], err
+
+
 def test_image_without_mmproj_is_400_naming_mmproj(text_server):
     client = text_server.client()
     model = client.models.list().data[0].id

@@ -17,6 +17,13 @@ pub enum LlmError {
     },
     #[error("bad hyper-parameter {key}: {detail}")]
     BadParam { key: String, detail: String },
+    /// The model has no chat template this library can use (the GGUF's failed to parse and
+    /// no built-in format matches).
+    #[error("the model has no usable chat template: {0}")]
+    NoChatTemplate(String),
+    /// The template refused these messages (roles out of order, ...): the caller's input.
+    #[error("{0}")]
+    ChatTemplate(String),
     #[error(
         "context is full: {needed} positions needed, context size is {n_ctx} (use a larger -c)"
     )]

@@ -76,16 +76,13 @@ impl Model {
         messages: &[crate::chat::ChatMessage],
         add_generation_prompt: bool,
     ) -> Result<String> {
-        let template = self.template.as_ref().map_err(|e| LlmError::BadParam {
-            key: "tokenizer.chat_template".into(),
-            detail: e.clone(),
-        })?;
+        let template = self
+            .template
+            .as_ref()
+            .map_err(|e| LlmError::NoChatTemplate(e.clone()))?;
         let mut text = template
             .render(messages, add_generation_prompt)
-            .map_err(|e| LlmError::BadParam {
-                key: "tokenizer.chat_template".into(),
-                detail: e.to_string(),
-            })?;
+            .map_err(|e| LlmError::ChatTemplate(e.to_string()))?;
         if self.tokenizer.add_bos()
             && let Some(bos) = self
                 .tokenizer

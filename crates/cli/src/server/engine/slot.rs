@@ -41,12 +41,11 @@ impl From<Failure> for EngineError {
 /// Errors a request's content can cause are the client's; the rest are ours.
 pub fn classify_llm(e: LlmError) -> Failure {
     match e {
-        LlmError::ContextFull { .. } | LlmError::BadToken { .. } | LlmError::BadBatch(_) => {
-            Failure::Invalid(e.to_string())
-        }
-        LlmError::BadParam { ref key, .. } if key == "tokenizer.chat_template" => {
-            Failure::Invalid(e.to_string())
-        }
+        LlmError::ContextFull { .. }
+        | LlmError::BadToken { .. }
+        | LlmError::BadBatch(_)
+        | LlmError::ChatTemplate(_)
+        | LlmError::NoChatTemplate(_) => Failure::Invalid(e.to_string()),
         e => Failure::Internal(e.to_string()),
     }
 }
