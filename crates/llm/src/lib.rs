@@ -17,6 +17,7 @@ pub mod model;
 pub mod sampling;
 pub mod stop;
 pub mod tokenizer;
+mod utf8;
 pub mod weights;
 
 pub use batch::{Batch, BatchInput, Logits};

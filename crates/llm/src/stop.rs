@@ -89,33 +89,8 @@ impl StopMatcher {
     pub fn push_bytes(&mut self, bytes: &[u8]) -> StopOutput {
         let mut buf = std::mem::take(&mut self.utf8_tail);
         buf.extend_from_slice(bytes);
-        let mut text = String::new();
-        let mut rest = buf.as_slice();
-        loop {
-            match std::str::from_utf8(rest) {
-                Ok(s) => {
-                    text.push_str(s);
-                    rest = &[];
-                    break;
-                }
-                Err(e) => {
-                    let (valid, after) = rest.split_at(e.valid_up_to());
-                    text.push_str(std::str::from_utf8(valid).unwrap_or_default());
-                    match e.error_len() {
-                        Some(bad) => {
-                            text.push('\u{fffd}');
-                            rest = &after[bad..];
-                        }
-                        // Incomplete character at the end: keep it for later.
-                        None => {
-                            rest = after;
-                            break;
-                        }
-                    }
-                }
-            }
-        }
-        let tail = rest.to_vec();
+        let (text, incomplete) = crate::utf8::decode_complete(&buf);
+        let tail = buf[buf.len() - incomplete..].to_vec();
         let out = self.push(&text);
         if out.stopped.is_none() {
             self.utf8_tail = tail;

@@ -217,33 +217,7 @@ impl<'t> StreamDecoder<'t> {
     pub fn push(&mut self, id: u32) -> String {
         self.pending
             .extend_from_slice(self.tokenizer.piece_bytes(id, self.special));
-        let mut text = String::new();
-        let mut rest: &[u8] = &self.pending;
-        loop {
-            match std::str::from_utf8(rest) {
-                Ok(s) => {
-                    text.push_str(s);
-                    rest = &[];
-                    break;
-                }
-                Err(e) => {
-                    let (valid, tail) = rest.split_at(e.valid_up_to());
-                    text.push_str(std::str::from_utf8(valid).unwrap_or_default());
-                    match e.error_len() {
-                        Some(bad) => {
-                            text.push('\u{FFFD}');
-                            rest = &tail[bad..];
-                        }
-                        // An incomplete character at the end: wait for more bytes.
-                        None => {
-                            rest = tail;
-                            break;
-                        }
-                    }
-                }
-            }
-        }
-        let keep = rest.len();
+        let (text, keep) = crate::utf8::decode_complete(&self.pending);
         let n = self.pending.len();
         self.pending.drain(..n - keep);
         text
