@@ -23,24 +23,9 @@ fn fixture(dir: &str, file: &str) -> Json {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
-fn real_model(file: &str) -> Option<PathBuf> {
-    let dir = std::env::var("MTMD_MODEL_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| {
-            PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/mtmd-rs/models")
-        });
-    let path = dir.join(file);
-    if path.exists() {
-        return Some(path);
-    }
-    assert!(
-        std::env::var("MTMD_REQUIRE_MODELS").as_deref() != Ok("1"),
-        "{} missing and MTMD_REQUIRE_MODELS=1",
-        path.display()
-    );
-    println!("SKIPPED (model not fetched: run scripts/fetch-test-models.sh): {file}");
-    None
-}
+#[path = "../../../tests/support/real_model.rs"]
+mod real_model_support;
+use real_model_support::real_model;
 
 fn mtmd(args: &[&str]) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_mtmd"))

@@ -15,29 +15,9 @@ fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
 }
 
-fn model_dir() -> PathBuf {
-    match std::env::var_os("MTMD_MODEL_DIR") {
-        Some(dir) => PathBuf::from(dir),
-        None => PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
-            .join(".cache/mtmd-rs/models"),
-    }
-}
-
-/// The model file, or `None` (after saying so) when it was not fetched and not required.
-fn real_model(file: &str) -> Option<PathBuf> {
-    let path = model_dir().join(file);
-    if path.exists() {
-        return Some(path);
-    }
-    if std::env::var("MTMD_REQUIRE_MODELS").as_deref() == Ok("1") {
-        panic!(
-            "{} is missing and MTMD_REQUIRE_MODELS=1 (run scripts/fetch-test-models.sh)",
-            path.display()
-        );
-    }
-    println!("SKIPPED (model not fetched): {}", path.display());
-    None
-}
+#[path = "../../../tests/support/real_model.rs"]
+mod real_model_support;
+use real_model_support::real_model;
 
 fn fixture_template(name: &str) -> ChatTemplate {
     let path = fixtures().join(name).join("model.gguf");

@@ -340,16 +340,10 @@ impl Meta {
                 }),
             ),
         };
-        json!({
-            "id": self.id,
-            "object": object,
-            "created": self.created,
-            "model": self.model,
-            "system_fingerprint": fingerprint(),
-            "choices": [choice],
-            "usage": usage_json(&f.usage),
-            "timings": timings_json(f),
-        })
+        let mut body = self.envelope(object, vec![choice]);
+        body["usage"] = usage_json(&f.usage);
+        body["timings"] = timings_json(f);
+        body
     }
 
     /// One stream chunk: `delta` is the chat delta (ignored for completions, which carry
@@ -366,14 +360,7 @@ impl Meta {
                 json!({"index": 0, "text": text, "logprobs": null, "finish_reason": finish}),
             ),
         };
-        json!({
-            "id": self.id,
-            "object": object,
-            "created": self.created,
-            "model": self.model,
-            "system_fingerprint": fingerprint(),
-            "choices": [choice],
-        })
+        self.envelope(object, vec![choice])
     }
 
     /// The `stream_options.include_usage` chunk: no choices, the usage.
@@ -382,15 +369,21 @@ impl Meta {
             Kind::Chat => "chat.completion.chunk",
             Kind::Completion => "text_completion",
         };
+        let mut body = self.envelope(object, Vec::new());
+        body["usage"] = usage_json(&f.usage);
+        body["timings"] = timings_json(f);
+        body
+    }
+
+    /// The fields every response and chunk starts with.
+    fn envelope(&self, object: &str, choices: Vec<Json>) -> Json {
         json!({
             "id": self.id,
             "object": object,
             "created": self.created,
             "model": self.model,
             "system_fingerprint": fingerprint(),
-            "choices": [],
-            "usage": usage_json(&f.usage),
-            "timings": timings_json(f),
+            "choices": choices,
         })
     }
 }

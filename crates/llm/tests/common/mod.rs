@@ -11,24 +11,9 @@ pub fn fixture(rel: &str) -> PathBuf {
     repo_root().join("tests/fixtures").join(rel)
 }
 
-/// A real model from the cache filled by scripts/fetch-test-models.sh, or `None` (after a
-/// SKIPPED line) when it is absent and the run does not require it.
-pub fn real_model(file: &str) -> Option<PathBuf> {
-    let dir = std::env::var("MTMD_MODEL_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| {
-            PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/mtmd-rs/models")
-        });
-    let path = dir.join(file);
-    if path.exists() {
-        return Some(path);
-    }
-    if std::env::var("MTMD_REQUIRE_MODELS").as_deref() == Ok("1") {
-        panic!("{} missing and MTMD_REQUIRE_MODELS=1", path.display());
-    }
-    println!("SKIPPED (model not fetched: run scripts/fetch-test-models.sh): {file}");
-    None
-}
+#[path = "../../../../tests/support/real_model.rs"]
+mod real_model_support;
+pub use real_model_support::real_model;
 
 /// max |a - b| and max |b|.
 pub fn max_abs_err(a: &[f32], b: &[f32]) -> (f32, f32) {

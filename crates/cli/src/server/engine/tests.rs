@@ -472,24 +472,9 @@ fn dropping_the_engine_does_not_hang() {
     }
 }
 
-fn real_model(file: &str) -> Option<PathBuf> {
-    let dir = std::env::var("MTMD_MODEL_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| {
-            PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/mtmd-rs/models")
-        });
-    let path = dir.join(file);
-    if path.exists() {
-        return Some(path);
-    }
-    assert!(
-        std::env::var("MTMD_REQUIRE_MODELS").as_deref() != Ok("1"),
-        "{} missing and MTMD_REQUIRE_MODELS=1",
-        path.display()
-    );
-    println!("SKIPPED (model not fetched: run scripts/fetch-test-models.sh): {file}");
-    None
-}
+#[path = "../../../../../tests/support/real_model.rs"]
+mod real_model_support;
+use real_model_support::real_model;
 
 /// Conversations sharing a system prompt, with follow-ups, as a chat UI sends them.
 fn real_requests() -> Vec<Request> {
