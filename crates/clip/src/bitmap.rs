@@ -40,12 +40,15 @@ pub enum BitmapError {
     },
 }
 
-/// An 8-bit RGB image, pixels interleaved row-major: `rgb[3 * (y * width + x) + c]`.
+/// An 8-bit RGB image, pixels interleaved row-major: `rgb[3 * (y * width + x) + c]`, and the id
+/// that names it in chunks, logs and caches (by default the hex content hash; a caller may set
+/// a file name). The one image type of the whole pipeline, from decoding to preprocessing.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Bitmap {
     pub width: u32,
     pub height: u32,
     pub rgb: Vec<u8>,
+    id: String,
 }
 
 impl std::fmt::Debug for Bitmap {
@@ -53,7 +56,7 @@ impl std::fmt::Debug for Bitmap {
         f.debug_struct("Bitmap")
             .field("width", &self.width)
             .field("height", &self.height)
-            .field("hash", &format_args!("{:016x}", self.content_hash()))
+            .field("id", &self.id)
             .finish()
     }
 }
@@ -71,7 +74,30 @@ impl Bitmap {
                 actual: rgb.len(),
             });
         }
-        Ok(Bitmap { width, height, rgb })
+        let mut bitmap = Self::derived(width, height, rgb);
+        bitmap.id = format!("{:016x}", bitmap.content_hash());
+        Ok(bitmap)
+    }
+
+    /// An intermediate image made by this crate (a resize, a tile): no id of its own.
+    pub(crate) fn derived(width: u32, height: u32, rgb: Vec<u8>) -> Bitmap {
+        Bitmap {
+            width,
+            height,
+            rgb,
+            id: String::new(),
+        }
+    }
+
+    /// Names the image (e.g. with the file it came from) instead of its content hash. Caches
+    /// use [`Bitmap::content_hash`], never the id.
+    pub fn with_id(mut self, id: impl Into<String>) -> Self {
+        self.id = id.into();
+        self
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
     }
 
     /// Reads and decodes an image file.
@@ -82,6 +108,11 @@ impl Bitmap {
             source,
         })?;
         Self::from_encoded(&bytes)
+    }
+
+    /// Decodes an encoded image held in memory; see [`Bitmap::from_encoded`].
+    pub fn from_bytes(bytes: &[u8]) -> Result<Bitmap, BitmapError> {
+        Self::from_encoded(bytes)
     }
 
     /// Decodes an encoded image (PNG, JPEG, WebP, GIF, BMP), format sniffed from the bytes.

@@ -26,6 +26,8 @@ pub enum ClipError {
         actual: Vec<usize>,
         expected: Vec<usize>,
     },
+    #[error("preprocessing: {0}")]
+    Preprocess(#[from] crate::preprocess::PreprocessError),
     #[error("image input: {0}")]
     BadImage(String),
     #[error("tensor op: {0}")]

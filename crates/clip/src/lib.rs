@@ -1,19 +1,26 @@
-//! clip: mmproj (vision encoder + projector) loading and image encoding, the Rust side of
-//! llama.cpp's `clip.cpp`.
+//! clip: mmproj (media encoder + projector) loading and encoding, the Rust side of llama.cpp's
+//! `clip.cpp`.
 //!
 //! [`ClipModel::load`] reads the `clip.*` metadata and llama.cpp-named tensors of an mmproj
-//! GGUF; [`ClipModel::encode`] turns preprocessed planar pixels into the embedding rows the
-//! text model consumes. The projector type picks the encoder through [`registry`].
+//! GGUF and picks the projector's [`Projector`] descriptor from the [`registry`]: how its
+//! media are preprocessed and framed, its defaults, and its encoder. [`ClipModel::preprocess`]
+//! turns a [`Bitmap`] into the encoder's input and [`ClipModel::encode_image`] into the
+//! embedding rows the text model consumes.
 
+pub mod bitmap;
 mod error;
 pub mod hparams;
+pub mod jpeg;
+mod model;
 pub mod models;
+pub mod preprocess;
+pub mod projector;
 pub mod registry;
 pub mod vit;
 
+pub use bitmap::{Bitmap, BitmapError};
 pub use error::ClipError;
 pub use hparams::VisionHparams;
-pub use models::{ClipModel, Embeddings, Encoder};
-pub mod bitmap;
-pub mod jpeg;
-pub mod preprocess;
+pub use model::ClipModel;
+pub use models::{Embeddings, Encoder};
+pub use projector::{Defaults, Framing, Modality, Projector, TileFraming, TokenLimits};

@@ -1,33 +1,45 @@
-//! THE table from `clip.projector_type` to the encoder that implements it.
+//! THE table of projector types: one row per [`Projector`] descriptor, each defined in its own
+//! file under `models/`. Adding a projector is that file plus one row here.
 
 use crate::ClipError;
-use crate::hparams::VisionHparams;
-use crate::models::{Encoder, gemma3, qwen2vl, qwen3vl};
-use crate::vit::WeightLoader;
+use crate::models::{gemma3, qwen2vl, qwen3vl};
+use crate::projector::Projector;
 
-/// Builds an encoder from the weights and hyper-parameters of an mmproj file.
-pub type Constructor = fn(&WeightLoader, &VisionHparams) -> Result<Box<dyn Encoder>, ClipError>;
-
-/// Supported projector types, as llama.cpp writes them into `clip.projector_type`.
-pub const PROJECTORS: &[(&str, Constructor)] = &[
-    ("gemma3", gemma3::build),
-    ("qwen2vl_merger", qwen2vl::build),
-    ("qwen2.5vl_merger", qwen2vl::build),
-    ("qwen3vl_merger", qwen3vl::build),
+/// Every supported projector.
+pub const PROJECTORS: &[&Projector] = &[
+    &gemma3::PROJECTOR,
+    &qwen2vl::QWEN2VL,
+    &qwen2vl::QWEN25VL,
+    &qwen3vl::PROJECTOR,
 ];
 
-/// The constructor for `projector_type`, or an error naming it and the supported list.
-pub fn lookup(projector_type: &str) -> Result<Constructor, ClipError> {
+/// The descriptor of `projector_type`, or an error naming it and the supported list.
+pub fn lookup(projector_type: &str) -> Result<&'static Projector, ClipError> {
     PROJECTORS
         .iter()
-        .find(|(name, _)| *name == projector_type)
-        .map(|&(_, c)| c)
+        .copied()
+        .find(|p| p.name == projector_type)
         .ok_or_else(|| ClipError::UnsupportedProjector {
             found: projector_type.to_owned(),
             supported: PROJECTORS
                 .iter()
-                .map(|(n, _)| *n)
+                .map(|p| p.name)
                 .collect::<Vec<_>>()
                 .join(", "),
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_found() {
+        for (i, p) in PROJECTORS.iter().enumerate() {
+            assert!(PROJECTORS[..i].iter().all(|q| q.name != p.name), "{}", p.name);
+            assert_eq!(lookup(p.name).unwrap().name, p.name);
+        }
+        let err = lookup("mlp").unwrap_err().to_string();
+        assert!(err.contains("mlp") && err.contains("gemma3"), "{err}");
+    }
 }

@@ -3,35 +3,14 @@
 
 use std::path::{Path, PathBuf};
 
+use clip::ClipModel;
 use clip::bitmap::Bitmap;
 use clip::jpeg;
-use clip::preprocess::{PreprocessParams, Strategy, preprocess};
-use gguf::GgufFile;
 
 fn fixture_dir(arch: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../tests/fixtures")
         .join(arch)
-}
-
-fn three(file: &GgufFile, key: &str) -> [f32; 3] {
-    let values = file.get_array(key).unwrap().as_f32s().unwrap();
-    values.try_into().unwrap()
-}
-
-fn params(arch: &str, file: &GgufFile) -> PreprocessParams {
-    PreprocessParams {
-        image_size: file.get_u32("clip.vision.image_size").unwrap(),
-        patch_size: file.get_u32("clip.vision.patch_size").unwrap(),
-        merge: file
-            .opt_u32("clip.vision.spatial_merge_size")
-            .unwrap()
-            .unwrap_or(if arch == "gemma3" { 1 } else { 2 }),
-        mean: three(file, "clip.vision.image_mean"),
-        std: three(file, "clip.vision.image_std"),
-        min_tokens: 8,
-        max_tokens: 4096,
-    }
 }
 
 fn photo2() -> Vec<u8> {
@@ -43,9 +22,10 @@ fn max_error(arch: &str) -> f32 {
     let image =
         jpeg::decode(&std::fs::read(fixture_dir(arch).join("photo2.jpg")).unwrap()).unwrap();
     let bitmap = Bitmap::from_rgb(image.width as u32, image.height as u32, image.rgb).unwrap();
-    let file = GgufFile::open(fixture_dir(arch).join("mmproj.gguf")).unwrap();
-    let strategy = Strategy::for_projector(file.get_str("clip.projector_type").unwrap()).unwrap();
-    let ours = preprocess(&bitmap, strategy, &params(arch, &file)).unwrap();
+    let model = ClipModel::load(fixture_dir(arch).join("mmproj.gguf")).unwrap();
+    let ours = model
+        .preprocess(&bitmap, &model.preprocess_params(None, None))
+        .unwrap();
     let tensors =
         tensor::safetensors::read(fixture_dir(arch).join("reference.safetensors")).unwrap();
     let reference = tensors["pixels.photo2.jpg"].to_f32().unwrap();

@@ -3,11 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
+use clip::ClipModel;
 use clip::bitmap::Bitmap;
-use clip::preprocess::{
-    PreprocessParams, PreprocessedImage, Strategy, TokenGrid, preprocess as run_strategy,
-};
-use gguf::GgufFile;
+use clip::preprocess::{PreprocessedImage, TokenGrid};
 
 const PNG_TOLERANCE: f32 = 1e-5;
 
@@ -17,33 +15,9 @@ fn fixture_dir(arch: &str) -> PathBuf {
         .join(arch)
 }
 
-fn three(file: &GgufFile, key: &str) -> [f32; 3] {
-    let values = file
-        .get_array(key)
-        .unwrap_or_else(|e| panic!("{key}: {e}"))
-        .as_f32s()
-        .unwrap_or_else(|| panic!("{key} is not a float array"));
-    values
-        .try_into()
-        .unwrap_or_else(|v: Vec<f32>| panic!("{key} has {} values", v.len()))
-}
-
-/// The preprocessing constants as llama.cpp derives them from the mmproj metadata.
-fn params_from_mmproj(arch: &str) -> PreprocessParams {
-    let file = GgufFile::open(fixture_dir(arch).join("mmproj.gguf")).unwrap();
-    PreprocessParams {
-        image_size: file.get_u32("clip.vision.image_size").unwrap(),
-        patch_size: file.get_u32("clip.vision.patch_size").unwrap(),
-        // Qwen2/2.5-VL files omit the key; llama.cpp defaults it to 2. Gemma 3 does not merge.
-        merge: file
-            .opt_u32("clip.vision.spatial_merge_size")
-            .unwrap()
-            .unwrap_or(if arch == "gemma3" { 1 } else { 2 }),
-        mean: three(&file, "clip.vision.image_mean"),
-        std: three(&file, "clip.vision.image_std"),
-        min_tokens: 8,
-        max_tokens: 4096,
-    }
+/// The mmproj, whose projector descriptor picks the preprocessing and fills in its defaults.
+fn model(arch: &str) -> ClipModel {
+    ClipModel::load(fixture_dir(arch).join("mmproj.gguf")).unwrap()
 }
 
 fn reference_pixels(arch: &str, image: &str) -> (Vec<usize>, Vec<f32>) {
@@ -55,11 +29,10 @@ fn reference_pixels(arch: &str, image: &str) -> (Vec<usize>, Vec<f32>) {
 
 fn preprocess(arch: &str, image: &str) -> PreprocessedImage {
     let bitmap = Bitmap::from_file(fixture_dir(arch).join(image)).unwrap();
-    let params = params_from_mmproj(arch);
-    let mmproj = GgufFile::open(fixture_dir(arch).join("mmproj.gguf")).unwrap();
-    let projector = mmproj.get_str("clip.projector_type").unwrap();
-    let strategy = Strategy::for_projector(projector).unwrap();
-    run_strategy(&bitmap, strategy, &params).unwrap()
+    let model = model(arch);
+    model
+        .preprocess(&bitmap, &model.preprocess_params(None, None))
+        .unwrap()
 }
 
 /// Compares with the reference; returns the max abs error after checking the shape.
@@ -78,7 +51,7 @@ fn max_error(arch: &str, image: &str) -> f32 {
         .map(|(a, b)| (a - b).abs())
         .fold(0f32, f32::max);
     // One 8-bit level is 1/255/std; report errors in levels too, which is what decoders disagree by.
-    let level = 1.0 / 255.0 / params_from_mmproj(arch).std[0];
+    let level = 1.0 / 255.0 / model(arch).hparams().image_std[0];
     let off = ours
         .data
         .iter()
@@ -129,11 +102,13 @@ fn token_grids_match_the_reference_chunks() {
         ("qwen3vl", "photo.png", 10, 8),
         ("qwen3vl", "photo2.jpg", 8, 6),
         ("qwen3vl", "tiny.png", 3, 3),
+        // Gemma 3: the fixture's 4x4 pooled grid, reported as one row.
+        ("gemma3", "photo.png", 16, 1),
     ];
     for (arch, image, nx, ny) in expect {
         assert_eq!(
             preprocess(arch, image).token_grid,
-            Some(TokenGrid { nx, ny }),
+            TokenGrid { nx, ny },
             "{arch}/{image}"
         );
     }

@@ -1,42 +1,47 @@
 //! A tokenized multimodal prompt: text token runs and media placeholders, with the decoder
 //! positions each chunk occupies.
 
-use crate::encoder::PreparedImage;
+use crate::encoder::PreparedMedia;
+use crate::media::MediaKind;
 
-/// How an image's tokens are placed in the decoder's position space.
+/// How a media chunk's tokens are placed in the decoder's position space.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ImagePositions {
-    /// One position per token, in order (Gemma 3, LLaVA-style models).
+    /// One position per token, in order (Gemma 3, LLaVA-style models, audio).
     Sequential,
     /// Qwen M-RoPE: every token has time 0 and its (y, x) spot on the merged grid; the image
     /// takes `max(nx, ny)` positions.
     MropeGrid,
 }
 
-/// An image placeholder in a prompt: what the encoder will produce and where it goes.
+/// A media placeholder in a prompt (an image, one tile of an image, or an audio window):
+/// what the encoder will produce and where it goes.
 #[derive(Debug, Clone)]
-pub struct ImageChunk {
-    /// The bitmap's id (file name or content hash).
+pub struct MediaChunk {
+    pub kind: MediaKind,
+    /// The media item's id (file name or content hash).
     pub id: String,
-    /// Index of the bitmap among those given to `tokenize`.
+    /// Index of the media item among those given to `tokenize`.
     pub media_index: usize,
+    /// Index of this piece among the item's pieces (tiles, audio windows); 0 for most.
+    pub piece: usize,
     pub positions: ImagePositions,
     /// Attend to each other regardless of order while decoding (Gemma 3).
     pub non_causal: bool,
-    pub image: PreparedImage,
+    pub prepared: PreparedMedia,
 }
 
-impl ImageChunk {
+impl MediaChunk {
     pub fn n_tokens(&self) -> usize {
-        self.image.n_tokens
+        self.prepared.n_tokens
     }
 
     pub fn nx(&self) -> usize {
-        self.image.nx
+        self.prepared.nx
     }
 
     pub fn ny(&self) -> usize {
-        self.image.ny
+        self.prepared.ny
     }
 
     /// Positions the image advances the sequence by.
@@ -80,21 +85,38 @@ impl ImageChunk {
     }
 }
 
-/// One piece of a multimodal prompt. Audio chunks come later.
+/// One piece of a multimodal prompt.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum Chunk {
     /// Text token ids, decoded at consecutive positions.
     Text(Vec<u32>),
-    Image(ImageChunk),
+    Image(MediaChunk),
+    Audio(MediaChunk),
 }
 
 impl Chunk {
+    /// Wraps a media chunk in the variant of its kind.
+    pub fn media(chunk: MediaChunk) -> Self {
+        match chunk.kind {
+            MediaKind::Image => Chunk::Image(chunk),
+            MediaKind::Audio => Chunk::Audio(chunk),
+        }
+    }
+
+    /// The media chunk, for image and audio chunks.
+    pub fn as_media(&self) -> Option<&MediaChunk> {
+        match self {
+            Chunk::Text(_) => None,
+            Chunk::Image(m) | Chunk::Audio(m) => Some(m),
+        }
+    }
+
     /// Tokens (KV cells) the chunk occupies.
     pub fn n_tokens(&self) -> usize {
         match self {
             Chunk::Text(t) => t.len(),
-            Chunk::Image(img) => img.n_tokens(),
+            Chunk::Image(m) | Chunk::Audio(m) => m.n_tokens(),
         }
     }
 
@@ -102,7 +124,7 @@ impl Chunk {
     pub fn n_pos(&self) -> usize {
         match self {
             Chunk::Text(t) => t.len(),
-            Chunk::Image(img) => img.n_pos(),
+            Chunk::Image(m) | Chunk::Audio(m) => m.n_pos(),
         }
     }
 }
@@ -163,13 +185,15 @@ mod tests {
     use super::*;
     use std::sync::Arc;
 
-    fn image(nx: usize, ny: usize, positions: ImagePositions) -> ImageChunk {
-        ImageChunk {
+    fn image(nx: usize, ny: usize, positions: ImagePositions) -> MediaChunk {
+        MediaChunk {
+            kind: MediaKind::Image,
             id: "img".into(),
             media_index: 0,
+            piece: 0,
             positions,
             non_causal: false,
-            image: PreparedImage {
+            prepared: PreparedMedia {
                 nx,
                 ny,
                 n_tokens: nx * ny,

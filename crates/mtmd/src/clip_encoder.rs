@@ -1,14 +1,14 @@
-//! The [`ImageEncoder`] backed by an mmproj file: `clip` preprocessing (strategy from the
-//! projector type, constants from the mmproj hparams) and `clip`'s vision tower + projector.
+//! The [`MediaEncoder`] backed by an mmproj file: everything projector-specific comes from the
+//! projector's descriptor in `clip` (preprocessing, framing, defaults, attention rule).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use clip::ClipModel;
-use clip::preprocess::{PreprocessParams, PreprocessedImage, Strategy, preprocess};
+use clip::preprocess::{PreprocessParams, PreprocessedImage};
 
-use crate::bitmap::Bitmap;
-use crate::encoder::{EncoderError, ImageEncoder, ImageFraming, PreparedImage};
+use crate::encoder::{EncoderError, Framing, MediaEncoder, PreparedMedia};
+use crate::media::{Media, MediaKind};
 
 /// Why an mmproj could not be turned into an encoder for a text model.
 #[derive(Debug, thiserror::Error)]
@@ -31,21 +31,17 @@ pub enum LoadError {
     Threads { n_threads: usize, detail: String },
 }
 
-/// Vision encoder of an mmproj, preprocessing included.
+/// The encoder of an mmproj, preprocessing included.
 pub struct ClipEncoder {
     model: ClipModel,
-    strategy: Strategy,
     params: PreprocessParams,
-    framing: ImageFraming,
-    /// Gemma 3: tokens per image are fixed by the square input and the pooling.
-    fixed_tokens: usize,
     /// Runs encodes on a private pool of this size; `None` uses rayon's global pool.
     pool: Option<rayon::ThreadPool>,
 }
 
 impl ClipEncoder {
     /// Loads `mmproj_path`. `min_tokens`/`max_tokens` bound dynamic-resolution images
-    /// (`None`: the llama.cpp defaults 8 and 4096); `n_threads` sizes a private pool.
+    /// (`None`: the projector's defaults); `n_threads` sizes a private pool.
     pub fn load(
         mmproj_path: &Path,
         min_tokens: Option<u32>,
@@ -89,39 +85,7 @@ impl ClipEncoder {
             });
         }
         let model = ClipModel::from_gguf(file).map_err(clip_err)?;
-        let projector = model.projector_type().to_owned();
-        let unsupported = || LoadError::UnsupportedProjector {
-            path: path.clone(),
-            projector: projector.clone(),
-        };
-        let strategy = Strategy::for_projector(&projector).ok_or_else(unsupported)?;
-        let framing = ImageFraming::for_projector(&projector).ok_or_else(unsupported)?;
-        let hp = model.hparams();
-        let merge = match strategy {
-            // The merge of dynamic models sets the token grid; Qwen's default is 2.
-            Strategy::DynamicResolution => {
-                if hp.n_merge == 0 {
-                    2
-                } else {
-                    hp.n_merge
-                }
-            }
-            Strategy::FixedSquare => 1,
-        };
-        let to_u32 = |v: usize| u32::try_from(v).unwrap_or(u32::MAX);
-        let params = PreprocessParams {
-            image_size: to_u32(hp.image_size),
-            patch_size: to_u32(hp.patch_size),
-            merge: to_u32(merge),
-            mean: hp.image_mean,
-            std: hp.image_std,
-            min_tokens: min_tokens.unwrap_or(8),
-            max_tokens: max_tokens.unwrap_or(4096),
-        };
-        // Gemma 3 pools the patch grid by n_merge per side (4 when the file does not say).
-        let pool_side = if hp.n_merge == 0 { 4 } else { hp.n_merge };
-        let side = hp.image_size / hp.patch_size / pool_side;
-        let fixed_tokens = side * side;
+        let params = model.preprocess_params(min_tokens, max_tokens);
         let pool = match n_threads {
             Some(n) => Some(
                 rayon::ThreadPoolBuilder::new()
@@ -136,10 +100,7 @@ impl ClipEncoder {
         };
         Ok(Self {
             model,
-            strategy,
             params,
-            framing,
-            fixed_tokens,
             pool,
         })
     }
@@ -153,50 +114,50 @@ impl ClipEncoder {
     }
 }
 
-impl ImageEncoder for ClipEncoder {
-    fn framing(&self) -> ImageFraming {
-        self.framing.clone()
+impl MediaEncoder for ClipEncoder {
+    fn kind(&self) -> MediaKind {
+        self.model.projector().modality.into()
+    }
+
+    fn framing(&self) -> Framing {
+        self.model.projector().framing
+    }
+
+    fn non_causal(&self) -> bool {
+        self.model.projector().non_causal
     }
 
     fn n_embd_out(&self) -> usize {
         self.model.n_embd_out()
     }
 
-    fn preprocess(&self, bitmap: &Bitmap) -> Result<PreparedImage, EncoderError> {
-        let pixels = preprocess(bitmap.as_clip(), self.strategy, &self.params)?;
-        let (nx, ny) = match pixels.token_grid {
-            Some(g) => (g.nx as usize, g.ny as usize),
-            // llama.cpp lays a fixed-size image out as one row of tokens.
-            None => (self.fixed_tokens, 1),
+    fn prepare(&self, media: Media<'_>) -> Result<Vec<PreparedMedia>, EncoderError> {
+        let bitmap = match media {
+            Media::Image(bitmap) => bitmap,
         };
-        Ok(PreparedImage {
+        let pixels = self.model.preprocess(bitmap, &self.params)?;
+        let (nx, ny) = (
+            pixels.token_grid.nx as usize,
+            pixels.token_grid.ny as usize,
+        );
+        Ok(vec![PreparedMedia {
             nx,
             ny,
             n_tokens: nx * ny,
             data: Arc::new(pixels),
-        })
+        }])
     }
 
-    fn encode(&self, image: &PreparedImage) -> Result<Vec<f32>, EncoderError> {
-        let pixels = image
+    fn encode(&self, piece: &PreparedMedia) -> Result<Vec<f32>, EncoderError> {
+        let pixels = piece
             .data
             .downcast_ref::<PreprocessedImage>()
-            .ok_or("prepared image was not made by this encoder")?;
-        let run = || {
-            self.model
-                .encode(&pixels.data, pixels.width as usize, pixels.height as usize)
-        };
+            .ok_or("prepared media was not made by this encoder")?;
+        let run = || self.model.encode_image(pixels);
         let embd = match &self.pool {
             Some(pool) => pool.install(run)?,
             None => run()?,
         };
-        if embd.n_tokens != image.n_tokens {
-            return Err(format!(
-                "encoder made {} tokens, preprocessing planned {}",
-                embd.n_tokens, image.n_tokens
-            )
-            .into());
-        }
         Ok(embd.data)
     }
 }

@@ -6,13 +6,13 @@ use std::sync::Arc;
 
 use llm::{Model, Session};
 
-use crate::bitmap::Bitmap;
-use crate::chunk::{Chunk, Chunks, ImageChunk, ImagePositions};
+use crate::chunk::{Chunk, Chunks, ImagePositions, MediaChunk};
 use crate::clip_encoder::{ClipEncoder, LoadError};
-use crate::encoder::{ImageEncoder, ImageFraming};
+use crate::encoder::{Framing, MediaEncoder};
 use crate::error::{MtmdError, Result};
 use crate::eval::{EvalOutput, eval_chunks};
-use crate::tokenize::{Framing, tokenize_with_media};
+use crate::media::{Media, MediaKind};
+use crate::tokenize::tokenize_with_media;
 
 /// The marker llama.cpp uses for "a media item goes here".
 pub const DEFAULT_MEDIA_MARKER: &str = "<__media__>";
@@ -22,11 +22,12 @@ pub const DEFAULT_MEDIA_MARKER: &str = "<__media__>";
 pub struct ContextParams {
     /// Text that stands for one media item in prompts.
     pub media_marker: String,
-    /// Threads of a private pool for image encoding (`None`: rayon's global pool).
+    /// Threads of a private pool for media encoding (`None`: rayon's global pool).
     pub n_threads: Option<usize>,
-    /// Lower bound on tokens per dynamic-resolution image (`None`: 8, llama.cpp's default).
+    /// Lower bound on tokens per dynamic-resolution image (`None`: the projector's default,
+    /// 8 for the Qwen-VL family as in llama.cpp).
     pub image_min_tokens: Option<u32>,
-    /// Upper bound on tokens per dynamic-resolution image (`None`: 4096).
+    /// Upper bound on tokens per dynamic-resolution image (`None`: the projector's default).
     pub image_max_tokens: Option<u32>,
 }
 
@@ -43,7 +44,7 @@ impl Default for ContextParams {
 
 /// A text model with its media encoder.
 ///
-/// [`Context::new`] loads the encoder from an mmproj file; any other [`ImageEncoder`] (a
+/// [`Context::new`] loads the encoder from an mmproj file; any other [`MediaEncoder`] (a
 /// test double, a cache) plugs in through [`Context::with_encoder`].
 ///
 /// ```no_run
@@ -59,14 +60,14 @@ impl Default for ContextParams {
 /// ```
 pub struct Context {
     model: Arc<Model>,
-    encoder: Box<dyn ImageEncoder>,
-    framing: ImageFraming,
+    encoder: Box<dyn MediaEncoder>,
+    framing: Framing,
     positions: ImagePositions,
     params: ContextParams,
 }
 
 impl Context {
-    /// Loads the vision encoder of `mmproj_path` for `model`. Fails with one clear message when
+    /// Loads the media encoder of `mmproj_path` for `model`. Fails with one clear message when
     /// the file is not an mmproj, its projector is unsupported, or its embeddings do not have
     /// the text model's width.
     pub fn new(
@@ -94,7 +95,7 @@ impl Context {
     /// model takes.
     pub fn with_encoder(
         model: Arc<Model>,
-        encoder: Box<dyn ImageEncoder>,
+        encoder: Box<dyn MediaEncoder>,
         params: ContextParams,
     ) -> Result<Self> {
         let expected = model.hparams().n_embd_inp();
@@ -107,7 +108,8 @@ impl Context {
         if params.media_marker.is_empty() {
             return Err(MtmdError::EmptyMarker);
         }
-        // The text model decides the position scheme, as llama.cpp keys it on the rope type.
+        // The text model decides the position scheme of images, as llama.cpp keys it on the
+        // rope type (audio is always sequential).
         let positions = if model.hparams().arch.uses_mrope() {
             ImagePositions::MropeGrid
         } else {
@@ -131,54 +133,86 @@ impl Context {
         &self.params.media_marker
     }
 
-    /// Splits `text` at the media markers (one per bitmap, in order) and tokenizes it;
-    /// every bitmap is preprocessed to learn its token grid.
-    pub fn tokenize(&self, text: &str, bitmaps: &[&Bitmap]) -> Result<Chunks> {
-        let framing = Framing {
-            begin: &self.framing.begin,
-            end: &self.framing.end,
-        };
+    /// Whether the encoder takes media of `kind` (libmtmd's `mtmd_support_vision` /
+    /// `mtmd_support_audio`).
+    pub fn supports(&self, kind: MediaKind) -> bool {
+        self.encoder.kind() == kind
+    }
+
+    pub fn supports_vision(&self) -> bool {
+        self.supports(MediaKind::Image)
+    }
+
+    pub fn supports_audio(&self) -> bool {
+        self.supports(MediaKind::Audio)
+    }
+
+    /// Splits `text` at the media markers (one per media item, in order) and tokenizes it;
+    /// every item is preprocessed to learn its token grid. Takes `&[&Bitmap]` or `&[Media]`.
+    pub fn tokenize<'a, M>(&self, text: &str, media: &[M]) -> Result<Chunks>
+    where
+        M: Into<Media<'a>> + Copy,
+    {
         tokenize_with_media(
             &self.model.tokenizer,
             text,
             &self.params.media_marker,
-            framing,
-            bitmaps.len(),
-            |k| self.image_chunk(k, bitmaps[k]).map(Chunk::Image),
+            &self.framing,
+            media.len(),
+            |k| self.media_chunks(k, media[k].into()),
         )
     }
 
-    /// Builds the chunk of one bitmap from an already prepared grid (also what a test
-    /// double or a cache of preprocessed images uses).
-    fn image_chunk(&self, media_index: usize, bitmap: &Bitmap) -> Result<ImageChunk> {
-        let image = self
-            .encoder
-            .preprocess(bitmap)
-            .map_err(|source| MtmdError::Encoder {
-                id: bitmap.id().to_string(),
-                source,
-            })?;
-        if image.nx * image.ny != image.n_tokens || image.n_tokens == 0 {
-            return Err(MtmdError::BadGrid {
-                nx: image.nx,
-                ny: image.ny,
-                n_tokens: image.n_tokens,
+    /// The chunks of one media item (one per piece the encoder prepares).
+    fn media_chunks(&self, media_index: usize, media: Media<'_>) -> Result<Vec<Chunk>> {
+        let kind = media.kind();
+        if !self.supports(kind) {
+            return Err(MtmdError::UnsupportedMedia {
+                id: media.id().to_string(),
+                kind: kind.name(),
+                supported: self.encoder.kind().name(),
             });
         }
-        Ok(ImageChunk {
-            id: bitmap.id().to_string(),
-            media_index,
-            positions: self.positions,
-            non_causal: self.framing.non_causal,
-            image,
-        })
+        let pieces = self
+            .encoder
+            .prepare(media)
+            .map_err(|source| MtmdError::Encoder {
+                id: media.id().to_string(),
+                source,
+            })?;
+        let positions = match kind {
+            MediaKind::Image => self.positions,
+            MediaKind::Audio => ImagePositions::Sequential,
+        };
+        pieces
+            .into_iter()
+            .enumerate()
+            .map(|(piece, prepared)| {
+                if prepared.nx * prepared.ny != prepared.n_tokens || prepared.n_tokens == 0 {
+                    return Err(MtmdError::BadGrid {
+                        nx: prepared.nx,
+                        ny: prepared.ny,
+                        n_tokens: prepared.n_tokens,
+                    });
+                }
+                Ok(Chunk::media(MediaChunk {
+                    kind,
+                    id: media.id().to_string(),
+                    media_index,
+                    piece,
+                    positions,
+                    non_causal: self.encoder.non_causal(),
+                    prepared,
+                }))
+            })
+            .collect()
     }
 
-    /// Runs the encoder on one image chunk: `[n_tokens, n_embd_inp]`.
-    pub fn encode(&self, image: &ImageChunk) -> Result<Vec<f32>> {
+    /// Runs the encoder on one media chunk: `[n_tokens, n_embd_inp]`.
+    pub fn encode(&self, image: &MediaChunk) -> Result<Vec<f32>> {
         let embd = self
             .encoder
-            .encode(&image.image)
+            .encode(&image.prepared)
             .map_err(|source| MtmdError::Encoder {
                 id: image.id.clone(),
                 source,

@@ -3,7 +3,9 @@
 /// Errors of tokenizing prompts with media and evaluating the chunks.
 #[derive(Debug, thiserror::Error)]
 pub enum MtmdError {
-    #[error("prompt has {markers} media marker(s) '{marker}' but {bitmaps} bitmap(s) were given")]
+    #[error(
+        "prompt has {markers} media marker(s) '{marker}' but {bitmaps} media item(s) were given"
+    )]
     MarkerCount {
         marker: String,
         markers: usize,
@@ -11,15 +13,12 @@ pub enum MtmdError {
     },
     #[error("the media marker must not be empty")]
     EmptyMarker,
-    #[error("bitmap {nx}x{ny} needs {expected} RGB bytes, got {got}")]
-    BitmapSize {
-        nx: u32,
-        ny: u32,
-        expected: usize,
-        got: usize,
+    #[error("'{id}' is {kind}, but this model's encoder only takes {supported}")]
+    UnsupportedMedia {
+        id: String,
+        kind: &'static str,
+        supported: &'static str,
     },
-    #[error("bitmap has an empty side ({nx}x{ny})")]
-    EmptyBitmap { nx: u32, ny: u32 },
     #[error(
         "encoder gave an image grid of {nx}x{ny} for {n_tokens} tokens (the grid must hold exactly the tokens)"
     )]
@@ -28,7 +27,7 @@ pub enum MtmdError {
         ny: usize,
         n_tokens: usize,
     },
-    #[error("embeddings of image '{id}' have {got} values, expected {n_tokens} tokens x {n_embd}")]
+    #[error("embeddings of '{id}' have {got} values, expected {n_tokens} tokens x {n_embd}")]
     EmbeddingSize {
         id: String,
         n_tokens: usize,
@@ -39,7 +38,7 @@ pub enum MtmdError {
         "encoder produces rows of {encoder} values but the text model takes {model} (wrong mmproj for this model?)"
     )]
     EmbeddingWidth { encoder: usize, model: usize },
-    #[error("encoding image '{id}' failed: {source}")]
+    #[error("encoding '{id}' failed: {source}")]
     Encoder {
         id: String,
         #[source]

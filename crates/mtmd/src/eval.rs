@@ -1,9 +1,9 @@
-//! Evaluating chunks through the text model: text at consecutive positions, images at the
+//! Evaluating chunks through the text model: text at consecutive positions, media at the
 //! positions their chunk describes (llama.cpp's `mtmd_helper_eval_chunks`).
 
 use llm::{Logits, Model, Session};
 
-use crate::chunk::{Chunk, Chunks, ImageChunk};
+use crate::chunk::{Chunk, Chunks, MediaChunk};
 use crate::error::{MtmdError, Result};
 
 /// What evaluating a prompt leaves behind.
@@ -17,13 +17,13 @@ pub struct EvalOutput {
 }
 
 /// Decodes `chunks` into `session` after whatever it already holds. `embed` produces each
-/// image's embeddings (`[n_tokens, n_embd_inp]`); `logits_last` asks for the logits of the
+/// media chunk's embeddings (`[n_tokens, n_embd_inp]`); `logits_last` asks for the logits of the
 /// prompt's last token.
 pub fn eval_chunks(
     model: &Model,
     session: &mut Session,
     chunks: &Chunks,
-    mut embed: impl FnMut(&ImageChunk) -> Result<Vec<f32>>,
+    mut embed: impl FnMut(&MediaChunk) -> Result<Vec<f32>>,
     logits_last: bool,
 ) -> Result<EvalOutput> {
     let mut logits = None;
@@ -44,9 +44,9 @@ pub fn eval_chunks(
                     logits = Some(out);
                 }
             }
-            Chunk::Image(image) => {
-                let embd = embed(image)?;
-                eval_image(model, session, image, &embd)?;
+            Chunk::Image(media) | Chunk::Audio(media) => {
+                let embd = embed(media)?;
+                eval_media(model, session, media, &embd)?;
             }
         }
     }
@@ -56,11 +56,11 @@ pub fn eval_chunks(
     })
 }
 
-/// Decodes one image's embeddings at the session's next position.
-pub fn eval_image(
+/// Decodes one media chunk's embeddings at the session's next position.
+pub fn eval_media(
     model: &Model,
     session: &mut Session,
-    image: &ImageChunk,
+    image: &MediaChunk,
     embd: &[f32],
 ) -> Result<()> {
     let n_embd = model.hparams().n_embd_inp();

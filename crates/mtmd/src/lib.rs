@@ -1,28 +1,29 @@
 //! Multimodal prompts for the text decoder, after llama.cpp's libmtmd.
 //!
-//! A prompt carries media markers (`<__media__>`), one per [`Bitmap`]. [`Context::tokenize`]
-//! turns it into [`Chunks`]: runs of text tokens and media chunks that know their token
-//! grid and decoder positions. [`Context::eval_chunks`] encodes each image (through an
-//! [`ImageEncoder`]) and feeds text and embeddings to an [`llm::Session`] at the right
-//! positions: sequential for Gemma 3 (image tokens non-causal among themselves), the 2-D
-//! M-RoPE grid for Qwen2-VL / Qwen2.5-VL / Qwen3-VL.
+//! A prompt carries media markers (`<__media__>`), one per [`Media`] item (a [`Bitmap`] today,
+//! audio next). [`Context::tokenize`] turns it into [`Chunks`]: runs of text tokens and media
+//! chunks that know their token grid and decoder positions. [`Context::eval_chunks`] encodes
+//! each media chunk (through a [`MediaEncoder`]) and feeds text and embeddings to an
+//! [`llm::Session`] at the right positions: sequential for Gemma 3 (image tokens non-causal
+//! among themselves), the 2-D M-RoPE grid for Qwen2-VL / Qwen2.5-VL / Qwen3-VL. Everything
+//! projector-specific comes from the projector's descriptor in `clip`.
 
-pub mod bitmap;
 pub mod chunk;
 pub mod clip_encoder;
 pub mod context;
 pub mod encoder;
 pub mod error;
 pub mod eval;
+pub mod media;
 pub mod prefix;
 pub mod tokenize;
 
-pub use bitmap::{Bitmap, BitmapError};
-pub use chunk::{Chunk, Chunks, ImageChunk, ImagePositions};
+pub use chunk::{Chunk, Chunks, ImagePositions, MediaChunk};
 pub use clip_encoder::{ClipEncoder, LoadError};
 pub use context::{Context, ContextParams, DEFAULT_MEDIA_MARKER};
-pub use encoder::{EncoderError, ImageEncoder, ImageFraming, PreparedImage};
+pub use encoder::{EncoderError, Framing, MediaEncoder, PreparedMedia, TileFraming};
 pub use error::{MtmdError, Result};
-pub use eval::{EvalOutput, eval_chunks, eval_image};
+pub use eval::{EvalOutput, eval_chunks, eval_media};
+pub use media::{Bitmap, BitmapError, Media, MediaKind};
 pub use prefix::{CellKey, chunk_keys, chunks_after, reusable_prefix};
-pub use tokenize::{Framing, tokenize_with_media};
+pub use tokenize::tokenize_with_media;

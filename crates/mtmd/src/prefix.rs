@@ -9,9 +9,10 @@ use crate::chunk::{Chunk, Chunks};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CellKey {
     Token(u32),
-    /// Cell `row` of the image with this content id.
-    Image {
+    /// Cell `row` of piece `piece` of the media item with this id.
+    Media {
         id: String,
+        piece: usize,
         row: usize,
     },
 }
@@ -21,22 +22,25 @@ pub fn chunk_keys(chunks: &Chunks) -> Vec<CellKey> {
     for chunk in chunks {
         match chunk {
             Chunk::Text(tokens) => keys.extend(tokens.iter().map(|&t| CellKey::Token(t))),
-            Chunk::Image(img) => keys.extend((0..img.n_tokens()).map(|row| CellKey::Image {
-                id: img.id.clone(),
-                row,
-            })),
+            Chunk::Image(m) | Chunk::Audio(m) => {
+                keys.extend((0..m.n_tokens()).map(|row| CellKey::Media {
+                    id: m.id.clone(),
+                    piece: m.piece,
+                    row,
+                }))
+            }
         }
     }
     keys
 }
 
 /// How many leading cells of `new` can stay in the cache: the common prefix with `cached`,
-/// cut back to an image's start when it ends inside one (an image is evaluated whole) and
+/// cut back to a media chunk's start when it ends inside one (media chunks are evaluated whole) and
 /// to leave at least one text token to evaluate (its logits start the answer).
 pub fn reusable_prefix(cached: &[CellKey], new: &[CellKey]) -> usize {
     let mut keep = cached.iter().zip(new).take_while(|(a, b)| a == b).count();
     keep = keep.min(new.len().saturating_sub(1));
-    while keep > 0 && matches!(new.get(keep), Some(CellKey::Image { row, .. }) if *row > 0) {
+    while keep > 0 && matches!(new.get(keep), Some(CellKey::Media { row, .. }) if *row > 0) {
         keep -= 1;
     }
     keep
@@ -70,7 +74,11 @@ mod tests {
 
     fn img(id: &str, n: usize) -> Vec<CellKey> {
         (0..n)
-            .map(|row| CellKey::Image { id: id.into(), row })
+            .map(|row| CellKey::Media {
+                id: id.into(),
+                piece: 0,
+                row,
+            })
             .collect()
     }
 

@@ -3,31 +3,26 @@
 //! 1. the prompt is split at the marker;
 //! 2. each text part is tokenized alone (no BOS/EOS, control-token texts recognised);
 //! 3. at each marker the begin text is tokenized alone and ends the current text chunk,
-//!    the media chunk follows, and the tokenized end text starts the next text chunk;
+//!    the media item's chunks follow (one per piece: most images have one), and the tokenized
+//!    end text starts the next text chunk;
 //! 4. consecutive text tokens form one chunk (empty text chunks are dropped);
 //! 5. BOS goes first when the model adds it; EOS last when the model adds it.
 
 use llm::Tokenizer;
 
 use crate::chunk::{Chunk, Chunks};
+use crate::encoder::Framing;
 use crate::error::{MtmdError, Result};
 
-/// Texts that frame every media chunk (empty: nothing is added).
-#[derive(Debug, Clone, Copy)]
-pub struct Framing<'a> {
-    pub begin: &'a str,
-    pub end: &'a str,
-}
-
-/// Tokenizes `text`, calling `media(k)` for the chunk of the k-th marker. The number of
-/// markers must equal `n_media`.
+/// Tokenizes `text`, calling `media(k)` for the chunks of the k-th marker's media item. The
+/// number of markers must equal `n_media`.
 pub fn tokenize_with_media(
     tokenizer: &Tokenizer,
     text: &str,
     marker: &str,
-    framing: Framing<'_>,
+    framing: &Framing,
     n_media: usize,
-    mut media: impl FnMut(usize) -> Result<Chunk>,
+    mut media: impl FnMut(usize) -> Result<Vec<Chunk>>,
 ) -> Result<Chunks> {
     if marker.is_empty() {
         return Err(MtmdError::EmptyMarker);
@@ -60,7 +55,7 @@ pub fn tokenize_with_media(
             if !pending.is_empty() {
                 chunks.push(Chunk::Text(std::mem::take(&mut pending)));
             }
-            chunks.push(media(k - 1)?);
+            chunks.extend(media(k - 1)?);
             pending.extend(piece(framing.end));
         }
         pending.extend(piece(part));

@@ -9,7 +9,8 @@ use std::sync::Arc;
 
 use llm::{KvType, Logits, Model};
 use mtmd::{
-    Bitmap, Chunk, Context, ContextParams, EncoderError, ImageEncoder, ImageFraming, PreparedImage,
+    Bitmap, Chunk, Context, ContextParams, EncoderError, Framing, Media, MediaEncoder, MediaKind,
+    PreparedMedia,
 };
 use serde_json::Value;
 use tensor::safetensors::SafeTensor;
@@ -25,35 +26,43 @@ fn fixture_dir(arch: &str) -> PathBuf {
 
 /// Replays reference embeddings: a bitmap's id names its embedding tensor.
 struct ReferenceEncoder {
-    framing: ImageFraming,
+    projector: &'static clip::Projector,
     n_embd: usize,
     /// embd tensor name -> (nx, ny, embeddings)
     images: HashMap<String, (usize, usize, Arc<Vec<f32>>)>,
 }
 
-impl ImageEncoder for ReferenceEncoder {
-    fn framing(&self) -> ImageFraming {
-        self.framing.clone()
+impl MediaEncoder for ReferenceEncoder {
+    fn kind(&self) -> MediaKind {
+        MediaKind::Image
+    }
+
+    fn framing(&self) -> Framing {
+        self.projector.framing
+    }
+
+    fn non_causal(&self) -> bool {
+        self.projector.non_causal
     }
 
     fn n_embd_out(&self) -> usize {
         self.n_embd
     }
 
-    fn preprocess(&self, bitmap: &Bitmap) -> Result<PreparedImage, EncoderError> {
+    fn prepare(&self, media: Media<'_>) -> Result<Vec<PreparedMedia>, EncoderError> {
         let (nx, ny, embd) = self
             .images
-            .get(bitmap.id())
-            .ok_or_else(|| format!("no reference embeddings for '{}'", bitmap.id()))?;
-        Ok(PreparedImage {
+            .get(media.id())
+            .ok_or_else(|| format!("no reference embeddings for '{}'", media.id()))?;
+        Ok(vec![PreparedMedia {
             nx: *nx,
             ny: *ny,
             n_tokens: nx * ny,
             data: embd.clone(),
-        })
+        }])
     }
 
-    fn encode(&self, image: &PreparedImage) -> Result<Vec<f32>, EncoderError> {
+    fn encode(&self, image: &PreparedMedia) -> Result<Vec<f32>, EncoderError> {
         let embd = image
             .data
             .downcast_ref::<Vec<f32>>()
@@ -164,7 +173,7 @@ fn run_fixture(arch: &str, projector: &str) {
         }
     }
     let encoder = ReferenceEncoder {
-        framing: ImageFraming::for_projector(projector).expect("known projector"),
+        projector: clip::registry::lookup(projector).expect("known projector"),
         n_embd,
         images,
     };

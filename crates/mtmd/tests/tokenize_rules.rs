@@ -14,14 +14,11 @@ fn model(arch: &str) -> Model {
 }
 
 /// A stand-in for the media chunk: the rules under test do not look inside it.
-fn media(_: usize) -> mtmd::Result<Chunk> {
-    Ok(Chunk::Text(vec![]))
+fn media(_: usize) -> mtmd::Result<Vec<Chunk>> {
+    Ok(vec![Chunk::Text(vec![])])
 }
 
-const GEMMA: Framing<'static> = Framing {
-    begin: "<start_of_image>",
-    end: "<end_of_image>",
-};
+const GEMMA: &Framing = &Framing::wrap("<start_of_image>", "<end_of_image>");
 
 #[test]
 fn marker_count_must_match_bitmaps() {
@@ -73,7 +70,7 @@ fn bos_leads_when_prompt_starts_with_media() {
     let begin = m.tokenizer.tokenize(GEMMA.begin, false, true);
     let end = m.tokenizer.tokenize(GEMMA.end, false, true);
     let chunks = tokenize_with_media(&m.tokenizer, "<__media__>", "<__media__>", GEMMA, 1, |_| {
-        Ok(Chunk::Text(vec![u32::MAX]))
+        Ok(vec![Chunk::Text(vec![u32::MAX])])
     })
     .unwrap();
     let texts: Vec<&Vec<u32>> = chunks
@@ -90,14 +87,14 @@ fn bos_leads_when_prompt_starts_with_media() {
     // Without framing and without BOS (Qwen tokenizer), a leading image is the first chunk.
     let q = model("qwen2vl");
     assert!(!q.tokenizer.add_bos());
-    let none = Framing { begin: "", end: "" };
+    let none = &Framing::wrap("", "");
     let chunks = tokenize_with_media(
         &q.tokenizer,
         "<__media__>hi",
         "<__media__>",
         none,
         1,
-        |_| Ok(Chunk::Text(vec![u32::MAX])),
+        |_| Ok(vec![Chunk::Text(vec![u32::MAX])]),
     )
     .unwrap();
     assert_eq!(chunks.len(), 2);

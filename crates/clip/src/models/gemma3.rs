@@ -7,7 +7,23 @@ use tensor::cpu;
 use crate::ClipError;
 use crate::hparams::VisionHparams;
 use crate::models::{Embeddings, Encoder};
+use crate::preprocess::fixed_square;
+use crate::projector::{Defaults, Framing, Modality, Projector};
 use crate::vit::{self, AttnSetup, Block, Norm, NormKind, WeightLoader};
+
+pub const PROJECTOR: Projector = Projector {
+    name: "gemma3",
+    modality: Modality::Vision,
+    preprocess: fixed_square,
+    framing: Framing::wrap("<start_of_image>", "<end_of_image>"),
+    non_causal: true,
+    // llama.cpp pools 4x4 for every Gemma 3 size; tiny test models set scale_factor.
+    defaults: Defaults {
+        merge: 4,
+        token_limits: None,
+    },
+    build,
+};
 
 pub struct Gemma3 {
     patch: usize,
@@ -42,9 +58,8 @@ pub fn build(wl: &WeightLoader, hp: &VisionHparams) -> Result<Box<dyn Encoder>, 
         .to_f32_vec()?;
     let mut transposed = vec![0f32; stored.len()];
     cpu::conv::transpose(&stored, d, hp.projection_dim, &mut transposed);
-    // llama.cpp's default pooling for every Gemma 3 size; tiny test models set scale_factor.
-    let n_merge = if hp.n_merge == 0 { 4 } else { hp.n_merge };
-    if !side.is_multiple_of(n_merge) {
+    let n_merge = hp.n_merge;
+    if n_merge == 0 || !side.is_multiple_of(n_merge) {
         return Err(ClipError::BadValue {
             key: "clip.vision.projector.scale_factor".into(),
             detail: format!("{n_merge} does not divide the {side}-patch grid"),

@@ -10,6 +10,8 @@ use tensor::cpu::{self, RopeConfig, RopeMode};
 use crate::ClipError;
 use crate::hparams::{FfnAct, VisionHparams};
 use crate::models::{Embeddings, Encoder};
+use crate::preprocess::dynamic_resolution;
+use crate::projector::{Defaults, Framing, Modality, Projector, TokenLimits};
 use crate::vit::{self, AttnSetup, Block, Ffn, Linear, Norm, NormKind, WeightLoader};
 
 /// Patches merged per side by the Qwen mergers (llama.cpp hard-codes 2 as well).
@@ -17,6 +19,26 @@ pub const MERGE: usize = 2;
 
 /// Window attention default of llama.cpp when the file gives no `clip.vision.window_size`.
 const DEFAULT_WINDOW: usize = 112;
+
+/// What every Qwen-VL generation shares: `<|vision_start|>` … `<|vision_end|>` around a
+/// dynamic-resolution image of 8 to 4096 merged tokens (llama.cpp's defaults).
+pub const fn qwen_vl_projector(name: &'static str, build: crate::projector::BuildFn) -> Projector {
+    Projector {
+        name,
+        modality: Modality::Vision,
+        preprocess: dynamic_resolution,
+        framing: Framing::wrap("<|vision_start|>", "<|vision_end|>"),
+        non_causal: false,
+        defaults: Defaults {
+            merge: MERGE,
+            token_limits: Some(TokenLimits { min: 8, max: 4096 }),
+        },
+        build,
+    }
+}
+
+pub const QWEN2VL: Projector = qwen_vl_projector("qwen2vl_merger", build);
+pub const QWEN25VL: Projector = qwen_vl_projector("qwen2.5vl_merger", build);
 
 pub struct Qwen2Vl {
     patch: usize,

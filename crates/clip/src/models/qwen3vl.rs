@@ -9,10 +9,14 @@ use tensor::cpu;
 use crate::ClipError;
 use crate::hparams::{FfnAct, VisionHparams};
 use crate::models::qwen2vl::{
-    MERGE, load_merger, merge_positions, temporal_patch_weight, to_merge_order, vision_rope,
+    MERGE, load_merger, merge_positions, qwen_vl_projector, temporal_patch_weight, to_merge_order,
+    vision_rope,
 };
+use crate::projector::Projector;
 use crate::models::{Embeddings, Encoder};
 use crate::vit::{self, AttnSetup, Block, Ffn, Linear, Norm, NormKind, WeightLoader};
+
+pub const PROJECTOR: Projector = qwen_vl_projector("qwen3vl_merger", build);
 
 /// A deepstack merger: layer norm over merged rows, then `fc1 -> GELU -> fc2`.
 struct Deepstack {

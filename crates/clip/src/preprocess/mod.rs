@@ -34,7 +34,7 @@ pub struct PreprocessParams {
     pub image_size: u32,
     /// `clip.vision.patch_size`.
     pub patch_size: u32,
-    /// `clip.vision.spatial_merge_size` (Qwen: 2 when absent); 1 when there is no merger.
+    /// Patches merged (or pooled) per side: `clip.vision.spatial_merge_size`, else the projector's default.
     pub merge: u32,
     pub mean: [f32; 3],
     pub std: [f32; 3],
@@ -119,47 +119,16 @@ pub struct PreprocessedImage {
     pub width: u32,
     pub height: u32,
     pub data: Vec<f32>,
-    /// Output token grid after patch merging, for strategies whose token count depends on the image.
-    pub token_grid: Option<TokenGrid>,
+    /// The encoder's output token grid (a fixed-size projector reports its tokens as one row,
+    /// as llama.cpp does).
+    pub token_grid: TokenGrid,
 }
 
-/// How a projector family turns a bitmap into pixels.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Strategy {
-    /// One `image_size` square, aspect kept with padding ([`preprocess_gemma3`]).
-    FixedSquare,
-    /// Size chosen within a token budget on the `patch * merge` grid ([`preprocess_qwen_vl`]).
-    DynamicResolution,
-}
-
-impl Strategy {
-    /// The strategy for a `clip.projector_type` value, `None` for projectors not handled here.
-    pub fn for_projector(projector_type: &str) -> Option<Strategy> {
-        match projector_type {
-            "gemma3" => Some(Strategy::FixedSquare),
-            "qwen2vl_merger" | "qwen2.5vl_merger" | "qwen3vl_merger" => {
-                Some(Strategy::DynamicResolution)
-            }
-            _ => None,
-        }
-    }
-}
-
-/// Runs `strategy` on `image`.
-pub fn preprocess(
-    image: &Bitmap,
-    strategy: Strategy,
-    params: &PreprocessParams,
-) -> Result<PreprocessedImage, PreprocessError> {
-    match strategy {
-        Strategy::FixedSquare => preprocess_gemma3(image, params),
-        Strategy::DynamicResolution => preprocess_qwen_vl(image, params),
-    }
-}
-
-/// Gemma 3 (SigLIP): fit into the `image_size` square keeping the aspect ratio with Pillow-style bilinear,
-/// black padding centred (llama.cpp's default PAD_CEIL; no pan and scan), then normalize.
-pub fn preprocess_gemma3(
+/// Fixed-size square input (Gemma 3's SigLIP): fit into the `image_size` square keeping the aspect
+/// ratio with Pillow-style bilinear, black padding centred (llama.cpp's default PAD_CEIL; no pan and
+/// scan), then normalize. The patch grid is pooled `merge`x`merge`: `(image_size / patch / merge)²`
+/// tokens, laid out as one row.
+pub fn fixed_square(
     image: &Bitmap,
     params: &PreprocessParams,
 ) -> Result<PreprocessedImage, PreprocessError> {
@@ -172,18 +141,31 @@ pub fn preprocess_gemma3(
         });
     }
     let side = params.image_size;
+    let align = params.align();
+    if side % align != 0 {
+        return Err(PreprocessError::BadParam {
+            name: "image_size",
+            value: side.to_string(),
+            reason: "must be a multiple of patch_size * merge",
+        });
+    }
     let resized = resize::resize_fit_padded(image, side, side, ResizeFilter::Bilinear, [0, 0, 0]);
+    let per_side = side / align;
     Ok(PreprocessedImage {
         width: side,
         height: side,
         data: normalize_planar(&resized, &params.mean, &params.std),
-        token_grid: None,
+        token_grid: TokenGrid {
+            nx: per_side * per_side,
+            ny: 1,
+        },
     })
 }
 
-/// Qwen2-VL / Qwen2.5-VL / Qwen3-VL: target size on the `patch * merge` grid within the token budget,
-/// aspect-preserving Pillow-style bicubic into it, black padding centred, then normalize.
-pub fn preprocess_qwen_vl(
+/// Dynamic resolution (Qwen2-VL / Qwen2.5-VL / Qwen3-VL): target size on the `patch * merge` grid
+/// within the token budget, aspect-preserving Pillow-style bicubic into it, black padding centred,
+/// then normalize.
+pub fn dynamic_resolution(
     image: &Bitmap,
     params: &PreprocessParams,
 ) -> Result<PreprocessedImage, PreprocessError> {
@@ -213,10 +195,10 @@ pub fn preprocess_qwen_vl(
         width: target_w,
         height: target_h,
         data: normalize_planar(&resized, &params.mean, &params.std),
-        token_grid: Some(TokenGrid {
+        token_grid: TokenGrid {
             nx: target_w / align,
             ny: target_h / align,
-        }),
+        },
     })
 }
 
@@ -251,9 +233,9 @@ mod tests {
     #[test]
     fn tiny_image_gives_three_by_three_tokens() {
         let tiny = Bitmap::from_rgb(2, 2, vec![255; 12]).unwrap();
-        let out = preprocess_qwen_vl(&tiny, &qwen2_params()).unwrap();
+        let out = dynamic_resolution(&tiny, &qwen2_params()).unwrap();
         assert_eq!((out.width, out.height), (84, 84));
-        assert_eq!(out.token_grid, Some(TokenGrid { nx: 3, ny: 3 }));
+        assert_eq!(out.token_grid, TokenGrid { nx: 3, ny: 3 });
         assert_eq!(out.data.len(), 3 * 84 * 84);
         // Upscaling 2 -> 84 fills the whole canvas: white everywhere, normalized to 1.
         assert!(out.data.iter().all(|&v| (v - 1.0).abs() < 1e-6));
@@ -266,8 +248,12 @@ mod tests {
             ..qwen2_params()
         };
         let img = Bitmap::from_rgb(3, 2, vec![0; 18]).unwrap();
-        let out = preprocess_gemma3(&img, &params).unwrap();
-        assert_eq!((out.width, out.height, out.token_grid), (112, 112, None));
+        let out = fixed_square(&img, &params).unwrap();
+        // 112 / 14 = 8 patches per side, pooled 2x2: 16 tokens in one row.
+        assert_eq!(
+            (out.width, out.height, out.token_grid),
+            (112, 112, TokenGrid { nx: 16, ny: 1 })
+        );
         assert!(out.data.iter().all(|&v| v == -1.0));
     }
 
@@ -278,16 +264,16 @@ mod tests {
             patch_size: 0,
             ..qwen2_params()
         };
-        assert!(preprocess_qwen_vl(&img, &zero_patch).is_err());
+        assert!(dynamic_resolution(&img, &zero_patch).is_err());
         let zero_std = PreprocessParams {
             std: [0.0; 3],
             ..qwen2_params()
         };
-        assert!(preprocess_qwen_vl(&img, &zero_std).is_err());
+        assert!(dynamic_resolution(&img, &zero_std).is_err());
         let zero_size = PreprocessParams {
             image_size: 0,
             ..qwen2_params()
         };
-        assert!(preprocess_gemma3(&img, &zero_size).is_err());
+        assert!(fixed_square(&img, &zero_size).is_err());
     }
 }

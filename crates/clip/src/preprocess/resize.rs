@@ -56,7 +56,7 @@ pub fn resize_fit_padded(
         let dst_start = 3 * ((y + off_y) * width as usize + off_x);
         rgb[dst_start..dst_start + row_bytes].copy_from_slice(src_row);
     }
-    Bitmap { width, height, rgb }
+    Bitmap::derived(width, height, rgb)
 }
 
 /// Fixed-point fraction bits of Pillow's resampling weights.
@@ -166,11 +166,7 @@ fn resize_pillow(src: &Bitmap, width: u32, height: u32, kernel: PillowKernel) ->
                 }
             }
         }
-        Bitmap {
-            width,
-            height: src.height,
-            rgb,
-        }
+        Bitmap::derived(width, src.height, rgb)
     } else {
         src.clone()
     };
@@ -194,7 +190,7 @@ fn resize_pillow(src: &Bitmap, width: u32, height: u32, kernel: PillowKernel) ->
             }
         }
     }
-    Bitmap { width, height, rgb }
+    Bitmap::derived(width, height, rgb)
 }
 
 #[cfg(test)]

@@ -1,0 +1,132 @@
+//! A loaded mmproj: its projector descriptor, hyper-parameters (with the projector's defaults
+//! filled in) and encoder.
+
+use std::path::Path;
+
+use gguf::GgufFile;
+
+use crate::bitmap::Bitmap;
+use crate::hparams::VisionHparams;
+use crate::models::{Embeddings, Encoder};
+use crate::preprocess::{PreprocessParams, PreprocessedImage};
+use crate::projector::Projector;
+use crate::vit::WeightLoader;
+use crate::{ClipError, registry};
+
+pub struct ClipModel {
+    projector: &'static Projector,
+    hparams: VisionHparams,
+    encoder: Box<dyn Encoder>,
+    // Keeps the mapping the weight tensors borrow from alive for the model's lifetime.
+    _file: GgufFile,
+}
+
+impl std::fmt::Debug for ClipModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClipModel")
+            .field("projector_type", &self.projector.name)
+            .field("n_embd_out", &self.n_embd_out())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClipModel {
+    pub fn load(path: impl AsRef<Path>) -> Result<Self, ClipError> {
+        let path = path.as_ref();
+        let file = GgufFile::open(path).map_err(|source| ClipError::Open {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_gguf(file)
+    }
+
+    pub fn from_gguf(file: GgufFile) -> Result<Self, ClipError> {
+        let mut hparams = VisionHparams::from_gguf(&file)?;
+        let projector = registry::lookup(&hparams.projector_type)?;
+        if hparams.n_merge == 0 {
+            hparams.n_merge = projector.defaults.merge;
+        }
+        let encoder = (projector.build)(&WeightLoader::new(&file), &hparams)?;
+        Ok(Self {
+            projector,
+            hparams,
+            encoder,
+            _file: file,
+        })
+    }
+
+    /// The descriptor of this file's projector type.
+    pub fn projector(&self) -> &'static Projector {
+        self.projector
+    }
+
+    pub fn hparams(&self) -> &VisionHparams {
+        &self.hparams
+    }
+
+    pub fn projector_type(&self) -> &str {
+        self.projector.name
+    }
+
+    /// What the text model's input rows must be wide.
+    pub fn n_embd_out(&self) -> usize {
+        self.encoder.n_embd_out()
+    }
+
+    /// Preprocessing constants from the mmproj, with the user's bounds on tokens per image
+    /// (`None`: the projector's defaults; ignored by fixed-size projectors).
+    pub fn preprocess_params(
+        &self,
+        min_tokens: Option<u32>,
+        max_tokens: Option<u32>,
+    ) -> PreprocessParams {
+        let hp = &self.hparams;
+        let to_u32 = |v: usize| u32::try_from(v).unwrap_or(u32::MAX);
+        let (min, max) = match self.projector.defaults.token_limits {
+            Some(d) => (min_tokens.unwrap_or(d.min), max_tokens.unwrap_or(d.max)),
+            None => (0, 1 << 20),
+        };
+        PreprocessParams {
+            image_size: to_u32(hp.image_size),
+            patch_size: to_u32(hp.patch_size),
+            merge: to_u32(hp.n_merge),
+            mean: hp.image_mean,
+            std: hp.image_std,
+            min_tokens: min,
+            max_tokens: max,
+        }
+    }
+
+    /// Resizes and normalizes `bitmap` as this projector does; the result knows its token grid.
+    pub fn preprocess(
+        &self,
+        bitmap: &Bitmap,
+        params: &PreprocessParams,
+    ) -> Result<PreprocessedImage, ClipError> {
+        Ok((self.projector.preprocess)(bitmap, params)?)
+    }
+
+    /// Encodes the encoder's input (planar `[3, height, width]` pixels for vision).
+    pub fn encode(
+        &self,
+        input: &[f32],
+        width: usize,
+        height: usize,
+    ) -> Result<Embeddings, ClipError> {
+        self.encoder.encode(input, width, height)
+    }
+
+    /// Encodes a preprocessed image and checks that the encoder made the tokens preprocessing
+    /// planned.
+    pub fn encode_image(&self, image: &PreprocessedImage) -> Result<Embeddings, ClipError> {
+        let embd = self.encode(&image.data, image.width as usize, image.height as usize)?;
+        let planned = image.token_grid.nx as usize * image.token_grid.ny as usize;
+        if embd.n_tokens != planned {
+            return Err(ClipError::BadImage(format!(
+                "encoder made {} tokens, preprocessing planned {planned}",
+                embd.n_tokens
+            )));
+        }
+        Ok(embd)
+    }
+}
