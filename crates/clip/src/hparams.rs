@@ -113,7 +113,8 @@ impl VisionHparams {
             image_size: req("clip.vision.image_size")?,
             patch_size: req("clip.vision.patch_size")?,
             n_embd,
-            n_ff: req("clip.vision.feed_forward_length")?,
+            // Informational: blocks take their width from the ffn tensors.
+            n_ff: opt("clip.vision.feed_forward_length")?,
             n_layer,
             n_head,
             eps: file

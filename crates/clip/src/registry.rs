@@ -2,7 +2,7 @@
 //! file under `models/`. Adding a projector is that file plus one row here.
 
 use crate::ClipError;
-use crate::models::{gemma3, qwen2vl, qwen3vl};
+use crate::models::{gemma3, pixtral, qwen2vl, qwen3vl};
 use crate::projector::Projector;
 
 /// Every supported projector.
@@ -11,6 +11,7 @@ pub const PROJECTORS: &[&Projector] = &[
     &qwen2vl::QWEN2VL,
     &qwen2vl::QWEN25VL,
     &qwen3vl::PROJECTOR,
+    &pixtral::PROJECTOR,
 ];
 
 /// The descriptor of `projector_type`, or an error naming it and the supported list.

@@ -86,6 +86,28 @@ impl Linear {
         Ok(Self { w, b })
     }
 
+    /// `<prefix>.weight` of shape `[out, n_in]` whose output width is what the file stores,
+    /// not what its metadata claims (llama.cpp trusts the tensors too).
+    pub fn load_to_any_width(
+        wl: &WeightLoader,
+        prefix: &str,
+        n_in: usize,
+    ) -> Result<Self, ClipError> {
+        let name = format!("{prefix}.weight");
+        let shape = wl.tensor(&name)?.shape().to_vec();
+        let n_out = match shape[..] {
+            [out, inp] if inp == n_in && out > 0 => out,
+            _ => {
+                return Err(ClipError::TensorShape {
+                    name,
+                    actual: shape,
+                    expected: vec![0, n_in],
+                });
+            }
+        };
+        Self::load(wl, prefix, n_in, n_out)
+    }
+
     pub fn n_out(&self) -> usize {
         self.w.shape()[0]
     }
@@ -219,27 +241,77 @@ pub struct Block {
     pub ffn: Ffn,
 }
 
+/// A 2-D rotary position embedding over image patches.
+#[derive(Clone, Copy)]
+pub enum VisionRope<'a> {
+    /// A tensor rope mode (Qwen's sectioned vision mode) and its positions (4 per token).
+    Sectioned(&'a RopeConfig, &'a [i32]),
+    /// Pixtral's axial rope: the first half of each head rotates adjacent pairs by the patch
+    /// row, the second half by the column, the halves taking the even and odd frequencies of
+    /// one `base^(-2i/head_dim)` table.
+    Axial {
+        base: f32,
+        rows: &'a [i32],
+        cols: &'a [i32],
+    },
+}
+
+impl VisionRope<'_> {
+    fn apply(&self, x: &mut [f32], n: usize, n_head: usize, head_dim: usize) {
+        match *self {
+            VisionRope::Sectioned(cfg, pos) => cpu::rope(x, n, n_head, head_dim, pos, cfg),
+            VisionRope::Axial { base, rows, cols } => {
+                axial_rope(x, n_head, head_dim, base, rows, cols)
+            }
+        }
+    }
+}
+
+/// Rotates adjacent pairs of `x` `[n, n_head, head_dim]`: pair `i` of the first half by
+/// `rows[t]·base^(-4i/hd)`, of the second half by `cols[t]·base^(-(4i+2)/hd)`.
+fn axial_rope(x: &mut [f32], n_head: usize, head_dim: usize, base: f32, rows: &[i32], cols: &[i32]) {
+    let half = head_dim / 2;
+    let freqs: Vec<f32> = (0..half / 2)
+        .map(|i| base.powf(-4.0 * i as f32 / head_dim as f32))
+        .collect();
+    let odd_shift = base.powf(-2.0 / head_dim as f32);
+    for (t, token) in x.chunks_exact_mut(n_head * head_dim).enumerate() {
+        for head in token.chunks_exact_mut(head_dim) {
+            for (part, pos, shift) in [(0, rows[t], 1.0), (half, cols[t], odd_shift)] {
+                for (i, &f) in freqs.iter().enumerate() {
+                    let (sin, cos) = (pos as f32 * shift * f).sin_cos();
+                    let (a, b) = (head[part + 2 * i], head[part + 2 * i + 1]);
+                    head[part + 2 * i] = a * cos - b * sin;
+                    head[part + 2 * i + 1] = a * sin + b * cos;
+                }
+            }
+        }
+    }
+}
+
 /// How the tokens of one forward pass attend.
 pub struct AttnSetup<'a> {
     pub n_head: usize,
-    /// 2D rope: config and positions (4 per token for the sectioned modes).
-    pub rope: Option<(&'a RopeConfig, &'a [i32])>,
+    pub rope: Option<VisionRope<'a>>,
     /// When set, tokens attend only within each of these contiguous ranges.
     pub windows: Option<&'a [Range<usize>]>,
 }
 
 impl Block {
-    /// Loads `v.blk.<il>.*` in llama.cpp naming.
+    /// Loads `v.blk.<il>.*` in llama.cpp naming. The feed-forward width comes from the
+    /// `ffn_up` tensor, as llama.cpp takes it: some conversions write a
+    /// `feed_forward_length` that disagrees with their tensors.
     pub fn load(
         wl: &WeightLoader,
         il: usize,
         n_embd: usize,
-        n_ff: usize,
         norm: NormKind,
         eps: f32,
         act: FfnAct,
     ) -> Result<Self, ClipError> {
         let p = format!("v.blk.{il}");
+        let up = Linear::load_to_any_width(wl, &format!("{p}.ffn_up"), n_embd)?;
+        let n_ff = up.n_out();
         let qkv = if wl.has(&format!("{p}.attn_qkv.weight")) {
             Qkv::Fused(Linear::load(
                 wl,
@@ -265,7 +337,7 @@ impl Block {
             out: Linear::load(wl, &format!("{p}.attn_out"), n_embd, n_embd)?,
             ln2: Norm::load(wl, &format!("{p}.ln2"), n_embd, norm, eps)?,
             ffn: Ffn {
-                up: Linear::load(wl, &format!("{p}.ffn_up"), n_embd, n_ff)?,
+                up,
                 gate,
                 down: Linear::load(wl, &format!("{p}.ffn_down"), n_ff, n_embd)?,
                 act,
@@ -286,9 +358,9 @@ impl Block {
             Qkv::Fused(w) => split_qkv(&w.forward(&h, n)?, n, d),
         };
         let head_dim = d / setup.n_head;
-        if let Some((cfg, pos)) = setup.rope {
-            cpu::rope(&mut q, n, setup.n_head, head_dim, pos, cfg);
-            cpu::rope(&mut k, n, setup.n_head, head_dim, pos, cfg);
+        if let Some(rope) = setup.rope {
+            rope.apply(&mut q, n, setup.n_head, head_dim);
+            rope.apply(&mut k, n, setup.n_head, head_dim);
         }
         let mut att = vec![0f32; n * d];
         let params = AttnParams::mha(setup.n_head, head_dim);

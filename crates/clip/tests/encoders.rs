@@ -161,3 +161,67 @@ fn model_is_shareable_across_threads() {
     assert_eq!(model.projector_type(), "qwen3vl_merger");
     assert!(format!("{model:?}").contains("qwen3vl_merger"));
 }
+
+/// The second fixture layout (pixtral, mistral3, idefics3): every image chunk's encoder input
+/// (`enc_input`) through the encoder against its embeddings, and our preprocessing of the
+/// case's image file against that encoder input.
+fn golden_from_files(arch: &str) {
+    let dir = fixture(arch);
+    let model = ClipModel::load(dir.join("mmproj.gguf")).expect("load mmproj");
+    let refs = tensor::safetensors::read(dir.join("reference.safetensors")).expect("read ref");
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("reference.json")).unwrap()).unwrap();
+    let mut checked = 0;
+    for (case, c) in json["cases"].as_object().unwrap() {
+        let bitmap = clip::Bitmap::from_file(dir.join(c["input_file"].as_str().unwrap())).unwrap();
+        let ours = model
+            .preprocess(&bitmap, &model.preprocess_params(None, None))
+            .expect("preprocess");
+        for chunk in c["chunks"].as_array().unwrap() {
+            if chunk["type"] != "image" {
+                continue;
+            }
+            let (pshape, pixels) = tensor_f32(&refs, chunk["encoder_input_tensor"].as_str().unwrap());
+            let (h, w) = (pshape[2], pshape[3]);
+            if checked == 0 || chunk["media_index"] == 0 {
+                assert_eq!((ours.width as usize, ours.height as usize), (w, h), "{arch}/{case}");
+                let px_err = ours
+                    .data
+                    .iter()
+                    .zip(&pixels)
+                    .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+                println!("{arch}/{case}: pixels {w}x{h} max abs {px_err:.3e}");
+                assert!(px_err <= 1e-5, "{arch}/{case}: pixels off by {px_err}");
+            }
+            let (eshape, want) = tensor_f32(&refs, chunk["embd_tensor"].as_str().unwrap());
+            let got = model.encode(&pixels, w, h).expect("encode");
+            assert_eq!(got.n_tokens, eshape[0], "{arch}/{case}: n_tokens");
+            assert_eq!(got.n_tokens as u64, chunk["n_tokens"].as_u64().unwrap());
+            assert_eq!(model.n_embd_out(), eshape[1], "{arch}/{case}: n_embd_out");
+            let max_ref = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let max_abs = got
+                .data
+                .iter()
+                .zip(&want)
+                .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+            let rel = max_abs / max_ref;
+            println!(
+                "{arch}/{case}/{}: {w}x{h} -> {} tokens, max abs {max_abs:.3e}, rel {rel:.3e}",
+                chunk["embd_tensor"], got.n_tokens
+            );
+            assert!(rel <= 3e-3, "{arch}/{case}: rel error {rel:.3e} > 3e-3");
+            checked += 1;
+        }
+    }
+    assert!(checked > 0);
+}
+
+#[test]
+fn pixtral_golden() {
+    golden_from_files("pixtral");
+}
+
+#[test]
+fn mistral3_golden() {
+    golden_from_files("mistral3");
+}

@@ -50,7 +50,7 @@ pub fn build(wl: &WeightLoader, hp: &VisionHparams) -> Result<Box<dyn Encoder>, 
         .tensor_shaped("v.position_embd.weight", &[side * side, d])?
         .to_f32_vec()?;
     let blocks = (0..hp.n_layer)
-        .map(|il| Block::load(wl, il, d, hp.n_ff, NormKind::Layer, hp.eps, hp.ffn_act))
+        .map(|il| Block::load(wl, il, d, NormKind::Layer, hp.eps, hp.ffn_act))
         .collect::<Result<Vec<_>, _>>()?;
     let proj_name = "mm.input_projection.weight";
     let stored = wl

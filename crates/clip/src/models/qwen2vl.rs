@@ -12,7 +12,7 @@ use crate::hparams::{FfnAct, VisionHparams};
 use crate::models::{Embeddings, Encoder};
 use crate::preprocess::dynamic_resolution;
 use crate::projector::{Defaults, Framing, Modality, Projector, TokenLimits};
-use crate::vit::{self, AttnSetup, Block, Ffn, Linear, Norm, NormKind, WeightLoader};
+use crate::vit::{self, AttnSetup, Block, VisionRope, Ffn, Linear, Norm, NormKind, WeightLoader};
 
 /// Patches merged per side by the Qwen mergers (llama.cpp hard-codes 2 as well).
 pub const MERGE: usize = 2;
@@ -88,7 +88,7 @@ pub fn build(wl: &WeightLoader, hp: &VisionHparams) -> Result<Box<dyn Encoder>, 
         NormKind::Layer
     };
     let blocks = (0..hp.n_layer)
-        .map(|il| Block::load(wl, il, d, hp.n_ff, norm, hp.eps, hp.ffn_act))
+        .map(|il| Block::load(wl, il, d, norm, hp.eps, hp.ffn_act))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Box::new(Qwen2Vl {
         patch: p,
@@ -215,7 +215,7 @@ impl Encoder for Qwen2Vl {
             let full = !windowed || (il + 1) % self.n_wa_pattern == 0;
             let setup = AttnSetup {
                 n_head: self.n_head,
-                rope: Some((&rope, &pos)),
+                rope: Some(VisionRope::Sectioned(&rope, &pos)),
                 windows: if full { None } else { Some(&token_spans) },
             };
             block.forward(&mut x, n, &setup)?;

@@ -14,7 +14,7 @@ use crate::models::qwen2vl::{
 };
 use crate::projector::Projector;
 use crate::models::{Embeddings, Encoder};
-use crate::vit::{self, AttnSetup, Block, Ffn, Linear, Norm, NormKind, WeightLoader};
+use crate::vit::{self, AttnSetup, Block, VisionRope, Ffn, Linear, Norm, NormKind, WeightLoader};
 
 pub const PROJECTOR: Projector = qwen_vl_projector("qwen3vl_merger", build);
 
@@ -43,7 +43,7 @@ pub struct Qwen3Vl {
 pub fn build(wl: &WeightLoader, hp: &VisionHparams) -> Result<Box<dyn Encoder>, ClipError> {
     let (d, p) = (hp.n_embd, hp.patch_size);
     let blocks = (0..hp.n_layer)
-        .map(|il| Block::load(wl, il, d, hp.n_ff, NormKind::Layer, hp.eps, hp.ffn_act))
+        .map(|il| Block::load(wl, il, d, NormKind::Layer, hp.eps, hp.ffn_act))
         .collect::<Result<Vec<_>, _>>()?;
     let wide = d * MERGE * MERGE;
     let mut deepstack = Vec::with_capacity(hp.n_layer);
@@ -153,7 +153,7 @@ impl Encoder for Qwen3Vl {
         let rope = vision_rope(d / self.n_head);
         let setup = AttnSetup {
             n_head: self.n_head,
-            rope: Some((&rope, &pos)),
+            rope: Some(VisionRope::Sectioned(&rope, &pos)),
             windows: None,
         };
         let mut features = Vec::new();
