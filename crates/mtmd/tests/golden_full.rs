@@ -157,7 +157,4 @@ fn load_errors_are_clear() {
     let audio = err(fixture_dir("qwen2audio").join("mmproj.gguf"));
     println!("audio mmproj: {audio}");
     assert!(audio.to_string().contains("qwen2a"), "{audio}");
-    let pixtral = err(fixture_dir("pixtral").join("mmproj.gguf"));
-    println!("pixtral mmproj: {pixtral}");
-    assert!(pixtral.to_string().contains("pixtral"), "{pixtral}");
 }

@@ -1,0 +1,189 @@
+//! End-to-end golden test for the fixtures of the second layout (pixtral, mistral3, and the
+//! families that follow): the case's image file through `Context::tokenize` (chunk kinds,
+//! token ids, token and position counts exact), each media chunk's embeddings and the last
+//! logits within 3e-3 x max|ref|, 16 greedy steps identical while llama.cpp's top-2 margin is
+//! at least 5e-2, and every teacher-forced greedy step's logits within the same bound.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use llm::{KvType, Logits, Model};
+use mtmd::{Bitmap, Chunk, Context, ContextParams};
+use serde_json::Value;
+use tensor::safetensors::SafeTensor;
+
+const REL_TOL: f32 = 3e-3;
+const CLEAR_MARGIN: f64 = 5e-2;
+
+fn fixture_dir(arch: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures")
+        .join(arch)
+}
+
+fn f32s(tensors: &BTreeMap<String, SafeTensor>, name: &str) -> Vec<f32> {
+    tensors
+        .get(name)
+        .unwrap_or_else(|| panic!("reference.safetensors lacks {name}"))
+        .to_f32()
+        .unwrap_or_else(|| panic!("{name} is not f32"))
+}
+
+/// (max |ours - ref|, max |ref|)
+fn max_err(ours: &[f32], reference: &[f32]) -> (f32, f32) {
+    assert_eq!(ours.len(), reference.len(), "length mismatch");
+    ours.iter()
+        .zip(reference)
+        .fold((0f32, 0f32), |(e, s), (a, b)| {
+            (e.max((a - b).abs()), s.max(b.abs()))
+        })
+}
+
+fn argmax(v: &[f32]) -> u32 {
+    v.iter()
+        .enumerate()
+        .fold((0, f32::NEG_INFINITY), |(bi, bv), (i, &x)| {
+            if x > bv { (i, x) } else { (bi, bv) }
+        })
+        .0 as u32
+}
+
+fn as_usize(v: &Value) -> usize {
+    v.as_u64().expect("non-negative integer") as usize
+}
+
+fn check_chunks(name: &str, chunks: &mtmd::Chunks, want: &[Value]) {
+    assert_eq!(chunks.len(), want.len(), "{name}: chunk count");
+    let starts = chunks.pos_starts();
+    for ((chunk, want), start) in chunks.iter().zip(want).zip(starts) {
+        assert_eq!(chunk.n_tokens(), as_usize(&want["n_tokens"]), "{name}");
+        assert_eq!(chunk.n_pos(), as_usize(&want["n_pos"]), "{name}");
+        assert_eq!(start, as_usize(&want["pos_start"]), "{name}");
+        match (chunk, want["type"].as_str()) {
+            (Chunk::Text(tokens), Some("text")) => {
+                let ids: Vec<u32> = want["tokens"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|t| t.as_u64().unwrap() as u32)
+                    .collect();
+                assert_eq!(tokens, &ids, "{name}: text chunk {}", want["text"]);
+            }
+            (Chunk::Image(img), Some("image")) => {
+                assert_eq!(
+                    (img.nx(), img.ny()),
+                    (as_usize(&want["nx"]), as_usize(&want["ny"])),
+                    "{name}: grid"
+                );
+            }
+            (chunk, kind) => panic!("{name}: chunk {chunk:?} where llama.cpp has {kind:?}"),
+        }
+    }
+}
+
+fn run_fixture(arch: &str) {
+    let dir = fixture_dir(arch);
+    let reference: Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("reference.json")).expect("reference.json"),
+    )
+    .expect("reference.json parses");
+    let tensors = tensor::safetensors::read(dir.join("reference.safetensors")).expect("tensors");
+    let model = Arc::new(Model::load(dir.join("model.gguf")).expect("model loads"));
+    let ctx = Context::new(
+        dir.join("mmproj.gguf"),
+        model.clone(),
+        ContextParams::default(),
+    )
+    .expect("context");
+    let prompt = std::fs::read_to_string(dir.join("prompt.txt")).expect("prompt.txt");
+
+    for (name, case) in reference["cases"].as_object().expect("cases") {
+        let name = format!("{arch}/{name}");
+        let bitmap = Bitmap::from_file(dir.join(case["input_file"].as_str().unwrap()))
+            .expect("image decodes");
+        let chunks = ctx.tokenize(&prompt, &[&bitmap]).expect("tokenize");
+        check_chunks(&name, &chunks, case["chunks"].as_array().unwrap());
+        assert_eq!(chunks.n_tokens(), as_usize(&case["n_prompt_tokens"]), "{name}");
+
+        for (chunk, want) in chunks.iter().zip(case["chunks"].as_array().unwrap()) {
+            if let Chunk::Image(img) = chunk {
+                let embd = ctx.encode(img).expect("encode");
+                let (err, scale) =
+                    max_err(&embd, &f32s(&tensors, want["embd_tensor"].as_str().unwrap()));
+                println!("{name}: embd max_abs {err:.3e} rel {:.2e}", err / scale);
+                assert!(err <= REL_TOL * scale, "{name}: embeddings");
+            }
+        }
+
+        let mut session = model.new_session(2048, KvType::F32);
+        let out = ctx.eval_chunks(&mut session, &chunks, true).expect("eval");
+        assert_eq!(
+            out.n_past as usize,
+            as_usize(&case["n_past_after_prompt"]),
+            "{name}: n_past"
+        );
+        let logits = out.logits.expect("prompt ends with text");
+        let ref_logits = f32s(&tensors, case["logits_tensor"].as_str().unwrap());
+        let (err, scale) = max_err(&logits, &ref_logits);
+        println!("{name}: logits max_abs {err:.3e} rel {:.2e}", err / scale);
+        assert!(err <= REL_TOL * scale, "{name}: logits");
+
+        // Free-running greedy: identical while the reference's margin is clear.
+        let want: Vec<u32> = case["greedy_ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t.as_u64().unwrap() as u32)
+            .collect();
+        let margins: Vec<f64> = case["greedy_top1_minus_top2"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m.as_f64().unwrap())
+            .collect();
+        let mut free = model.new_session(2048, KvType::F32);
+        ctx.eval_chunks(&mut free, &chunks, true).expect("eval");
+        let mut next = logits.clone();
+        let mut agreed = 0;
+        for (step, &id) in want.iter().enumerate() {
+            let ours = argmax(&next);
+            if margins[step] < CLEAR_MARGIN {
+                break;
+            }
+            assert_eq!(ours, id, "{name}: greedy step {step}");
+            agreed += 1;
+            next = free
+                .decode_tokens(&model, &[ours], Logits::Last)
+                .expect("decode");
+        }
+        println!("{name}: greedy {agreed}/{} identical before a close call", want.len());
+
+        // Teacher-forced: the reference's tokens in, every step's logits compared.
+        if let Some(name_t) = case["greedy_logits_tensor"].as_str() {
+            let rows = f32s(&tensors, name_t);
+            let n_vocab = ref_logits.len();
+            let mut next = logits;
+            let mut worst = 0f32;
+            for (step, &id) in want.iter().enumerate() {
+                let (err, scale) = max_err(&next, &rows[step * n_vocab..(step + 1) * n_vocab]);
+                worst = worst.max(err / scale);
+                assert!(err <= REL_TOL * scale, "{name}: teacher-forced step {step}");
+                next = session
+                    .decode_tokens(&model, &[id], Logits::Last)
+                    .expect("decode");
+            }
+            println!("{name}: teacher-forced 16 steps, worst rel {worst:.2e}");
+        }
+    }
+}
+
+#[test]
+fn pixtral_full() {
+    run_fixture("pixtral");
+}
+
+#[test]
+fn mistral3_full() {
+    run_fixture("mistral3");
+}
