@@ -27,6 +27,7 @@ fi
 export PROPTEST_RNG_SEED="${PROPTEST_RNG_SEED:-1}"
 
 cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --profile ci -- -D warnings
 cargo test --workspace --profile ci -- "$@"
 
 # `mtmd serve` end to end (openai client, web page in Chromium); MTMD_SKIP_E2E=1 skips them.

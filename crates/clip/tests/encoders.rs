@@ -1,30 +1,14 @@
 //! Golden tests: each vision fixture's reference pixels through our encoder against
 //! llama.cpp's `mtmd_encode_chunk` output.
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-
 use clip::ClipModel;
-use tensor::safetensors::SafeTensor;
-
-fn fixture(arch: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/fixtures")
-        .join(arch)
-}
-
-fn tensor_f32(refs: &BTreeMap<String, SafeTensor>, name: &str) -> (Vec<usize>, Vec<f32>) {
-    let t = refs
-        .get(name)
-        .unwrap_or_else(|| panic!("{name} missing from reference"));
-    (t.shape.clone(), t.to_f32().expect("f32 reference tensor"))
-}
+use testkit::{RefTensors, fixture};
 
 /// Runs every image chunk of every case of `arch` and checks rows and chunk grid.
 fn golden(arch: &str) {
     let dir = fixture(arch);
     let model = ClipModel::load(dir.join("mmproj.gguf")).expect("load mmproj");
-    let refs = tensor::safetensors::read(dir.join("reference.safetensors")).expect("read ref");
+    let refs = RefTensors::load(&dir.join("reference.safetensors"));
     let json: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.join("reference.json")).unwrap()).unwrap();
     let mut checked = 0;
@@ -33,10 +17,10 @@ fn golden(arch: &str) {
             if chunk["type"] != "image" {
                 continue;
             }
-            let (pshape, pixels) = tensor_f32(&refs, chunk["pixels_tensor"].as_str().unwrap());
+            let (pshape, pixels) = refs.get(chunk["pixels_tensor"].as_str().unwrap());
             let (h, w) = (pshape[2], pshape[3]);
-            let (eshape, want) = tensor_f32(&refs, chunk["embd_tensor"].as_str().unwrap());
-            let got = model.encode(&pixels, w, h).expect("encode");
+            let (eshape, want) = refs.get(chunk["embd_tensor"].as_str().unwrap());
+            let got = model.encode(pixels, w, h).expect("encode");
             assert_eq!(got.n_tokens, eshape[0], "{arch}/{case}: n_tokens");
             assert_eq!(model.n_embd_out(), eshape[1], "{arch}/{case}: n_embd_out");
             assert_eq!(
@@ -54,7 +38,7 @@ fn golden(arch: &str) {
             let max_abs = got
                 .data
                 .iter()
-                .zip(&want)
+                .zip(want)
                 .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
             let rel = max_abs / max_ref;
             println!(
@@ -168,7 +152,7 @@ fn model_is_shareable_across_threads() {
 fn golden_from_files(arch: &str) {
     let dir = fixture(arch);
     let model = ClipModel::load(dir.join("mmproj.gguf")).expect("load mmproj");
-    let refs = tensor::safetensors::read(dir.join("reference.safetensors")).expect("read ref");
+    let refs = RefTensors::load(&dir.join("reference.safetensors"));
     let json: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.join("reference.json")).unwrap()).unwrap();
     let mut checked = 0;
@@ -181,20 +165,20 @@ fn golden_from_files(arch: &str) {
             if chunk["type"] != "image" {
                 continue;
             }
-            let (pshape, pixels) = tensor_f32(&refs, chunk["encoder_input_tensor"].as_str().unwrap());
+            let (pshape, pixels) = refs.get(chunk["encoder_input_tensor"].as_str().unwrap());
             let (h, w) = (pshape[2], pshape[3]);
             if checked == 0 || chunk["media_index"] == 0 {
                 assert_eq!((ours.width as usize, ours.height as usize), (w, h), "{arch}/{case}");
                 let px_err = ours
                     .data
                     .iter()
-                    .zip(&pixels)
+                    .zip(pixels)
                     .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
                 println!("{arch}/{case}: pixels {w}x{h} max abs {px_err:.3e}");
                 assert!(px_err <= 1e-5, "{arch}/{case}: pixels off by {px_err}");
             }
-            let (eshape, want) = tensor_f32(&refs, chunk["embd_tensor"].as_str().unwrap());
-            let got = model.encode(&pixels, w, h).expect("encode");
+            let (eshape, want) = refs.get(chunk["embd_tensor"].as_str().unwrap());
+            let got = model.encode(pixels, w, h).expect("encode");
             assert_eq!(got.n_tokens, eshape[0], "{arch}/{case}: n_tokens");
             assert_eq!(got.n_tokens as u64, chunk["n_tokens"].as_u64().unwrap());
             assert_eq!(model.n_embd_out(), eshape[1], "{arch}/{case}: n_embd_out");
@@ -202,7 +186,7 @@ fn golden_from_files(arch: &str) {
             let max_abs = got
                 .data
                 .iter()
-                .zip(&want)
+                .zip(want)
                 .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
             let rel = max_abs / max_ref;
             println!(

@@ -1,34 +1,27 @@
 //! Golden test: our preprocessed pixels against llama.cpp's `inp_raw` (`pixels.<image>` in each vision
 //! fixture's reference.safetensors), with the constants read from the fixture's mmproj.gguf.
 
-use std::path::{Path, PathBuf};
 
 use clip::ClipModel;
+use testkit::{RefTensors, fixture};
 use clip::bitmap::Bitmap;
 use clip::preprocess::{PreprocessedImage, TokenGrid};
 
 const PNG_TOLERANCE: f32 = 1e-5;
 
-fn fixture_dir(arch: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/fixtures")
-        .join(arch)
-}
-
 /// The mmproj, whose projector descriptor picks the preprocessing and fills in its defaults.
 fn model(arch: &str) -> ClipModel {
-    ClipModel::load(fixture_dir(arch).join("mmproj.gguf")).unwrap()
+    ClipModel::load(fixture(arch).join("mmproj.gguf")).unwrap()
 }
 
 fn reference_pixels(arch: &str, image: &str) -> (Vec<usize>, Vec<f32>) {
-    let tensors =
-        tensor::safetensors::read(fixture_dir(arch).join("reference.safetensors")).unwrap();
-    let t = &tensors[&format!("pixels.{image}")];
-    (t.shape.clone(), t.to_f32().unwrap())
+    let tensors = RefTensors::load(&fixture(arch).join("reference.safetensors"));
+    let (shape, values) = tensors.get(&format!("pixels.{image}"));
+    (shape.to_vec(), values.to_vec())
 }
 
 fn preprocess(arch: &str, image: &str) -> PreprocessedImage {
-    let bitmap = Bitmap::from_file(fixture_dir(arch).join(image)).unwrap();
+    let bitmap = Bitmap::from_file(fixture(arch).join(image)).unwrap();
     let model = model(arch);
     model
         .preprocess(&bitmap, &model.preprocess_params(None, None))

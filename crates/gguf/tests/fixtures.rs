@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use gguf::{GgmlType, GgufFile, Value, ValueType};
 
 fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
+    testkit::fixture("")
 }
 
 fn all_ggufs(dir: &Path, out: &mut Vec<PathBuf>) {

@@ -5,19 +5,17 @@
 //! - conversations with tools, tool calls and odd characters against Python Jinja2 configured
 //!   as HF transformers' `apply_chat_template` (the expected texts below were produced that way).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use gguf::GgufFile;
 use llm::chat::{ChatError, ChatMessage, ChatTemplate, ContentPart, MessageContent, RenderOptions};
 use serde_json::Value as Json;
 
 fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
+    testkit::fixture("")
 }
 
-#[path = "../../../tests/support/real_model.rs"]
-mod real_model_support;
-use real_model_support::real_model;
+use testkit::real_model;
 
 fn fixture_template(name: &str) -> ChatTemplate {
     let path = fixtures().join(name).join("model.gguf");

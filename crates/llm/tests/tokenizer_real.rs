@@ -4,7 +4,7 @@
 //! The models live outside the work tree (scripts/fetch-test-models.sh). Without them these
 //! tests print SKIPPED and pass, unless MTMD_REQUIRE_MODELS=1 (CI), where they fail.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use llm::tokenizer::{StreamDecoder, Tokenizer};
 use serde_json::Value as Json;
@@ -12,38 +12,14 @@ use serde_json::Value as Json;
 const GEMMA: &str = "gemma-3-270m-q4_k_m";
 const QWEN: &str = "qwen2.5-coder-0.5b-instruct-q4_k_m";
 
-fn model_dir() -> PathBuf {
-    match std::env::var_os("MTMD_MODEL_DIR") {
-        Some(dir) => PathBuf::from(dir),
-        None => {
-            let home = std::env::var_os("HOME").unwrap_or_default();
-            Path::new(&home).join(".cache/mtmd-rs/models")
-        }
-    }
-}
-
 fn fixture_dir(model: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/fixtures/real-text")
-        .join(model)
+    testkit::fixture("real-text").join(model)
 }
 
 fn load(model: &str) -> Option<Tokenizer> {
-    let path = model_dir().join(format!("{model}.gguf"));
-    if !path.exists() {
-        if std::env::var("MTMD_REQUIRE_MODELS").as_deref() == Ok("1") {
-            panic!("{} is missing and MTMD_REQUIRE_MODELS=1", path.display());
-        }
-        println!("SKIPPED (model not fetched: run scripts/fetch-test-models.sh)");
-        return None;
-    }
+    let path = testkit::real_model(&format!("{model}.gguf"))?;
     let file = gguf::GgufFile::open(&path).expect("model GGUF parses");
     Some(Tokenizer::from_gguf(&file).expect("tokenizer loads"))
-}
-
-fn read_json(path: &Path) -> Json {
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 fn ids(v: &Json) -> Vec<u32> {
@@ -66,7 +42,7 @@ fn check(failures: &mut Vec<String>, what: &str, text: &str, got: &[u32], want: 
 }
 
 fn check_tokenize_json(tok: &Tokenizer, model: &str) {
-    let data = read_json(&fixture_dir(model).join("tokenize.json"));
+    let data = testkit::reference_json_file(&fixture_dir(model).join("tokenize.json"));
     let vocab = &data["vocab"];
     assert_eq!(tok.n_vocab() as u64, vocab["n_tokens"].as_u64().unwrap());
     assert_eq!(tok.bos().map(u64::from), vocab["bos"].as_u64());
@@ -156,7 +132,7 @@ fn check_tokenize_json(tok: &Tokenizer, model: &str) {
 }
 
 fn check_generate_json(tok: &Tokenizer, model: &str) {
-    let data = read_json(&fixture_dir(model).join("generate.json"));
+    let data = testkit::reference_json_file(&fixture_dir(model).join("generate.json"));
     let prompts = data["prompts"].as_array().expect("prompts");
     let mut failures = Vec::new();
     for case in prompts {

@@ -9,18 +9,13 @@
 //!    are tokenized on their own with add_special = false, parse_special = true; consecutive
 //!    text tokens form one chunk; BOS goes in front of the first chunk when the model adds it.
 
-use std::path::{Path, PathBuf};
 
 use llm::tokenizer::Tokenizer;
 use serde_json::Value as Json;
 
 const MARKER: &str = "<__media__>";
 
-fn fixture(arch: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/fixtures")
-        .join(arch)
-}
+use testkit::fixture;
 
 fn load(arch: &str) -> (Tokenizer, Json) {
     let dir = fixture(arch);

@@ -3,54 +3,29 @@
 //! Chunks must match llama.cpp exactly; embeddings and last logits within 3e-3 x max|ref|.
 //! JPEG inputs go through our stb_image-exact decoder, so they are held to the same bound.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use llm::{KvType, Model};
 use mtmd::{Bitmap, Chunk, Context, ContextParams, LoadError};
 use serde_json::Value;
-use tensor::safetensors::SafeTensor;
+use testkit::{RefTensors, fixture, max_err};
 
 const REL_TOL: f32 = 3e-3;
 /// Bound for cases fed from a JPEG: the same, since JPEG decoding matches stb_image.
 const JPEG_REL_TOL: f32 = REL_TOL;
-
-fn fixture_dir(arch: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/fixtures")
-        .join(arch)
-}
-
-fn f32s(tensors: &BTreeMap<String, SafeTensor>, name: &str) -> Vec<f32> {
-    tensors
-        .get(name)
-        .unwrap_or_else(|| panic!("reference.safetensors lacks {name}"))
-        .to_f32()
-        .unwrap_or_else(|| panic!("{name} is not f32"))
-}
-
-/// (max |ours - ref|, max |ref|)
-fn max_err(ours: &[f32], reference: &[f32]) -> (f32, f32) {
-    assert_eq!(ours.len(), reference.len(), "length mismatch");
-    ours.iter()
-        .zip(reference)
-        .fold((0f32, 0f32), |(e, s), (a, b)| {
-            (e.max((a - b).abs()), s.max(b.abs()))
-        })
-}
 
 fn as_usize(v: &Value) -> usize {
     v.as_u64().expect("non-negative integer") as usize
 }
 
 fn run_fixture(arch: &str) {
-    let dir = fixture_dir(arch);
+    let dir = fixture(arch);
     let reference: Value = serde_json::from_str(
         &std::fs::read_to_string(dir.join("reference.json")).expect("reference.json"),
     )
     .expect("reference.json parses");
-    let tensors = tensor::safetensors::read(dir.join("reference.safetensors")).expect("tensors");
+    let tensors = RefTensors::load(&dir.join("reference.safetensors"));
     let model = Arc::new(Model::load(dir.join("model.gguf")).expect("model loads"));
     let ctx = Context::new(
         dir.join("mmproj.gguf"),
@@ -88,7 +63,7 @@ fn run_fixture(arch: &str) {
                 let embd = ctx.encode(img).expect("encode");
                 let (err, scale) = max_err(
                     &embd,
-                    &f32s(&tensors, want["embd_tensor"].as_str().unwrap()),
+                    &tensors.f32s(want["embd_tensor"].as_str().unwrap()),
                 );
                 println!(
                     "{arch}/{name}/{}: embd max_abs {err:.3e} rel {:.2e}",
@@ -106,7 +81,7 @@ fn run_fixture(arch: &str) {
         let mut session = model.new_session(2048, KvType::F32);
         let out = ctx.eval_chunks(&mut session, &chunks, true).expect("eval");
         let logits = out.logits.expect("prompt ends with text");
-        let ref_logits = f32s(&tensors, case["logits_tensor"].as_str().unwrap());
+        let ref_logits = tensors.f32s(case["logits_tensor"].as_str().unwrap());
         let (err, scale) = max_err(&logits, &ref_logits);
         println!(
             "{arch}/{name}: logits max_abs {err:.3e} rel {:.2e}{}",
@@ -139,22 +114,22 @@ fn qwen3vl_full() {
 
 #[test]
 fn load_errors_are_clear() {
-    let model = Arc::new(Model::load(fixture_dir("gemma3").join("model.gguf")).expect("model"));
+    let model = Arc::new(Model::load(fixture("gemma3").join("model.gguf")).expect("model"));
     let err = |path: PathBuf| match Context::new(path, model.clone(), ContextParams::default()) {
         Ok(_) => panic!("must fail"),
         Err(e) => e,
     };
     // Qwen3-VL rows carry the deepstack slices too: wider than any plain n_embd.
-    let wrong = err(fixture_dir("qwen3vl").join("mmproj.gguf"));
+    let wrong = err(fixture("qwen3vl").join("mmproj.gguf"));
     assert!(matches!(wrong, LoadError::DimMismatch { .. }), "{wrong}");
     assert!(
         wrong
             .to_string()
             .contains("-dim embeddings, text model has n_embd")
     );
-    let not_clip = err(fixture_dir("gemma3").join("model.gguf"));
+    let not_clip = err(fixture("gemma3").join("model.gguf"));
     assert!(matches!(not_clip, LoadError::NotClip { .. }), "{not_clip}");
-    let audio = err(fixture_dir("qwen2audio").join("mmproj.gguf"));
+    let audio = err(fixture("qwen2audio").join("mmproj.gguf"));
     println!("audio mmproj: {audio}");
     assert!(audio.to_string().contains("qwen2a"), "{audio}");
 }

@@ -4,50 +4,15 @@
 //! logits within 3e-3 x max|ref|, 16 greedy steps identical while llama.cpp's top-2 margin is
 //! at least 5e-2, and every teacher-forced greedy step's logits within the same bound.
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use llm::{KvType, Logits, Model};
 use mtmd::{Bitmap, Chunk, Context, ContextParams};
 use serde_json::Value;
-use tensor::safetensors::SafeTensor;
+use testkit::{RefTensors, argmax, fixture, max_err, reference_json};
 
 const REL_TOL: f32 = 3e-3;
 const CLEAR_MARGIN: f64 = 5e-2;
-
-fn fixture_dir(arch: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/fixtures")
-        .join(arch)
-}
-
-fn f32s(tensors: &BTreeMap<String, SafeTensor>, name: &str) -> Vec<f32> {
-    tensors
-        .get(name)
-        .unwrap_or_else(|| panic!("reference.safetensors lacks {name}"))
-        .to_f32()
-        .unwrap_or_else(|| panic!("{name} is not f32"))
-}
-
-/// (max |ours - ref|, max |ref|)
-fn max_err(ours: &[f32], reference: &[f32]) -> (f32, f32) {
-    assert_eq!(ours.len(), reference.len(), "length mismatch");
-    ours.iter()
-        .zip(reference)
-        .fold((0f32, 0f32), |(e, s), (a, b)| {
-            (e.max((a - b).abs()), s.max(b.abs()))
-        })
-}
-
-fn argmax(v: &[f32]) -> u32 {
-    v.iter()
-        .enumerate()
-        .fold((0, f32::NEG_INFINITY), |(bi, bv), (i, &x)| {
-            if x > bv { (i, x) } else { (bi, bv) }
-        })
-        .0 as u32
-}
 
 fn as_usize(v: &Value) -> usize {
     v.as_u64().expect("non-negative integer") as usize
@@ -83,12 +48,9 @@ fn check_chunks(name: &str, chunks: &mtmd::Chunks, want: &[Value]) {
 }
 
 fn run_fixture(arch: &str) {
-    let dir = fixture_dir(arch);
-    let reference: Value = serde_json::from_str(
-        &std::fs::read_to_string(dir.join("reference.json")).expect("reference.json"),
-    )
-    .expect("reference.json parses");
-    let tensors = tensor::safetensors::read(dir.join("reference.safetensors")).expect("tensors");
+    let dir = fixture(arch);
+    let reference = reference_json(&dir);
+    let tensors = RefTensors::load(&dir.join("reference.safetensors"));
     let model = Arc::new(Model::load(dir.join("model.gguf")).expect("model loads"));
     let ctx = Context::new(
         dir.join("mmproj.gguf"),
@@ -110,7 +72,7 @@ fn run_fixture(arch: &str) {
             if let Chunk::Image(img) = chunk {
                 let embd = ctx.encode(img).expect("encode");
                 let (err, scale) =
-                    max_err(&embd, &f32s(&tensors, want["embd_tensor"].as_str().unwrap()));
+                    max_err(&embd, &tensors.f32s(want["embd_tensor"].as_str().unwrap()));
                 println!("{name}: embd max_abs {err:.3e} rel {:.2e}", err / scale);
                 assert!(err <= REL_TOL * scale, "{name}: embeddings");
             }
@@ -124,7 +86,7 @@ fn run_fixture(arch: &str) {
             "{name}: n_past"
         );
         let logits = out.logits.expect("prompt ends with text");
-        let ref_logits = f32s(&tensors, case["logits_tensor"].as_str().unwrap());
+        let ref_logits = tensors.f32s(case["logits_tensor"].as_str().unwrap());
         let (err, scale) = max_err(&logits, &ref_logits);
         println!("{name}: logits max_abs {err:.3e} rel {:.2e}", err / scale);
         assert!(err <= REL_TOL * scale, "{name}: logits");
@@ -147,7 +109,7 @@ fn run_fixture(arch: &str) {
         let mut next = logits.clone();
         let mut agreed = 0;
         for (step, &id) in want.iter().enumerate() {
-            let ours = argmax(&next);
+            let ours = argmax(&next) as u32;
             if margins[step] < CLEAR_MARGIN {
                 break;
             }
@@ -161,7 +123,7 @@ fn run_fixture(arch: &str) {
 
         // Teacher-forced: the reference's tokens in, every step's logits compared.
         if let Some(name_t) = case["greedy_logits_tensor"].as_str() {
-            let rows = f32s(&tensors, name_t);
+            let rows = tensors.f32s(name_t);
             let n_vocab = ref_logits.len();
             let mut next = logits;
             let mut worst = 0f32;

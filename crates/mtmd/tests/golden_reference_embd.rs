@@ -3,8 +3,7 @@
 //! match exactly, the last logits within 3e-3 x max|ref|, and 16 greedy steps must agree
 //! wherever llama.cpp's argmax margin is clear.
 
-use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use llm::{KvType, Logits, Model};
@@ -13,16 +12,10 @@ use mtmd::{
     PreparedMedia,
 };
 use serde_json::Value;
-use tensor::safetensors::SafeTensor;
+use testkit::{RefTensors, fixture, max_err};
 
 const LOGIT_REL_TOL: f32 = 3e-3;
 const CLEAR_MARGIN: f64 = 5e-2;
-
-fn fixture_dir(arch: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/fixtures")
-        .join(arch)
-}
 
 /// Replays reference embeddings: a bitmap's id names its embedding tensor.
 struct ReferenceEncoder {
@@ -71,26 +64,8 @@ impl MediaEncoder for ReferenceEncoder {
     }
 }
 
-fn f32s(tensors: &BTreeMap<String, SafeTensor>, name: &str) -> Vec<f32> {
-    tensors
-        .get(name)
-        .unwrap_or_else(|| panic!("reference.safetensors lacks {name}"))
-        .to_f32()
-        .unwrap_or_else(|| panic!("{name} is not f32"))
-}
-
 fn as_usize(v: &Value) -> usize {
     v.as_u64().expect("non-negative integer") as usize
-}
-
-/// (max |ours - ref|, max |ref|)
-fn max_err(ours: &[f32], reference: &[f32]) -> (f32, f32) {
-    assert_eq!(ours.len(), reference.len(), "length mismatch");
-    ours.iter()
-        .zip(reference)
-        .fold((0f32, 0f32), |(e, s), (a, b)| {
-            (e.max((a - b).abs()), s.max(b.abs()))
-        })
 }
 
 fn argmax(v: &[f32]) -> usize {
@@ -146,12 +121,12 @@ fn check_chunks(case: &str, chunks: &mtmd::Chunks, expected: &[Value]) {
 }
 
 fn run_fixture(arch: &str, projector: &str) {
-    let dir = fixture_dir(arch);
+    let dir = fixture(arch);
     let reference: Value = serde_json::from_str(
         &std::fs::read_to_string(dir.join("reference.json")).expect("reference.json"),
     )
     .expect("reference.json parses");
-    let tensors = tensor::safetensors::read(dir.join("reference.safetensors")).expect("tensors");
+    let tensors = RefTensors::load(&dir.join("reference.safetensors"));
     let model = Arc::new(Model::load(dir.join("model.gguf")).expect("model loads"));
     let n_embd = model.hparams().n_embd_inp();
     assert_eq!(n_embd, as_usize(&reference["n_embd_inp"]));
@@ -167,7 +142,7 @@ fn run_fixture(arch: &str, projector: &str) {
                     .as_str()
                     .expect("embd_tensor")
                     .to_string();
-                let embd = Arc::new(f32s(&tensors, &name));
+                let embd = Arc::new(tensors.f32s(&name));
                 images.insert(name, (as_usize(&chunk["nx"]), as_usize(&chunk["ny"]), embd));
             }
         }
@@ -210,7 +185,7 @@ fn run_fixture(arch: &str, projector: &str) {
             "{name}: n_past"
         );
         let logits = out.logits.expect("prompt ends with text");
-        let ref_logits = f32s(&tensors, case["logits_tensor"].as_str().unwrap());
+        let ref_logits = tensors.f32s(case["logits_tensor"].as_str().unwrap());
         let (err, scale) = max_err(&logits, &ref_logits);
         println!(
             "{arch}/{name}: prompt logits max_abs {err:.3e} (max|ref| {scale:.2}, rel {:.2e})",
@@ -220,7 +195,7 @@ fn run_fixture(arch: &str, projector: &str) {
 
         // Greedy: feed llama.cpp's tokens so every row of greedy_logits is comparable; our
         // argmax must agree wherever its margin was clear.
-        let greedy_ref = f32s(&tensors, case["greedy_logits_tensor"].as_str().unwrap());
+        let greedy_ref = tensors.f32s(case["greedy_logits_tensor"].as_str().unwrap());
         let tokens: Vec<u32> = case["greedy_tokens"]
             .as_array()
             .unwrap()

@@ -1,16 +1,10 @@
 //! Chunking rules on the fixtures' real tokenizers: marker counting, BOS placement, framing.
 
-use std::path::PathBuf;
-
 use llm::Model;
 use mtmd::{Chunk, Framing, MtmdError, tokenize_with_media};
 
 fn model(arch: &str) -> Model {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/fixtures")
-        .join(arch)
-        .join("model.gguf");
-    Model::load(path).expect("fixture model loads")
+    Model::load(testkit::fixture(arch).join("model.gguf")).expect("fixture model loads")
 }
 
 /// A stand-in for the media chunk: the rules under test do not look inside it.
