@@ -62,7 +62,7 @@ impl MelParams {
         if self.n_mel == 0 || self.n_mel > 1024 {
             return bad("n_mel must be in 1..=1024");
         }
-        if self.n_fft < 2 || self.n_fft % 2 != 0 || self.n_fft > 1 << 16 {
+        if self.n_fft < 2 || !self.n_fft.is_multiple_of(2) || self.n_fft > 1 << 16 {
             return bad("n_fft must be even and in 2..=65536");
         }
         if self.hop_length == 0 || self.frames_per_window == 0 || self.sample_rate == 0 {
