@@ -28,6 +28,12 @@ pub enum ClipError {
     },
     #[error("preprocessing: {0}")]
     Preprocess(#[from] crate::preprocess::PreprocessError),
+    #[error("projector {projector} takes {takes}, not {given}")]
+    WrongMedia {
+        projector: &'static str,
+        takes: &'static str,
+        given: &'static str,
+    },
     #[error("image input: {0}")]
     BadImage(String),
     #[error("tensor op: {0}")]

@@ -1,8 +1,10 @@
-//! Vision hyper-parameters from the `clip.*` metadata of an mmproj GGUF (llama.cpp's key names).
+//! Encoder hyper-parameters from the `clip.*` metadata of an mmproj GGUF (llama.cpp's key names):
+//! `clip.vision.*` for an image encoder, `clip.audio.*` for an audio encoder.
 
 use gguf::GgufFile;
 
 use crate::ClipError;
+use crate::projector::Modality;
 
 /// Activation of the ViT feed-forward blocks, from `clip.use_gelu` / `clip.use_silu`
 /// (llama.cpp: neither flag means quick GELU).
@@ -11,11 +13,15 @@ pub enum FfnAct {
     Gelu,
     Silu,
     GeluQuick,
+    /// Exact GELU (`x·Φ(x)` through erf): Whisper-style audio encoders (llama.cpp forces it).
+    GeluErf,
 }
 
-/// Everything the encoders read from `clip.vision.*` and `clip.*`.
+/// Everything the encoders read from `clip.vision.*` / `clip.audio.*` and `clip.*`.
 #[derive(Clone, Debug)]
-pub struct VisionHparams {
+pub struct EncoderHparams {
+    /// Which encoder of the file these describe (a file may hold a vision and an audio one).
+    pub modality: Modality,
     pub projector_type: String,
     pub image_size: usize,
     pub patch_size: usize,
@@ -37,6 +43,10 @@ pub struct VisionHparams {
     /// Qwen3-VL: which layers feed a deepstack merger.
     pub deepstack_layers: Vec<bool>,
     pub ffn_act: FfnAct,
+    /// Audio: mel bins of the encoder input (`clip.audio.num_mel_bins`); 0 for vision.
+    pub n_mel_bins: usize,
+    /// Audio: frames stacked into one token by the projector (`clip.audio.projector.stack_factor`).
+    pub stack_factor: usize,
 }
 
 fn positive(key: &str, v: u32) -> Result<usize, ClipError> {
@@ -61,12 +71,27 @@ fn rgb(file: &GgufFile, key: &str, default: [f32; 3]) -> Result<[f32; 3], ClipEr
     })
 }
 
-impl VisionHparams {
+impl EncoderHparams {
+    /// The file's vision encoder when it has one, else its audio encoder.
     pub fn from_gguf(file: &GgufFile) -> Result<Self, ClipError> {
-        if file.opt_bool("clip.has_vision_encoder")? == Some(false) {
+        let has_vision = file.opt_bool("clip.has_vision_encoder")?;
+        let has_audio = file.opt_bool("clip.has_audio_encoder")?.unwrap_or(false);
+        if has_vision != Some(true) && has_audio {
+            return Self::for_modality(file, Modality::Audio);
+        }
+        if has_vision == Some(false) {
             return Err(ClipError::NoVisionEncoder);
         }
-        let projector_type = match file.opt_str("clip.vision.projector_type")? {
+        Self::for_modality(file, Modality::Vision)
+    }
+
+    /// The hyper-parameters of the file's encoder of `modality`.
+    pub fn for_modality(file: &GgufFile, modality: Modality) -> Result<Self, ClipError> {
+        let m = match modality {
+            Modality::Vision => "vision",
+            Modality::Audio => "audio",
+        };
+        let projector_type = match file.opt_str(&format!("clip.{m}.projector_type"))? {
             Some(p) => p,
             None => file.get_str("clip.projector_type")?,
         }
@@ -75,15 +100,16 @@ impl VisionHparams {
         let opt = |key: &str| -> Result<usize, ClipError> {
             Ok(file.opt_u32(key)?.map(|v| v as usize).unwrap_or(0))
         };
-        let n_embd = req("clip.vision.embedding_length")?;
-        let n_head = req("clip.vision.attention.head_count")?;
+        let key = |k: &str| format!("clip.{m}.{k}");
+        let n_embd = req(&key("embedding_length"))?;
+        let n_head = req(&key("attention.head_count"))?;
         if !n_embd.is_multiple_of(n_head) {
             return Err(ClipError::BadValue {
-                key: "clip.vision.attention.head_count".into(),
+                key: key("attention.head_count"),
                 detail: format!("{n_head} heads do not divide embedding_length {n_embd}"),
             });
         }
-        let n_layer = req("clip.vision.block_count")?;
+        let n_layer = req(&key("block_count"))?;
         let deepstack_layers = match file.opt_array("clip.vision.is_deepstack_layers")? {
             Some(a) => a.as_bools().ok_or_else(|| ClipError::BadValue {
                 key: "clip.vision.is_deepstack_layers".into(),
@@ -108,26 +134,35 @@ impl VisionHparams {
         if n_merge == 0 {
             n_merge = opt("clip.vision.projector.scale_factor")?;
         }
+        let vision = modality == Modality::Vision;
+        let (image_size, patch_size, n_mel_bins) = if vision {
+            (req("clip.vision.image_size")?, req("clip.vision.patch_size")?, 0)
+        } else {
+            (0, 1, req("clip.audio.num_mel_bins")?)
+        };
         Ok(Self {
+            modality,
             projector_type,
-            image_size: req("clip.vision.image_size")?,
-            patch_size: req("clip.vision.patch_size")?,
+            image_size,
+            patch_size,
             n_embd,
             // Informational: blocks take their width from the ffn tensors.
-            n_ff: opt("clip.vision.feed_forward_length")?,
+            n_ff: opt(&key("feed_forward_length"))?,
             n_layer,
             n_head,
             eps: file
-                .opt_f32("clip.vision.attention.layer_norm_epsilon")?
+                .opt_f32(&key("attention.layer_norm_epsilon"))?
                 .unwrap_or(1e-6),
             image_mean: rgb(file, "clip.vision.image_mean", [0.5; 3])?,
             image_std: rgb(file, "clip.vision.image_std", [0.5; 3])?,
-            projection_dim: req("clip.vision.projection_dim")?,
+            projection_dim: req(&key("projection_dim"))?,
             n_merge,
             n_wa_pattern: opt("clip.vision.n_wa_pattern")?,
             window_size: opt("clip.vision.window_size")?,
             deepstack_layers,
             ffn_act,
+            n_mel_bins,
+            stack_factor: opt("clip.audio.projector.stack_factor")?,
         })
     }
 

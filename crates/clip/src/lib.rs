@@ -20,7 +20,7 @@ pub mod vit;
 
 pub use bitmap::{Bitmap, BitmapError};
 pub use error::ClipError;
-pub use hparams::VisionHparams;
+pub use hparams::EncoderHparams;
 pub use model::ClipModel;
 pub use models::{Embeddings, Encoder};
-pub use projector::{Defaults, Framing, Modality, Projector, TileFraming, TokenLimits};
+pub use projector::{Defaults, Framing, Input, Modality, Projector, TileFraming, TokenLimits};

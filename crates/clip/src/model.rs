@@ -6,16 +6,16 @@ use std::path::Path;
 use gguf::GgufFile;
 
 use crate::bitmap::Bitmap;
-use crate::hparams::VisionHparams;
+use crate::hparams::EncoderHparams;
 use crate::models::{Embeddings, Encoder};
 use crate::preprocess::{PreprocessParams, PreprocessedImage};
-use crate::projector::Projector;
+use crate::projector::{Input, Projector};
 use crate::vit::WeightLoader;
 use crate::{ClipError, registry};
 
 pub struct ClipModel {
     projector: &'static Projector,
-    hparams: VisionHparams,
+    hparams: EncoderHparams,
     encoder: Box<dyn Encoder>,
     // Keeps the mapping the weight tensors borrow from alive for the model's lifetime.
     _file: GgufFile,
@@ -41,7 +41,7 @@ impl ClipModel {
     }
 
     pub fn from_gguf(file: GgufFile) -> Result<Self, ClipError> {
-        let mut hparams = VisionHparams::from_gguf(&file)?;
+        let mut hparams = EncoderHparams::from_gguf(&file)?;
         let projector = registry::lookup(&hparams.projector_type)?;
         if hparams.n_merge == 0 {
             hparams.n_merge = projector.defaults.merge;
@@ -60,7 +60,7 @@ impl ClipModel {
         self.projector
     }
 
-    pub fn hparams(&self) -> &VisionHparams {
+    pub fn hparams(&self) -> &EncoderHparams {
         &self.hparams
     }
 
@@ -103,7 +103,25 @@ impl ClipModel {
         bitmap: &Bitmap,
         params: &PreprocessParams,
     ) -> Result<PreprocessedImage, ClipError> {
-        Ok((self.projector.preprocess)(bitmap, params)?)
+        match self.projector.input {
+            Input::Image(preprocess) => Ok(preprocess(bitmap, params)?),
+            Input::AudioMel { .. } => Err(ClipError::WrongMedia {
+                projector: self.projector.name,
+                takes: "audio",
+                given: "an image",
+            }),
+        }
+    }
+
+    /// Audio encoders: the mel bins of their input and the embedding rows a window of
+    /// `n_frames` becomes; `None` for image encoders.
+    pub fn audio_input(&self, n_frames: usize) -> Option<(usize, usize)> {
+        match self.projector.input {
+            Input::AudioMel { tokens } => {
+                Some((self.hparams.n_mel_bins, tokens(&self.hparams, n_frames)))
+            }
+            Input::Image(_) => None,
+        }
     }
 
     /// Encodes the encoder's input (planar `[3, height, width]` pixels for vision).

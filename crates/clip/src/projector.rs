@@ -5,7 +5,7 @@
 
 use crate::ClipError;
 use crate::bitmap::Bitmap;
-use crate::hparams::VisionHparams;
+use crate::hparams::EncoderHparams;
 use crate::models::Encoder;
 use crate::preprocess::{PreprocessError, PreprocessParams, PreprocessedImage};
 use crate::vit::WeightLoader;
@@ -20,10 +20,22 @@ pub enum Modality {
 }
 
 /// Builds the encoder from the weights and the (defaults-resolved) hyper-parameters.
-pub type BuildFn = fn(&WeightLoader, &VisionHparams) -> Result<Box<dyn Encoder>, ClipError>;
+pub type BuildFn = fn(&WeightLoader, &EncoderHparams) -> Result<Box<dyn Encoder>, ClipError>;
 
 /// Turns a bitmap into the encoder's input pixels and decides its token grid.
 pub type PreprocessFn = fn(&Bitmap, &PreprocessParams) -> Result<PreprocessedImage, PreprocessError>;
+
+/// What a projector's encoder takes, and how the media become that.
+#[derive(Debug, Clone, Copy)]
+pub enum Input {
+    /// Images, preprocessed by this function.
+    Image(PreprocessFn),
+    /// Mono 16 kHz audio as Whisper log-mel windows (`n_mel_bins` x frames, made by the
+    /// `audio` crate); `tokens` gives the embedding rows a window of `n_frames` becomes.
+    AudioMel {
+        tokens: fn(&EncoderHparams, usize) -> usize,
+    },
+}
 
 /// Text the text model expects around a media item's embeddings, as llama.cpp's mtmd writes it.
 ///
@@ -90,14 +102,22 @@ pub struct TokenLimits {
 pub struct Projector {
     /// `clip.projector_type` (or `clip.vision.projector_type`) as llama.cpp's converter writes it.
     pub name: &'static str,
-    pub modality: Modality,
-    pub preprocess: PreprocessFn,
+    pub input: Input,
     pub framing: Framing,
     /// The decoder lets this projector's tokens attend to each other regardless of order
     /// (Gemma 3), instead of causally.
     pub non_causal: bool,
     pub defaults: Defaults,
     pub build: BuildFn,
+}
+
+impl Projector {
+    pub fn modality(&self) -> Modality {
+        match self.input {
+            Input::Image(_) => Modality::Vision,
+            Input::AudioMel { .. } => Modality::Audio,
+        }
+    }
 }
 
 impl PartialEq for Projector {

@@ -200,6 +200,7 @@ pub fn activate(act: FfnAct, x: &mut [f32]) {
         FfnAct::Gelu => cpu::gelu_tanh(x),
         FfnAct::Silu => cpu::silu(x),
         FfnAct::GeluQuick => cpu::gelu_quick(x),
+        FfnAct::GeluErf => cpu::gelu_erf(x),
     }
 }
 
@@ -309,7 +310,19 @@ impl Block {
         eps: f32,
         act: FfnAct,
     ) -> Result<Self, ClipError> {
-        let p = format!("v.blk.{il}");
+        Self::load_named(wl, &format!("v.blk.{il}"), n_embd, norm, eps, act)
+    }
+
+    /// Loads the block whose tensors are named `<p>.attn_q`, `<p>.ln1`, … (audio towers use
+    /// `a.blk.<il>`).
+    pub fn load_named(
+        wl: &WeightLoader,
+        p: &str,
+        n_embd: usize,
+        norm: NormKind,
+        eps: f32,
+        act: FfnAct,
+    ) -> Result<Self, ClipError> {
         let up = Linear::load_to_any_width(wl, &format!("{p}.ffn_up"), n_embd)?;
         let n_ff = up.n_out();
         let qkv = if wl.has(&format!("{p}.attn_qkv.weight")) {

@@ -209,3 +209,51 @@ fn pixtral_golden() {
 fn mistral3_golden() {
     golden_from_files("mistral3");
 }
+
+/// Audio fixtures: each stored log-mel window (`enc_input`) through the encoder against the
+/// embeddings of its chunk.
+fn golden_audio(arch: &str) {
+    let dir = fixture(arch);
+    let model = ClipModel::load(dir.join("mmproj.gguf")).expect("load mmproj");
+    let refs = RefTensors::load(&dir.join("reference.safetensors"));
+    let json = testkit::reference_json(&dir);
+    let mut checked = 0;
+    for (case, c) in json["cases"].as_object().unwrap() {
+        for chunk in c["chunks"].as_array().unwrap() {
+            if chunk["type"] != "audio" {
+                continue;
+            }
+            let Some(input_name) = chunk["encoder_input_tensor"].as_str() else {
+                continue;
+            };
+            if !refs.has(input_name) {
+                continue;
+            }
+            let (shape, mel) = refs.get(input_name);
+            let (n_mel, n_frames) = (shape[2], shape[3]);
+            let (eshape, want) = refs.get(chunk["embd_tensor"].as_str().unwrap());
+            let got = model.encode(mel, n_frames, n_mel).expect("encode");
+            assert_eq!(got.n_tokens, eshape[0], "{arch}/{case}: n_tokens");
+            assert_eq!(model.audio_input(n_frames), Some((n_mel, eshape[0])));
+            let (err, scale) = testkit::max_err(&got.data, want);
+            println!(
+                "{arch}/{case}: {n_mel}x{n_frames} mel -> {} tokens, max abs {err:.3e}, rel {:.3e}",
+                got.n_tokens,
+                err / scale
+            );
+            assert!(err <= 3e-3 * scale, "{arch}/{case}: embeddings");
+            checked += 1;
+        }
+    }
+    assert!(checked > 0, "{arch}: no stored encoder input");
+}
+
+#[test]
+fn qwen2audio_golden() {
+    golden_audio("qwen2audio");
+}
+
+#[test]
+fn voxtral_golden() {
+    golden_audio("voxtral");
+}

@@ -116,7 +116,7 @@ impl ClipEncoder {
 
 impl MediaEncoder for ClipEncoder {
     fn kind(&self) -> MediaKind {
-        self.model.projector().modality.into()
+        self.model.projector().modality().into()
     }
 
     fn framing(&self) -> Framing {

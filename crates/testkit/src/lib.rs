@@ -75,6 +75,10 @@ impl RefTensors {
         (shape, values)
     }
 
+    pub fn has(&self, name: &str) -> bool {
+        self.tensors.contains_key(name)
+    }
+
     pub fn f32s(&self, name: &str) -> Vec<f32> {
         self.get(name).1.to_vec()
     }

@@ -5,16 +5,15 @@ use tensor::Tensor;
 use tensor::cpu;
 
 use crate::ClipError;
-use crate::hparams::VisionHparams;
+use crate::hparams::EncoderHparams;
 use crate::models::{Embeddings, Encoder};
 use crate::preprocess::fixed_square;
-use crate::projector::{Defaults, Framing, Modality, Projector};
+use crate::projector::{Defaults, Framing, Input, Projector};
 use crate::vit::{self, AttnSetup, Block, Norm, NormKind, WeightLoader};
 
 pub const PROJECTOR: Projector = Projector {
     name: "gemma3",
-    modality: Modality::Vision,
-    preprocess: fixed_square,
+    input: Input::Image(fixed_square),
     framing: Framing::wrap("<start_of_image>", "<end_of_image>"),
     non_causal: true,
     // llama.cpp pools 4x4 for every Gemma 3 size; tiny test models set scale_factor.
@@ -42,7 +41,7 @@ pub struct Gemma3 {
     input_proj: Tensor,
 }
 
-pub fn build(wl: &WeightLoader, hp: &VisionHparams) -> Result<Box<dyn Encoder>, ClipError> {
+pub fn build(wl: &WeightLoader, hp: &EncoderHparams) -> Result<Box<dyn Encoder>, ClipError> {
     let (d, p) = (hp.n_embd, hp.patch_size);
     let side = hp.image_size / p;
     let patch_w = wl.tensor_shaped("v.patch_embd.weight", &[d, 3, p, p])?;

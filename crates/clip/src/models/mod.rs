@@ -5,6 +5,7 @@ pub mod gemma3;
 pub mod pixtral;
 pub mod qwen2vl;
 pub mod qwen3vl;
+pub mod whisper;
 
 use crate::ClipError;
 

@@ -7,18 +7,17 @@ use tensor::cpu;
 
 use crate::ClipError;
 use crate::bitmap::Bitmap;
-use crate::hparams::{FfnAct, VisionHparams};
+use crate::hparams::{FfnAct, EncoderHparams};
 use crate::models::{Embeddings, Encoder};
 use crate::preprocess::{
     PreprocessError, PreprocessParams, PreprocessedImage, TokenGrid, dynamic_resolution,
 };
-use crate::projector::{Defaults, Framing, Modality, Projector, TokenLimits};
+use crate::projector::{Defaults, Framing, Input, Projector, TokenLimits};
 use crate::vit::{self, AttnSetup, Block, Ffn, Linear, Norm, NormKind, VisionRope, WeightLoader};
 
 pub const PROJECTOR: Projector = Projector {
     name: "pixtral",
-    modality: Modality::Vision,
-    preprocess,
+    input: Input::Image(preprocess),
     // `[IMG_BREAK]` rows are part of the embeddings; `[IMG_END]` closes the image as text.
     framing: Framing::wrap("", "[IMG_END]"),
     non_causal: false,
@@ -70,7 +69,7 @@ pub struct Pixtral {
     img_break: Vec<f32>,
 }
 
-pub fn build(wl: &WeightLoader, hp: &VisionHparams) -> Result<Box<dyn Encoder>, ClipError> {
+pub fn build(wl: &WeightLoader, hp: &EncoderHparams) -> Result<Box<dyn Encoder>, ClipError> {
     let (d, p) = (hp.n_embd, hp.patch_size);
     let rms = |name: &str| Norm::opt_load(wl, name, d, NormKind::Rms, hp.eps);
     let blocks = (0..hp.n_layer)

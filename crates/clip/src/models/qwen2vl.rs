@@ -8,10 +8,10 @@ use tensor::Tensor;
 use tensor::cpu::{self, RopeConfig, RopeMode};
 
 use crate::ClipError;
-use crate::hparams::{FfnAct, VisionHparams};
+use crate::hparams::{FfnAct, EncoderHparams};
 use crate::models::{Embeddings, Encoder};
 use crate::preprocess::dynamic_resolution;
-use crate::projector::{Defaults, Framing, Modality, Projector, TokenLimits};
+use crate::projector::{Defaults, Framing, Input, Projector, TokenLimits};
 use crate::vit::{self, AttnSetup, Block, VisionRope, Ffn, Linear, Norm, NormKind, WeightLoader};
 
 /// Patches merged per side by the Qwen mergers (llama.cpp hard-codes 2 as well).
@@ -25,8 +25,7 @@ const DEFAULT_WINDOW: usize = 112;
 pub const fn qwen_vl_projector(name: &'static str, build: crate::projector::BuildFn) -> Projector {
     Projector {
         name,
-        modality: Modality::Vision,
-        preprocess: dynamic_resolution,
+        input: Input::Image(dynamic_resolution),
         framing: Framing::wrap("<|vision_start|>", "<|vision_end|>"),
         non_causal: false,
         defaults: Defaults {
@@ -80,7 +79,7 @@ pub fn load_merger(wl: &WeightLoader, d: usize, out: usize) -> Result<Ffn, ClipE
     })
 }
 
-pub fn build(wl: &WeightLoader, hp: &VisionHparams) -> Result<Box<dyn Encoder>, ClipError> {
+pub fn build(wl: &WeightLoader, hp: &EncoderHparams) -> Result<Box<dyn Encoder>, ClipError> {
     let (d, p) = (hp.n_embd, hp.patch_size);
     let norm = if hp.projector_type == "qwen2.5vl_merger" {
         NormKind::Rms

@@ -7,7 +7,7 @@ use tensor::Tensor;
 use tensor::cpu;
 
 use crate::ClipError;
-use crate::hparams::{FfnAct, VisionHparams};
+use crate::hparams::{FfnAct, EncoderHparams};
 use crate::models::qwen2vl::{
     MERGE, load_merger, merge_positions, qwen_vl_projector, temporal_patch_weight, to_merge_order,
     vision_rope,
@@ -40,7 +40,7 @@ pub struct Qwen3Vl {
     merger: Ffn,
 }
 
-pub fn build(wl: &WeightLoader, hp: &VisionHparams) -> Result<Box<dyn Encoder>, ClipError> {
+pub fn build(wl: &WeightLoader, hp: &EncoderHparams) -> Result<Box<dyn Encoder>, ClipError> {
     let (d, p) = (hp.n_embd, hp.patch_size);
     let blocks = (0..hp.n_layer)
         .map(|il| Block::load(wl, il, d, NormKind::Layer, hp.eps, hp.ffn_act))
