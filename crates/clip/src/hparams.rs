@@ -136,7 +136,11 @@ impl EncoderHparams {
         }
         let vision = modality == Modality::Vision;
         let (image_size, patch_size, n_mel_bins) = if vision {
-            (req("clip.vision.image_size")?, req("clip.vision.patch_size")?, 0)
+            (
+                req("clip.vision.image_size")?,
+                req("clip.vision.patch_size")?,
+                0,
+            )
         } else {
             (0, 1, req("clip.audio.num_mel_bins")?)
         };

@@ -23,7 +23,8 @@ pub enum Modality {
 pub type BuildFn = fn(&WeightLoader, &EncoderHparams) -> Result<Box<dyn Encoder>, ClipError>;
 
 /// Turns a bitmap into the encoder's input pixels and decides its token grid.
-pub type PreprocessFn = fn(&Bitmap, &PreprocessParams) -> Result<PreprocessedImage, PreprocessError>;
+pub type PreprocessFn =
+    fn(&Bitmap, &PreprocessParams) -> Result<PreprocessedImage, PreprocessError>;
 
 /// What a projector's encoder takes, and how the media become that.
 #[derive(Debug, Clone, Copy)]

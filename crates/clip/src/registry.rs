@@ -39,7 +39,11 @@ mod tests {
     #[test]
     fn names_are_unique_and_found() {
         for (i, p) in PROJECTORS.iter().enumerate() {
-            assert!(PROJECTORS[..i].iter().all(|q| q.name != p.name), "{}", p.name);
+            assert!(
+                PROJECTORS[..i].iter().all(|q| q.name != p.name),
+                "{}",
+                p.name
+            );
             assert_eq!(lookup(p.name).unwrap().name, p.name);
         }
         let err = lookup("mlp").unwrap_err().to_string();

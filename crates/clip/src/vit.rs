@@ -270,7 +270,14 @@ impl VisionRope<'_> {
 
 /// Rotates adjacent pairs of `x` `[n, n_head, head_dim]`: pair `i` of the first half by
 /// `rows[t]·base^(-4i/hd)`, of the second half by `cols[t]·base^(-(4i+2)/hd)`.
-fn axial_rope(x: &mut [f32], n_head: usize, head_dim: usize, base: f32, rows: &[i32], cols: &[i32]) {
+fn axial_rope(
+    x: &mut [f32],
+    n_head: usize,
+    head_dim: usize,
+    base: f32,
+    rows: &[i32],
+    cols: &[i32],
+) {
     let half = head_dim / 2;
     let freqs: Vec<f32> = (0..half / 2)
         .map(|i| base.powf(-4.0 * i as f32 / head_dim as f32))

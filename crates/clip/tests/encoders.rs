@@ -168,7 +168,11 @@ fn golden_from_files(arch: &str) {
             let (pshape, pixels) = refs.get(chunk["encoder_input_tensor"].as_str().unwrap());
             let (h, w) = (pshape[2], pshape[3]);
             if checked == 0 || chunk["media_index"] == 0 {
-                assert_eq!((ours.width as usize, ours.height as usize), (w, h), "{arch}/{case}");
+                assert_eq!(
+                    (ours.width as usize, ours.height as usize),
+                    (w, h),
+                    "{arch}/{case}"
+                );
                 let px_err = ours
                     .data
                     .iter()

@@ -1,11 +1,10 @@
 //! Our stb_image-exact JPEG decoder: golden comparison through preprocessing against llama.cpp's
 //! pixels, plus robustness on corrupt input.
 
-
 use clip::ClipModel;
-use testkit::{RefTensors, fixture};
 use clip::bitmap::Bitmap;
 use clip::jpeg;
+use testkit::{RefTensors, fixture};
 
 fn photo2() -> Vec<u8> {
     std::fs::read(fixture("qwen2vl").join("photo2.jpg")).unwrap()
@@ -13,15 +12,14 @@ fn photo2() -> Vec<u8> {
 
 /// Max abs error of our preprocessed photo2.jpg (decoded by `jpeg::decode`) against llama.cpp.
 fn max_error(arch: &str) -> f32 {
-    let image =
-        jpeg::decode(&std::fs::read(fixture(arch).join("photo2.jpg")).unwrap()).unwrap();
+    let image = jpeg::decode(&std::fs::read(fixture(arch).join("photo2.jpg")).unwrap()).unwrap();
     let bitmap = Bitmap::from_rgb(image.width as u32, image.height as u32, image.rgb).unwrap();
     let model = ClipModel::load(fixture(arch).join("mmproj.gguf")).unwrap();
     let ours = model
         .preprocess(&bitmap, &model.preprocess_params(None, None))
         .unwrap();
-    let reference = RefTensors::load(&fixture(arch).join("reference.safetensors"))
-        .f32s("pixels.photo2.jpg");
+    let reference =
+        RefTensors::load(&fixture(arch).join("reference.safetensors")).f32s("pixels.photo2.jpg");
     assert_eq!(reference.len(), ours.data.len(), "{arch}: size");
     let err = ours
         .data

@@ -1,11 +1,10 @@
 //! Golden test: our preprocessed pixels against llama.cpp's `inp_raw` (`pixels.<image>` in each vision
 //! fixture's reference.safetensors), with the constants read from the fixture's mmproj.gguf.
 
-
 use clip::ClipModel;
-use testkit::{RefTensors, fixture};
 use clip::bitmap::Bitmap;
 use clip::preprocess::{PreprocessedImage, TokenGrid};
+use testkit::{RefTensors, fixture};
 
 const PNG_TOLERANCE: f32 = 1e-5;
 

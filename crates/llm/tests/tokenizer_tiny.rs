@@ -9,7 +9,6 @@
 //!    are tokenized on their own with add_special = false, parse_special = true; consecutive
 //!    text tokens form one chunk; BOS goes in front of the first chunk when the model adds it.
 
-
 use llm::tokenizer::Tokenizer;
 use serde_json::Value as Json;
 

@@ -8,7 +8,8 @@ use clip::ClipModel;
 use clip::preprocess::{PreprocessParams, PreprocessedImage};
 
 use crate::encoder::{EncoderError, Framing, MediaEncoder, PreparedMedia};
-use crate::media::{Media, MediaKind};
+use crate::media::{Audio, Media, MediaKind};
+use audio::MelWindow;
 
 /// Why an mmproj could not be turned into an encoder for a text model.
 #[derive(Debug, thiserror::Error)]
@@ -21,7 +22,7 @@ pub enum LoadError {
         #[source]
         source: clip::ClipError,
     },
-    #[error("{}: unsupported projector type '{projector}' for images", path.display())]
+    #[error("{}: unsupported projector type '{projector}'", path.display())]
     UnsupportedProjector { path: PathBuf, projector: String },
     #[error("mmproj produces {encoder}-dim embeddings, text model has n_embd {model}")]
     DimMismatch { encoder: usize, model: usize },
@@ -68,22 +69,6 @@ impl ClipEncoder {
         if arch != "clip" {
             return Err(LoadError::NotClip { path, found: arch });
         }
-        // An audio-only mmproj lacks the vision keys: name its projector rather than a key.
-        let has_vision = file.opt_bool("clip.has_vision_encoder").ok().flatten();
-        if has_vision != Some(true)
-            && file.opt_bool("clip.has_audio_encoder").ok().flatten() == Some(true)
-        {
-            let projector = file
-                .opt_str("clip.audio.projector_type")
-                .ok()
-                .flatten()
-                .or_else(|| file.opt_str("clip.projector_type").ok().flatten())
-                .unwrap_or("<missing>");
-            return Err(LoadError::UnsupportedProjector {
-                path,
-                projector: projector.to_owned(),
-            });
-        }
         let model = ClipModel::from_gguf(file).map_err(clip_err)?;
         let params = model.preprocess_params(min_tokens, max_tokens);
         let pool = match n_threads {
@@ -103,6 +88,29 @@ impl ClipEncoder {
             params,
             pool,
         })
+    }
+
+    /// One piece per 30 s log-mel window of the clip.
+    fn prepare_audio(&self, clip: &Audio) -> Result<Vec<PreparedMedia>, EncoderError> {
+        let Some((n_mel, _)) = self.model.audio_input(0) else {
+            return Err(format!("{} mmproj cannot encode audio", self.projector_type()).into());
+        };
+        let windows = audio::log_mel_windows(clip.pcm(), &audio::MelParams::whisper(n_mel))?;
+        windows
+            .into_iter()
+            .map(|window| {
+                let (_, n_tokens) = self
+                    .model
+                    .audio_input(window.n_frames)
+                    .ok_or("not an audio encoder")?;
+                Ok(PreparedMedia {
+                    nx: n_tokens,
+                    ny: 1,
+                    n_tokens,
+                    data: Arc::new(window),
+                })
+            })
+            .collect()
     }
 
     pub fn clip_model(&self) -> &ClipModel {
@@ -134,12 +142,10 @@ impl MediaEncoder for ClipEncoder {
     fn prepare(&self, media: Media<'_>) -> Result<Vec<PreparedMedia>, EncoderError> {
         let bitmap = match media {
             Media::Image(bitmap) => bitmap,
+            Media::Audio(clip) => return self.prepare_audio(clip),
         };
         let pixels = self.model.preprocess(bitmap, &self.params)?;
-        let (nx, ny) = (
-            pixels.token_grid.nx as usize,
-            pixels.token_grid.ny as usize,
-        );
+        let (nx, ny) = (pixels.token_grid.nx as usize, pixels.token_grid.ny as usize);
         Ok(vec![PreparedMedia {
             nx,
             ny,
@@ -149,6 +155,14 @@ impl MediaEncoder for ClipEncoder {
     }
 
     fn encode(&self, piece: &PreparedMedia) -> Result<Vec<f32>, EncoderError> {
+        if let Some(mel) = piece.data.downcast_ref::<MelWindow>() {
+            let run = || self.model.encode(&mel.data, mel.n_frames, mel.n_mel);
+            let embd = match &self.pool {
+                Some(pool) => pool.install(run)?,
+                None => run()?,
+            };
+            return Ok(embd.data);
+        }
         let pixels = piece
             .data
             .downcast_ref::<PreprocessedImage>()

@@ -1,7 +1,7 @@
 //! Multimodal prompts for the text decoder, after llama.cpp's libmtmd.
 //!
-//! A prompt carries media markers (`<__media__>`), one per [`Media`] item (a [`Bitmap`] today,
-//! audio next). [`Context::tokenize`] turns it into [`Chunks`]: runs of text tokens and media
+//! A prompt carries media markers (`<__media__>`), one per [`Media`] item (a [`Bitmap`] or an
+//! [`Audio`] clip). [`Context::tokenize`] turns it into [`Chunks`]: runs of text tokens and media
 //! chunks that know their token grid and decoder positions. [`Context::eval_chunks`] encodes
 //! each media chunk (through a [`MediaEncoder`]) and feeds text and embeddings to an
 //! [`llm::Session`] at the right positions: sequential for Gemma 3 (image tokens non-causal
@@ -24,6 +24,6 @@ pub use context::{Context, ContextParams, DEFAULT_MEDIA_MARKER};
 pub use encoder::{EncoderError, Framing, MediaEncoder, PreparedMedia, TileFraming};
 pub use error::{MtmdError, Result};
 pub use eval::{EvalOutput, eval_chunks, eval_media};
-pub use media::{Bitmap, BitmapError, Media, MediaKind};
+pub use media::{Audio, AudioError, Bitmap, BitmapError, DecodeOptions, Media, MediaKind, Pcm};
 pub use prefix::{CellKey, chunk_keys, chunks_after, reusable_prefix};
 pub use tokenize::tokenize_with_media;

@@ -1,7 +1,75 @@
-//! The media a prompt can carry. Images today; audio is the next variant (decoded PCM from the
-//! `audio` crate), with the same id and content hash for chunks and caches.
+//! The media a prompt can carry: images ([`Bitmap`]) and audio clips ([`Audio`]), each with an
+//! id for chunks and logs and a content hash for caches.
 
+use std::path::Path;
+
+pub use audio::{AudioError, DecodeOptions, Pcm};
 pub use clip::{Bitmap, BitmapError};
+
+/// A decoded audio clip (mono, 16 kHz) and the id that names it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Audio {
+    pcm: Pcm,
+    id: String,
+}
+
+impl Audio {
+    /// Wraps decoded PCM; the id is the content hash. The encoder takes 16 kHz mono, so other
+    /// rates are refused when the clip is tokenized.
+    pub fn from_pcm(pcm: Pcm) -> Self {
+        let mut clip = Self {
+            pcm,
+            id: String::new(),
+        };
+        clip.id = format!("{:016x}", clip.content_hash());
+        clip
+    }
+
+    /// Decodes a WAV, FLAC or MP3 file (format sniffed from the bytes) to 16 kHz mono.
+    pub fn from_file(path: impl AsRef<Path>, options: &DecodeOptions) -> Result<Self, AudioError> {
+        audio::decode_file(path, options).map(Self::from_pcm)
+    }
+
+    /// Decodes an audio file held in memory.
+    pub fn from_bytes(bytes: &[u8], options: &DecodeOptions) -> Result<Self, AudioError> {
+        audio::decode_bytes(bytes, options).map(Self::from_pcm)
+    }
+
+    /// Names the clip (e.g. with its file name); caches use the content hash, never the id.
+    pub fn with_id(mut self, id: impl Into<String>) -> Self {
+        self.id = id.into();
+        self
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub fn pcm(&self) -> &Pcm {
+        &self.pcm
+    }
+
+    pub fn duration_seconds(&self) -> f64 {
+        self.pcm.duration_seconds()
+    }
+
+    /// 64-bit FNV-1a over the sample rate and the samples' bits.
+    pub fn content_hash(&self) -> u64 {
+        const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+        const PRIME: u64 = 0x0000_0100_0000_01b3;
+        let mut hash = OFFSET;
+        let bytes = self.pcm.sample_rate.to_le_bytes().into_iter().chain(
+            self.pcm
+                .samples
+                .iter()
+                .flat_map(|s| s.to_bits().to_le_bytes()),
+        );
+        for byte in bytes {
+            hash = (hash ^ u64::from(byte)).wrapping_mul(PRIME);
+        }
+        hash
+    }
+}
 
 /// The kind of a media item, of an encoder's input, and of a media chunk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -33,12 +101,14 @@ impl From<clip::Modality> for MediaKind {
 #[non_exhaustive]
 pub enum Media<'a> {
     Image(&'a Bitmap),
+    Audio(&'a Audio),
 }
 
 impl<'a> Media<'a> {
     pub fn kind(&self) -> MediaKind {
         match self {
             Media::Image(_) => MediaKind::Image,
+            Media::Audio(_) => MediaKind::Audio,
         }
     }
 
@@ -46,6 +116,7 @@ impl<'a> Media<'a> {
     pub fn id(&self) -> &'a str {
         match self {
             Media::Image(b) => b.id(),
+            Media::Audio(a) => a.id(),
         }
     }
 
@@ -53,6 +124,7 @@ impl<'a> Media<'a> {
     pub fn content_hash(&self) -> u64 {
         match self {
             Media::Image(b) => b.content_hash(),
+            Media::Audio(a) => a.content_hash(),
         }
     }
 }
@@ -60,6 +132,24 @@ impl<'a> Media<'a> {
 impl<'a> From<&'a Bitmap> for Media<'a> {
     fn from(b: &'a Bitmap) -> Self {
         Media::Image(b)
+    }
+}
+
+impl<'a> From<&'a Audio> for Media<'a> {
+    fn from(a: &'a Audio) -> Self {
+        Media::Audio(a)
+    }
+}
+
+impl<'a> From<&&'a Audio> for Media<'a> {
+    fn from(a: &&'a Audio) -> Self {
+        Media::Audio(a)
+    }
+}
+
+impl<'a> From<&Media<'a>> for Media<'a> {
+    fn from(m: &Media<'a>) -> Self {
+        *m
     }
 }
 
@@ -83,6 +173,20 @@ mod tests {
         assert_eq!(Media::from(&named).id(), "x.png");
         assert_eq!(Media::from(&named).content_hash(), a.content_hash());
         assert_eq!(Media::from(&a).kind(), MediaKind::Image);
+    }
+
+    #[test]
+    fn audio_ids_and_hashes() {
+        let pcm = |s: Vec<f32>| Pcm {
+            samples: s,
+            sample_rate: 16_000,
+        };
+        let a = Audio::from_pcm(pcm(vec![0.0, 0.5]));
+        let b = Audio::from_pcm(pcm(vec![0.0, 0.25]));
+        assert_ne!(a.id(), b.id());
+        assert_eq!(a.clone().with_id("x.wav").content_hash(), a.content_hash());
+        assert_eq!(Media::from(&a).kind(), MediaKind::Audio);
+        assert!(Audio::from_bytes(b"not audio", &DecodeOptions::default()).is_err());
     }
 
     #[test]

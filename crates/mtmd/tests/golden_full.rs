@@ -61,10 +61,8 @@ fn run_fixture(arch: &str) {
                     (as_usize(&want["nx"]), as_usize(&want["ny"]))
                 );
                 let embd = ctx.encode(img).expect("encode");
-                let (err, scale) = max_err(
-                    &embd,
-                    &tensors.f32s(want["embd_tensor"].as_str().unwrap()),
-                );
+                let (err, scale) =
+                    max_err(&embd, &tensors.f32s(want["embd_tensor"].as_str().unwrap()));
                 println!(
                     "{arch}/{name}/{}: embd max_abs {err:.3e} rel {:.2e}",
                     want["image_file"],
@@ -129,7 +127,20 @@ fn load_errors_are_clear() {
     );
     let not_clip = err(fixture("gemma3").join("model.gguf"));
     assert!(matches!(not_clip, LoadError::NotClip { .. }), "{not_clip}");
-    let audio = err(fixture("qwen2audio").join("mmproj.gguf"));
-    println!("audio mmproj: {audio}");
-    assert!(audio.to_string().contains("qwen2a"), "{audio}");
+    // An audio mmproj is an encoder like any other; its capabilities say what it takes.
+    let audio_model =
+        Arc::new(Model::load(fixture("qwen2audio").join("model.gguf")).expect("model"));
+    let ctx = Context::new(
+        fixture("qwen2audio").join("mmproj.gguf"),
+        audio_model,
+        ContextParams::default(),
+    )
+    .expect("audio context");
+    assert!(ctx.supports_audio() && !ctx.supports_vision());
+    let image = Bitmap::from_rgb(2, 2, vec![0; 12]).unwrap();
+    let refused = ctx.tokenize("<__media__>", &[&image]).unwrap_err();
+    assert!(
+        refused.to_string().contains("only takes audio"),
+        "{refused}"
+    );
 }

@@ -1,5 +1,6 @@
-//! End-to-end golden test for the fixtures of the second layout (pixtral, mistral3, and the
-//! families that follow): the case's image file through `Context::tokenize` (chunk kinds,
+//! End-to-end golden test for the fixtures of the second layout (pixtral, mistral3, qwen2audio,
+//! voxtral, and the families that follow): the case's image or audio file through
+//! `Context::tokenize` (chunk kinds,
 //! token ids, token and position counts exact), each media chunk's embeddings and the last
 //! logits within 3e-3 x max|ref|, 16 greedy steps identical while llama.cpp's top-2 margin is
 //! at least 5e-2, and every teacher-forced greedy step's logits within the same bound.
@@ -7,12 +8,33 @@
 use std::sync::Arc;
 
 use llm::{KvType, Logits, Model};
-use mtmd::{Bitmap, Chunk, Context, ContextParams};
+use mtmd::{Audio, Bitmap, Chunk, Context, ContextParams, DecodeOptions, Media};
 use serde_json::Value;
 use testkit::{RefTensors, argmax, fixture, max_err, reference_json};
 
 const REL_TOL: f32 = 3e-3;
 const CLEAR_MARGIN: f64 = 5e-2;
+
+/// The media item of a case, owned.
+enum Loaded {
+    Image(Bitmap),
+    Audio(Audio),
+}
+
+impl Loaded {
+    fn as_media(&self) -> Media<'_> {
+        match self {
+            Loaded::Image(b) => Media::Image(b),
+            Loaded::Audio(a) => Media::Audio(a),
+        }
+    }
+}
+
+/// The case name a reference tensor is prefixed with (its logits tensor's prefix).
+fn name_of(case: &Value) -> &str {
+    let logits = case["logits_tensor"].as_str().unwrap();
+    logits.strip_suffix(".logits").unwrap_or(logits)
+}
 
 fn as_usize(v: &Value) -> usize {
     v.as_u64().expect("non-negative integer") as usize
@@ -34,6 +56,13 @@ fn check_chunks(name: &str, chunks: &mtmd::Chunks, want: &[Value]) {
                     .map(|t| t.as_u64().unwrap() as u32)
                     .collect();
                 assert_eq!(tokens, &ids, "{name}: text chunk {}", want["text"]);
+            }
+            (Chunk::Audio(clip), Some("audio")) => {
+                assert_eq!(
+                    clip.n_tokens(),
+                    as_usize(&want["n_tokens"]),
+                    "{name}: audio"
+                );
             }
             (Chunk::Image(img), Some("image")) => {
                 assert_eq!(
@@ -62,15 +91,34 @@ fn run_fixture(arch: &str) {
 
     for (name, case) in reference["cases"].as_object().expect("cases") {
         let name = format!("{arch}/{name}");
-        let bitmap = Bitmap::from_file(dir.join(case["input_file"].as_str().unwrap()))
-            .expect("image decodes");
-        let chunks = ctx.tokenize(&prompt, &[&bitmap]).expect("tokenize");
+        let input = dir.join(case["input_file"].as_str().unwrap());
+        let media = if ctx.supports_audio() {
+            Loaded::Audio(
+                Audio::from_file(&input, &DecodeOptions::default()).expect("audio decodes"),
+            )
+        } else {
+            Loaded::Image(Bitmap::from_file(&input).expect("image decodes"))
+        };
+        if let (Loaded::Audio(clip), Some(pcm)) =
+            (&media, tensors.opt(&format!("{}.pcm.0", name_of(case))))
+        {
+            let (err, _) = max_err(&clip.pcm().samples, pcm);
+            println!("{name}: pcm max_abs {err:.3e}");
+            assert!(err <= 1e-6, "{name}: decoded PCM");
+        }
+        let chunks = ctx
+            .tokenize(&prompt, &[media.as_media()])
+            .expect("tokenize");
         check_chunks(&name, &chunks, case["chunks"].as_array().unwrap());
-        assert_eq!(chunks.n_tokens(), as_usize(&case["n_prompt_tokens"]), "{name}");
+        assert_eq!(
+            chunks.n_tokens(),
+            as_usize(&case["n_prompt_tokens"]),
+            "{name}"
+        );
 
         for (chunk, want) in chunks.iter().zip(case["chunks"].as_array().unwrap()) {
-            if let Chunk::Image(img) = chunk {
-                let embd = ctx.encode(img).expect("encode");
+            if let Some(m) = chunk.as_media() {
+                let embd = ctx.encode(m).expect("encode");
                 let (err, scale) =
                     max_err(&embd, &tensors.f32s(want["embd_tensor"].as_str().unwrap()));
                 println!("{name}: embd max_abs {err:.3e} rel {:.2e}", err / scale);
@@ -119,7 +167,10 @@ fn run_fixture(arch: &str) {
                 .decode_tokens(&model, &[ours], Logits::Last)
                 .expect("decode");
         }
-        println!("{name}: greedy {agreed}/{} identical before a close call", want.len());
+        println!(
+            "{name}: greedy {agreed}/{} identical before a close call",
+            want.len()
+        );
 
         // Teacher-forced: the reference's tokens in, every step's logits compared.
         if let Some(name_t) = case["greedy_logits_tensor"].as_str() {
@@ -148,4 +199,14 @@ fn pixtral_full() {
 #[test]
 fn mistral3_full() {
     run_fixture("mistral3");
+}
+
+#[test]
+fn qwen2audio_full() {
+    run_fixture("qwen2audio");
+}
+
+#[test]
+fn voxtral_full() {
+    run_fixture("voxtral");
 }

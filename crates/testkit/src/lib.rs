@@ -75,6 +75,11 @@ impl RefTensors {
         (shape, values)
     }
 
+    /// Values of `name`, if the file has it.
+    pub fn opt(&self, name: &str) -> Option<&[f32]> {
+        self.tensors.get(name).map(|(_, v)| v.as_slice())
+    }
+
     pub fn has(&self, name: &str) -> bool {
         self.tensors.contains_key(name)
     }

@@ -28,4 +28,3 @@ pub trait Encoder: Send + Sync {
     /// Width of each output row (for Qwen3-VL, `n_embd * (1 + n_deepstack)`).
     fn n_embd_out(&self) -> usize;
 }
-

@@ -7,7 +7,7 @@ use tensor::cpu;
 
 use crate::ClipError;
 use crate::bitmap::Bitmap;
-use crate::hparams::{FfnAct, EncoderHparams};
+use crate::hparams::{EncoderHparams, FfnAct};
 use crate::models::{Embeddings, Encoder};
 use crate::preprocess::{
     PreprocessError, PreprocessParams, PreprocessedImage, TokenGrid, dynamic_resolution,

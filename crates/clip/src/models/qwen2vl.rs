@@ -8,11 +8,11 @@ use tensor::Tensor;
 use tensor::cpu::{self, RopeConfig, RopeMode};
 
 use crate::ClipError;
-use crate::hparams::{FfnAct, EncoderHparams};
+use crate::hparams::{EncoderHparams, FfnAct};
 use crate::models::{Embeddings, Encoder};
 use crate::preprocess::dynamic_resolution;
 use crate::projector::{Defaults, Framing, Input, Projector, TokenLimits};
-use crate::vit::{self, AttnSetup, Block, VisionRope, Ffn, Linear, Norm, NormKind, WeightLoader};
+use crate::vit::{self, AttnSetup, Block, Ffn, Linear, Norm, NormKind, VisionRope, WeightLoader};
 
 /// Patches merged per side by the Qwen mergers (llama.cpp hard-codes 2 as well).
 pub const MERGE: usize = 2;

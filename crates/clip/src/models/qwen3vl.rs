@@ -7,14 +7,14 @@ use tensor::Tensor;
 use tensor::cpu;
 
 use crate::ClipError;
-use crate::hparams::{FfnAct, EncoderHparams};
+use crate::hparams::{EncoderHparams, FfnAct};
 use crate::models::qwen2vl::{
     MERGE, load_merger, merge_positions, qwen_vl_projector, temporal_patch_weight, to_merge_order,
     vision_rope,
 };
-use crate::projector::Projector;
 use crate::models::{Embeddings, Encoder};
-use crate::vit::{self, AttnSetup, Block, VisionRope, Ffn, Linear, Norm, NormKind, WeightLoader};
+use crate::projector::Projector;
+use crate::vit::{self, AttnSetup, Block, Ffn, Linear, Norm, NormKind, VisionRope, WeightLoader};
 
 pub const PROJECTOR: Projector = qwen_vl_projector("qwen3vl_merger", build);
 

@@ -89,7 +89,12 @@ fn build_voxtral(wl: &WeightLoader, hp: &EncoderHparams) -> Result<Box<dyn Encod
 }
 
 /// A conv weight `[out, in, 3]` and its bias (stored `[out, 1]` by the converter).
-fn conv(wl: &WeightLoader, name: &str, c_in: usize, c_out: usize) -> Result<(Tensor, Vec<f32>), ClipError> {
+fn conv(
+    wl: &WeightLoader,
+    name: &str,
+    c_in: usize,
+    c_out: usize,
+) -> Result<(Tensor, Vec<f32>), ClipError> {
     let w = wl.tensor_shaped(&format!("{name}.weight"), &[c_out, c_in, 3])?;
     let b_name = format!("{name}.bias");
     let b = wl.tensor(&b_name)?;

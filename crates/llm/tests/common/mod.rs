@@ -2,4 +2,3 @@
 #![allow(dead_code)]
 
 pub use testkit::{argmax, fixture, max_err as max_abs_err, real_model};
-
