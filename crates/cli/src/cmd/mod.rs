@@ -9,4 +9,5 @@ pub mod media;
 pub mod model_source;
 pub mod run;
 pub mod sampling_args;
+pub mod serve;
 pub mod tokenize;
