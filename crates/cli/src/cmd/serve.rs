@@ -1,24 +1,21 @@
 //! `mtmd serve`: flags -> [`server::Config`], then [`server::run`].
 
-use std::path::PathBuf;
-
 use anyhow::{Result, bail};
 use clap::Args as ClapArgs;
-use llm::KvType;
 
-use super::common::set_threads;
-use super::model_source::ModelSource;
+use super::model_args::ModelArgs;
+use super::runtime_args::RuntimeArgs;
 
 #[derive(ClapArgs)]
+#[command(mut_arg("mmproj", |a| a
+    .help("Multimodal projector GGUF (vision encoder); enables image input")))]
+#[command(mut_arg("no_mmproj", |a| a
+    .help("Do not load an mmproj, not even the one `-hf` finds")))]
+#[command(mut_arg("ctx_size", |a| a
+    .help("Context size of each slot in tokens (0: the model's, at most 4096)")))]
 pub struct Args {
     #[command(flatten)]
-    pub source: ModelSource,
-    /// Multimodal projector GGUF (vision encoder); enables image input.
-    #[arg(long, conflicts_with = "no_mmproj")]
-    pub mmproj: Option<PathBuf>,
-    /// Do not load an mmproj, not even the one `-hf` finds.
-    #[arg(long)]
-    pub no_mmproj: bool,
+    pub model: ModelArgs,
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1")]
     pub host: String,
@@ -28,15 +25,8 @@ pub struct Args {
     /// Requests served at once (slots); later ones wait in a queue. Also spelled `-np`.
     #[arg(long, visible_alias = "np", default_value_t = 4)]
     pub parallel: usize,
-    /// Context size of each slot in tokens (0: the model's, at most 4096).
-    #[arg(short = 'c', long, default_value_t = 0)]
-    pub ctx_size: usize,
-    /// KV cache type: f16 (default) or f32.
-    #[arg(long, default_value = "f16")]
-    pub kv_type: KvType,
-    /// Compute threads (default: all cores).
-    #[arg(short = 't', long)]
-    pub threads: Option<usize>,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
     /// Require `Authorization: Bearer KEY` on /v1/* and /props (default: $MTMD_API_KEY).
     #[arg(long)]
     pub api_key: Option<String>,
@@ -67,26 +57,20 @@ pub fn run(args: Args) -> Result<()> {
     if args.max_body_mb == 0 {
         bail!("--max-body-mb must be at least 1");
     }
-    set_threads(args.threads)?;
-    let want_mmproj = args.mmproj.is_none() && !args.no_mmproj;
-    let resolved = args.source.resolve(want_mmproj)?;
-    let mmproj = match (args.no_mmproj, args.mmproj) {
-        (true, _) => None,
-        (false, Some(path)) => Some(path),
-        (false, None) => resolved.mmproj,
-    };
+    args.runtime.compute.apply()?;
+    let resolved = args.model.resolve(true)?;
     let config = server::Config {
         host: args.host,
         port: args.port,
         engine: server::EngineConfig {
             model_path: resolved.model,
-            mmproj_path: mmproj,
+            mmproj_path: resolved.mmproj,
             alias: args.alias,
-            n_ctx: args.ctx_size,
+            n_ctx: args.runtime.ctx_size,
             n_slots: args.parallel,
-            kv_type: args.kv_type,
+            kv_type: args.runtime.kv_type(),
             media_cache_bytes: args.media_cache_mb.saturating_mul(1 << 20),
-            n_threads: args.threads,
+            n_threads: args.runtime.threads(),
             image_min_tokens: args.image_min_tokens,
             image_max_tokens: args.image_max_tokens,
         },
