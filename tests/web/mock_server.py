@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """A stand-in for `mtmd serve` to work on the chat page without building the engine.
 
-Serves crates/cli/src/server/web/index.html from disk at `/` (edit, reload, no rebuild) and fakes
+Serves crates/server/src/web/index.html from disk at `/` (edit, reload, no rebuild) and fakes
 /health, /props, /v1/models and a streaming /v1/chat/completions that describes what it received.
 Standard library only.
 
@@ -20,7 +20,7 @@ import sys
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-PAGE = pathlib.Path(__file__).resolve().parents[2] / "crates/cli/src/server/web/index.html"
+PAGE = pathlib.Path(__file__).resolve().parents[2] / "crates/server/src/web/index.html"
 MODEL = "mock-model"
 
 

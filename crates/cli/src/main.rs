@@ -8,7 +8,6 @@ use clap::{Parser, Subcommand};
 
 mod cmd;
 mod hf;
-mod server;
 
 #[derive(Parser)]
 #[command(
@@ -36,7 +35,7 @@ enum Command {
     /// Dump a multimodal prompt's chunks, embeddings, logits and greedy tokens (golden tests).
     Dump(cmd::dump::Args),
     /// Serve the model over an OpenAI-compatible HTTP API with a web chat page.
-    Serve(server::Args),
+    Serve(cmd::serve::Args),
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -47,7 +46,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(args) => cmd::bench::run(args),
         Command::Chat(args) => cmd::chat::run(args),
         Command::Dump(args) => cmd::dump::run(args),
-        Command::Serve(args) => server::run(args),
+        Command::Serve(args) => cmd::serve::run(args),
     }
 }
 

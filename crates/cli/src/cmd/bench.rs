@@ -10,34 +10,34 @@ use anyhow::{Result, bail};
 use clap::Args as ClapArgs;
 use llm::{KvType, Logits, Model};
 
-use super::common::{load_model, set_threads};
-use super::model_source::ModelSource;
+use super::common::load_model;
+use super::model_args::ModelArgs;
+use super::runtime_args::ComputeArgs;
 
 #[derive(ClapArgs)]
+#[command(mut_arg("threads", |a| a.default_value("2").help("Compute threads")))]
+#[command(mut_arg("kv_type", |a| a.help("KV cache type")))]
+#[command(mut_arg("mmproj", |a| a
+    .requires("image")
+    .help("Vision projector GGUF, for the image row (with --image)")))]
 pub struct Args {
+    /// --mmproj is for the image row (with --image).
     #[command(flatten)]
-    source: ModelSource,
+    model: ModelArgs,
     /// Prompt tokens processed in one batch (0: skip).
     #[arg(short = 'p', long, default_value_t = 512)]
     n_prompt: usize,
     /// Tokens generated one at a time (0: skip).
     #[arg(short = 'n', long, default_value_t = 128)]
     n_gen: usize,
-    /// Compute threads.
-    #[arg(short = 't', long, default_value_t = 2)]
-    threads: usize,
+    #[command(flatten)]
+    compute: ComputeArgs,
     /// Repetitions per test.
     #[arg(short = 'r', long, default_value_t = 3)]
     repetitions: usize,
-    /// KV cache type.
-    #[arg(long, default_value = "f16")]
-    kv_type: KvType,
     /// Print a JSON array instead of the table.
     #[arg(long)]
     json: bool,
-    /// Vision projector GGUF, for the image row (with --image).
-    #[arg(long, requires = "image")]
-    mmproj: Option<PathBuf>,
     /// Image to encode and prefill for the image row (with --mmproj).
     /// (With -hf the repository's mmproj is used when --mmproj is not given.)
     #[arg(long)]
@@ -80,7 +80,7 @@ fn time_image(
         let fresh = ctx.encode(&chunk)?;
         encode_ms.push(t0.elapsed().as_secs_f64() * 1e3);
         drop(fresh);
-        let mut session = model.new_session(chunk.n_tokens() + 1, args.kv_type);
+        let mut session = model.new_session(chunk.n_tokens() + 1, args.compute.kv_type);
         let t0 = Instant::now();
         mtmd::eval_image(&model, &mut session, &chunk, &embd)?;
         prefill.push(chunk.n_tokens() as f64 / t0.elapsed().as_secs_f64());
@@ -148,23 +148,20 @@ fn time_tg(model: &Model, n: usize, kv: KvType) -> Result<f64> {
     Ok(n as f64 / t0.elapsed().as_secs_f64())
 }
 
-pub fn run(mut args: Args) -> Result<()> {
+pub fn run(args: Args) -> Result<()> {
     if args.repetitions == 0 {
         bail!("--repetitions must be at least 1");
     }
-    set_threads(Some(args.threads))?;
+    args.compute.apply()?;
+    let threads = args.compute.threads.expect("-t has a default");
     // The repository's mmproj is only worth downloading for the image row.
-    let want_mmproj = args.image.is_some() && args.mmproj.is_none();
-    let resolved = args.source.resolve(want_mmproj)?;
-    if want_mmproj {
-        args.mmproj = resolved.mmproj;
-    }
-    if args.image.is_some() && args.mmproj.is_none() {
+    let resolved = args.model.resolve(args.image.is_some())?;
+    if args.image.is_some() && resolved.mmproj.is_none() {
         bail!("--image needs --mmproj (or an -hf repository with an mmproj)");
     }
     let model = Arc::new(load_model(&resolved.model)?);
     // Warm-up: touch every weight page and JIT nothing; not timed.
-    time_pp(&model, 8.min(args.n_prompt.max(1)), args.kv_type)?;
+    time_pp(&model, 8.min(args.n_prompt.max(1)), args.compute.kv_type)?;
 
     let mut rows = Vec::new();
     let mut measure = |test: String, f: &dyn Fn() -> Result<f64>| -> Result<()> {
@@ -179,15 +176,15 @@ pub fn run(mut args: Args) -> Result<()> {
     };
     if args.n_prompt > 0 {
         measure(format!("pp{}", args.n_prompt), &|| {
-            time_pp(&model, args.n_prompt, args.kv_type)
+            time_pp(&model, args.n_prompt, args.compute.kv_type)
         })?;
     }
     if args.n_gen > 0 {
         measure(format!("tg{}", args.n_gen), &|| {
-            time_tg(&model, args.n_gen, args.kv_type)
+            time_tg(&model, args.n_gen, args.compute.kv_type)
         })?;
     }
-    let image_row = match (&args.mmproj, &args.image) {
+    let image_row = match (&resolved.mmproj, &args.image) {
         (Some(mmproj), Some(image)) => Some(time_image(model.clone(), &args, mmproj, image)?),
         _ => None,
     };
@@ -198,7 +195,7 @@ pub fn run(mut args: Args) -> Result<()> {
             .map(|r| {
                 serde_json::json!({
                     "test": r.test,
-                    "threads": args.threads,
+                    "threads": threads,
                     "tokens_per_s": r.tokens_per_s,
                     "spread": r.spread,
                 })
@@ -207,7 +204,7 @@ pub fn run(mut args: Args) -> Result<()> {
         if let Some(img) = &image_row {
             arr.push(serde_json::json!({
                 "test": "image",
-                "threads": args.threads,
+                "threads": threads,
                 "n_tokens": img.n_tokens,
                 "encode_ms": img.encode_ms,
                 "prefill_tokens_per_s": img.prefill_tokens_per_s,
@@ -239,7 +236,7 @@ pub fn run(mut args: Args) -> Result<()> {
             size,
             params,
             "CPU",
-            args.threads,
+            threads,
             r.test,
             format!("{:.2} ± {:.2}", r.tokens_per_s, r.spread)
         );
@@ -251,7 +248,7 @@ pub fn run(mut args: Args) -> Result<()> {
             size,
             params,
             "CPU",
-            args.threads,
+            threads,
             format!("img{}", img.n_tokens),
             format!(
                 "{:.2} ± {:.2}",

@@ -9,19 +9,21 @@ use std::sync::Arc;
 use anyhow::{Result, anyhow, bail};
 use clap::Args as ClapArgs;
 use llm::chat::{ChatMessage, ContentPart, MessageContent};
-use llm::{GenerateParams, KvType, Logits, Model, Session};
+use llm::{GenerateParams, Logits, Model, Session};
 use mtmd::{Bitmap, CellKey, Chunk, Chunks, chunk_keys, chunks_after, reusable_prefix};
 
-use super::common::{load_model, set_threads};
+use super::common::load_model;
 use super::media::MediaArgs;
-use super::model_source::ModelSource;
+use super::model_args::ModelArgs;
+use super::runtime_args::RuntimeArgs;
 use super::sampling_args::SamplingArgs;
 
 #[derive(ClapArgs)]
 pub struct Args {
+    /// --mmproj is needed for `/image`.
     #[command(flatten)]
-    source: ModelSource,
-    /// --mmproj (needed for `/image`); --image files go with the first message.
+    model: ModelArgs,
+    /// --image files go with the first message.
     #[command(flatten)]
     media: MediaArgs,
     /// System message that starts every conversation.
@@ -32,15 +34,8 @@ pub struct Args {
     n_predict: i64,
     #[command(flatten)]
     sampling: SamplingArgs,
-    /// Compute threads (default: all cores).
-    #[arg(short = 't', long)]
-    threads: Option<usize>,
-    /// Context size in tokens (0: the model's, at most 4096).
-    #[arg(short = 'c', long, default_value_t = 0)]
-    ctx_size: usize,
-    /// KV cache type: f16 (default) or f32.
-    #[arg(long, default_value = "f16")]
-    kv_type: KvType,
+    #[command(flatten)]
+    runtime: RuntimeArgs,
     /// Print per-turn statistics ("prompt: evaluated N of M tokens") on stderr.
     #[arg(long)]
     verbose: bool,
@@ -211,14 +206,15 @@ impl Chat {
     }
 }
 
-pub fn run(mut args: Args) -> Result<()> {
-    set_threads(args.threads)?;
-    let model_path = args.media.resolve_model(&args.source)?;
-    args.media.check()?;
+pub fn run(args: Args) -> Result<()> {
+    args.runtime.compute.apply()?;
+    let resolved = args.model.resolve(true)?;
+    let mmproj = resolved.mmproj.as_deref();
+    args.media.check(mmproj)?;
     let first_images = args.media.load_images()?;
-    let model = Arc::new(load_model(&model_path)?);
-    let media = args.media.context(&model, args.threads)?;
-    let session = model.new_session(args.ctx_size, args.kv_type);
+    let model = Arc::new(load_model(&resolved.model)?);
+    let media = args.media.context(mmproj, &model, args.runtime.threads())?;
+    let session = model.new_session(args.runtime.ctx_size, args.runtime.kv_type());
     let mut chat = Chat {
         model,
         media,

@@ -6,18 +6,23 @@ use std::sync::Arc;
 
 use anyhow::{Result, bail};
 use clap::Args as ClapArgs;
-use llm::{KvType, Logits};
+use llm::Logits;
 use mtmd::Chunk;
 use serde_json::{Value, json};
 
-use super::common::{load_model, set_threads};
+use super::common::load_model;
 use super::media::{MediaArgs, check_marker_count, user_message};
-use super::model_source::ModelSource;
+use super::model_args::ModelArgs;
+use super::runtime_args::RuntimeArgs;
 
 #[derive(ClapArgs)]
+#[command(mut_arg("kv_type", |a| a
+    .default_value("f32")
+    .help("KV cache type (f32 matches the references)")))]
+#[command(mut_arg("ctx_size", |a| a.default_value("2048").help("Context size in tokens")))]
 pub struct Args {
     #[command(flatten)]
-    source: ModelSource,
+    model: ModelArgs,
     /// The prompt (one user message through the chat template unless --raw).
     #[arg(short = 'p', long)]
     prompt: String,
@@ -30,15 +35,8 @@ pub struct Args {
     /// Safetensors file for `embd.K` (K-th media chunk) and `logits` (last prompt position).
     #[arg(long)]
     out: PathBuf,
-    /// KV cache type (f32 matches the references).
-    #[arg(long, default_value = "f32")]
-    kv_type: KvType,
-    /// Context size in tokens.
-    #[arg(short = 'c', long, default_value_t = 2048)]
-    ctx_size: usize,
-    /// Compute threads (default: all cores).
-    #[arg(short = 't', long)]
-    threads: Option<usize>,
+    #[command(flatten)]
+    runtime: RuntimeArgs,
     #[command(flatten)]
     media: MediaArgs,
 }
@@ -53,15 +51,16 @@ fn argmax(v: &[f32]) -> u32 {
     best as u32
 }
 
-pub fn run(mut args: Args) -> Result<()> {
-    set_threads(args.threads)?;
-    let model_path = args.media.resolve_model(&args.source)?;
-    args.media.check()?;
-    if args.media.mmproj.is_none() {
+pub fn run(args: Args) -> Result<()> {
+    args.runtime.compute.apply()?;
+    let resolved = args.model.resolve(true)?;
+    let mmproj = resolved.mmproj.as_deref();
+    args.media.check(mmproj)?;
+    if mmproj.is_none() {
         bail!("dump needs --mmproj");
     }
     let n_images = args.media.images.len();
-    let model = Arc::new(load_model(&model_path)?);
+    let model = Arc::new(load_model(&resolved.model)?);
     let text = if args.raw {
         args.prompt.clone()
     } else {
@@ -69,12 +68,12 @@ pub fn run(mut args: Args) -> Result<()> {
     };
     check_marker_count(&text, n_images)?;
     let bitmaps = args.media.load_images()?;
-    let Some(ctx) = args.media.context(&model, args.threads)? else {
+    let Some(ctx) = args.media.context(mmproj, &model, args.runtime.threads())? else {
         bail!("dump needs --mmproj");
     };
     let refs: Vec<&mtmd::Bitmap> = bitmaps.iter().collect();
     let chunks = ctx.tokenize(&text, &refs)?;
-    let mut session = model.new_session(args.ctx_size, args.kv_type);
+    let mut session = model.new_session(args.runtime.ctx_size, args.runtime.kv_type());
     if chunks.n_tokens() + args.n_predict > session.n_ctx() {
         bail!(
             "prompt ({} tokens) plus {} generated do not fit the context of {} (use a larger -c)",

@@ -1,7 +1,7 @@
-//! Images on the command line: `--mmproj` / `--image` flags, loading the mtmd context and
-//! the bitmaps, and putting media markers into the prompt.
+//! Images on the command line: `--image` flags, loading the mtmd context and the bitmaps,
+//! and putting media markers into the prompt.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Result, anyhow, bail};
@@ -10,16 +10,9 @@ use llm::Model;
 use llm::chat::{ChatMessage, ContentPart, MessageContent};
 use mtmd::{Bitmap, Context, ContextParams, DEFAULT_MEDIA_MARKER};
 
-use super::model_source::ModelSource;
-
+/// The images of a prompt (the mmproj is in [`ModelArgs`](super::model_args::ModelArgs)).
 #[derive(ClapArgs, Clone, Debug, Default)]
 pub struct MediaArgs {
-    /// Vision encoder + projector GGUF (needed for --image; -hf downloads the repository's).
-    #[arg(long)]
-    pub mmproj: Option<PathBuf>,
-    /// With -hf: do not download or use the repository's mmproj (text only).
-    #[arg(long, conflicts_with = "mmproj")]
-    pub no_mmproj: bool,
     /// An image for the prompt (repeatable, in marker order).
     #[arg(long = "image")]
     pub images: Vec<PathBuf>,
@@ -32,20 +25,9 @@ pub struct MediaArgs {
 }
 
 impl MediaArgs {
-    /// The text model of `-m`/`-hf`; with `-hf` the repository's mmproj also becomes
-    /// `--mmproj`, unless the user gave one or `--no-mmproj`.
-    pub fn resolve_model(&mut self, source: &ModelSource) -> Result<PathBuf> {
-        let want_mmproj = self.mmproj.is_none() && !self.no_mmproj;
-        let resolved = source.resolve(want_mmproj)?;
-        if want_mmproj {
-            self.mmproj = resolved.mmproj;
-        }
-        Ok(resolved.model)
-    }
-
     /// Fails early (before any model loads) on images given without an mmproj.
-    pub fn check(&self) -> Result<()> {
-        if !self.images.is_empty() && self.mmproj.is_none() {
+    pub fn check(&self, mmproj: Option<&Path>) -> Result<()> {
+        if !self.images.is_empty() && mmproj.is_none() {
             bail!("this model takes no images without --mmproj");
         }
         Ok(())
@@ -63,9 +45,14 @@ impl MediaArgs {
             .collect()
     }
 
-    /// The mtmd context of `--mmproj`, if given.
-    pub fn context(&self, model: &Arc<Model>, n_threads: Option<usize>) -> Result<Option<Context>> {
-        let Some(mmproj) = &self.mmproj else {
+    /// The mtmd context of `mmproj`, if given.
+    pub fn context(
+        &self,
+        mmproj: Option<&Path>,
+        model: &Arc<Model>,
+        n_threads: Option<usize>,
+    ) -> Result<Option<Context>> {
+        let Some(mmproj) = mmproj else {
             return Ok(None);
         };
         let params = ContextParams {

@@ -6,18 +6,19 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use clap::Args as ClapArgs;
+use llm::GenerateParams;
 use llm::chat::ChatMessage;
-use llm::{GenerateParams, KvType};
 
-use super::common::{load_model, set_threads};
+use super::common::load_model;
 use super::media::{MediaArgs, check_marker_count, user_message};
-use super::model_source::ModelSource;
+use super::model_args::ModelArgs;
+use super::runtime_args::RuntimeArgs;
 use super::sampling_args::SamplingArgs;
 
 #[derive(ClapArgs)]
 pub struct Args {
     #[command(flatten)]
-    source: ModelSource,
+    model: ModelArgs,
     /// The prompt: one user message, rendered through the chat template (unless --raw).
     #[arg(short = 'p', long, conflicts_with = "messages")]
     prompt: Option<String>,
@@ -38,15 +39,8 @@ pub struct Args {
     /// Stop when this text is generated (repeatable).
     #[arg(long)]
     stop: Vec<String>,
-    /// Compute threads (default: all cores).
-    #[arg(short = 't', long)]
-    threads: Option<usize>,
-    /// Context size in tokens (0: the model's, at most 4096).
-    #[arg(short = 'c', long, default_value_t = 0)]
-    ctx_size: usize,
-    /// KV cache type: f16 (default) or f32.
-    #[arg(long, default_value = "f16")]
-    kv_type: KvType,
+    #[command(flatten)]
+    runtime: RuntimeArgs,
     /// Print one JSON object at the end instead of streaming text.
     #[arg(long)]
     json: bool,
@@ -54,8 +48,8 @@ pub struct Args {
     media: MediaArgs,
 }
 
-pub fn run(mut args: Args) -> Result<()> {
-    set_threads(args.threads)?;
+pub fn run(args: Args) -> Result<()> {
+    args.runtime.compute.apply()?;
     let n_images = args.media.images.len();
     let messages = match (&args.prompt, &args.messages) {
         (_, Some(path)) => {
@@ -85,22 +79,23 @@ pub fn run(mut args: Args) -> Result<()> {
     };
 
     // After the prompt checks, so that a bad command line downloads nothing.
-    let model_path = args.media.resolve_model(&args.source)?;
-    args.media.check()?;
-    let model = Arc::new(load_model(&model_path)?);
+    let resolved = args.model.resolve(true)?;
+    let mmproj = resolved.mmproj.as_deref();
+    args.media.check(mmproj)?;
+    let model = Arc::new(load_model(&resolved.model)?);
     let text = match &messages {
         Some(msgs) => model.apply_chat(msgs, true)?,
         None => args.prompt.clone().unwrap_or_default(),
     };
-    if args.media.mmproj.is_some() {
+    if let Some(mmproj) = mmproj {
         check_marker_count(&text, n_images)?;
-        return run_multimodal(&args, &model, &text);
+        return run_multimodal(&args, mmproj, &model, &text);
     }
     let prompt = model.tokenizer.tokenize(&text, true, true);
     if prompt.is_empty() {
         bail!("the prompt is empty after tokenization");
     }
-    let mut session = model.new_session(args.ctx_size, args.kv_type);
+    let mut session = model.new_session(args.runtime.ctx_size, args.runtime.kv_type());
     if prompt.len() >= session.n_ctx() {
         bail!(
             "the prompt has {} tokens, the context holds {} (use a larger -c)",
@@ -157,14 +152,22 @@ fn finish(
 
 /// Prompt with images: chunks through the mtmd context, then sampling continues from the
 /// logits of the last chunk.
-fn run_multimodal(args: &Args, model: &Arc<llm::Model>, text: &str) -> Result<()> {
+fn run_multimodal(
+    args: &Args,
+    mmproj: &std::path::Path,
+    model: &Arc<llm::Model>,
+    text: &str,
+) -> Result<()> {
     let bitmaps = args.media.load_images()?;
-    let Some(ctx) = args.media.context(model, args.threads)? else {
+    let Some(ctx) = args
+        .media
+        .context(Some(mmproj), model, args.runtime.threads())?
+    else {
         bail!("--mmproj is required for images");
     };
     let refs: Vec<&mtmd::Bitmap> = bitmaps.iter().collect();
     let chunks = ctx.tokenize(text, &refs)?;
-    let mut session = model.new_session(args.ctx_size, args.kv_type);
+    let mut session = model.new_session(args.runtime.ctx_size, args.runtime.kv_type());
     let n_prompt = chunks.n_tokens();
     if n_prompt == 0 {
         bail!("the prompt is empty after tokenization");

@@ -20,11 +20,10 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context as _, Result};
 use llm::{KvType, Model};
 use tokio::sync::mpsc;
 
-use crate::server::backend::{Backend, EngineError, EngineMetrics, Event, ModelInfo, Request};
+use crate::backend::{Backend, EngineError, EngineMetrics, Event, ModelInfo, Request};
 use media_cache::MediaCache;
 use metrics::Metrics;
 use scheduler::{Job, Msg, SlotHandle};
@@ -50,6 +49,35 @@ pub struct EngineConfig {
     pub image_max_tokens: Option<u32>,
 }
 
+/// Why [`Engine::load`] / [`Engine::start`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("the number of slots (--parallel) must be at least 1")]
+    NoSlots,
+    /// The text model could not be loaded; the message names the file.
+    #[error("{message}")]
+    Model { path: PathBuf, message: String },
+    /// The mmproj could not be loaded; the message names the file.
+    #[error("{message}")]
+    Mmproj { path: PathBuf, message: String },
+    #[error("could not start {what}")]
+    Thread {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// `error` as a message that names `path` (prepended unless the error already names it).
+fn naming(path: &std::path::Path, error: impl std::fmt::Display) -> String {
+    let msg = error.to_string();
+    if msg.contains(&*path.to_string_lossy()) {
+        msg
+    } else {
+        format!("{}: {msg}", path.display())
+    }
+}
+
 /// What the dispatcher and every slot share.
 pub(crate) struct Shared {
     pub model: Arc<Model>,
@@ -73,11 +101,16 @@ const SLOT_STACK: usize = 8 << 20;
 
 impl Engine {
     /// Loads the model (and the mmproj, when given) and starts the slot threads. Blocking.
-    pub fn load(config: EngineConfig) -> Result<Engine> {
+    pub fn load(config: EngineConfig) -> Result<Engine, LoadError> {
         if config.n_slots == 0 {
-            anyhow::bail!("the number of slots (--parallel) must be at least 1");
+            return Err(LoadError::NoSlots);
         }
-        let model = Arc::new(crate::cmd::common::load_model(&config.model_path)?);
+        let path = &config.model_path;
+        let model = Model::load(path).map_err(|e| LoadError::Model {
+            path: path.clone(),
+            message: naming(path, e),
+        })?;
+        let model = Arc::new(model);
         let media = match &config.mmproj_path {
             Some(path) => {
                 let params = mtmd::ContextParams {
@@ -87,11 +120,9 @@ impl Engine {
                     ..mtmd::ContextParams::default()
                 };
                 let ctx = mtmd::Context::new(path, model.clone(), params).map_err(|e| {
-                    let msg = e.to_string();
-                    if msg.contains(&*path.to_string_lossy()) {
-                        anyhow::anyhow!(msg)
-                    } else {
-                        anyhow::anyhow!("{}: {msg}", path.display())
+                    LoadError::Mmproj {
+                        path: path.clone(),
+                        message: naming(path, e),
                     }
                 })?;
                 Some(ctx)
@@ -107,9 +138,9 @@ impl Engine {
         config: &EngineConfig,
         model: Arc<Model>,
         media: Option<mtmd::Context>,
-    ) -> Result<Engine> {
+    ) -> Result<Engine, LoadError> {
         if config.n_slots == 0 {
-            anyhow::bail!("the number of slots (--parallel) must be at least 1");
+            return Err(LoadError::NoSlots);
         }
         // One throwaway session resolves n_ctx = 0 exactly as every slot will.
         let n_ctx = model.new_session(config.n_ctx, config.kv_type).n_ctx();
@@ -138,7 +169,10 @@ impl Engine {
                 .name(format!("mtmd-slot-{index}"))
                 .stack_size(SLOT_STACK)
                 .spawn(move || slot.run(slot_rx, back))
-                .context("could not start a slot thread")?;
+                .map_err(|source| LoadError::Thread {
+                    what: "a slot thread",
+                    source,
+                })?;
             handles.push(SlotHandle {
                 tx: slot_tx,
                 cached,
@@ -150,7 +184,10 @@ impl Engine {
         let dispatcher = std::thread::Builder::new()
             .name("mtmd-dispatch".into())
             .spawn(move || scheduler::run(dispatch_shared, rx, handles))
-            .context("could not start the dispatcher thread")?;
+            .map_err(|source| LoadError::Thread {
+                what: "the dispatcher thread",
+                source,
+            })?;
         Ok(Engine {
             info,
             shared,

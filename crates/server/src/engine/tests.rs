@@ -11,7 +11,7 @@ use mtmd::Bitmap;
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::*;
-use crate::server::backend::{FinishReason, Prompt, Usage};
+use crate::backend::{FinishReason, Prompt, Usage};
 
 fn fixture(arch: &str, file: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -82,9 +82,27 @@ struct Outcome {
     error: Option<EngineError>,
 }
 
+/// Longest silence allowed between two events of a request (or before its channel closes):
+/// an engine that stalls fails the test instead of hanging CI.
+const EVENT_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The next event of `rx`, `None` once the channel is closed; panics after [`EVENT_TIMEOUT`]
+/// without either.
+fn next_event(rx: &mut UnboundedReceiver<Event>) -> Option<Event> {
+    thread_local! {
+        static TIMER: tokio::runtime::Runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("a timer runtime");
+    }
+    TIMER
+        .with(|rt| rt.block_on(async { tokio::time::timeout(EVENT_TIMEOUT, rx.recv()).await }))
+        .unwrap_or_else(|_| panic!("no engine event for {EVENT_TIMEOUT:?}: the engine is stuck"))
+}
+
 fn collect(mut rx: UnboundedReceiver<Event>) -> Outcome {
     let mut out = Outcome::default();
-    while let Some(event) = rx.blocking_recv() {
+    while let Some(event) = next_event(&mut rx) {
         match event {
             Event::Started { prompt_tokens } => {
                 assert!(out.started.is_none(), "Started twice");
@@ -332,7 +350,7 @@ fn dropping_the_receiver_cancels_running_and_queued_requests() {
     let mut a = engine.submit(text_request(LONG_PROMPT, max));
     // Wait until A streams, then queue B (dropped while waiting) and C.
     loop {
-        match a.blocking_recv() {
+        match next_event(&mut a) {
             Some(Event::Text(_)) => break,
             Some(Event::Started { .. }) => {}
             other => panic!("unexpected {other:?}"),
@@ -472,7 +490,7 @@ fn dropping_the_engine_does_not_hang() {
     }
 }
 
-#[path = "../../../../../tests/support/real_model.rs"]
+#[path = "../../../../tests/support/real_model.rs"]
 mod real_model_support;
 use real_model_support::real_model;
 

@@ -5,7 +5,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
-use crate::server::backend::{EngineMetrics, Usage};
+use crate::backend::{EngineMetrics, Usage};
 
 #[derive(Default)]
 struct Seconds {

@@ -14,7 +14,7 @@ use tokio::sync::mpsc::{self, UnboundedSender};
 use tower::ServiceExt;
 
 use super::{AppState, ServerOptions, router};
-use crate::server::backend::{
+use crate::backend::{
     Backend, EngineError, EngineMetrics, Event, FinishReason, ModelInfo, Prompt, Request, Usage,
 };
 
@@ -128,13 +128,24 @@ fn setup() -> Setup {
     setup_with(options(), true, hello_events(), false)
 }
 
+/// Longest wait for a response, a body or a frame: a relay that never ends fails the test
+/// instead of hanging CI.
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// `future`, or a panic naming `what` after [`TIMEOUT`].
+async fn within<T>(what: &str, future: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(TIMEOUT, future)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: nothing within {TIMEOUT:?}"))
+}
+
 async fn send(app: &axum::Router, req: HttpRequest<Body>) -> (StatusCode, HeaderMap, String) {
-    let response = app.clone().oneshot(req).await.expect("infallible");
+    let response = within("response", app.clone().oneshot(req))
+        .await
+        .expect("infallible");
     let status = response.status();
     let headers = response.headers().clone();
-    let bytes = response
-        .into_body()
-        .collect()
+    let bytes = within("body", response.into_body().collect())
         .await
         .expect("body")
         .to_bytes();
@@ -736,15 +747,17 @@ async fn dropping_the_response_cancels_the_request() {
         let mut body = user("hi");
         body["stream"] = json!(stream);
         if stream {
-            let response = s
+            let call = s
                 .app
                 .clone()
-                .oneshot(post("/v1/chat/completions", body.to_string()))
-                .await
-                .expect("infallible");
+                .oneshot(post("/v1/chat/completions", body.to_string()));
+            let response = within("response", call).await.expect("infallible");
             assert_eq!(response.status(), StatusCode::OK);
             let mut body = response.into_body();
-            let first = body.frame().await.expect("a frame").expect("ok");
+            let first = within("first frame", body.frame())
+                .await
+                .expect("a frame")
+                .expect("ok");
             assert!(first.into_data().is_ok());
             let tx = s.fake.senders.lock().expect("lock")[0].clone();
             assert!(!tx.is_closed(), "still streaming");
@@ -766,7 +779,7 @@ async fn dropping_the_response_cancels_the_request() {
             let tx = s.fake.senders.lock().expect("lock")[0].clone();
             assert!(!tx.is_closed());
             call.abort();
-            let _ = call.await;
+            let _ = within("aborted call", call).await;
             assert!(
                 tx.is_closed(),
                 "an abandoned request must drop its receiver"

@@ -15,7 +15,7 @@ use super::Shared;
 use super::media_cache::Embeddings;
 use super::reuse::{CacheState, batch_classes, safe_prefix};
 use super::scheduler::{Msg, Prepared};
-use crate::server::backend::{EngineError, Event, FinishReason, Usage};
+use crate::backend::{EngineError, Event, FinishReason, Usage};
 
 /// Why a request failed, before it becomes an [`EngineError`].
 #[derive(Debug)]

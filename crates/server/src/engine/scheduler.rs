@@ -13,7 +13,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use super::Shared;
 use super::reuse::{CacheState, safe_prefix};
 use super::slot::{Failure, classify_llm, classify_mtmd};
-use crate::server::backend::{EngineError, Event, Prompt, Request};
+use crate::backend::{EngineError, Event, Prompt, Request};
 
 /// A submitted request and where its events go.
 pub struct Job {

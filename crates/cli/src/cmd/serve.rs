@@ -1,0 +1,88 @@
+//! `mtmd serve`: flags -> [`server::Config`], then [`server::run`].
+
+use anyhow::{Result, bail};
+use clap::Args as ClapArgs;
+
+use super::model_args::ModelArgs;
+use super::runtime_args::RuntimeArgs;
+
+#[derive(ClapArgs)]
+#[command(mut_arg("mmproj", |a| a
+    .help("Multimodal projector GGUF (vision encoder); enables image input")))]
+#[command(mut_arg("no_mmproj", |a| a
+    .help("Do not load an mmproj, not even the one `-hf` finds")))]
+#[command(mut_arg("ctx_size", |a| a
+    .help("Context size of each slot in tokens (0: the model's, at most 4096)")))]
+pub struct Args {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// Port to listen on (0: any free port, printed at start).
+    #[arg(long, default_value_t = 8080)]
+    pub port: u16,
+    /// Requests served at once (slots); later ones wait in a queue. Also spelled `-np`.
+    #[arg(long, visible_alias = "np", default_value_t = 4)]
+    pub parallel: usize,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+    /// Require `Authorization: Bearer KEY` on /v1/* and /props (default: $MTMD_API_KEY).
+    #[arg(long)]
+    pub api_key: Option<String>,
+    /// Model name clients use (default: the model file's stem).
+    #[arg(long)]
+    pub alias: Option<String>,
+    /// Memory bound of the image-embedding cache, in MB (0: no cache).
+    #[arg(long, default_value_t = 256)]
+    pub media_cache_mb: usize,
+    /// Largest accepted request body, in MB (images travel inside it as base64).
+    #[arg(long, default_value_t = 64)]
+    pub max_body_mb: usize,
+    /// Also fetch http(s) image URLs (never from loopback or private addresses).
+    #[arg(long)]
+    pub allow_remote_media: bool,
+    /// Lower bound of tokens per image, for models with dynamic resolution.
+    #[arg(long)]
+    pub image_min_tokens: Option<u32>,
+    /// Upper bound of tokens per image, for models with dynamic resolution.
+    #[arg(long)]
+    pub image_max_tokens: Option<u32>,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    if args.parallel == 0 {
+        bail!("--parallel must be at least 1");
+    }
+    if args.max_body_mb == 0 {
+        bail!("--max-body-mb must be at least 1");
+    }
+    args.runtime.compute.apply()?;
+    let resolved = args.model.resolve(true)?;
+    let config = server::Config {
+        host: args.host,
+        port: args.port,
+        engine: server::EngineConfig {
+            model_path: resolved.model,
+            mmproj_path: resolved.mmproj,
+            alias: args.alias,
+            n_ctx: args.runtime.ctx_size,
+            n_slots: args.parallel,
+            kv_type: args.runtime.kv_type(),
+            media_cache_bytes: args.media_cache_mb.saturating_mul(1 << 20),
+            n_threads: args.runtime.threads(),
+            image_min_tokens: args.image_min_tokens,
+            image_max_tokens: args.image_max_tokens,
+        },
+        http: server::ServerOptions {
+            api_key: args
+                .api_key
+                .or_else(|| std::env::var("MTMD_API_KEY").ok())
+                .filter(|k| !k.is_empty()),
+            max_body_bytes: args.max_body_mb.saturating_mul(1 << 20),
+            allow_remote_media: args.allow_remote_media,
+            log_requests: true,
+        },
+    };
+    Ok(server::run(config)?)
+}

@@ -1,0 +1,27 @@
+//! `server`: an OpenAI-compatible HTTP server over the mtmd library, as a library. The `mtmd
+//! serve` command only turns flags into a [`Config`] and calls [`run`]; anything else can
+//! embed the [`Engine`] (any [`Backend`]) or mount [`router`] in its own axum app.
+//!
+//! Layout: `backend.rs` is the boundary (typed requests in, events out); `engine/` implements
+//! it with worker threads that own the model; `routes/` is `router(state)`, its middleware,
+//! handlers and SSE relay; `openai.rs` the wire types; `api_error.rs` the error -> status
+//! table; `media_input.rs` turns `image_url` parts into bitmaps; `metrics_text.rs` renders
+//! `/metrics`; `web.rs` serves the chat page; `config.rs` and `serve.rs` are [`Config`] and
+//! the [`run`] / [`serve`] entry points.
+
+mod api_error;
+pub mod backend;
+mod config;
+pub mod engine;
+mod media_input;
+mod metrics_text;
+mod openai;
+mod routes;
+mod serve;
+mod web;
+
+pub use backend::{Backend, EngineError, EngineMetrics, Event, ModelInfo, Prompt, Request, Usage};
+pub use config::{Config, ConfigError};
+pub use engine::{Engine, EngineConfig, LoadError};
+pub use routes::{AppState, ServerOptions, router};
+pub use serve::{ServeError, run, serve};
