@@ -2,12 +2,10 @@
 //! image turn, a bad image path, `/clear` and `/quit`, with the KV cache reused across turns.
 
 use std::io::Write;
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 fn fixture(file: &str) -> String {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/fixtures/qwen2vl")
+    testkit::fixture("qwen2vl")
         .join(file)
         .to_string_lossy()
         .into_owned()

@@ -6,7 +6,7 @@ use std::process::{Command, Output};
 use serde_json::Value as Json;
 
 fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
+    testkit::fixture("")
 }
 
 fn quants() -> PathBuf {

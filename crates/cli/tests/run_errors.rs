@@ -1,14 +1,9 @@
 //! Bad input to `mtmd run` / `tokenize`: one clear `error:` line, exit status 1, no panic.
 
-use std::path::PathBuf;
 use std::process::Command;
 
 fn fixture(rel: &str) -> String {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/fixtures")
-        .join(rel)
-        .to_string_lossy()
-        .into_owned()
+    testkit::fixture(rel).to_string_lossy().into_owned()
 }
 
 fn fails_with(args: &[&str], needle: &str) {

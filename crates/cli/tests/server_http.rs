@@ -13,9 +13,7 @@ use base64::Engine as _;
 use serde_json::{Value, json};
 
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/fixtures/gemma3")
-        .join(name)
+    testkit::fixture("gemma3").join(name)
 }
 
 /// The server process; killed when the test ends, however it ends.

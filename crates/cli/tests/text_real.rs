@@ -2,7 +2,6 @@
 //! its flags against llama.cpp's ids, and greedy `mtmd run --messages` against llama.cpp's
 //! continuations (tests/fixtures/real-text).
 
-use std::path::PathBuf;
 use std::process::Command;
 
 use serde_json::Value as Json;
@@ -16,16 +15,10 @@ const MODELS: [(&str, &str); 2] = [
 ];
 
 fn fixture(dir: &str, file: &str) -> Json {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/fixtures/real-text")
-        .join(dir)
-        .join(file);
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    testkit::reference_json_file(&testkit::fixture("real-text").join(dir).join(file))
 }
 
-#[path = "../../../tests/support/real_model.rs"]
-mod real_model_support;
-use real_model_support::real_model;
+use testkit::real_model;
 
 fn mtmd(args: &[&str]) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_mtmd"))

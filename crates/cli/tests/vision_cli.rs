@@ -17,9 +17,7 @@ const JPEG_REL_TOL: f32 = REL_TOL;
 const CLEAR_MARGIN: f64 = 5e-2;
 
 fn fixture_dir(arch: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/fixtures")
-        .join(arch)
+    testkit::fixture(arch)
 }
 
 fn mtmd(args: &[&str]) -> std::process::Output {
@@ -30,14 +28,7 @@ fn mtmd(args: &[&str]) -> std::process::Output {
 }
 
 /// (max |ours - ref|, max |ref|)
-fn max_err(ours: &[f32], reference: &[f32]) -> (f32, f32) {
-    assert_eq!(ours.len(), reference.len(), "length mismatch");
-    ours.iter()
-        .zip(reference)
-        .fold((0f32, 0f32), |(e, s), (a, b)| {
-            (e.max((a - b).abs()), s.max(b.abs()))
-        })
-}
+use testkit::max_err;
 
 fn f32s(path: &Path, name: &str) -> Vec<f32> {
     let tensors = tensor::safetensors::read(path).expect("safetensors");

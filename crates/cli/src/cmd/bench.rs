@@ -82,7 +82,7 @@ fn time_image(
         drop(fresh);
         let mut session = model.new_session(chunk.n_tokens() + 1, args.compute.kv_type);
         let t0 = Instant::now();
-        mtmd::eval_image(&model, &mut session, &chunk, &embd)?;
+        mtmd::eval_media(&model, &mut session, &chunk, &embd)?;
         prefill.push(chunk.n_tokens() as f64 / t0.elapsed().as_secs_f64());
     }
     let (encode_ms, encode_spread) = stats(&encode_ms);

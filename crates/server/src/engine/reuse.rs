@@ -186,12 +186,14 @@ mod tests {
     #[test]
     fn images_are_kept_or_dropped_whole() {
         let img = |n: usize| {
-            Chunk::Image(mtmd::ImageChunk {
+            Chunk::Image(mtmd::MediaChunk {
+                kind: mtmd::MediaKind::Image,
                 id: "img".into(),
                 media_index: 0,
+                piece: 0,
                 positions: mtmd::ImagePositions::Sequential,
                 non_causal: true,
-                image: mtmd::PreparedImage {
+                prepared: mtmd::PreparedMedia {
                     nx: n,
                     ny: 1,
                     n_tokens: n,

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use llm::{GenerateParams, LlmError, Logits, Session};
-use mtmd::{CellKey, Chunk, ImageChunk, MtmdError, chunks_after};
+use mtmd::{CellKey, Chunk, MediaChunk, MtmdError, chunks_after};
 
 use super::Shared;
 use super::media_cache::Embeddings;
@@ -54,8 +54,7 @@ pub fn classify_mtmd(e: MtmdError) -> Failure {
     match e {
         MtmdError::Llm(e) => classify_llm(e),
         MtmdError::MarkerCount { .. }
-        | MtmdError::BitmapSize { .. }
-        | MtmdError::EmptyBitmap { .. }
+        | MtmdError::UnsupportedMedia { .. }
         | MtmdError::Encoder { .. } => Failure::Invalid(e.to_string()),
         e => Failure::Internal(e.to_string()),
     }
@@ -253,9 +252,9 @@ impl Slot {
                         .map_err(classify_llm)?;
                     logits = (want == Logits::Last).then_some(out);
                 }
-                Chunk::Image(image) => {
-                    let embd = self.embeddings_for(image)?;
-                    mtmd::eval_image(&model, &mut self.session, image, &embd)
+                Chunk::Image(media) | Chunk::Audio(media) => {
+                    let embd = self.embeddings_for(media)?;
+                    mtmd::eval_media(&model, &mut self.session, media, &embd)
                         .map_err(classify_mtmd)?;
                     logits = None;
                 }
@@ -269,14 +268,16 @@ impl Slot {
         logits.ok_or_else(|| Failure::Invalid("the prompt must end with text".into()))
     }
 
-    /// An image's embeddings: from the media cache, else from the encoder (then cached).
-    fn embeddings_for(&self, image: &ImageChunk) -> Result<Embeddings, Failure> {
+    /// A media chunk's embeddings: from the media cache, else from the encoder (then cached).
+    /// The key is the item's id (its content hash) and the piece (tile, audio window).
+    fn embeddings_for(&self, image: &MediaChunk) -> Result<Embeddings, Failure> {
         let shared = &self.shared;
+        let key = format!("{}/{}", image.id, image.piece);
         let cached = shared
             .media_cache
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .get(&image.id);
+            .get(&key);
         if let Some(e) = cached {
             return Ok(e);
         }
@@ -290,7 +291,7 @@ impl Slot {
             .media_cache
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(&image.id, embd.clone());
+            .insert(&key, embd.clone());
         Ok(embd)
     }
 }

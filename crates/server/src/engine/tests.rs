@@ -14,10 +14,7 @@ use super::*;
 use crate::backend::{FinishReason, Prompt, Usage};
 
 fn fixture(arch: &str, file: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/fixtures")
-        .join(arch)
-        .join(file)
+    testkit::fixture(arch).join(file)
 }
 
 fn config(arch: &str, n_slots: usize, n_ctx: usize, vision: bool) -> EngineConfig {
@@ -490,9 +487,7 @@ fn dropping_the_engine_does_not_hang() {
     }
 }
 
-#[path = "../../../../tests/support/real_model.rs"]
-mod real_model_support;
-use real_model_support::real_model;
+use testkit::real_model;
 
 /// Conversations sharing a system prompt, with follow-ups, as a chat UI sends them.
 fn real_requests() -> Vec<Request> {
@@ -612,28 +607,42 @@ struct TrickyEncoder {
     n_embd: usize,
 }
 
-impl mtmd::ImageEncoder for TrickyEncoder {
-    fn framing(&self) -> mtmd::ImageFraming {
-        mtmd::ImageFraming::for_projector("gemma3").unwrap()
+impl mtmd::MediaEncoder for TrickyEncoder {
+    fn kind(&self) -> mtmd::MediaKind {
+        mtmd::MediaKind::Image
+    }
+
+    fn framing(&self) -> mtmd::Framing {
+        mtmd::Framing::wrap("<start_of_image>", "<end_of_image>")
+    }
+
+    fn non_causal(&self) -> bool {
+        true
     }
 
     fn n_embd_out(&self) -> usize {
         self.n_embd
     }
 
-    fn preprocess(&self, bitmap: &Bitmap) -> Result<mtmd::PreparedImage, mtmd::EncoderError> {
-        if bitmap.nx() == 1 {
+    fn prepare(
+        &self,
+        media: mtmd::Media<'_>,
+    ) -> Result<Vec<mtmd::PreparedMedia>, mtmd::EncoderError> {
+        let mtmd::Media::Image(bitmap) = media else {
+            return Err("images only".into());
+        };
+        if bitmap.width == 1 {
             return Err("too narrow".into());
         }
-        Ok(mtmd::PreparedImage {
+        Ok(vec![mtmd::PreparedMedia {
             nx: 4,
             ny: 1,
             n_tokens: 4,
-            data: Arc::new(bitmap.nx()),
-        })
+            data: Arc::new(bitmap.width),
+        }])
     }
 
-    fn encode(&self, image: &mtmd::PreparedImage) -> Result<Vec<f32>, mtmd::EncoderError> {
+    fn encode(&self, image: &mtmd::PreparedMedia) -> Result<Vec<f32>, mtmd::EncoderError> {
         if image.data.downcast_ref::<u32>() == Some(&2) {
             panic!("encoder exploded");
         }
