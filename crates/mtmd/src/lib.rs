@@ -24,6 +24,8 @@ pub use context::{Context, ContextParams, DEFAULT_MEDIA_MARKER};
 pub use encoder::{EncoderError, Framing, MediaEncoder, PreparedMedia, TileFraming};
 pub use error::{MtmdError, Result};
 pub use eval::{EvalOutput, eval_chunks, eval_media};
-pub use media::{Audio, AudioError, Bitmap, BitmapError, DecodeOptions, Media, MediaKind, Pcm};
+pub use media::{
+    Audio, AudioError, Bitmap, BitmapError, DecodeOptions, Media, MediaItem, MediaKind, Pcm,
+};
 pub use prefix::{CellKey, chunk_keys, chunks_after, reusable_prefix};
 pub use tokenize::tokenize_with_media;

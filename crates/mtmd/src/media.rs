@@ -96,6 +96,40 @@ impl From<clip::Modality> for MediaKind {
     }
 }
 
+/// One media item, owned (what callers keep in a conversation or a request).
+#[derive(Debug, Clone, PartialEq)]
+pub enum MediaItem {
+    Image(Bitmap),
+    Audio(Audio),
+}
+
+impl MediaItem {
+    pub fn as_media(&self) -> Media<'_> {
+        match self {
+            MediaItem::Image(b) => Media::Image(b),
+            MediaItem::Audio(a) => Media::Audio(a),
+        }
+    }
+
+    pub fn kind(&self) -> MediaKind {
+        self.as_media().kind()
+    }
+
+    pub fn id(&self) -> &str {
+        self.as_media().id()
+    }
+
+    pub fn content_hash(&self) -> u64 {
+        self.as_media().content_hash()
+    }
+}
+
+impl<'a> From<&'a MediaItem> for Media<'a> {
+    fn from(m: &'a MediaItem) -> Self {
+        m.as_media()
+    }
+}
+
 /// One media item of a prompt, borrowed from the caller.
 #[derive(Debug, Clone, Copy)]
 #[non_exhaustive]

@@ -59,20 +59,19 @@ pub fn run(args: Args) -> Result<()> {
     if mmproj.is_none() {
         bail!("dump needs --mmproj");
     }
-    let n_images = args.media.images.len();
+    let kinds = args.media.kinds();
     let model = Arc::new(load_model(&resolved.model)?);
     let text = if args.raw {
         args.prompt.clone()
     } else {
-        model.apply_chat(&[user_message(&args.prompt, n_images)], true)?
+        model.apply_chat(&[user_message(&args.prompt, &kinds)], true)?
     };
-    check_marker_count(&text, n_images)?;
-    let bitmaps = args.media.load_images()?;
+    check_marker_count(&text, kinds.len())?;
+    let media = args.media.load()?;
     let Some(ctx) = args.media.context(mmproj, &model, args.runtime.threads())? else {
         bail!("dump needs --mmproj");
     };
-    let refs: Vec<&mtmd::Bitmap> = bitmaps.iter().collect();
-    let chunks = ctx.tokenize(&text, &refs)?;
+    let chunks = ctx.tokenize(&text, &media.iter().collect::<Vec<_>>())?;
     let mut session = model.new_session(args.runtime.ctx_size, args.runtime.kv_type());
     if chunks.n_tokens() + args.n_predict > session.n_ctx() {
         bail!(
@@ -96,7 +95,7 @@ pub fn run(args: Args) -> Result<()> {
         true,
     )?;
     let Some(logits) = out.logits else {
-        bail!("the prompt must end with text after the last image");
+        bail!("the prompt must end with text after the last media item");
     };
 
     let mut greedy = Vec::with_capacity(args.n_predict);
@@ -135,6 +134,9 @@ pub fn run(args: Args) -> Result<()> {
             Chunk::Image(img) => json!({
                 "type": "image", "n_tokens": chunk.n_tokens(), "n_pos": chunk.n_pos(),
                 "nx": img.nx(), "ny": img.ny(),
+            }),
+            Chunk::Audio(_) => json!({
+                "type": "audio", "n_tokens": chunk.n_tokens(), "n_pos": chunk.n_pos(),
             }),
             _ => json!({"type": "other", "n_tokens": chunk.n_tokens(), "n_pos": chunk.n_pos()}),
         })

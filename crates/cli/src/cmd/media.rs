@@ -1,6 +1,7 @@
-//! Images on the command line: `--image` flags, loading the mtmd context and the bitmaps,
-//! and putting media markers into the prompt.
+//! Media on the command line: `--image` and `--audio` flags (in the order given), loading the
+//! mtmd context and the media, and putting media markers into the prompt.
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -8,14 +9,23 @@ use anyhow::{Result, anyhow, bail};
 use clap::Args as ClapArgs;
 use llm::Model;
 use llm::chat::{ChatMessage, ContentPart, MessageContent};
-use mtmd::{Bitmap, Context, ContextParams, DEFAULT_MEDIA_MARKER};
+use mtmd::{
+    Audio, Bitmap, Context, ContextParams, DEFAULT_MEDIA_MARKER, DecodeOptions, MediaItem,
+    MediaKind,
+};
 
-/// The images of a prompt (the mmproj is in [`ModelArgs`](super::model_args::ModelArgs)).
+/// The media of a prompt (the mmproj is in [`ModelArgs`](super::model_args::ModelArgs)).
 #[derive(ClapArgs, Clone, Debug, Default)]
 pub struct MediaArgs {
-    /// An image for the prompt (repeatable, in marker order).
+    /// An image for the prompt (repeatable; images and audio fill the markers in the order given).
     #[arg(long = "image")]
     pub images: Vec<PathBuf>,
+    /// An audio file (WAV, FLAC, MP3) for the prompt (repeatable, in order with --image).
+    #[arg(long = "audio")]
+    pub audio: Vec<PathBuf>,
+    /// Longest audio clip accepted, in seconds.
+    #[arg(long, default_value_t = 600.0)]
+    pub max_audio_seconds: f64,
     /// Fewest tokens per dynamic-resolution image (default 8).
     #[arg(long)]
     pub image_min_tokens: Option<u32>,
@@ -25,22 +35,42 @@ pub struct MediaArgs {
 }
 
 impl MediaArgs {
-    /// Fails early (before any model loads) on images given without an mmproj.
+    /// How many media items the prompt gets.
+    pub fn len(&self) -> usize {
+        self.images.len() + self.audio.len()
+    }
+
+    /// Fails early (before any model loads) on media given without an mmproj.
     pub fn check(&self, mmproj: Option<&Path>) -> Result<()> {
-        if !self.images.is_empty() && mmproj.is_none() {
-            bail!("this model takes no images without --mmproj");
+        if self.len() > 0 && mmproj.is_none() {
+            let what = if self.audio.is_empty() {
+                "images"
+            } else {
+                "audio"
+            };
+            bail!("this model takes no {what} without --mmproj");
+        }
+        if !(self.max_audio_seconds > 0.0) {
+            bail!("--max-audio-seconds must be positive");
         }
         Ok(())
     }
 
-    /// Decodes every `--image`, naming the file on failure.
-    pub fn load_images(&self) -> Result<Vec<Bitmap>> {
-        self.images
-            .iter()
-            .map(|path| {
-                Bitmap::from_file(path)
-                    .map(|b| b.with_id(path.display().to_string()))
-                    .map_err(|e| anyhow!("image {}: {e}", path.display()))
+    /// The kinds of the media in command-line order.
+    pub fn kinds(&self) -> Vec<MediaKind> {
+        kinds_in_order(std::env::args_os(), self.images.len(), self.audio.len())
+    }
+
+    /// Decodes every `--image` and `--audio` in command-line order, naming the file on failure.
+    pub fn load(&self) -> Result<Vec<MediaItem>> {
+        let (mut images, mut audio) = (self.images.iter(), self.audio.iter());
+        self.kinds()
+            .into_iter()
+            .map(|kind| match kind {
+                MediaKind::Image => load_image(images.next().expect("counted")),
+                MediaKind::Audio => {
+                    load_audio(audio.next().expect("counted"), self.max_audio_seconds)
+                }
             })
             .collect()
     }
@@ -66,23 +96,78 @@ impl MediaArgs {
     }
 }
 
-/// The user message of `-p`: plain text, or, when images come without markers in the
-/// prompt, one image part per image before the text (as llama.cpp's CLI does).
-pub fn user_message(prompt: &str, n_images: usize) -> ChatMessage {
-    if n_images == 0 || prompt.contains(DEFAULT_MEDIA_MARKER) {
+/// Decodes an image file; its id is the file name.
+pub fn load_image(path: &Path) -> Result<MediaItem> {
+    Bitmap::from_file(path)
+        .map(|b| MediaItem::Image(b.with_id(path.display().to_string())))
+        .map_err(|e| anyhow!("image {}: {e}", path.display()))
+}
+
+/// Decodes an audio file to 16 kHz mono; its id is the file name.
+pub fn load_audio(path: &Path, max_seconds: f64) -> Result<MediaItem> {
+    let options = DecodeOptions {
+        max_seconds,
+        ..DecodeOptions::default()
+    };
+    Audio::from_file(path, &options)
+        .map(|a| MediaItem::Audio(a.with_id(path.display().to_string())))
+        .map_err(|e| anyhow!("audio {}: {e}", path.display()))
+}
+
+/// The order of `--image` and `--audio` occurrences in `argv`; when the count does not
+/// match what clap parsed (an unusual spelling), images first, then audio.
+fn kinds_in_order(
+    argv: impl Iterator<Item = OsString>,
+    n_images: usize,
+    n_audio: usize,
+) -> Vec<MediaKind> {
+    let mut kinds = Vec::new();
+    for arg in argv {
+        let arg = arg.to_string_lossy();
+        if arg == "--" {
+            break;
+        }
+        if arg == "--image" || arg.starts_with("--image=") {
+            kinds.push(MediaKind::Image);
+        } else if arg == "--audio" || arg.starts_with("--audio=") {
+            kinds.push(MediaKind::Audio);
+        }
+    }
+    let count = |k| kinds.iter().filter(|&&x| x == k).count();
+    if count(MediaKind::Image) != n_images || count(MediaKind::Audio) != n_audio {
+        kinds = std::iter::repeat_n(MediaKind::Image, n_images)
+            .chain(std::iter::repeat_n(MediaKind::Audio, n_audio))
+            .collect();
+    }
+    kinds
+}
+
+/// A chat-template part standing for one media item.
+pub fn media_part(kind: MediaKind) -> ContentPart {
+    match kind {
+        MediaKind::Image => ContentPart::image(),
+        // The template only needs the part's type; the clip itself goes to the encoder.
+        MediaKind::Audio => ContentPart::input_audio("", "wav"),
+    }
+}
+
+/// The user message of `-p`: plain text, or, when media come without markers in the prompt,
+/// one part per item before the text (as llama.cpp's CLI does).
+pub fn user_message(prompt: &str, kinds: &[MediaKind]) -> ChatMessage {
+    if kinds.is_empty() || prompt.contains(DEFAULT_MEDIA_MARKER) {
         return ChatMessage::user(prompt);
     }
-    let mut parts: Vec<ContentPart> = (0..n_images).map(|_| ContentPart::image()).collect();
+    let mut parts: Vec<ContentPart> = kinds.iter().map(|&k| media_part(k)).collect();
     parts.push(ContentPart::text(prompt));
     ChatMessage::with_content("user", MessageContent::Parts(parts))
 }
 
-/// Checks that the final prompt text holds one marker per image.
-pub fn check_marker_count(text: &str, n_images: usize) -> Result<()> {
+/// Checks that the final prompt text holds one marker per media item.
+pub fn check_marker_count(text: &str, n_media: usize) -> Result<()> {
     let markers = text.matches(DEFAULT_MEDIA_MARKER).count();
-    if markers != n_images {
+    if markers != n_media {
         bail!(
-            "the prompt has {markers} image marker(s) {DEFAULT_MEDIA_MARKER} but {n_images} image(s) were given"
+            "the prompt has {markers} media marker(s) {DEFAULT_MEDIA_MARKER} but {n_media} image/audio file(s) were given"
         );
     }
     Ok(())
@@ -94,15 +179,31 @@ mod tests {
 
     #[test]
     fn marker_parts_only_when_missing() {
+        let two = [MediaKind::Image, MediaKind::Audio];
         assert!(matches!(
-            user_message("hi", 2).content,
+            user_message("hi", &two).content,
             MessageContent::Parts(ref p) if p.len() == 3
         ));
         assert!(matches!(
-            user_message("a <__media__> b", 1).content,
+            user_message("a <__media__> b", &two[..1]).content,
             MessageContent::Text(_)
         ));
         assert!(check_marker_count("<__media__><__media__>", 2).is_ok());
         assert!(check_marker_count("<__media__>", 2).is_err());
+    }
+
+    #[test]
+    fn media_keep_command_line_order() {
+        let argv = |a: &[&str]| a.iter().map(OsString::from).collect::<Vec<_>>().into_iter();
+        let (i, a) = (MediaKind::Image, MediaKind::Audio);
+        assert_eq!(
+            kinds_in_order(argv(&["mtmd", "run", "--audio", "x.wav", "--image=y.png"]), 1, 1),
+            [a, i]
+        );
+        // A count clap disagrees with (e.g. after `--`): images first.
+        assert_eq!(
+            kinds_in_order(argv(&["mtmd", "--", "--audio", "x"]), 1, 1),
+            [i, a]
+        );
     }
 }

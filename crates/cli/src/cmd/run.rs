@@ -50,7 +50,7 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<()> {
     args.runtime.compute.apply()?;
-    let n_images = args.media.images.len();
+    let kinds = args.media.kinds();
     let messages = match (&args.prompt, &args.messages) {
         (_, Some(path)) => {
             let text =
@@ -72,7 +72,7 @@ pub fn run(args: Args) -> Result<()> {
             if let Some(s) = &args.system {
                 msgs.push(ChatMessage::system(s.as_str()));
             }
-            msgs.push(user_message(p, n_images));
+            msgs.push(user_message(p, &kinds));
             Some(msgs)
         }
         (None, None) => bail!("give a prompt with -p or a conversation with --messages"),
@@ -88,7 +88,7 @@ pub fn run(args: Args) -> Result<()> {
         None => args.prompt.clone().unwrap_or_default(),
     };
     if let Some(mmproj) = mmproj {
-        check_marker_count(&text, n_images)?;
+        check_marker_count(&text, kinds.len())?;
         return run_multimodal(&args, mmproj, &model, &text);
     }
     let prompt = model.tokenizer.tokenize(&text, true, true);
@@ -150,7 +150,7 @@ fn finish(
     Ok(())
 }
 
-/// Prompt with images: chunks through the mtmd context, then sampling continues from the
+/// Prompt with media: chunks through the mtmd context, then sampling continues from the
 /// logits of the last chunk.
 fn run_multimodal(
     args: &Args,
@@ -158,15 +158,14 @@ fn run_multimodal(
     model: &Arc<llm::Model>,
     text: &str,
 ) -> Result<()> {
-    let bitmaps = args.media.load_images()?;
+    let media = args.media.load()?;
     let Some(ctx) = args
         .media
         .context(Some(mmproj), model, args.runtime.threads())?
     else {
-        bail!("--mmproj is required for images");
+        bail!("--mmproj is required for images and audio");
     };
-    let refs: Vec<&mtmd::Bitmap> = bitmaps.iter().collect();
-    let chunks = ctx.tokenize(text, &refs)?;
+    let chunks = ctx.tokenize(text, &media.iter().collect::<Vec<_>>())?;
     let mut session = model.new_session(args.runtime.ctx_size, args.runtime.kv_type());
     let n_prompt = chunks.n_tokens();
     if n_prompt == 0 {
@@ -174,13 +173,13 @@ fn run_multimodal(
     }
     if n_prompt >= session.n_ctx() {
         bail!(
-            "the prompt has {n_prompt} tokens (images included), the context holds {} (use a larger -c)",
+            "the prompt has {n_prompt} tokens (media included), the context holds {} (use a larger -c)",
             session.n_ctx()
         );
     }
     let out = ctx.eval_chunks(&mut session, &chunks, true)?;
     let Some(logits) = out.logits else {
-        bail!("the prompt must end with text after the last image");
+        bail!("the prompt must end with text after the last media item");
     };
     let max_tokens = if args.n_predict < 0 {
         session.n_ctx() - n_prompt
