@@ -4,7 +4,7 @@
 //! - [`quant`]: every GGUF block format (dequantization and activation quantization).
 //! - [`ops`]: one module per op: its contract and its scalar reference implementation.
 //! - [`cpu`]: the fast CPU kernels (SIMD picked once at start-up, rayon for threads).
-//! - [`gpu`]: the wgpu backend and its WGSL kernels (`shaders/`).
+//! - [`gpu`]: the wgpu backend and its WGSL kernels (`shaders/` in this crate).
 
 pub mod cpu;
 #[cfg(feature = "gpu")]
