@@ -11,8 +11,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use proptest::prelude::*;
-use tensor::cpu::{RopeConfig, RopeMode};
 use tensor::gpu::{self, GpuContext, ops};
+use tensor::ops::rope::{RopeConfig, RopeMode};
 use tensor::ops::{act, elementwise, matmul, norm, rope, softmax};
 use tensor::{DType, Device, Storage, Tensor};
 

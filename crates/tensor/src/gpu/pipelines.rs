@@ -16,10 +16,7 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("matmul", include_str!("../../shaders/matmul.wgsl")),
     ("binary", include_str!("../../shaders/binary.wgsl")),
     ("unary", include_str!("../../shaders/unary.wgsl")),
-    (
-        "rms_norm",
-        include_str!("../../shaders/rms_norm.wgsl"),
-    ),
+    ("rms_norm", include_str!("../../shaders/rms_norm.wgsl")),
     ("softmax", include_str!("../../shaders/softmax.wgsl")),
     ("rope", include_str!("../../shaders/rope.wgsl")),
 ];

@@ -99,15 +99,28 @@ fn check_size_result(
     let whole_blocks = dst_len.is_multiple_of(dtype.block_size());
     let fits = whole_blocks && dst_len / dtype.block_size() * dtype.type_size() == src_len;
     match got {
-        Err(TensorError::PartialBlock { dtype: d, len, block }) => {
-            prop_assert!(!whole_blocks, "{dtype}: PartialBlock for {dst_len} elements");
+        Err(TensorError::PartialBlock {
+            dtype: d,
+            len,
+            block,
+        }) => {
+            prop_assert!(
+                !whole_blocks,
+                "{dtype}: PartialBlock for {dst_len} elements"
+            );
             prop_assert_eq!((d, len, block), (dtype, dst_len, dtype.block_size()));
         }
         Err(TensorError::ShapeMismatch { op, .. }) => {
-            prop_assert!(whole_blocks && !fits, "{dtype}: ShapeMismatch for {src_len} -> {dst_len}");
+            prop_assert!(
+                whole_blocks && !fits,
+                "{dtype}: ShapeMismatch for {src_len} -> {dst_len}"
+            );
             prop_assert_eq!(op, "dequantize");
         }
-        Ok(()) => prop_assert!(fits, "{dtype}: {src_len} bytes -> {dst_len} elements accepted"),
+        Ok(()) => prop_assert!(
+            fits,
+            "{dtype}: {src_len} bytes -> {dst_len} elements accepted"
+        ),
         Err(e) => prop_assert!(false, "{dtype}: unexpected error {e}"),
     }
     Ok(())
