@@ -137,7 +137,8 @@ pub(crate) fn one_plus_erf<S: Simd>(s: S, t: &ErfCoefficients, x: S::V) -> S::V 
 #[cfg(all(test, target_arch = "x86_64"))]
 mod tests {
     use super::*;
-    use crate::cpu::simd::{Isa, dispatch, isa};
+    use crate::cpu::simd::{Isa, dispatch};
+    use crate::isa::test_levels;
     use crate::ops::act::erf_f64;
 
     fn apply<S: Simd>(s: S, which: u8, xs: &mut [f32]) {
@@ -184,10 +185,7 @@ mod tests {
 
     #[test]
     fn one_plus_erf_keeps_relative_accuracy_in_the_negative_tail() {
-        for path in [Isa::Avx2, Isa::Avx512] {
-            if path > isa() {
-                continue;
-            }
+        for path in test_levels(&[Isa::Avx2, Isa::Avx512], "vector math") {
             // Down to z = -4 (erfc 1.5e-8), where 1 + erf(z) in f32 would be all rounding.
             let xs = grid(-4.0, 4.0, 80_001);
             let mut ys = xs.clone();
@@ -207,10 +205,7 @@ mod tests {
 
     #[test]
     fn erf_abs_error_below_1e7_on_every_path() {
-        for path in [Isa::Avx2, Isa::Avx512] {
-            if path > isa() {
-                continue;
-            }
+        for path in test_levels(&[Isa::Avx2, Isa::Avx512], "vector math") {
             let xs = grid(-6.0, 6.0, 200_001);
             let mut ys = xs.clone();
             run(path, 1, &mut ys);
@@ -226,10 +221,7 @@ mod tests {
 
     #[test]
     fn exp_rel_error_small_and_underflow_is_zero() {
-        for path in [Isa::Avx2, Isa::Avx512] {
-            if path > isa() {
-                continue;
-            }
+        for path in test_levels(&[Isa::Avx2, Isa::Avx512], "vector math") {
             let xs = grid(-87.0, 88.0, 100_003);
             let mut ys = xs.clone();
             run(path, 0, &mut ys);

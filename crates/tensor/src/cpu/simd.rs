@@ -1,5 +1,5 @@
-//! CPU feature detection (once per process) and the small SIMD vocabulary the kernels are
-//! written in.
+//! The small SIMD vocabulary the float kernels are written in, and the per-thread cap on the
+//! detected [`Isa`] (`crate::isa`).
 //!
 //! Kernels are generic over [`Simd`] and compiled twice through [`dispatch!`]: once inside an
 //! AVX-512 `#[target_feature]` function, once inside an AVX2+FMA one. Every `Simd` method is
@@ -9,69 +9,8 @@
 #![allow(unsafe_code)]
 
 use std::cell::Cell;
-use std::sync::OnceLock;
 
-/// The x86 features the kernels care about, detected once.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct CpuFeatures {
-    pub avx512f: bool,
-    pub avx512bw: bool,
-    pub avx512vl: bool,
-    pub avx512vnni: bool,
-    pub avx512bf16: bool,
-    pub avx2: bool,
-    pub fma: bool,
-    pub f16c: bool,
-}
-
-impl CpuFeatures {
-    fn detect() -> Self {
-        #[cfg(target_arch = "x86_64")]
-        {
-            Self {
-                avx512f: is_x86_feature_detected!("avx512f"),
-                avx512bw: is_x86_feature_detected!("avx512bw"),
-                avx512vl: is_x86_feature_detected!("avx512vl"),
-                avx512vnni: is_x86_feature_detected!("avx512vnni"),
-                avx512bf16: is_x86_feature_detected!("avx512bf16"),
-                avx2: is_x86_feature_detected!("avx2"),
-                fma: is_x86_feature_detected!("fma"),
-                f16c: is_x86_feature_detected!("f16c"),
-            }
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        Self::default()
-    }
-
-    /// The widest instruction set the float kernels can use here.
-    pub fn best_isa(&self) -> Isa {
-        let avx2 = self.avx2 && self.fma && self.f16c;
-        if avx2 && self.avx512f && self.avx512bw && self.avx512vl {
-            Isa::Avx512
-        } else if avx2 {
-            Isa::Avx2
-        } else {
-            Isa::Scalar
-        }
-    }
-}
-
-/// The CPU features of this machine, detected on first use.
-pub fn features() -> &'static CpuFeatures {
-    static FEATURES: OnceLock<CpuFeatures> = OnceLock::new();
-    FEATURES.get_or_init(CpuFeatures::detect)
-}
-
-/// Which code path a float kernel runs. Ordered: a request is capped at what the CPU has.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Isa {
-    /// The scalar reference from `ops/`.
-    Scalar,
-    /// 8-lane AVX2 + FMA + F16C.
-    Avx2,
-    /// 16-lane AVX-512 (F, BW, VL).
-    Avx512,
-}
+pub use crate::isa::{CpuFeatures, Isa, features};
 
 thread_local! {
     static ISA_CAP: Cell<Option<Isa>> = const { Cell::new(None) };
@@ -118,9 +57,9 @@ macro_rules! dispatch {
         match $isa {
             // SAFETY: the CPU has the features these wrappers enable (see `features()`).
             #[cfg(target_arch = "x86_64")]
-            $crate::cpu::simd::Isa::Avx512 => unsafe { on_avx512($($arg),*) },
+            $crate::isa::Isa::Avx512 | $crate::isa::Isa::Avx512Vnni => unsafe { on_avx512($($arg),*) },
             #[cfg(target_arch = "x86_64")]
-            $crate::cpu::simd::Isa::Avx2 => unsafe { on_avx2($($arg),*) },
+            $crate::isa::Isa::Avx2 => unsafe { on_avx2($($arg),*) },
             _ => $fallback($($arg),*),
         }
     }};
