@@ -114,6 +114,18 @@ pub(crate) trait Simd: Copy + Send + Sync {
     fn reduce_sum(self, a: Self::V) -> f32;
     fn reduce_max(self, a: Self::V) -> f32;
 
+    /// A lane mask: the first `n <= LANES` lanes.
+    type M: Copy;
+    fn first_lanes(self, n: usize) -> Self::M;
+    /// The lanes of `m` from `p`, zero elsewhere (only those lanes are read).
+    /// # Safety
+    /// `p` must be valid for reading the lanes of `m`.
+    unsafe fn load_masked(self, m: Self::M, p: *const f32) -> Self::V;
+    /// Stores the lanes of `m` to `p` (only those lanes are written).
+    /// # Safety
+    /// `p` must be valid for writing the lanes of `m`.
+    unsafe fn store_masked(self, m: Self::M, p: *mut f32, v: Self::V);
+
     /// Loads `src.len() < LANES` values, the other lanes zero.
     #[inline(always)]
     fn load_partial(self, src: &[f32]) -> Self::V {
@@ -272,6 +284,24 @@ mod x86 {
         fn reduce_max(self, a: __m512) -> f32 {
             unsafe { _mm512_reduce_max_ps(a) }
         }
+
+        type M = __mmask16;
+        #[inline(always)]
+        fn first_lanes(self, n: usize) -> __mmask16 {
+            if n >= 16 {
+                0xffff
+            } else {
+                ((1u32 << n) - 1) as __mmask16
+            }
+        }
+        #[inline(always)]
+        unsafe fn load_masked(self, m: __mmask16, p: *const f32) -> __m512 {
+            unsafe { _mm512_maskz_loadu_ps(m, p) }
+        }
+        #[inline(always)]
+        unsafe fn store_masked(self, m: __mmask16, p: *mut f32, v: __m512) {
+            unsafe { _mm512_mask_storeu_ps(p, m, v) }
+        }
     }
 
     /// Token for AVX2 + FMA + F16C.
@@ -413,12 +443,66 @@ mod x86 {
                 _mm_cvtss_f32(s)
             }
         }
+
+        type M = __m256i;
+        #[inline(always)]
+        fn first_lanes(self, n: usize) -> __m256i {
+            let n = n.min(8) as i32;
+            unsafe {
+                _mm256_cmpgt_epi32(
+                    _mm256_set1_epi32(n),
+                    _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+                )
+            }
+        }
+        #[inline(always)]
+        unsafe fn load_masked(self, m: __m256i, p: *const f32) -> __m256 {
+            unsafe { _mm256_maskload_ps(p, m) }
+        }
+        #[inline(always)]
+        unsafe fn store_masked(self, m: __m256i, p: *mut f32, v: __m256) {
+            unsafe { _mm256_maskstore_ps(p, m, v) }
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn masked_round_trip<S: Simd>(s: S, n: usize) -> Vec<f32> {
+        let src: Vec<f32> = (0..S::LANES).map(|i| i as f32 + 1.0).collect();
+        let mut dst = vec![-1.0f32; S::LANES];
+        let m = s.first_lanes(n);
+        // SAFETY: both buffers hold LANES values.
+        unsafe {
+            let v = s.load_masked(m, src.as_ptr());
+            s.store_masked(m, dst.as_mut_ptr(), s.add(v, v));
+            let z = s.load_masked(m, src.as_ptr());
+            dst.push(s.reduce_sum(z));
+        }
+        dst
+    }
+
+    fn masked_scalar(_n: usize) -> Vec<f32> {
+        Vec::new()
+    }
+
+    #[test]
+    fn masked_loads_and_stores_touch_only_their_lanes() {
+        for level in crate::isa::test_levels(&[Isa::Avx2, Isa::Avx512], "masked lanes") {
+            let lanes = if level >= Isa::Avx512 { 16 } else { 8 };
+            for n in 0..=lanes {
+                let got =
+                    dispatch!(level, masked_round_trip, masked_scalar, (n: usize) -> Vec<f32>);
+                let mut want: Vec<f32> = (0..lanes)
+                    .map(|i| if i < n { 2.0 * (i as f32 + 1.0) } else { -1.0 })
+                    .collect();
+                want.push((1..=n).map(|i| i as f32).sum());
+                assert_eq!(got, want, "{level:?} n={n}");
+            }
+        }
+    }
 
     #[test]
     fn isa_cap_is_scoped_and_never_above_the_cpu() {
