@@ -6,7 +6,9 @@ use std::ops::Range;
 
 use gguf::GgufFile;
 use tensor::Tensor;
-use tensor::cpu::{self, AttnMask, AttnParams, KvData, RopeConfig};
+use tensor::cpu;
+use tensor::ops::attention::{AttnMask, AttnParams, KvData};
+use tensor::ops::rope::RopeConfig;
 
 use crate::ClipError;
 use crate::hparams::FfnAct;

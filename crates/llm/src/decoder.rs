@@ -6,7 +6,9 @@ use crate::error::{LlmError, Result};
 use crate::hparams::{FfnAct, HParams};
 use crate::kv_cache::{CellPos, KvCache};
 use crate::weights::{LayerWeights, Weights};
-use tensor::cpu::{self, AttnMask, AttnParams, RopeConfig};
+use tensor::cpu;
+use tensor::ops::attention::{AttnMask, AttnParams};
+use tensor::ops::rope::RopeConfig;
 
 /// Tokens processed per forward pass: bounds scratch memory for long prompts. Public because
 /// callers that reuse KV prefixes predict from it how each cell's batch is cut.

@@ -3,7 +3,7 @@
 
 use crate::error::{LlmError, Result};
 use gguf::{GgufFile, Value};
-use tensor::cpu::RopeMode;
+use tensor::ops::rope::RopeMode;
 
 /// Architectures the shared decoder runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -2,7 +2,7 @@
 
 use crate::error::{LlmError, Result};
 use half::f16;
-use tensor::cpu::KvData;
+use tensor::ops::attention::KvData;
 
 /// Storage type of cached keys and values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -6,7 +6,9 @@
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use half::f16;
-use tensor::cpu::{self, AttnMask, AttnParams, KvData, RopeConfig, RopeMode};
+use tensor::cpu;
+use tensor::ops::attention::{AttnMask, AttnParams, KvData};
+use tensor::ops::rope::{RopeConfig, RopeMode};
 use tensor::{DType, HostBytes, Storage, Tensor};
 
 fn data(len: usize, seed: usize) -> Vec<f32> {
@@ -120,7 +122,7 @@ fn patch_embedding(c: &mut Criterion) {
         Storage::Host(HostBytes::from_bytes(&bytes)),
     )
     .unwrap();
-    let p = cpu::conv::Conv2dParams::patch(patch);
+    let p = tensor::ops::conv::Conv2dParams::patch(patch);
     let n = (hw / patch) * (hw / patch);
     let mut out = vec![0f32; n * oc];
     let mut g = c.benchmark_group("conv2d");

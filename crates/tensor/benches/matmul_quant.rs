@@ -42,7 +42,7 @@ fn random_weight(t: DType) -> Tensor {
 
 fn bench(c: &mut Criterion) {
     let isa = Isa::detected();
-    let types = [DType::Q4K, DType::Q6K, DType::Q8_0, DType::Q5_0];
+    let types = [DType::Q3K, DType::Q4K, DType::Q6K, DType::Q8_0, DType::Q5_0];
     let mut group = c.benchmark_group(format!("matmul_quant_gemv_{isa:?}"));
     for t in types {
         let w = random_weight(t);

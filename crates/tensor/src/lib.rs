@@ -3,12 +3,15 @@
 //! - [`Tensor`]: shape, strides and dtype over host, memory-mapped or GPU storage.
 //! - [`quant`]: every GGUF block format (dequantization and activation quantization).
 //! - [`ops`]: one module per op: its contract and its scalar reference implementation.
+//! - [`isa`]: the one instruction-set level ([`isa::Isa`]) every CPU kernel dispatches on,
+//!   detected once.
 //! - [`cpu`]: the fast CPU kernels (SIMD picked once at start-up, rayon for threads).
-//! - [`gpu`]: the wgpu backend and its WGSL kernels (`shaders/`).
+//! - [`gpu`]: the wgpu backend and its WGSL kernels (`shaders/` in this crate).
 
 pub mod cpu;
 #[cfg(feature = "gpu")]
 pub mod gpu;
+pub mod isa;
 pub mod ops;
 pub mod quant;
 pub mod safetensors;

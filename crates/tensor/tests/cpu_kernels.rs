@@ -11,11 +11,12 @@ const MAX_NMSE: f64 = 1e-7;
 
 /// The paths to check: each one up to what the CPU has (a cap above it is the same path).
 fn paths() -> Vec<Isa> {
-    let best = cpu::features().best_isa();
-    [Isa::Scalar, Isa::Avx2, Isa::Avx512]
-        .into_iter()
-        .filter(|&p| p <= best)
-        .collect()
+    let mut paths = vec![Isa::Scalar];
+    paths.extend(tensor::isa::test_levels(
+        &[Isa::Avx2, Isa::Avx512],
+        "float kernel paths",
+    ));
+    paths
 }
 
 fn nmse(got: &[f32], want: &[f32]) -> f64 {

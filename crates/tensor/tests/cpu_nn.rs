@@ -4,21 +4,24 @@
 
 use half::f16;
 use proptest::prelude::*;
-use tensor::cpu::conv::{Conv1dParams, Conv2dParams};
-use tensor::cpu::interp::InterpMode;
-use tensor::cpu::pool::{Pool2dParams, PoolKind};
-use tensor::cpu::{self, AttnMask, AttnParams, Isa, KvData, RopeConfig, RopeMode};
+use tensor::cpu::{self, Isa};
 use tensor::ops;
+use tensor::ops::attention::{AttnMask, AttnParams, KvData};
+use tensor::ops::conv::{Conv1dParams, Conv2dParams};
+use tensor::ops::interp::InterpMode;
+use tensor::ops::pool::{Pool2dParams, PoolKind};
+use tensor::ops::rope::{RopeConfig, RopeMode};
 use tensor::{DType, HostBytes, Storage, Tensor};
 
 const MAX_NMSE: f64 = 1e-7;
 
 fn paths() -> Vec<Isa> {
-    let best = cpu::features().best_isa();
-    [Isa::Scalar, Isa::Avx2, Isa::Avx512]
-        .into_iter()
-        .filter(|&p| p <= best)
-        .collect()
+    let mut paths = vec![Isa::Scalar];
+    paths.extend(tensor::isa::test_levels(
+        &[Isa::Avx2, Isa::Avx512],
+        "float kernel paths",
+    ));
+    paths
 }
 
 fn nmse(got: &[f32], want: &[f32]) -> f64 {
@@ -415,7 +418,7 @@ proptest! {
             let mut tokens = vec![0f32; oc * oh * ow];
             cpu::with_isa(path, || cpu::conv::conv2d_tokens(&x, [c, h, w], &weight, &p, &mut tokens)).unwrap();
             let mut back = vec![0f32; tokens.len()];
-            cpu::conv::transpose(&tokens, oh * ow, oc, &mut back);
+            cpu::transpose(&tokens, oh * ow, oc, &mut back);
             prop_assert_eq!(&back, &got);
         }
     }
@@ -428,7 +431,7 @@ proptest! {
         seed in any::<u64>(),
     ) {
         let p = Conv1dParams::new(stride, pad);
-        let Some(lo) = cpu::conv::out_len(l, k, stride, pad, 1) else { return Ok(()); };
+        let Some(lo) = ops::conv::out_len(l, k, stride, pad, 1) else { return Ok(()); };
         let x = values(c * l, seed, 1.0);
         let mut wt = values(oc * c * k, seed ^ 3, 1.0);
         let weight = if f16_w {
@@ -458,7 +461,7 @@ fn vit_patch_embedding_shape() {
     assert_eq!(got.shape(), &[6, 8]);
     let want = ops::conv::reference::conv2d(&x, [3, 28, 42], &wt, [8, 14, 14], &p);
     let mut back = vec![0f32; 48];
-    cpu::conv::transpose(got.as_f32().unwrap(), 6, 8, &mut back);
+    cpu::transpose(got.as_f32().unwrap(), 6, 8, &mut back);
     assert_close("patch embedding", &back, &want);
 }
 

@@ -11,8 +11,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use proptest::prelude::*;
-use tensor::cpu::{RopeConfig, RopeMode};
 use tensor::gpu::{self, GpuContext, ops};
+use tensor::ops::rope::{RopeConfig, RopeMode};
 use tensor::ops::{act, elementwise, matmul, norm, rope, softmax};
 use tensor::{DType, Device, Storage, Tensor};
 
@@ -119,7 +119,7 @@ fn parse(name: &str, src: &str) -> naga::Module {
 
 #[test]
 fn every_shader_file_parses_and_validates() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shaders");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("shaders");
     let mut seen = 0;
     for entry in std::fs::read_dir(&dir).unwrap() {
         let path = entry.unwrap().path();

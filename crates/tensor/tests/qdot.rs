@@ -4,8 +4,8 @@
 use proptest::prelude::*;
 use tensor::quant::dequantize;
 use tensor::quant::dot::{
-    Isa, SUPPORTED_TYPES, activation_type, matmul_quant, matmul_quant_acts, matmul_quant_with,
-    quantize_activations, quantize_activations_with, vec_dot_with,
+    Isa, LEVELS, SUPPORTED_TYPES, activation_type, matmul_quant, matmul_quant_acts,
+    matmul_quant_with, quantize_activations, quantize_activations_with, vec_dot_with,
 };
 use tensor::{DType, HostBytes, Storage, Tensor, TensorError};
 
@@ -125,14 +125,8 @@ fn matmul_f64(w: &[f32], x: &[f32], m: usize, n: usize, k: usize) -> Vec<f32> {
 }
 
 fn simd_levels() -> Vec<Isa> {
-    let levels: Vec<Isa> = Isa::available()
-        .into_iter()
-        .filter(|&i| i != Isa::Scalar)
-        .collect();
-    if levels.is_empty() {
-        println!("SKIPPED SIMD comparisons (no AVX2 on this CPU)");
-    }
-    levels
+    // Every level with its own kernels (plain AVX-512 runs the AVX2 ones).
+    tensor::isa::test_levels(&LEVELS[1..], "quantized SIMD comparisons")
 }
 
 #[test]
@@ -384,7 +378,7 @@ proptest! {
         let x = activations(n * k, &mut rng);
         let mut reference = vec![0f32; n * m];
         matmul_quant_with(Isa::Scalar, &w, &x, n, &mut reference).unwrap();
-        for isa in Isa::available() {
+        for isa in std::iter::once(Isa::Scalar).chain(simd_levels()) {
             let mut out = vec![f32::NAN; n * m];
             matmul_quant_with(isa, &w, &x, n, &mut out).unwrap();
             let e = nmse(&out, &reference);

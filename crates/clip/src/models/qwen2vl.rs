@@ -5,7 +5,8 @@
 use std::ops::Range;
 
 use tensor::Tensor;
-use tensor::cpu::{self, RopeConfig, RopeMode};
+use tensor::cpu;
+use tensor::ops::rope::{RopeConfig, RopeMode};
 
 use crate::ClipError;
 use crate::hparams::{EncoderHparams, FfnAct};

@@ -9,85 +9,10 @@
 
 use rayon::prelude::*;
 
+/// Kept at its old path for callers (clip's Gemma 3 projector); the kernel is [`super::transpose`].
+pub use super::transpose::transpose;
+pub use crate::ops::conv::{Conv1dParams, Conv2dParams, out_len};
 use crate::{Result, Tensor, TensorError};
-
-/// Stride, padding and dilation of a 2-D convolution, `[y, x]` order.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Conv2dParams {
-    pub stride: [usize; 2],
-    pub padding: [usize; 2],
-    pub dilation: [usize; 2],
-}
-
-impl Conv2dParams {
-    /// Non-overlapping `p × p` patches (ViT patch embedding): stride `p`, no padding.
-    pub fn patch(p: usize) -> Self {
-        Self {
-            stride: [p, p],
-            padding: [0, 0],
-            dilation: [1, 1],
-        }
-    }
-
-    /// Stride and padding on both axes, no dilation.
-    pub fn new(stride: usize, padding: usize) -> Self {
-        Self {
-            stride: [stride, stride],
-            padding: [padding, padding],
-            dilation: [1, 1],
-        }
-    }
-
-    /// Output `[OH, OW]` for an `h × w` input and a `kh × kw` kernel, `None` when the kernel
-    /// does not fit or a stride/dilation is zero.
-    pub fn out_size(&self, h: usize, w: usize, kh: usize, kw: usize) -> Option<[usize; 2]> {
-        Some([
-            out_len(h, kh, self.stride[0], self.padding[0], self.dilation[0])?,
-            out_len(w, kw, self.stride[1], self.padding[1], self.dilation[1])?,
-        ])
-    }
-}
-
-/// Stride, padding and dilation of a 1-D convolution.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Conv1dParams {
-    pub stride: usize,
-    pub padding: usize,
-    pub dilation: usize,
-}
-
-impl Conv1dParams {
-    pub fn new(stride: usize, padding: usize) -> Self {
-        Self {
-            stride,
-            padding,
-            dilation: 1,
-        }
-    }
-
-    fn as_2d(&self) -> Conv2dParams {
-        Conv2dParams {
-            stride: [1, self.stride],
-            padding: [0, self.padding],
-            dilation: [1, self.dilation],
-        }
-    }
-}
-
-/// One axis of ggml's output size formula.
-pub fn out_len(
-    input: usize,
-    k: usize,
-    stride: usize,
-    pad: usize,
-    dilation: usize,
-) -> Option<usize> {
-    if stride == 0 || dilation == 0 || k == 0 {
-        return None;
-    }
-    let span = dilation * (k - 1) + 1;
-    (input + 2 * pad).checked_sub(span).map(|r| r / stride + 1)
-}
 
 fn mismatch(detail: String) -> TensorError {
     TensorError::ShapeMismatch {
@@ -254,45 +179,9 @@ pub fn conv1d(
     Ok(())
 }
 
-/// `dst[j, i] = src[i, j]` for `src` `[rows, cols]`, in cache-sized tiles.
-pub fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
-    const T: usize = 32;
-    assert!(
-        src.len() == rows * cols && dst.len() == rows * cols,
-        "transpose: lengths"
-    );
-    if rows == 0 || cols == 0 {
-        return;
-    }
-    // Parallel over bands of T destination rows (= source columns).
-    dst.par_chunks_mut(T * rows)
-        .enumerate()
-        .for_each(|(band, out)| {
-            let c0 = band * T;
-            let nc = out.len() / rows;
-            for r0 in (0..rows).step_by(T) {
-                for r in r0..(r0 + T).min(rows) {
-                    for c in 0..nc {
-                        out[c * rows + r] = src[r * cols + c0 + c];
-                    }
-                }
-            }
-        });
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn out_len_matches_ggml() {
-        assert_eq!(out_len(224, 14, 14, 0, 1), Some(16));
-        assert_eq!(out_len(3000, 3, 1, 1, 1), Some(3000));
-        assert_eq!(out_len(3000, 3, 2, 1, 1), Some(1500));
-        assert_eq!(out_len(5, 3, 1, 0, 2), Some(1));
-        assert_eq!(out_len(2, 3, 1, 0, 1), None);
-        assert_eq!(out_len(2, 3, 0, 0, 1), None);
-    }
 
     #[test]
     fn patch_embedding_of_a_tiny_image() {
@@ -305,18 +194,5 @@ mod tests {
         let mut bad = [0f32; 3];
         assert!(conv2d(&x, [1, 2, 4], &w, &Conv2dParams::patch(2), &mut bad).is_err());
         assert!(conv2d(&x, [2, 2, 2], &w, &Conv2dParams::patch(2), &mut out).is_err());
-    }
-
-    #[test]
-    fn transpose_tiles_cover_everything() {
-        let (r, c) = (37, 70);
-        let src: Vec<f32> = (0..r * c).map(|v| v as f32).collect();
-        let mut dst = vec![0.0; r * c];
-        transpose(&src, r, c, &mut dst);
-        for i in 0..r {
-            for j in 0..c {
-                assert_eq!(dst[j * r + i], src[i * c + j]);
-            }
-        }
     }
 }

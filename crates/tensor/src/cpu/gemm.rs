@@ -27,7 +27,7 @@ const PARALLEL_MIN_MACS: usize = 1 << 20;
 /// Register tile `(MR, NR)` of each instruction set.
 fn tile(isa: Isa) -> (usize, usize) {
     match isa {
-        Isa::Avx512 => (MR_AVX512, 32),
+        Isa::Avx512 | Isa::Avx512Vnni => (MR_AVX512, 32),
         _ => (MR_AVX2, 16),
     }
 }

@@ -8,16 +8,7 @@
 
 use rayon::prelude::*;
 
-/// Resampling filter.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum InterpMode {
-    Nearest,
-    Bilinear,
-    /// Bilinear with a triangle filter widened to the downscale factor (PyTorch
-    /// `antialias=True`); equals `Bilinear` when upscaling.
-    BilinearAntialias,
-    Bicubic,
-}
+pub use crate::ops::interp::InterpMode;
 
 /// Scale factor and pixel offset of one axis.
 #[derive(Clone, Copy)]

@@ -10,32 +10,40 @@ use std::sync::OnceLock;
 use super::simd::Simd;
 
 const LOG2_E: f32 = std::f32::consts::LOG2_E;
-/// ln 2 split in two so `x - n*ln2` stays exact for |n| <= 128: the high part is ln 2 cut to
-/// 16 significant bits (0.693145751953125), the low part is the remainder.
-const LN2_HI: f32 = f32::from_bits(0x3f31_7200);
-const LN2_LO: f32 = (std::f64::consts::LN_2 - LN2_HI as f64) as f32;
+/// ln 2 split in two so `x - n*ln2` stays accurate: the high part has few significant bits
+/// (0.693359375 = 355/512), the low part is the remainder.
+const LN2_HI: f32 = 0.693_359_4;
+const LN2_LO: f32 = -2.121_944_4e-4;
 /// Below this exp(x) is under the smallest normal f32 (2^-126): we return 0.
 const EXP_MIN_X: f32 = -87.336_54;
 /// Above this `n` would reach 128; we saturate to exp(EXP_MAX_X) ~ 2.2e38.
 const EXP_MAX_X: f32 = 88.3;
+/// Minimax coefficients of `(e^r - 1 - r) / r^2` on |r| <= ln2/2 (the Cephes `expf` set),
+/// highest degree first.
+const EXP_P: [f32; 6] = [
+    1.987_569_1e-4,
+    1.398_199_9e-3,
+    8.333_452e-3,
+    4.166_579_6e-2,
+    1.666_666_5e-1,
+    0.5,
+];
 
-/// e^x per lane. Range reduction x = n ln2 + r, |r| <= ln2/2, then the degree-7 Taylor
-/// polynomial of e^r (truncation < 6e-9 relative) and an exponent-field 2^n.
+/// e^x per lane. Range reduction x = n ln2 + r, |r| <= ln2/2, then
+/// `e^r = 1 + r + r^2 P(r)` with a degree-5 polynomial and an exponent-field 2^n. The one
+/// vector exp of the crate (activations, softmax and the attention kernels).
 #[inline(always)]
 pub(crate) fn exp<S: Simd>(s: S, x: S::V) -> S::V {
     let xc = s.max(s.min(x, s.splat(EXP_MAX_X)), s.splat(EXP_MIN_X));
     let n = s.round(s.mul(xc, s.splat(LOG2_E)));
     let r = s.fma(n, s.splat(-LN2_HI), xc);
     let r = s.fma(n, s.splat(-LN2_LO), r);
-    let mut p = s.splat(1.0 / 5040.0);
-    p = s.fma(p, r, s.splat(1.0 / 720.0));
-    p = s.fma(p, r, s.splat(1.0 / 120.0));
-    p = s.fma(p, r, s.splat(1.0 / 24.0));
-    p = s.fma(p, r, s.splat(1.0 / 6.0));
-    p = s.fma(p, r, s.splat(0.5));
-    p = s.fma(p, r, s.splat(1.0));
-    p = s.fma(p, r, s.splat(1.0));
-    let y = s.mul(p, s.pow2i(n));
+    let mut p = s.splat(EXP_P[0]);
+    for &c in &EXP_P[1..] {
+        p = s.fma(p, r, s.splat(c));
+    }
+    let y = s.fma(p, s.mul(r, r), s.add(r, s.splat(1.0)));
+    let y = s.mul(y, s.pow2i(n));
     // exp(-inf) and other underflows are exactly 0 (masked softmax entries rely on it).
     s.select_lt(x, s.splat(EXP_MIN_X), s.zero(), y)
 }
@@ -137,7 +145,8 @@ pub(crate) fn one_plus_erf<S: Simd>(s: S, t: &ErfCoefficients, x: S::V) -> S::V 
 #[cfg(all(test, target_arch = "x86_64"))]
 mod tests {
     use super::*;
-    use crate::cpu::simd::{Isa, dispatch, isa};
+    use crate::cpu::simd::{Isa, dispatch};
+    use crate::isa::test_levels;
     use crate::ops::act::erf_f64;
 
     fn apply<S: Simd>(s: S, which: u8, xs: &mut [f32]) {
@@ -184,10 +193,7 @@ mod tests {
 
     #[test]
     fn one_plus_erf_keeps_relative_accuracy_in_the_negative_tail() {
-        for path in [Isa::Avx2, Isa::Avx512] {
-            if path > isa() {
-                continue;
-            }
+        for path in test_levels(&[Isa::Avx2, Isa::Avx512], "vector math") {
             // Down to z = -4 (erfc 1.5e-8), where 1 + erf(z) in f32 would be all rounding.
             let xs = grid(-4.0, 4.0, 80_001);
             let mut ys = xs.clone();
@@ -207,10 +213,7 @@ mod tests {
 
     #[test]
     fn erf_abs_error_below_1e7_on_every_path() {
-        for path in [Isa::Avx2, Isa::Avx512] {
-            if path > isa() {
-                continue;
-            }
+        for path in test_levels(&[Isa::Avx2, Isa::Avx512], "vector math") {
             let xs = grid(-6.0, 6.0, 200_001);
             let mut ys = xs.clone();
             run(path, 1, &mut ys);
@@ -226,10 +229,7 @@ mod tests {
 
     #[test]
     fn exp_rel_error_small_and_underflow_is_zero() {
-        for path in [Isa::Avx2, Isa::Avx512] {
-            if path > isa() {
-                continue;
-            }
+        for path in test_levels(&[Isa::Avx2, Isa::Avx512], "vector math") {
             let xs = grid(-87.0, 88.0, 100_003);
             let mut ys = xs.clone();
             run(path, 0, &mut ys);

@@ -22,14 +22,19 @@ pub use simd::{CpuFeatures, Isa, features, isa, with_isa};
 
 // "cpu-nn" kernels.
 pub mod rope;
-pub use rope::{RopeConfig, RopeMode, rope, rope_2d};
+pub use rope::{rope, rope_2d};
+// The op contracts live in `ops/`; re-exported here for callers that only use kernels.
+pub use crate::ops::attention::{AttnMask, AttnParams, KvData};
+pub use crate::ops::rope::{RopeConfig, RopeMode};
 pub mod attention;
-pub use attention::{AttnMask, AttnParams, KvData, attention};
+pub use attention::attention;
 pub mod concat;
 pub mod conv;
 pub mod interp;
 pub mod pool;
+pub mod transpose;
 pub use concat::concat;
 pub use conv::{Conv1dParams, Conv2dParams, conv1d, conv2d};
 pub use interp::{InterpMode, interpolate_bicubic, interpolate_bilinear};
 pub use pool::{PoolKind, avg_pool2d};
+pub use transpose::transpose;

@@ -7,45 +7,7 @@
 
 use rayon::prelude::*;
 
-/// Average or maximum over the window.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum PoolKind {
-    Avg,
-    Max,
-}
-
-/// Window, stride and padding of a 2-D pool, `[y, x]` order.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Pool2dParams {
-    pub kernel: [usize; 2],
-    pub stride: [usize; 2],
-    pub padding: [usize; 2],
-}
-
-impl Pool2dParams {
-    /// Square `k × k` window, stride `s`, no padding.
-    pub fn new(k: usize, s: usize) -> Self {
-        Self {
-            kernel: [k, k],
-            stride: [s, s],
-            padding: [0, 0],
-        }
-    }
-
-    /// Output `[OH, OW]` for an `h × w` input, `None` if the window does not fit.
-    pub fn out_size(&self, h: usize, w: usize) -> Option<[usize; 2]> {
-        let axis = |n: usize, k: usize, s: usize, p: usize| {
-            if s == 0 || k == 0 {
-                return None;
-            }
-            (n + 2 * p).checked_sub(k).map(|r| r / s + 1)
-        };
-        Some([
-            axis(h, self.kernel[0], self.stride[0], self.padding[0])?,
-            axis(w, self.kernel[1], self.stride[1], self.padding[1])?,
-        ])
-    }
-}
+pub use crate::ops::pool::{Pool2dParams, PoolKind};
 
 /// The cells of a window of `k` starting at `start` that lie inside `0..n`.
 fn inside(start: isize, k: usize, n: usize) -> std::ops::Range<usize> {

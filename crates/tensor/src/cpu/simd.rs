@@ -1,5 +1,5 @@
-//! CPU feature detection (once per process) and the small SIMD vocabulary the kernels are
-//! written in.
+//! The small SIMD vocabulary the float kernels are written in, and the per-thread cap on the
+//! detected [`Isa`] (`crate::isa`).
 //!
 //! Kernels are generic over [`Simd`] and compiled twice through [`dispatch!`]: once inside an
 //! AVX-512 `#[target_feature]` function, once inside an AVX2+FMA one. Every `Simd` method is
@@ -9,69 +9,8 @@
 #![allow(unsafe_code)]
 
 use std::cell::Cell;
-use std::sync::OnceLock;
 
-/// The x86 features the kernels care about, detected once.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct CpuFeatures {
-    pub avx512f: bool,
-    pub avx512bw: bool,
-    pub avx512vl: bool,
-    pub avx512vnni: bool,
-    pub avx512bf16: bool,
-    pub avx2: bool,
-    pub fma: bool,
-    pub f16c: bool,
-}
-
-impl CpuFeatures {
-    fn detect() -> Self {
-        #[cfg(target_arch = "x86_64")]
-        {
-            Self {
-                avx512f: is_x86_feature_detected!("avx512f"),
-                avx512bw: is_x86_feature_detected!("avx512bw"),
-                avx512vl: is_x86_feature_detected!("avx512vl"),
-                avx512vnni: is_x86_feature_detected!("avx512vnni"),
-                avx512bf16: is_x86_feature_detected!("avx512bf16"),
-                avx2: is_x86_feature_detected!("avx2"),
-                fma: is_x86_feature_detected!("fma"),
-                f16c: is_x86_feature_detected!("f16c"),
-            }
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        Self::default()
-    }
-
-    /// The widest instruction set the float kernels can use here.
-    pub fn best_isa(&self) -> Isa {
-        let avx2 = self.avx2 && self.fma && self.f16c;
-        if avx2 && self.avx512f && self.avx512bw && self.avx512vl {
-            Isa::Avx512
-        } else if avx2 {
-            Isa::Avx2
-        } else {
-            Isa::Scalar
-        }
-    }
-}
-
-/// The CPU features of this machine, detected on first use.
-pub fn features() -> &'static CpuFeatures {
-    static FEATURES: OnceLock<CpuFeatures> = OnceLock::new();
-    FEATURES.get_or_init(CpuFeatures::detect)
-}
-
-/// Which code path a float kernel runs. Ordered: a request is capped at what the CPU has.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Isa {
-    /// The scalar reference from `ops/`.
-    Scalar,
-    /// 8-lane AVX2 + FMA + F16C.
-    Avx2,
-    /// 16-lane AVX-512 (F, BW, VL).
-    Avx512,
-}
+pub use crate::isa::{CpuFeatures, Isa, features};
 
 thread_local! {
     static ISA_CAP: Cell<Option<Isa>> = const { Cell::new(None) };
@@ -118,9 +57,9 @@ macro_rules! dispatch {
         match $isa {
             // SAFETY: the CPU has the features these wrappers enable (see `features()`).
             #[cfg(target_arch = "x86_64")]
-            $crate::cpu::simd::Isa::Avx512 => unsafe { on_avx512($($arg),*) },
+            $crate::isa::Isa::Avx512 | $crate::isa::Isa::Avx512Vnni => unsafe { on_avx512($($arg),*) },
             #[cfg(target_arch = "x86_64")]
-            $crate::cpu::simd::Isa::Avx2 => unsafe { on_avx2($($arg),*) },
+            $crate::isa::Isa::Avx2 => unsafe { on_avx2($($arg),*) },
             _ => $fallback($($arg),*),
         }
     }};
@@ -174,6 +113,18 @@ pub(crate) trait Simd: Copy + Send + Sync {
     fn table8(self, table: &[f32; 8], idx: Self::V) -> Self::V;
     fn reduce_sum(self, a: Self::V) -> f32;
     fn reduce_max(self, a: Self::V) -> f32;
+
+    /// A lane mask: the first `n <= LANES` lanes.
+    type M: Copy;
+    fn first_lanes(self, n: usize) -> Self::M;
+    /// The lanes of `m` from `p`, zero elsewhere (only those lanes are read).
+    /// # Safety
+    /// `p` must be valid for reading the lanes of `m`.
+    unsafe fn load_masked(self, m: Self::M, p: *const f32) -> Self::V;
+    /// Stores the lanes of `m` to `p` (only those lanes are written).
+    /// # Safety
+    /// `p` must be valid for writing the lanes of `m`.
+    unsafe fn store_masked(self, m: Self::M, p: *mut f32, v: Self::V);
 
     /// Loads `src.len() < LANES` values, the other lanes zero.
     #[inline(always)]
@@ -333,6 +284,24 @@ mod x86 {
         fn reduce_max(self, a: __m512) -> f32 {
             unsafe { _mm512_reduce_max_ps(a) }
         }
+
+        type M = __mmask16;
+        #[inline(always)]
+        fn first_lanes(self, n: usize) -> __mmask16 {
+            if n >= 16 {
+                0xffff
+            } else {
+                ((1u32 << n) - 1) as __mmask16
+            }
+        }
+        #[inline(always)]
+        unsafe fn load_masked(self, m: __mmask16, p: *const f32) -> __m512 {
+            unsafe { _mm512_maskz_loadu_ps(m, p) }
+        }
+        #[inline(always)]
+        unsafe fn store_masked(self, m: __mmask16, p: *mut f32, v: __m512) {
+            unsafe { _mm512_mask_storeu_ps(p, m, v) }
+        }
     }
 
     /// Token for AVX2 + FMA + F16C.
@@ -474,6 +443,26 @@ mod x86 {
                 _mm_cvtss_f32(s)
             }
         }
+
+        type M = __m256i;
+        #[inline(always)]
+        fn first_lanes(self, n: usize) -> __m256i {
+            let n = n.min(8) as i32;
+            unsafe {
+                _mm256_cmpgt_epi32(
+                    _mm256_set1_epi32(n),
+                    _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+                )
+            }
+        }
+        #[inline(always)]
+        unsafe fn load_masked(self, m: __m256i, p: *const f32) -> __m256 {
+            unsafe { _mm256_maskload_ps(p, m) }
+        }
+        #[inline(always)]
+        unsafe fn store_masked(self, m: __m256i, p: *mut f32, v: __m256) {
+            unsafe { _mm256_maskstore_ps(p, m, v) }
+        }
     }
 }
 
@@ -481,12 +470,47 @@ mod x86 {
 mod tests {
     use super::*;
 
+    fn masked_round_trip<S: Simd>(s: S, n: usize) -> Vec<f32> {
+        let src: Vec<f32> = (0..S::LANES).map(|i| i as f32 + 1.0).collect();
+        let mut dst = vec![-1.0f32; S::LANES];
+        let m = s.first_lanes(n);
+        // SAFETY: both buffers hold LANES values.
+        unsafe {
+            let v = s.load_masked(m, src.as_ptr());
+            s.store_masked(m, dst.as_mut_ptr(), s.add(v, v));
+            let z = s.load_masked(m, src.as_ptr());
+            dst.push(s.reduce_sum(z));
+        }
+        dst
+    }
+
+    fn masked_scalar(_n: usize) -> Vec<f32> {
+        Vec::new()
+    }
+
+    #[test]
+    fn masked_loads_and_stores_touch_only_their_lanes() {
+        for level in crate::isa::test_levels(&[Isa::Avx2, Isa::Avx512], "masked lanes") {
+            let lanes = if level >= Isa::Avx512 { 16 } else { 8 };
+            for n in 0..=lanes {
+                let got =
+                    dispatch!(level, masked_round_trip, masked_scalar, (n: usize) -> Vec<f32>);
+                let mut want: Vec<f32> = (0..lanes)
+                    .map(|i| if i < n { 2.0 * (i as f32 + 1.0) } else { -1.0 })
+                    .collect();
+                want.push((1..=n).map(|i| i as f32).sum());
+                assert_eq!(got, want, "{level:?} n={n}");
+            }
+        }
+    }
+
     #[test]
     fn isa_cap_is_scoped_and_never_above_the_cpu() {
         let best = features().best_isa();
         assert_eq!(isa(), best);
         with_isa(Isa::Scalar, || assert_eq!(isa(), Isa::Scalar));
-        with_isa(Isa::Avx512, || assert_eq!(isa(), best));
+        with_isa(Isa::Avx512Vnni, || assert_eq!(isa(), best));
+        with_isa(Isa::Avx512, || assert_eq!(isa(), best.min(Isa::Avx512)));
         assert_eq!(isa(), best);
     }
 }

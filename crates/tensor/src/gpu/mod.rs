@@ -1,4 +1,4 @@
-//! The wgpu backend (Vulkan only) and its WGSL kernels (`shaders/` at the workspace root).
+//! The wgpu backend (Vulkan only) and its WGSL kernels (`crates/tensor/shaders/`, embedded with `include_str!`).
 //!
 //! - [`GpuContext`]: adapter choice (a software adapter only with `MTMD_GPU_ALLOW_CPU_ADAPTER=1`),
 //!   device, buffer pool, pipeline cache keyed per op variant, uploads and downloads.

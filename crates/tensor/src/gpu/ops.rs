@@ -7,7 +7,7 @@
 
 use super::kernels::{self, RopeShape};
 use super::{GpuBuffer, GpuContext, whole_buffer_check};
-use crate::cpu::rope::{RopeConfig, RopeMode, fill_cache, token_pos};
+use crate::ops::rope::{RopeConfig, RopeMode, fill_cache, token_pos};
 use crate::storage::Storage;
 use crate::{DType, Result, Tensor, TensorError};
 

@@ -9,19 +9,16 @@ use std::borrow::Cow;
 use crate::{Result, TensorError};
 
 /// Helpers shared by every kernel (`shaders/common.wgsl`).
-pub const PRELUDE: &str = include_str!("../../../../shaders/common.wgsl");
+pub const PRELUDE: &str = include_str!("../../shaders/common.wgsl");
 
 /// Every op-family shader: (name, source without the prelude). The name is the file stem.
 pub const SHADERS: &[(&str, &str)] = &[
-    ("matmul", include_str!("../../../../shaders/matmul.wgsl")),
-    ("binary", include_str!("../../../../shaders/binary.wgsl")),
-    ("unary", include_str!("../../../../shaders/unary.wgsl")),
-    (
-        "rms_norm",
-        include_str!("../../../../shaders/rms_norm.wgsl"),
-    ),
-    ("softmax", include_str!("../../../../shaders/softmax.wgsl")),
-    ("rope", include_str!("../../../../shaders/rope.wgsl")),
+    ("matmul", include_str!("../../shaders/matmul.wgsl")),
+    ("binary", include_str!("../../shaders/binary.wgsl")),
+    ("unary", include_str!("../../shaders/unary.wgsl")),
+    ("rms_norm", include_str!("../../shaders/rms_norm.wgsl")),
+    ("softmax", include_str!("../../shaders/softmax.wgsl")),
+    ("rope", include_str!("../../shaders/rope.wgsl")),
 ];
 
 /// The full module text of shader `name` (prelude + file), or `None` for an unknown name.

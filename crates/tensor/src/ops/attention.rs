@@ -5,8 +5,168 @@
 //! `s_j = -inf` where [`AttnMask::visible`] is false; `out_ih = Σ_j softmax(s)_j · v_jg`,
 //! and 0 when no key is visible.
 
-use crate::cpu::attention::{AttnMask, AttnParams, KvData};
 use crate::{DType, Result, Tensor, TensorError};
+
+// ---------------------------------------------------------------- contract
+
+/// K or V rows, `[n_kv, n_kv_head, head_dim]`.
+#[derive(Clone, Copy, Debug)]
+pub enum KvData<'a> {
+    F32(&'a [f32]),
+    F16(&'a [half::f16]),
+}
+
+impl KvData<'_> {
+    pub fn len(&self) -> usize {
+        match self {
+            KvData::F32(x) => x.len(),
+            KvData::F16(x) => x.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Which keys each query sees, from token positions (llama.cpp's KV-cache mask rules).
+///
+/// Key `j` is visible to query `i` iff
+/// `(!causal || k_pos[j] <= q_pos[i]) && (window.is_none() || q_pos[i] - k_pos[j] < window)`,
+/// or both carry the same non-zero group id (bidirectional spans such as Gemma 3 images).
+#[derive(Clone, Copy, Debug)]
+pub struct AttnMask<'a> {
+    pub q_pos: &'a [i32],
+    pub k_pos: &'a [i32],
+    pub causal: bool,
+    /// Sliding window (llama.cpp's standard SWA): visible iff `q_pos - k_pos < window`.
+    pub window: Option<usize>,
+    pub q_group: Option<&'a [u32]>,
+    pub k_group: Option<&'a [u32]>,
+}
+
+impl<'a> AttnMask<'a> {
+    /// Every key visible to every query (encoders).
+    pub fn full(q_pos: &'a [i32], k_pos: &'a [i32]) -> Self {
+        Self {
+            q_pos,
+            k_pos,
+            causal: false,
+            window: None,
+            q_group: None,
+            k_group: None,
+        }
+    }
+
+    /// Causal by position (decoders).
+    pub fn causal(q_pos: &'a [i32], k_pos: &'a [i32]) -> Self {
+        Self {
+            causal: true,
+            ..Self::full(q_pos, k_pos)
+        }
+    }
+
+    pub fn n_q(&self) -> usize {
+        self.q_pos.len()
+    }
+
+    pub fn n_kv(&self) -> usize {
+        self.k_pos.len()
+    }
+
+    /// Whether query `i` sees key `j`.
+    #[inline]
+    pub fn visible(&self, i: usize, j: usize) -> bool {
+        let (lo, hi) = self.position_range(i);
+        let kp = self.k_pos[j] as i64;
+        (lo <= kp && kp <= hi)
+            || self
+                .group_of(i)
+                .is_some_and(|g| self.k_group.is_some_and(|kg| kg[j] == g))
+    }
+
+    /// The key positions `lo..=hi` query `i` sees by position alone (causality and window).
+    pub(crate) fn position_range(&self, i: usize) -> (i64, i64) {
+        let qp = self.q_pos[i] as i64;
+        let hi = if self.causal { qp } else { i64::MAX };
+        // q - k < window  <=>  k >= q - window + 1
+        let lo = self.window.map_or(i64::MIN, |w| qp - w as i64 + 1);
+        (lo, hi)
+    }
+
+    /// Query `i`'s bidirectional group, if it has one (and keys carry groups at all).
+    pub(crate) fn group_of(&self, i: usize) -> Option<u32> {
+        let g = self.q_group?[i];
+        (g != 0 && self.k_group.is_some()).then_some(g)
+    }
+
+    /// Writes the additive mask of query `i` against keys `j0..j0 + nk` into `bias[..nk]`
+    /// (0 visible, -inf hidden; the rest of `bias` hidden); returns whether any is visible.
+    pub(crate) fn fill_bias(&self, i: usize, j0: usize, nk: usize, bias: &mut [f32]) -> bool {
+        let k_pos = &self.k_pos[j0..j0 + nk];
+        let (lo, hi) = self.position_range(i);
+        let group = self.group_of(i);
+        bias[nk..].fill(f32::NEG_INFINITY);
+        let (kmin, kmax) = k_pos.iter().fold((i64::MAX, i64::MIN), |(a, b), &p| {
+            (a.min(p as i64), b.max(p as i64))
+        });
+        if lo <= kmin && kmax <= hi {
+            bias[..nk].fill(0.0);
+            return nk > 0;
+        }
+        if group.is_none() && (kmax < lo || kmin > hi) {
+            bias[..nk].fill(f32::NEG_INFINITY);
+            return false;
+        }
+        let k_group = self.k_group.map(|g| &g[j0..j0 + nk]);
+        let mut any = false;
+        for (jj, (b, &kp)) in bias[..nk].iter_mut().zip(k_pos).enumerate() {
+            let kp = kp as i64;
+            let vis = (lo <= kp && kp <= hi)
+                || group.is_some_and(|g| k_group.is_some_and(|kg| kg[jj] == g));
+            *b = if vis { 0.0 } else { f32::NEG_INFINITY };
+            any |= vis;
+        }
+        any
+    }
+
+    /// Panics with a clear message on slices that disagree (caller bugs).
+    pub(crate) fn check(&self) {
+        if let Some(g) = self.q_group {
+            assert_eq!(g.len(), self.n_q(), "attention: q_group length");
+        }
+        if let Some(g) = self.k_group {
+            assert_eq!(g.len(), self.n_kv(), "attention: k_group length");
+        }
+    }
+}
+
+/// Head geometry and score transform.
+#[derive(Clone, Copy, Debug)]
+pub struct AttnParams {
+    pub n_head: usize,
+    pub n_kv_head: usize,
+    pub head_dim: usize,
+    /// Multiplies `q·k` (usually `1/sqrt(head_dim)`).
+    pub scale: f32,
+    /// Soft cap `c`: scores become `c · tanh(scale · q·k / c)` (Gemma 2).
+    pub softcap: Option<f32>,
+}
+
+impl AttnParams {
+    /// Plain multi-head attention with `1/sqrt(head_dim)` scaling.
+    pub fn mha(n_head: usize, head_dim: usize) -> Self {
+        Self {
+            n_head,
+            n_kv_head: n_head,
+            head_dim,
+            scale: 1.0 / (head_dim as f32).sqrt(),
+            softcap: None,
+        }
+    }
+}
+
+// ---------------------------------------------------------------- op and reference
 
 fn mismatch(detail: String) -> TensorError {
     TensorError::ShapeMismatch {
@@ -165,6 +325,10 @@ pub fn reference(q: &[f32], k: &[f32], v: &[f32], mask: &AttnMask, p: &AttnParam
 mod tests {
     use super::*;
 
+    fn pos(n: usize) -> Vec<i32> {
+        (0..n as i32).collect()
+    }
+
     #[test]
     fn kernel_visibility_matches_contract_formula() {
         let q_pos = [0, 3, 7, 7, 12, -2];
@@ -231,5 +395,58 @@ mod tests {
         }
         let bad = Tensor::from_f32(&[n_q, nh, d + 1], &f(n_q * nh * (d + 1), 1.0)).unwrap();
         assert!(attention(&bad, &mk(&kd), &mk(&vd), &mask, &p).is_err());
+    }
+
+    fn visible_matrix(m: &AttnMask) -> Vec<Vec<bool>> {
+        (0..m.n_q())
+            .map(|i| (0..m.n_kv()).map(|j| m.visible(i, j)).collect())
+            .collect()
+    }
+
+    #[test]
+    fn causal_mask_is_lower_triangular_by_position() {
+        let p = pos(4);
+        let m = visible_matrix(&AttnMask::causal(&p, &p));
+        for i in 0..4 {
+            for j in 0..4 {
+                assert_eq!(m[i][j], j <= i, "({i},{j})");
+            }
+        }
+    }
+
+    #[test]
+    fn window_keeps_keys_closer_than_window() {
+        let p = pos(6);
+        let mask = AttnMask {
+            window: Some(2),
+            ..AttnMask::causal(&p, &p)
+        };
+        let m = visible_matrix(&mask);
+        for i in 0..6 {
+            for j in 0..6 {
+                assert_eq!(m[i][j], j <= i && i - j < 2, "({i},{j})");
+            }
+        }
+        // Without causality the window only limits the past.
+        let mask = AttnMask {
+            window: Some(2),
+            ..AttnMask::full(&p, &p)
+        };
+        assert!(mask.visible(0, 5) && !mask.visible(5, 3) && mask.visible(5, 4));
+    }
+
+    #[test]
+    fn groups_open_bidirectional_spans() {
+        let p = pos(5);
+        let g = [0, 1, 1, 1, 0];
+        let mask = AttnMask {
+            q_group: Some(&g),
+            k_group: Some(&g),
+            ..AttnMask::causal(&p, &p)
+        };
+        assert!(mask.visible(1, 3), "image token sees a later image token");
+        assert!(!mask.visible(0, 1), "text before the image stays causal");
+        assert!(mask.visible(4, 3) && !mask.visible(3, 4));
+        assert!(!mask.visible(0, 4), "group 0 means no group");
     }
 }

@@ -5,8 +5,89 @@
 //! with out-of-range input reading 0; output `[out_c, OH, OW]`, sizes from
 //! [`Conv2dParams::out_size`]. 1-D is the same with `H = kh = 1`.
 
-use crate::cpu::conv::{Conv1dParams, Conv2dParams};
 use crate::{Result, Tensor, TensorError};
+
+// ---------------------------------------------------------------- contract
+
+/// Stride, padding and dilation of a 2-D convolution, `[y, x]` order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conv2dParams {
+    pub stride: [usize; 2],
+    pub padding: [usize; 2],
+    pub dilation: [usize; 2],
+}
+
+impl Conv2dParams {
+    /// Non-overlapping `p × p` patches (ViT patch embedding): stride `p`, no padding.
+    pub fn patch(p: usize) -> Self {
+        Self {
+            stride: [p, p],
+            padding: [0, 0],
+            dilation: [1, 1],
+        }
+    }
+
+    /// Stride and padding on both axes, no dilation.
+    pub fn new(stride: usize, padding: usize) -> Self {
+        Self {
+            stride: [stride, stride],
+            padding: [padding, padding],
+            dilation: [1, 1],
+        }
+    }
+
+    /// Output `[OH, OW]` for an `h × w` input and a `kh × kw` kernel, `None` when the kernel
+    /// does not fit or a stride/dilation is zero.
+    pub fn out_size(&self, h: usize, w: usize, kh: usize, kw: usize) -> Option<[usize; 2]> {
+        Some([
+            out_len(h, kh, self.stride[0], self.padding[0], self.dilation[0])?,
+            out_len(w, kw, self.stride[1], self.padding[1], self.dilation[1])?,
+        ])
+    }
+}
+
+/// Stride, padding and dilation of a 1-D convolution.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conv1dParams {
+    pub stride: usize,
+    pub padding: usize,
+    pub dilation: usize,
+}
+
+impl Conv1dParams {
+    pub fn new(stride: usize, padding: usize) -> Self {
+        Self {
+            stride,
+            padding,
+            dilation: 1,
+        }
+    }
+
+    pub(crate) fn as_2d(&self) -> Conv2dParams {
+        Conv2dParams {
+            stride: [1, self.stride],
+            padding: [0, self.padding],
+            dilation: [1, self.dilation],
+        }
+    }
+}
+
+/// One axis of ggml's output size formula.
+pub fn out_len(
+    input: usize,
+    k: usize,
+    stride: usize,
+    pad: usize,
+    dilation: usize,
+) -> Option<usize> {
+    if stride == 0 || dilation == 0 || k == 0 {
+        return None;
+    }
+    let span = dilation * (k - 1) + 1;
+    (input + 2 * pad).checked_sub(span).map(|r| r / stride + 1)
+}
+
+// ---------------------------------------------------------------- op and reference
 
 fn input_dims<const N: usize>(x: &Tensor, what: &str) -> Result<[usize; N]> {
     x.shape()
@@ -46,7 +127,7 @@ pub fn conv1d(x: &Tensor, weight: &Tensor, p: &Conv1dParams) -> Result<Tensor> {
             detail: format!("weight must be [out_c, in_c, k], got {:?}", weight.shape()),
         });
     };
-    let lo = crate::cpu::conv::out_len(l, k, p.stride, p.padding, p.dilation).ok_or_else(|| {
+    let lo = out_len(l, k, p.stride, p.padding, p.dilation).ok_or_else(|| {
         TensorError::ShapeMismatch {
             op: "conv1d",
             detail: format!("kernel {k} with {p:?} does not fit length {l}"),
@@ -76,7 +157,7 @@ fn out_hw([_, h, w]: [usize; 3], weight: &Tensor, p: &Conv2dParams) -> Result<[u
 
 /// Scalar references: plain loops every backend is tested against.
 pub mod reference {
-    use crate::cpu::conv::{Conv1dParams, Conv2dParams};
+    use super::{Conv1dParams, Conv2dParams};
 
     /// Scalar reference: the direct sum, `w` as f32 `[out_c, in_c, kh, kw]`; returns
     /// `[out_c, OH, OW]`.
@@ -155,5 +236,15 @@ mod tests {
                 assert!((a - b).abs() < 1e-5, "{a} vs {b}");
             }
         }
+    }
+
+    #[test]
+    fn out_len_matches_ggml() {
+        assert_eq!(out_len(224, 14, 14, 0, 1), Some(16));
+        assert_eq!(out_len(3000, 3, 1, 1, 1), Some(3000));
+        assert_eq!(out_len(3000, 3, 2, 1, 1), Some(1500));
+        assert_eq!(out_len(5, 3, 1, 0, 2), Some(1));
+        assert_eq!(out_len(2, 3, 1, 0, 1), None);
+        assert_eq!(out_len(2, 3, 0, 0, 1), None);
     }
 }

@@ -1,12 +1,24 @@
 //! Resizing a `[C, H, W]` tensor (ggml `interpolate` / `upscale`).
 //!
-//! Contract: see [`crate::cpu::interp`]; `sf = out / in` per axis, source coordinate
-//! `(i + 0.5) / sf - 0.5` (offset 0 and `sf = (out-1)/(in-1)` with `align_corners`), border
-//! clamping, bicubic `a = -0.75`, antialiased bilinear = triangle filter of support
+//! Contract (ggml `interpolate`): per axis `sf = out / in` (f32). Nearest reads source index
+//! `floor(i / sf)`. The interpolating filters sample source coordinate
+//! `(i + 0.5) / sf - 0.5` (offset 0 and `sf = (out-1)/(in-1)` with `align_corners` when both
+//! sizes exceed 1), clamp source indices to the border; bicubic is Keys' cubic convolution
+//! with `a = -0.75` over taps -1..=2; antialiased bilinear is a triangle filter of support
 //! `max(1, 1/sf)` normalised by its total weight.
 
-use crate::cpu::interp::{InterpMode, bicubic_weights};
 use crate::{Result, Tensor, TensorError};
+
+/// Resampling filter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InterpMode {
+    Nearest,
+    Bilinear,
+    /// Bilinear with a triangle filter widened to the downscale factor (PyTorch
+    /// `antialias=True`); equals `Bilinear` when upscaling.
+    BilinearAntialias,
+    Bicubic,
+}
 
 /// Resizes `x` (`[C, H, W]`, any float dtype) to `[C, oh, ow]` f32.
 pub fn interpolate(
@@ -37,6 +49,23 @@ pub fn interpolate(
         &mut out,
     );
     Tensor::from_f32(&[c, oh, ow], &out)
+}
+
+/// Keys' cubic convolution kernel with `a = -0.75` at distance `t` from a tap, written from
+/// its definition (the kernel module evaluates the same polynomials in another form):
+/// `(a+2)|t|^3 - (a+3)|t|^2 + 1` for `|t| <= 1`, `a|t|^3 - 5a|t|^2 + 8a|t| - 4a` for
+/// `1 < |t| < 2`, else 0.
+fn keys_cubic(t: f32) -> f32 {
+    const A: f32 = -0.75;
+    let x = t.abs();
+    let (x2, x3) = (x * x, x * x * x);
+    if x <= 1.0 {
+        (A + 2.0) * x3 - (A + 3.0) * x2 + 1.0
+    } else if x < 2.0 {
+        A * x3 - 5.0 * A * x2 + 8.0 * A * x - 4.0 * A
+    } else {
+        0.0
+    }
 }
 
 /// Scalar reference: every output pixel straight from the formulas.
@@ -89,7 +118,9 @@ pub fn reference(
                         let y = (i1 as f32 + off) / sf_y - off;
                         let xx = (i0 as f32 + off) / sf_x - off;
                         let (y0, x0) = (y.floor(), xx.floor());
-                        let (wy, wx) = (bicubic_weights(y - y0), bicubic_weights(xx - x0));
+                        let tap_weights =
+                            |frac: f32| [-1.0, 0.0, 1.0, 2.0].map(|t| keys_cubic(frac - t));
+                        let (wy, wx) = (tap_weights(y - y0), tap_weights(xx - x0));
                         let mut v = 0.0;
                         for (ky, wyk) in wy.iter().enumerate() {
                             let mut r = 0.0;

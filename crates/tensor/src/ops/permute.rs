@@ -66,6 +66,19 @@ pub fn transpose(x: &Tensor, a: usize, b: usize) -> Result<Tensor> {
     permute(x, &perm)
 }
 
+/// Scalar reference of the 2-D transpose of a row-major `[rows, cols]` slice (`perm = [1, 0]`):
+/// `out[j * rows + i] = src[i * cols + j]`.
+pub fn reference_2d(src: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    assert_eq!(src.len(), rows * cols, "transpose: length");
+    let mut out = vec![0f32; src.len()];
+    for i in 0..rows {
+        for j in 0..cols {
+            out[j * rows + i] = src[i * cols + j];
+        }
+    }
+    out
+}
+
 /// The reference: the view and the generic element gather.
 pub fn reference(x: &Tensor, perm: &[usize]) -> Result<Tensor> {
     x.permute(perm)?.contiguous()

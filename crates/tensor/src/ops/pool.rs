@@ -4,8 +4,51 @@
 //! `in[c, y·sy - py + ky, x·sx - px + kx]` that are inside the input; the 2-D average divides
 //! the sum by the full `kh·kw`. ggml `pool_1d`'s average divides by the cells inside.
 
-use crate::cpu::pool::{Pool2dParams, PoolKind};
 use crate::{Result, Tensor, TensorError};
+
+// ---------------------------------------------------------------- contract
+
+/// Average or maximum over the window.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PoolKind {
+    Avg,
+    Max,
+}
+
+/// Window, stride and padding of a 2-D pool, `[y, x]` order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pool2dParams {
+    pub kernel: [usize; 2],
+    pub stride: [usize; 2],
+    pub padding: [usize; 2],
+}
+
+impl Pool2dParams {
+    /// Square `k × k` window, stride `s`, no padding.
+    pub fn new(k: usize, s: usize) -> Self {
+        Self {
+            kernel: [k, k],
+            stride: [s, s],
+            padding: [0, 0],
+        }
+    }
+
+    /// Output `[OH, OW]` for an `h × w` input, `None` if the window does not fit.
+    pub fn out_size(&self, h: usize, w: usize) -> Option<[usize; 2]> {
+        let axis = |n: usize, k: usize, s: usize, p: usize| {
+            if s == 0 || k == 0 {
+                return None;
+            }
+            (n + 2 * p).checked_sub(k).map(|r| r / s + 1)
+        };
+        Some([
+            axis(h, self.kernel[0], self.stride[0], self.padding[0])?,
+            axis(w, self.kernel[1], self.stride[1], self.padding[1])?,
+        ])
+    }
+}
+
+// ---------------------------------------------------------------- op and reference
 
 fn bad(detail: String) -> TensorError {
     TensorError::ShapeMismatch { op: "pool", detail }
@@ -52,7 +95,7 @@ pub fn pool1d(x: &Tensor, kind: PoolKind, k: usize, s: usize, pad: usize) -> Res
 
 /// Scalar references: plain loops every backend is tested against.
 pub mod reference {
-    use crate::cpu::pool::{Pool2dParams, PoolKind};
+    use super::{Pool2dParams, PoolKind};
 
     /// Scalar reference of [`super::pool2d`] on slices.
     pub fn pool2d(kind: PoolKind, x: &[f32], [c, h, w]: [usize; 3], p: &Pool2dParams) -> Vec<f32> {

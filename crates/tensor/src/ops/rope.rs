@@ -5,8 +5,234 @@
 //! `theta_{i+1} = theta_i * base^(-2/n_dims)` in f32; `cos`/`sin` are scaled by `attn_factor`.
 //! See [`RopeMode`] for which dimensions pair up and which component `p` is.
 
-use crate::cpu::rope::{RopeConfig, RopeMode};
 use crate::{Result, Tensor, TensorError};
+
+// ---------------------------------------------------------------- contract
+
+/// Which dimensions rotate together and which position component drives each pair.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RopeMode {
+    /// ggml mode 0: pairs `(2i, 2i+1)` for `2i < n_dims`.
+    Normal,
+    /// ggml mode 2 (GPT-NeoX): pairs `(i, i + n_dims/2)`.
+    Neox,
+    /// ggml mode 8 (Qwen2-VL text M-RoPE): NeoX pairs; pair `i` falls in section
+    /// `i % sum(sections)`, whose order is t, h, w, e.
+    MultiSection { sections: [usize; 4] },
+    /// ggml mode 24 (Qwen2-VL / 2.5-VL vision encoder): `n_dims == head_dim / 2`, pairs
+    /// `(i, i + n_dims)` over the whole head; each section restarts its angle sequence.
+    Vision { sections: [usize; 4] },
+    /// ggml mode 40 (Qwen3-VL interleaved M-RoPE): NeoX pairs; sections interleave t, h, w.
+    Imrope { sections: [usize; 4] },
+}
+
+impl RopeMode {
+    /// The integer ggml stores in `op_params` for this mode.
+    pub fn ggml_mode(&self) -> i32 {
+        match self {
+            RopeMode::Normal => 0,
+            RopeMode::Neox => 2,
+            RopeMode::MultiSection { .. } => 8,
+            RopeMode::Vision { .. } => 24,
+            RopeMode::Imrope { .. } => 40,
+        }
+    }
+
+    /// The mode for a ggml integer mode, or `None` for modes we do not know.
+    pub fn from_ggml(mode: i32, sections: [usize; 4]) -> Option<Self> {
+        Some(match mode {
+            0 => RopeMode::Normal,
+            2 => RopeMode::Neox,
+            8 => RopeMode::MultiSection { sections },
+            24 => RopeMode::Vision { sections },
+            40 => RopeMode::Imrope { sections },
+            _ => return None,
+        })
+    }
+
+    /// Sectioned modes take four position components per token.
+    pub fn positions_per_token(&self) -> usize {
+        match self {
+            RopeMode::Normal | RopeMode::Neox => 1,
+            _ => 4,
+        }
+    }
+
+    pub(crate) fn sections(&self) -> Option<[usize; 4]> {
+        match *self {
+            RopeMode::MultiSection { sections }
+            | RopeMode::Vision { sections }
+            | RopeMode::Imrope { sections } => Some(sections),
+            RopeMode::Normal | RopeMode::Neox => None,
+        }
+    }
+}
+
+/// Parameters of one rope application (what ggml_rope_ext / ggml_rope_multi take).
+#[derive(Clone, Debug)]
+pub struct RopeConfig {
+    pub mode: RopeMode,
+    /// Rotated dimensions per head; dimensions past it pass through (except in `Vision` mode,
+    /// where `n_dims == head_dim / 2` and the whole head rotates).
+    pub n_dims: usize,
+    pub freq_base: f32,
+    pub freq_scale: f32,
+    /// Per-pair divisors of the angle (e.g. Llama 3 long-context factors), at least `n_dims/2`.
+    pub freq_factors: Option<Vec<f32>>,
+    /// Multiplies `cos` and `sin` (ggml's `attn_factor`, YaRN's `mscale`).
+    pub attn_factor: f32,
+}
+
+impl RopeConfig {
+    /// A plain rope: no frequency scaling, no factors.
+    pub fn new(mode: RopeMode, n_dims: usize, freq_base: f32) -> Self {
+        Self {
+            mode,
+            n_dims,
+            freq_base,
+            freq_scale: 1.0,
+            freq_factors: None,
+            attn_factor: 1.0,
+        }
+    }
+
+    /// Number of (cos, sin) pairs a head needs, i.e. how many pairs rotate.
+    pub(crate) fn rotated_pairs(&self, head_dim: usize) -> usize {
+        match self.mode {
+            RopeMode::Vision { .. } => head_dim / 2,
+            _ => self.n_dims / 2,
+        }
+    }
+
+    /// Panics with a clear message on inconsistent arguments (caller bugs, not data errors).
+    pub(crate) fn check(
+        &self,
+        x_len: usize,
+        n_tokens: usize,
+        n_heads: usize,
+        head_dim: usize,
+        n_pos: usize,
+    ) {
+        assert_eq!(x_len, n_tokens * n_heads * head_dim, "rope: x length");
+        assert!(
+            self.n_dims <= head_dim && self.n_dims.is_multiple_of(2),
+            "rope: n_dims {} must be even and <= head_dim {head_dim}",
+            self.n_dims
+        );
+        assert_eq!(
+            n_pos,
+            n_tokens * self.mode.positions_per_token(),
+            "rope: positions length for {:?}",
+            self.mode
+        );
+        if let RopeMode::Vision { .. } = self.mode {
+            assert_eq!(
+                self.n_dims * 2,
+                head_dim,
+                "rope: vision mode needs n_dims == head_dim/2"
+            );
+        }
+        if let Some(s) = self.mode.sections() {
+            assert!(s.iter().sum::<usize>() > 0, "rope: all sections are zero");
+        }
+    }
+}
+
+/// The angle table of the contract, as the kernels build it (one pass of repeated
+/// multiplication per token). Fills `cache[i] = (cos, sin)` of pair `i` for the token whose position components are
+/// `pos` (one value, or t/h/w/e for the sectioned modes).
+pub(crate) fn fill_cache(cfg: &RopeConfig, pos: [i32; 4], cache: &mut [(f32, f32)]) {
+    let theta_scale = cfg.freq_base.powf(-2.0 / cfg.n_dims as f32);
+    let factor = |i: usize| {
+        cfg.freq_factors
+            .as_ref()
+            .and_then(|f| f.get(i).copied())
+            .unwrap_or(1.0)
+    };
+    let cos_sin = |theta: f32, i: usize| {
+        let theta = cfg.freq_scale * (theta / factor(i));
+        (theta.cos() * cfg.attn_factor, theta.sin() * cfg.attn_factor)
+    };
+    let Some(sections) = cfg.mode.sections() else {
+        let mut theta = pos[0] as f32;
+        for (i, c) in cache.iter_mut().enumerate() {
+            *c = cos_sin(theta, i);
+            theta *= theta_scale;
+        }
+        return;
+    };
+
+    let base = pos.map(|p| p as f32);
+    let mut theta = base;
+    let sect_dims: usize = sections.iter().sum();
+    let sec_w = sections[0] + sections[1];
+    let sec_e = sec_w + sections[2];
+    let interleaved = matches!(cfg.mode, RopeMode::Imrope { .. });
+    let restart_sections = matches!(cfg.mode, RopeMode::Vision { .. });
+    for (i, c) in cache.iter_mut().enumerate() {
+        let sector = i % sect_dims;
+        if restart_sections {
+            // Each section's angles start again from its own position component.
+            let starts = [0, sections[0], sec_w, sec_e];
+            for k in 0..4 {
+                if sector == starts[k] {
+                    theta[k] = base[k];
+                    break;
+                }
+            }
+        }
+        let component = if interleaved {
+            if sector % 3 == 1 && sector < 3 * sections[1] {
+                1
+            } else if sector % 3 == 2 && sector < 3 * sections[2] {
+                2
+            } else if sector.is_multiple_of(3) && sector < 3 * sections[0] {
+                0
+            } else {
+                3
+            }
+        } else if sector < sections[0] {
+            0
+        } else if sector < sec_w {
+            1
+        } else if sector < sec_e {
+            2
+        } else {
+            3
+        };
+        *c = cos_sin(theta[component], i);
+        for t in &mut theta {
+            *t *= theta_scale;
+        }
+    }
+}
+
+/// Position components of token `t` (t, h, w, e; a single position fills only the first).
+pub(crate) fn token_pos(mode: &RopeMode, positions: &[i32], n_tokens: usize, t: usize) -> [i32; 4] {
+    if mode.positions_per_token() == 1 {
+        [positions[t], 0, 0, 0]
+    } else {
+        std::array::from_fn(|k| positions[t + k * n_tokens])
+    }
+}
+
+/// The two half-head configurations of the 2-D rope (`cpu::rope_2d`): `Normal` rope over
+/// `head_dim / 2` dims for each half, the second half's angles scaled by `base^(-2/head_dim)`
+/// with `interleave_freq`.
+pub fn rope_2d_configs(
+    head_dim: usize,
+    freq_base: f32,
+    interleave_freq: bool,
+) -> (RopeConfig, RopeConfig) {
+    let first = RopeConfig::new(RopeMode::Normal, head_dim / 2, freq_base);
+    let mut second = first.clone();
+    if interleave_freq {
+        second.freq_scale = freq_base.powf(-2.0 / head_dim as f32);
+    }
+    (first, second)
+}
+
+// ---------------------------------------------------------------- op and reference
 
 fn mismatch(detail: String) -> TensorError {
     TensorError::ShapeMismatch { op: "rope", detail }
@@ -164,7 +390,7 @@ pub fn reference(
     y
 }
 
-/// Scalar reference of [`crate::cpu::rope::rope_2d`]: each half of every head through
+/// Scalar reference of the 2-D rope (`cpu::rope_2d`): each half of every head through
 /// [`reference`] with its own positions.
 pub fn reference_2d(
     x: &[f32],
@@ -177,7 +403,7 @@ pub fn reference_2d(
     interleave_freq: bool,
 ) -> Vec<f32> {
     let half = head_dim / 2;
-    let (cfg_a, cfg_b) = crate::cpu::rope::rope_2d_configs(head_dim, freq_base, interleave_freq);
+    let (cfg_a, cfg_b) = rope_2d_configs(head_dim, freq_base, interleave_freq);
     let halves = |k: usize| -> Vec<f32> {
         x.chunks_exact(head_dim)
             .flat_map(|h| h[k * half..(k + 1) * half].iter().copied())
@@ -216,5 +442,25 @@ mod tests {
         assert!(rope(&x, &[0; 8], &bad).is_err());
         let x2 = Tensor::from_f32(&[2, 18], &data).unwrap();
         assert!(rope(&x2, &[4, 9], &cfg).is_err());
+    }
+
+    #[test]
+    fn ggml_mode_round_trips() {
+        for m in [
+            RopeMode::Normal,
+            RopeMode::Neox,
+            RopeMode::MultiSection {
+                sections: [1, 2, 3, 4],
+            },
+            RopeMode::Vision {
+                sections: [1, 2, 3, 4],
+            },
+            RopeMode::Imrope {
+                sections: [1, 2, 3, 4],
+            },
+        ] {
+            assert_eq!(RopeMode::from_ggml(m.ggml_mode(), [1, 2, 3, 4]), Some(m));
+        }
+        assert_eq!(RopeMode::from_ggml(1, [0; 4]), None);
     }
 }

@@ -78,9 +78,52 @@ proptest! {
         let dtype = DType::ALL[which];
         let src = vec![0u8; n];
         let mut dst = vec![0f32; n + extra];
-        let _ = dequantize(dtype, &src, &mut dst);
-        let _ = dequantize_row(dtype, &src[..n / 2], &mut dst[..n]);
+        // n bytes can never fill n + extra elements: always an error.
+        let whole = dequantize(dtype, &src, &mut dst);
+        prop_assert!(whole.is_err(), "{dtype}: {n} bytes into {} elements", n + extra);
+        check_size_result(whole, dtype, n, n + extra)?;
+        // Half the bytes: an error unless the sizes happen to agree (n = 0).
+        check_size_result(dequantize_row(dtype, &src[..n / 2], &mut dst[..n]), dtype, n / 2, n)?;
     }
+}
+
+/// The variant `check_sizes` must give for `src_len` bytes into `dst_len` elements: a
+/// `PartialBlock` when `dst_len` is not a whole number of blocks, else a `ShapeMismatch`
+/// unless the byte count is exactly right.
+fn check_size_result(
+    got: Result<()>,
+    dtype: DType,
+    src_len: usize,
+    dst_len: usize,
+) -> std::result::Result<(), TestCaseError> {
+    let whole_blocks = dst_len.is_multiple_of(dtype.block_size());
+    let fits = whole_blocks && dst_len / dtype.block_size() * dtype.type_size() == src_len;
+    match got {
+        Err(TensorError::PartialBlock {
+            dtype: d,
+            len,
+            block,
+        }) => {
+            prop_assert!(
+                !whole_blocks,
+                "{dtype}: PartialBlock for {dst_len} elements"
+            );
+            prop_assert_eq!((d, len, block), (dtype, dst_len, dtype.block_size()));
+        }
+        Err(TensorError::ShapeMismatch { op, .. }) => {
+            prop_assert!(
+                whole_blocks && !fits,
+                "{dtype}: ShapeMismatch for {src_len} -> {dst_len}"
+            );
+            prop_assert_eq!(op, "dequantize");
+        }
+        Ok(()) => prop_assert!(
+            fits,
+            "{dtype}: {src_len} bytes -> {dst_len} elements accepted"
+        ),
+        Err(e) => prop_assert!(false, "{dtype}: unexpected error {e}"),
+    }
+    Ok(())
 }
 
 #[test]

@@ -1,16 +1,18 @@
-//! Micro-kernels of the attention loop, each in AVX-512, AVX2+FMA and scalar form:
-//! scores `Q·Kᵀ` against a transposed key block (keys across SIMD lanes, so no horizontal
-//! sums), `s·scale + bias` with its maximum, `exp(s - m)` with its sum, `P·V` accumulation
-//! and f16 -> f32 rows.
+//! Micro-kernels of the attention loop: scores `Q·Kᵀ` against a transposed key block (keys
+//! across SIMD lanes, so no horizontal sums), `s·scale + bias` with its maximum,
+//! `exp(s - m)` with its sum, `P·V` accumulation and f16 -> f32 rows.
+//!
+//! Each kernel is written once, generic over [`Simd`], and compiled for AVX-512 and AVX2 by
+//! [`dispatch!`]; register tiles follow the lane count (4 rows × 64 keys of scores on
+//! AVX-512, 4 rows × 16 keys per pass on AVX2). `exp` is the one of `cpu::math`. The scalar
+//! twins below are the reference the tests hold every path to.
 //!
 //! Every public function here is safe: it checks slice bounds once, then runs the variant of
-//! the [`Isa`] it is given, capped at what the CPU has (`cpu::features`).
+//! the [`Isa`] it is given, capped at what the CPU has.
 #![allow(unsafe_code)]
 
-#[cfg(target_arch = "x86_64")]
-use std::arch::x86_64::*;
-
-use crate::cpu::simd::{Isa, features};
+use crate::cpu::math;
+use crate::cpu::simd::{Isa, Simd, dispatch, features};
 
 /// Keys per block: the width of a transposed key block and of a score row.
 pub const KEYS: usize = 64;
@@ -25,14 +27,7 @@ fn usable(isa: Isa) -> Isa {
 pub fn scores(isa: Isa, q: &[f32], rows: usize, kt: &[f32], d: usize, s: &mut [f32]) {
     assert!(rows.is_multiple_of(4), "scores: rows {rows}");
     assert!(q.len() >= rows * d && kt.len() >= d * KEYS && s.len() >= rows * KEYS);
-    match usable(isa) {
-        // SAFETY: the CPU has the features (usable) and the bounds were checked above.
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => unsafe { scores_avx512(q, rows, kt, d, s) },
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => unsafe { scores_avx2(q, rows, kt, d, s) },
-        _ => scores_scalar(q, rows, kt, d, s),
-    }
+    dispatch!(usable(isa), scores_simd, scores_scalar, (q: &[f32], rows: usize, kt: &[f32], d: usize, s: &mut [f32]))
 }
 
 /// `s[r * KEYS + j] = dot(q[r], k[j])` for `j < keys` with `k` packed `[keys, d]` (no
@@ -51,14 +46,7 @@ pub fn scores_rows(
         "scores_rows: rows {rows}, keys {keys}"
     );
     assert!(q.len() >= rows * d && k.len() >= keys * d && s.len() >= rows * KEYS);
-    match usable(isa) {
-        // SAFETY: the CPU has the features (usable) and the bounds were checked above.
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => unsafe { scores_rows_avx512(q, rows, k, keys, d, s) },
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => unsafe { scores_rows_avx2(q, rows, k, keys, d, s) },
-        _ => scores_rows_scalar(q, rows, k, keys, d, s),
-    }
+    dispatch!(usable(isa), scores_rows_simd, scores_rows_scalar, (q: &[f32], rows: usize, k: &[f32], keys: usize, d: usize, s: &mut [f32]))
 }
 
 /// `acc[r] += Σ_{j < keys} p[r * KEYS + j] · v[j * v_stride..][..d]` for `rows` rows (a
@@ -79,57 +67,25 @@ pub fn accumulate(
     );
     assert!(v_stride >= d && (keys == 0 || v.len() >= (keys - 1) * v_stride + d));
     assert!(p.len() >= rows * KEYS && acc.len() >= rows * d);
-    match usable(isa) {
-        // SAFETY: the CPU has the features (usable) and the bounds were checked above.
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => unsafe { accumulate_avx512(p, rows, v, v_stride, keys, d, acc) },
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => unsafe { accumulate_avx2(p, rows, v, v_stride, keys, d, acc) },
-        _ => accumulate_scalar(p, rows, v, v_stride, keys, d, acc),
-    }
+    dispatch!(usable(isa), accumulate_simd, accumulate_scalar, (p: &[f32], rows: usize, v: &[f32], v_stride: usize, keys: usize, d: usize, acc: &mut [f32]))
 }
 
 /// `s[i] = s[i] · scale + bias[i]`; returns the maximum (`-inf` if all are).
 pub fn scale_add_max(isa: Isa, s: &mut [f32], scale: f32, bias: &[f32]) -> f32 {
     assert_eq!(s.len(), bias.len(), "scale_add_max: lengths");
-    match usable(isa) {
-        // SAFETY: the CPU has the features; lengths are equal.
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => unsafe { scale_add_max_avx512(s, scale, bias) },
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => unsafe { scale_add_max_avx2(s, scale, bias) },
-        _ => scale_add_max_scalar(s, scale, bias),
-    }
+    dispatch!(usable(isa), scale_add_max_simd, scale_add_max_scalar, (s: &mut [f32], scale: f32, bias: &[f32]) -> f32)
 }
 
 /// `x[i] = exp(x[i] - m)` (0 for `-inf` entries); returns the sum. `m` must be finite and
 /// every `x[i] - m <= 0` (it is the running maximum).
 pub fn exp_sub_sum(isa: Isa, x: &mut [f32], m: f32) -> f32 {
-    match usable(isa) {
-        // SAFETY: the CPU has the features; the kernel only touches `x`.
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => unsafe { exp_sub_sum_avx512(x, m) },
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => unsafe { exp_sub_sum_avx2(x, m) },
-        _ => exp_sub_sum_scalar(x, m),
-    }
+    dispatch!(usable(isa), exp_sub_sum_simd, exp_sub_sum_scalar, (x: &mut [f32], m: f32) -> f32)
 }
 
 /// Converts `src` into `dst` (same length).
 pub fn f16_to_f32(isa: Isa, src: &[half::f16], dst: &mut [f32]) {
     assert_eq!(src.len(), dst.len(), "f16_to_f32: lengths");
-    match usable(isa) {
-        // SAFETY: the CPU has the features; lengths are equal.
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => unsafe { f16_to_f32_avx512(src, dst) },
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => unsafe { f16_to_f32_avx2(src, dst) },
-        _ => {
-            for (d, s) in dst.iter_mut().zip(src) {
-                *d = s.to_f32();
-            }
-        }
-    }
+    dispatch!(usable(isa), f16_to_f32_simd, f16_to_f32_scalar, (src: &[half::f16], dst: &mut [f32]))
 }
 
 // ---------------------------------------------------------------- scalar twins (reference)
@@ -194,307 +150,107 @@ pub fn exp_sub_sum_scalar(x: &mut [f32], m: f32) -> f32 {
     sum
 }
 
-// ---------------------------------------------------------------- exp polynomial (Cephes)
+pub fn f16_to_f32_scalar(src: &[half::f16], dst: &mut [f32]) {
+    for (d, s) in dst.iter_mut().zip(src) {
+        *d = s.to_f32();
+    }
+}
 
-const LOG2E: f32 = std::f32::consts::LOG2_E;
-const LN2_HI: f32 = 0.693_359_4;
-const LN2_LO: f32 = -2.121_944_4e-4;
-/// Below this `exp` is under f32's normal range; such weights are flushed to 0.
-const EXP_MIN: f32 = -87.3;
-const EXP_P: [f32; 6] = [
-    1.987_569_1e-4,
-    1.398_199_9e-3,
-    8.333_452e-3,
-    4.166_579_6e-2,
-    1.666_666_5e-1,
-    0.5,
-];
+// ---------------------------------------------------------------- SIMD kernels (once)
 
-// ---------------------------------------------------------------- AVX-512
-
-/// Lanes `0..n` (n < 16 gives a partial mask, n >= 16 all lanes).
-#[cfg(target_arch = "x86_64")]
-fn lanes16(n: usize) -> __mmask16 {
-    if n >= 16 {
-        0xffff
+#[inline(always)]
+fn scores_simd<S: Simd>(s: S, q: &[f32], rows: usize, kt: &[f32], d: usize, out: &mut [f32]) {
+    // Half the register file as accumulators: 4 rows × 4 vectors of 16 keys (AVX-512, all 64
+    // keys in one pass) or 4 rows × 2 vectors of 8 keys (AVX2, four passes).
+    // SAFETY: `scores` checked q (rows·d), kt (d·KEYS) and out (rows·KEYS).
+    if S::LANES == 16 {
+        unsafe { scores_tile::<S, 4>(s, q, rows, kt, d, out) }
     } else {
-        ((1u32 << n) - 1) as __mmask16
+        unsafe { scores_tile::<S, 2>(s, q, rows, kt, d, out) }
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn scores_avx512(q: &[f32], rows: usize, kt: &[f32], d: usize, s: &mut [f32]) {
-    // SAFETY: callers checked q (rows·d), kt (d·KEYS) and s (rows·KEYS).
-    unsafe {
-        for r in (0..rows).step_by(4) {
-            // 4 rows × 64 keys = 16 accumulators; per c: 4 key loads, 4 broadcasts, 16 FMAs.
-            let mut acc = [[_mm512_setzero_ps(); 4]; 4];
-            let qp = q.as_ptr().add(r * d);
-            for c in 0..d {
-                let kp = kt.as_ptr().add(c * KEYS);
-                let k = [
-                    _mm512_loadu_ps(kp),
-                    _mm512_loadu_ps(kp.add(16)),
-                    _mm512_loadu_ps(kp.add(32)),
-                    _mm512_loadu_ps(kp.add(48)),
-                ];
-                for (i, row) in acc.iter_mut().enumerate() {
-                    let qb = _mm512_set1_ps(*qp.add(i * d + c));
-                    for (a, kv) in row.iter_mut().zip(&k) {
-                        *a = _mm512_fmadd_ps(qb, *kv, *a);
-                    }
-                }
-            }
-            for (i, row) in acc.iter().enumerate() {
-                let sp = s.as_mut_ptr().add((r + i) * KEYS);
-                for (t, a) in row.iter().enumerate() {
-                    _mm512_storeu_ps(sp.add(16 * t), *a);
-                }
-            }
-        }
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn scores_rows_avx512(
+/// # Safety
+/// `q` holds `rows·d` values, `kt` `d·KEYS`, `out` `rows·KEYS`; `NV·LANES` divides `KEYS`.
+#[inline(always)]
+unsafe fn scores_tile<S: Simd, const NV: usize>(
+    s: S,
     q: &[f32],
     rows: usize,
-    k: &[f32],
-    keys: usize,
+    kt: &[f32],
     d: usize,
-    s: &mut [f32],
+    out: &mut [f32],
 ) {
-    // SAFETY: callers checked q (rows·d), k (keys·d) and s (rows·KEYS); masked lanes unread.
     unsafe {
         for r in (0..rows).step_by(4) {
             let qp = q.as_ptr().add(r * d);
-            for j in 0..keys {
-                let kp = k.as_ptr().add(j * d);
-                let mut a = [_mm512_setzero_ps(); 4];
-                for c in (0..d).step_by(16) {
-                    let m = lanes16(d - c);
-                    let kv = _mm512_maskz_loadu_ps(m, kp.add(c));
-                    for (i, acc) in a.iter_mut().enumerate() {
-                        let qv = _mm512_maskz_loadu_ps(m, qp.add(i * d + c));
-                        *acc = _mm512_fmadd_ps(qv, kv, *acc);
-                    }
-                }
-                for (i, acc) in a.iter().enumerate() {
-                    *s.as_mut_ptr().add((r + i) * KEYS + j) = _mm512_reduce_add_ps(*acc);
-                }
-            }
-        }
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn accumulate_avx512(
-    p: &[f32],
-    rows: usize,
-    v: &[f32],
-    v_stride: usize,
-    keys: usize,
-    d: usize,
-    acc: &mut [f32],
-) {
-    // SAFETY: callers checked p (rows·KEYS), v (keys rows at v_stride) and acc (rows·d); masked lanes are
-    // neither read nor written.
-    unsafe {
-        for r in (0..rows).step_by(4) {
-            let pp = p.as_ptr().add(r * KEYS);
-            let ap = acc.as_mut_ptr().add(r * d);
-            // 4 rows × 32 columns = 8 accumulators; per key: 2 loads, 4 broadcasts, 8 FMAs.
-            for c in (0..d).step_by(32) {
-                let m = [lanes16(d - c), lanes16((d - c).saturating_sub(16))];
-                let mut a = [[_mm512_setzero_ps(); 2]; 4];
-                for (i, row) in a.iter_mut().enumerate() {
-                    for (h, x) in row.iter_mut().enumerate() {
-                        *x = _mm512_maskz_loadu_ps(m[h], ap.add(i * d + c + 16 * h));
-                    }
-                }
-                for j in 0..keys {
-                    let vp = v.as_ptr().add(j * v_stride + c);
-                    let vv = [
-                        _mm512_maskz_loadu_ps(m[0], vp),
-                        _mm512_maskz_loadu_ps(m[1], vp.add(16)),
-                    ];
-                    for (i, row) in a.iter_mut().enumerate() {
-                        let w = _mm512_set1_ps(*pp.add(i * KEYS + j));
-                        row[0] = _mm512_fmadd_ps(w, vv[0], row[0]);
-                        row[1] = _mm512_fmadd_ps(w, vv[1], row[1]);
-                    }
-                }
-                for (i, row) in a.iter().enumerate() {
-                    for (h, x) in row.iter().enumerate() {
-                        _mm512_mask_storeu_ps(ap.add(i * d + c + 16 * h), m[h], *x);
-                    }
-                }
-            }
-        }
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn scale_add_max_avx512(s: &mut [f32], scale: f32, bias: &[f32]) -> f32 {
-    // SAFETY: callers checked that s and bias have the same length; masked lanes untouched.
-    unsafe {
-        let sc = _mm512_set1_ps(scale);
-        let mut mx = _mm512_set1_ps(f32::NEG_INFINITY);
-        for i in (0..s.len()).step_by(16) {
-            let m = lanes16(s.len() - i);
-            let p = s.as_mut_ptr().add(i);
-            let x = _mm512_fmadd_ps(
-                _mm512_maskz_loadu_ps(m, p),
-                sc,
-                _mm512_maskz_loadu_ps(m, bias.as_ptr().add(i)),
-            );
-            _mm512_mask_storeu_ps(p, m, x);
-            mx = _mm512_mask_max_ps(mx, m, mx, x);
-        }
-        _mm512_reduce_max_ps(mx)
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-fn exp512(x: __m512) -> __m512 {
-    // exp(x) = 2^n * exp(r), n = round(x / ln2), |r| <= ln2 / 2.
-    let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
-        _mm512_mul_ps(x, _mm512_set1_ps(LOG2E)),
-    );
-    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_HI), x);
-    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_LO), r);
-    let mut y = _mm512_set1_ps(EXP_P[0]);
-    for &c in &EXP_P[1..] {
-        y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(c));
-    }
-    let r2 = _mm512_mul_ps(r, r);
-    let y = _mm512_fmadd_ps(y, r2, _mm512_add_ps(r, _mm512_set1_ps(1.0)));
-    _mm512_scalef_ps(y, n)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn exp_sub_sum_avx512(x: &mut [f32], m: f32) -> f32 {
-    // SAFETY: masked lanes past the end of x are neither read nor written.
-    unsafe {
-        let mv = _mm512_set1_ps(m);
-        let lo = _mm512_set1_ps(EXP_MIN);
-        let mut sum = _mm512_setzero_ps();
-        for i in (0..x.len()).step_by(16) {
-            let mask = lanes16(x.len() - i);
-            let p = x.as_mut_ptr().add(i);
-            let t = _mm512_sub_ps(_mm512_maskz_loadu_ps(mask, p), mv);
-            // Lanes under EXP_MIN (incl. -inf, masked keys) become exactly 0.
-            let keep = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(t, lo) & mask;
-            let e = _mm512_maskz_mov_ps(keep, exp512(_mm512_max_ps(t, lo)));
-            _mm512_mask_storeu_ps(p, mask, e);
-            sum = _mm512_add_ps(sum, e);
-        }
-        _mm512_reduce_add_ps(sum)
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn f16_to_f32_avx512(src: &[half::f16], dst: &mut [f32]) {
-    // SAFETY: callers checked equal lengths; full 16-lane groups only, then a scalar tail.
-    unsafe {
-        let n = src.len() - src.len() % 16;
-        for i in (0..n).step_by(16) {
-            let h = _mm256_loadu_si256(src.as_ptr().add(i) as *const __m256i);
-            _mm512_storeu_ps(dst.as_mut_ptr().add(i), _mm512_cvtph_ps(h));
-        }
-        for j in n..src.len() {
-            dst[j] = src[j].to_f32();
-        }
-    }
-}
-
-// ---------------------------------------------------------------- AVX2 + FMA + F16C
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn hsum256(v: __m256) -> f32 {
-    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
-    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    let s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    _mm_cvtss_f32(s)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn scores_avx2(q: &[f32], rows: usize, kt: &[f32], d: usize, s: &mut [f32]) {
-    // SAFETY: callers checked q (rows·d), kt (d·KEYS) and s (rows·KEYS).
-    unsafe {
-        for r in (0..rows).step_by(4) {
-            let qp = q.as_ptr().add(r * d);
-            // 4 rows × 16 keys = 8 accumulators per pass, 4 passes over the 64 keys.
-            for j0 in (0..KEYS).step_by(16) {
-                let mut acc = [[_mm256_setzero_ps(); 2]; 4];
+            for j0 in (0..KEYS).step_by(NV * S::LANES) {
+                // Per c: NV key loads, 4 broadcasts, 4·NV FMAs.
+                let mut acc = [[s.zero(); NV]; 4];
                 for c in 0..d {
                     let kp = kt.as_ptr().add(c * KEYS + j0);
-                    let k = [_mm256_loadu_ps(kp), _mm256_loadu_ps(kp.add(8))];
+                    let k: [S::V; NV] = std::array::from_fn(|t| s.load_ptr(kp.add(t * S::LANES)));
                     for (i, row) in acc.iter_mut().enumerate() {
-                        let qb = _mm256_set1_ps(*qp.add(i * d + c));
-                        row[0] = _mm256_fmadd_ps(qb, k[0], row[0]);
-                        row[1] = _mm256_fmadd_ps(qb, k[1], row[1]);
+                        let qb = s.splat(*qp.add(i * d + c));
+                        for (a, kv) in row.iter_mut().zip(&k) {
+                            *a = s.fma(qb, *kv, *a);
+                        }
                     }
                 }
                 for (i, row) in acc.iter().enumerate() {
-                    let sp = s.as_mut_ptr().add((r + i) * KEYS + j0);
-                    _mm256_storeu_ps(sp, row[0]);
-                    _mm256_storeu_ps(sp.add(8), row[1]);
+                    let sp = out.as_mut_ptr().add((r + i) * KEYS + j0);
+                    for (t, a) in row.iter().enumerate() {
+                        s.store_ptr(sp.add(t * S::LANES), *a);
+                    }
                 }
             }
         }
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn scores_rows_avx2(
+#[inline(always)]
+fn scores_rows_simd<S: Simd>(
+    s: S,
     q: &[f32],
     rows: usize,
     k: &[f32],
     keys: usize,
     d: usize,
-    s: &mut [f32],
+    out: &mut [f32],
 ) {
-    // SAFETY: callers checked q (rows·d), k (keys·d) and s (rows·KEYS); vector loads stay
-    // below `full`, the rest is scalar.
+    let full = d - d % S::LANES;
+    let tail = s.first_lanes(d - full);
+    // SAFETY: `scores_rows` checked q (rows·d), k (keys·d) and out (rows·KEYS); whole vectors
+    // stay below `full`, the tail reads only its `d - full` lanes.
     unsafe {
-        let full = d - d % 8;
         for r in (0..rows).step_by(4) {
             let qp = q.as_ptr().add(r * d);
             for j in 0..keys {
                 let kp = k.as_ptr().add(j * d);
-                let mut a = [_mm256_setzero_ps(); 4];
-                for c in (0..full).step_by(8) {
-                    let kv = _mm256_loadu_ps(kp.add(c));
+                let mut a = [s.zero(); 4];
+                for c in (0..full).step_by(S::LANES) {
+                    let kv = s.load_ptr(kp.add(c));
                     for (i, acc) in a.iter_mut().enumerate() {
-                        *acc = _mm256_fmadd_ps(_mm256_loadu_ps(qp.add(i * d + c)), kv, *acc);
+                        *acc = s.fma(s.load_ptr(qp.add(i * d + c)), kv, *acc);
+                    }
+                }
+                if full < d {
+                    let kv = s.load_masked(tail, kp.add(full));
+                    for (i, acc) in a.iter_mut().enumerate() {
+                        *acc = s.fma(s.load_masked(tail, qp.add(i * d + full)), kv, *acc);
                     }
                 }
                 for (i, acc) in a.iter().enumerate() {
-                    let mut t = hsum256(*acc);
-                    for c in full..d {
-                        t += *qp.add(i * d + c) * *kp.add(c);
-                    }
-                    *s.as_mut_ptr().add((r + i) * KEYS + j) = t;
+                    *out.as_mut_ptr().add((r + i) * KEYS + j) = s.reduce_sum(*acc);
                 }
             }
         }
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn accumulate_avx2(
+#[inline(always)]
+fn accumulate_simd<S: Simd>(
+    s: S,
     p: &[f32],
     rows: usize,
     v: &[f32],
@@ -503,127 +259,164 @@ unsafe fn accumulate_avx2(
     d: usize,
     acc: &mut [f32],
 ) {
-    // SAFETY: callers checked p (rows·KEYS), v (keys rows at v_stride) and acc (rows·d); vector loads stay
-    // below `full`, the rest is scalar.
+    // Column blocks of 2 vectors (AVX-512: 4 rows × 32 columns = 8 accumulators) or 1 vector
+    // (AVX2: 4 rows × 8 columns), then the remaining columns one masked vector at a time.
+    let block = if S::LANES == 16 {
+        2 * S::LANES
+    } else {
+        S::LANES
+    };
+    let full = d - d % block;
+    // SAFETY: `accumulate` checked p (rows·KEYS), v (keys rows at v_stride, each >= d) and
+    // acc (rows·d); every block below lies inside 0..d.
     unsafe {
-        let full = d - d % 8;
         for r in (0..rows).step_by(4) {
             let pp = p.as_ptr().add(r * KEYS);
             let ap = acc.as_mut_ptr().add(r * d);
-            for c in (0..full).step_by(8) {
-                let mut a: [__m256; 4] =
-                    std::array::from_fn(|i| _mm256_loadu_ps(ap.add(i * d + c)));
-                for j in 0..keys {
-                    let vv = _mm256_loadu_ps(v.as_ptr().add(j * v_stride + c));
-                    for (i, x) in a.iter_mut().enumerate() {
-                        *x = _mm256_fmadd_ps(_mm256_set1_ps(*pp.add(i * KEYS + j)), vv, *x);
-                    }
-                }
-                for (i, x) in a.iter().enumerate() {
-                    _mm256_storeu_ps(ap.add(i * d + c), *x);
+            for c in (0..full).step_by(block) {
+                if S::LANES == 16 {
+                    accumulate_cols::<S, 2, false>(
+                        s,
+                        pp,
+                        ap,
+                        v,
+                        v_stride,
+                        keys,
+                        d,
+                        c,
+                        s.first_lanes(S::LANES),
+                    );
+                } else {
+                    accumulate_cols::<S, 1, false>(
+                        s,
+                        pp,
+                        ap,
+                        v,
+                        v_stride,
+                        keys,
+                        d,
+                        c,
+                        s.first_lanes(S::LANES),
+                    );
                 }
             }
-            for i in 0..4 {
-                for cc in full..d {
-                    let mut t = *ap.add(i * d + cc);
-                    for j in 0..keys {
-                        t += *pp.add(i * KEYS + j) * *v.as_ptr().add(j * v_stride + cc);
-                    }
-                    *ap.add(i * d + cc) = t;
+            for c in (full..d).step_by(S::LANES) {
+                let m = s.first_lanes(d - c);
+                accumulate_cols::<S, 1, true>(s, pp, ap, v, v_stride, keys, d, c, m);
+            }
+        }
+    }
+}
+
+/// Columns `c..c + NV·LANES` of 4 accumulator rows at `ap` (row stride `d`) += the weights at
+/// `pp` (row stride `KEYS`) times V rows `0..keys`. With `MASKED` (and `NV == 1`) only the
+/// lanes of `m` are read and written.
+///
+/// # Safety
+/// The 4 rows of `ap` and `pp`, and V's `keys` rows, hold the columns touched.
+#[inline(always)]
+unsafe fn accumulate_cols<S: Simd, const NV: usize, const MASKED: bool>(
+    s: S,
+    pp: *const f32,
+    ap: *mut f32,
+    v: &[f32],
+    v_stride: usize,
+    keys: usize,
+    d: usize,
+    c: usize,
+    m: S::M,
+) {
+    unsafe {
+        let mut a = [[s.zero(); NV]; 4];
+        for (i, row) in a.iter_mut().enumerate() {
+            for (h, x) in row.iter_mut().enumerate() {
+                let at = ap.add(i * d + c + h * S::LANES);
+                *x = if MASKED {
+                    s.load_masked(m, at)
+                } else {
+                    s.load_ptr(at)
+                };
+            }
+        }
+        // Per key: NV loads, 4 broadcasts, 4·NV FMAs.
+        for j in 0..keys {
+            let vp = v.as_ptr().add(j * v_stride + c);
+            let vv: [S::V; NV] = std::array::from_fn(|h| {
+                if MASKED {
+                    s.load_masked(m, vp.add(h * S::LANES))
+                } else {
+                    s.load_ptr(vp.add(h * S::LANES))
+                }
+            });
+            for (i, row) in a.iter_mut().enumerate() {
+                let w = s.splat(*pp.add(i * KEYS + j));
+                for (x, vh) in row.iter_mut().zip(&vv) {
+                    *x = s.fma(w, *vh, *x);
+                }
+            }
+        }
+        for (i, row) in a.iter().enumerate() {
+            for (h, x) in row.iter().enumerate() {
+                let at = ap.add(i * d + c + h * S::LANES);
+                if MASKED {
+                    s.store_masked(m, at, *x);
+                } else {
+                    s.store_ptr(at, *x);
                 }
             }
         }
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn scale_add_max_avx2(s: &mut [f32], scale: f32, bias: &[f32]) -> f32 {
-    // SAFETY: callers checked equal lengths; vector accesses stay below `full`.
-    unsafe {
-        let full = s.len() - s.len() % 8;
-        let sc = _mm256_set1_ps(scale);
-        let mut mx = _mm256_set1_ps(f32::NEG_INFINITY);
-        for i in (0..full).step_by(8) {
-            let p = s.as_mut_ptr().add(i);
-            let x = _mm256_fmadd_ps(
-                _mm256_loadu_ps(p),
-                sc,
-                _mm256_loadu_ps(bias.as_ptr().add(i)),
-            );
-            _mm256_storeu_ps(p, x);
-            mx = _mm256_max_ps(mx, x);
-        }
-        let hi = _mm_max_ps(_mm256_castps256_ps128(mx), _mm256_extractf128_ps::<1>(mx));
-        let hi = _mm_max_ps(hi, _mm_movehl_ps(hi, hi));
-        let hi = _mm_max_ss(hi, _mm_movehdup_ps(hi));
-        _mm_cvtss_f32(hi).max(scale_add_max_scalar(&mut s[full..], scale, &bias[full..]))
+#[inline(always)]
+fn scale_add_max_simd<S: Simd>(s: S, x: &mut [f32], scale: f32, bias: &[f32]) -> f32 {
+    let full = x.len() - x.len() % S::LANES;
+    let sc = s.splat(scale);
+    let mut mx = s.splat(f32::NEG_INFINITY);
+    for (xc, bc) in x[..full]
+        .chunks_exact_mut(S::LANES)
+        .zip(bias.chunks_exact(S::LANES))
+    {
+        let y = s.fma(s.load(xc), sc, s.load(bc));
+        s.store(xc, y);
+        mx = s.max(mx, y);
     }
+    s.reduce_max(mx)
+        .max(scale_add_max_scalar(&mut x[full..], scale, &bias[full..]))
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn exp256(x: __m256) -> __m256 {
-    let n = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm256_mul_ps(
-        x,
-        _mm256_set1_ps(LOG2E),
-    ));
-    let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(LN2_HI), x);
-    let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(LN2_LO), r);
-    let mut y = _mm256_set1_ps(EXP_P[0]);
-    for &c in &EXP_P[1..] {
-        y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(c));
+#[inline(always)]
+fn exp_sub_sum_simd<S: Simd>(s: S, x: &mut [f32], m: f32) -> f32 {
+    let full = x.len() - x.len() % S::LANES;
+    let mv = s.splat(m);
+    let mut sum = s.zero();
+    for c in x[..full].chunks_exact_mut(S::LANES) {
+        // exp underflows (incl. -inf, masked keys) to exactly 0.
+        let e = math::exp(s, s.sub(s.load(c), mv));
+        s.store(c, e);
+        sum = s.add(sum, e);
     }
-    let r2 = _mm256_mul_ps(r, r);
-    let y = _mm256_fmadd_ps(y, r2, _mm256_add_ps(r, _mm256_set1_ps(1.0)));
-    // 2^n through the exponent field; n >= -126 because inputs are clamped to EXP_MIN.
-    let bits = _mm256_slli_epi32::<23>(_mm256_add_epi32(
-        _mm256_cvtps_epi32(n),
-        _mm256_set1_epi32(127),
-    ));
-    _mm256_mul_ps(y, _mm256_castsi256_ps(bits))
+    s.reduce_sum(sum) + exp_sub_sum_scalar(&mut x[full..], m)
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn exp_sub_sum_avx2(x: &mut [f32], m: f32) -> f32 {
-    // SAFETY: vector accesses stay below `full`, the rest is scalar.
-    unsafe {
-        let mv = _mm256_set1_ps(m);
-        let lo = _mm256_set1_ps(EXP_MIN);
-        let mut sum = _mm256_setzero_ps();
-        let full = x.len() - x.len() % 8;
-        for i in (0..full).step_by(8) {
-            let p = x.as_mut_ptr().add(i);
-            let t = _mm256_sub_ps(_mm256_loadu_ps(p), mv);
-            let keep = _mm256_cmp_ps::<_CMP_GE_OQ>(t, lo);
-            let e = _mm256_and_ps(keep, exp256(_mm256_max_ps(t, lo)));
-            _mm256_storeu_ps(p, e);
-            sum = _mm256_add_ps(sum, e);
-        }
-        hsum256(sum) + exp_sub_sum_scalar(&mut x[full..], m)
+#[inline(always)]
+fn f16_to_f32_simd<S: Simd>(s: S, src: &[half::f16], dst: &mut [f32]) {
+    use half::slice::HalfFloatSliceExt;
+    let full = src.len() - src.len() % S::LANES;
+    let bits: &[u16] = src[..full].reinterpret_cast();
+    for (h, d) in bits
+        .chunks_exact(S::LANES)
+        .zip(dst.chunks_exact_mut(S::LANES))
+    {
+        s.store(d, s.load_f16(h));
     }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn f16_to_f32_avx2(src: &[half::f16], dst: &mut [f32]) {
-    // SAFETY: callers checked equal lengths; full 8-lane groups only, then a scalar tail.
-    unsafe {
-        let n = src.len() - src.len() % 8;
-        for i in (0..n).step_by(8) {
-            let h = _mm_loadu_si128(src.as_ptr().add(i) as *const __m128i);
-            _mm256_storeu_ps(dst.as_mut_ptr().add(i), _mm256_cvtph_ps(h));
-        }
-        for j in n..src.len() {
-            dst[j] = src[j].to_f32();
-        }
-    }
+    f16_to_f32_scalar(&src[full..], &mut dst[full..]);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::isa::test_levels;
 
     fn data(n: usize, seed: u32) -> Vec<f32> {
         (0..n)
@@ -643,11 +436,7 @@ mod tests {
 
     #[test]
     fn every_isa_matches_scalar_with_tails() {
-        for isa in [Isa::Avx512, Isa::Avx2] {
-            if usable(isa) != isa {
-                println!("SKIPPED {isa:?} (not on this CPU)");
-                continue;
-            }
+        for isa in test_levels(&[Isa::Avx512, Isa::Avx2], "attention micro-kernels") {
             for d in [1, 7, 8, 15, 16, 17, 31, 33, 64, 72, 80, 129] {
                 let rows = 8;
                 let q = data(rows * d, 1);

@@ -113,7 +113,7 @@ pub fn quantize_activations_with(
     x: &[f32],
     rows: usize,
 ) -> Result<QuantizedActivations> {
-    isa.check_available()?;
+    super::check_available(isa)?;
     let block = act_type.block_size();
     let row_len = x.len().checked_div(rows).unwrap_or(0);
     if rows * row_len != x.len() || !row_len.is_multiple_of(block) {

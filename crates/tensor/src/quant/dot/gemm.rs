@@ -349,8 +349,7 @@ mod tests {
 
     #[test]
     fn panels_match_the_scalar_dot_for_every_kind() {
-        if !Isa::available().contains(&Isa::Avx512Vnni) {
-            println!("SKIPPED (no AVX-512 VNNI)");
+        if !crate::isa::runnable_or_skip(Isa::Avx512Vnni, "packed GEMM panels") {
             return;
         }
         let types = [

@@ -43,7 +43,7 @@ pub fn matmul_quant(w: &Tensor, x: &[f32], n: usize, out: &mut [f32]) -> Result<
 
 /// [`matmul_quant`] with a chosen kernel level (must be in [`Isa::available`]).
 pub fn matmul_quant_with(isa: Isa, w: &Tensor, x: &[f32], n: usize, out: &mut [f32]) -> Result<()> {
-    isa.check_available()?;
+    super::check_available(isa)?;
     let weights = Weights::of(w, "matmul_quant")?;
     if x.len() != n * weights.k || out.len() != n * weights.m {
         return Err(TensorError::ShapeMismatch {
@@ -82,7 +82,7 @@ pub fn matmul_quant_acts_with(
     acts: &QuantizedActivations,
     out: &mut [f32],
 ) -> Result<()> {
-    isa.check_available()?;
+    super::check_available(isa)?;
     let weights = Weights::of(w, "matmul_quant_acts")?;
     let n = acts.rows();
     if acts.dtype() != weights.act_type

@@ -43,55 +43,26 @@ mod x86;
 #[cfg(target_arch = "x86_64")]
 mod x86_convert;
 
-use std::sync::OnceLock;
-
 use crate::{DType, Result, TensorError};
 
 pub use activation::{QuantizedActivations, quantize_activations, quantize_activations_with};
 pub use matmul::{matmul_quant, matmul_quant_acts, matmul_quant_acts_with, matmul_quant_with};
 
-/// An instruction-set level for the kernels. [`Isa::detected`] is what the machine runs;
-/// tests force lower levels to compare them against [`Isa::Scalar`], the reference.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Isa {
-    /// Plain Rust: the numeric contract.
-    Scalar,
-    /// AVX2 + FMA + F16C (`maddubs` / `madd` integer dot products).
-    Avx2,
-    /// AVX-512 F/BW/VL + VNNI (`dpbusd` / `dpwssd`), plus the packed GEMM for n > 1.
-    Avx512Vnni,
-}
+/// The kernel level (`crate::isa`): [`Isa::detected`] is what the machine runs; tests force
+/// lower levels to compare them against [`Isa::Scalar`], the reference. `Avx512Vnni` runs the
+/// `dpbusd` kernels and the packed GEMM; `Avx2` and plain `Avx512` the AVX2 kernels.
+pub use crate::isa::Isa;
 
-impl Isa {
-    /// The best level this CPU supports, detected once.
-    pub fn detected() -> Isa {
-        static DETECTED: OnceLock<Isa> = OnceLock::new();
-        *DETECTED.get_or_init(|| Self::available().into_iter().max().unwrap_or(Isa::Scalar))
-    }
+/// The levels with distinct kernels here (plain `Avx512` runs the AVX2 ones).
+pub const LEVELS: [Isa; 3] = [Isa::Scalar, Isa::Avx2, Isa::Avx512Vnni];
 
-    /// Every level this CPU can run, lowest first (always starts with `Scalar`).
-    pub fn available() -> Vec<Isa> {
-        let mut out = vec![Isa::Scalar];
-        #[cfg(target_arch = "x86_64")]
-        {
-            if x86::has_avx2() {
-                out.push(Isa::Avx2);
-            }
-            if x86::has_avx512_vnni() {
-                out.push(Isa::Avx512Vnni);
-            }
-        }
-        out
-    }
-
-    fn check_available(self) -> Result<()> {
-        if Self::available().contains(&self) {
-            Ok(())
-        } else {
-            Err(TensorError::InvalidView(format!(
-                "{self:?} kernels are not supported by this CPU"
-            )))
-        }
+fn check_available(isa: Isa) -> Result<()> {
+    if isa.is_available() {
+        Ok(())
+    } else {
+        Err(TensorError::InvalidView(format!(
+            "{isa:?} kernels are not supported by this CPU"
+        )))
     }
 }
 
@@ -162,7 +133,7 @@ pub fn vec_dot(weight: DType, w: &[u8], act: &[u8]) -> Result<f32> {
 
 /// [`vec_dot`] with a chosen kernel level (must be in [`Isa::available`]).
 pub fn vec_dot_with(isa: Isa, weight: DType, w: &[u8], act: &[u8]) -> Result<f32> {
-    isa.check_available()?;
+    check_available(isa)?;
     let act_type = activation_type(weight).ok_or_else(|| unsupported("vec_dot", weight))?;
     let n_blocks = w.len() / weight.type_size();
     let n_elems = n_blocks * weight.block_size();

@@ -140,17 +140,23 @@ pub(super) fn dot_q2k(w: &[BlockQ2K], a: &[BlockQ8K]) -> f32 {
     sum
 }
 
+/// Q3_K and Q6_K share everything but the level unpacking: 16 sub-blocks of 16 levels, each
+/// with a signed integer scale, one f16 super-block scale `d`, no mins.
+fn dot_k16(levels: &[i8; 256], scales: &[i8; 16], d: f32, y: &BlockQ8K) -> f32 {
+    let isum: i32 = (0..16)
+        .map(|j| {
+            let r = 16 * j..16 * j + 16;
+            i32::from(scales[j]) * idot(&levels[r.clone()], &y.qs[r])
+        })
+        .sum();
+    d * y.d * isum as f32
+}
+
 pub(super) fn dot_q3k(w: &[BlockQ3K], a: &[BlockQ8K]) -> f32 {
     let mut sum = 0f32;
     for (x, y) in w.iter().zip(a) {
         let (levels, scales) = values::q3k(x);
-        let isum: i32 = (0..16)
-            .map(|j| {
-                let r = 16 * j..16 * j + 16;
-                i32::from(scales[j]) * idot(&levels[r.clone()], &y.qs[r])
-            })
-            .sum();
-        sum += x.d.to_f32() * y.d * isum as f32;
+        sum += dot_k16(&levels, &scales, x.d.to_f32(), y);
     }
     sum
 }
@@ -194,13 +200,7 @@ pub(super) fn dot_q6k(w: &[BlockQ6K], a: &[BlockQ8K]) -> f32 {
     let mut sum = 0f32;
     for (x, y) in w.iter().zip(a) {
         let (levels, scales) = values::q6k(x);
-        let isum: i32 = (0..16)
-            .map(|j| {
-                let r = 16 * j..16 * j + 16;
-                i32::from(scales[j]) * idot(&levels[r.clone()], &y.qs[r])
-            })
-            .sum();
-        sum += x.d.to_f32() * y.d * isum as f32;
+        sum += dot_k16(&levels, &scales, x.d.to_f32(), y);
     }
     sum
 }

@@ -14,24 +14,18 @@ use crate::DType;
 use crate::quant::blocks::KVALUES_IQ4NL;
 
 pub(super) fn has_avx2() -> bool {
-    is_x86_feature_detected!("avx2")
-        && is_x86_feature_detected!("fma")
-        && is_x86_feature_detected!("f16c")
+    Isa::Avx2.is_available()
 }
 
 pub(super) fn has_avx512_vnni() -> bool {
-    has_avx2()
-        && is_x86_feature_detected!("avx512f")
-        && is_x86_feature_detected!("avx512bw")
-        && is_x86_feature_detected!("avx512vl")
-        && is_x86_feature_detected!("avx512vnni")
+    Isa::Avx512Vnni.is_available()
 }
 
 /// The SIMD kernel of `weight` at level `isa`, if there is one and the CPU supports it.
 pub(super) fn dot_kernel(isa: Isa, weight: DType) -> Option<DotFn> {
     match isa {
         Isa::Avx512Vnni if has_avx512_vnni() => vnni::kernel(weight),
-        Isa::Avx2 if has_avx2() => avx2::kernel(weight),
+        Isa::Avx2 | Isa::Avx512 if has_avx2() => avx2::kernel(weight),
         _ => None,
     }
 }
