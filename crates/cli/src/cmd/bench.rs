@@ -1,6 +1,7 @@
 //! `mtmd bench`: llama-bench-style throughput of prompt processing (ppN) and token
-//! generation (tgN), median over repetitions; with `--mmproj` and `--image`, also the image
-//! encode time and the image prefill speed (embeddings decoded into the text model).
+//! generation (tgN), median over repetitions; with `--mmproj` and `--image` (or `--audio`),
+//! also the encode time of the image (or of one 30 s audio window) and the prefill speed of its
+//! embeddings in the text model.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -18,10 +19,9 @@ use super::runtime_args::ComputeArgs;
 #[command(mut_arg("threads", |a| a.default_value("2").help("Compute threads")))]
 #[command(mut_arg("kv_type", |a| a.help("KV cache type")))]
 #[command(mut_arg("mmproj", |a| a
-    .requires("image")
-    .help("Vision projector GGUF, for the image row (with --image)")))]
+    .help("Projector GGUF, for the image row (with --image) or the audio row (with --audio)")))]
 pub struct Args {
-    /// --mmproj is for the image row (with --image).
+    /// --mmproj is for the image or audio row.
     #[command(flatten)]
     model: ModelArgs,
     /// Prompt tokens processed in one batch (0: skip).
@@ -40,12 +40,16 @@ pub struct Args {
     json: bool,
     /// Image to encode and prefill for the image row (with --mmproj).
     /// (With -hf the repository's mmproj is used when --mmproj is not given.)
-    #[arg(long)]
+    #[arg(long, conflicts_with = "audio")]
     image: Option<PathBuf>,
+    /// Audio file whose first 30 s window is encoded and prefilled for the audio row.
+    #[arg(long)]
+    audio: Option<PathBuf>,
 }
 
-/// The image row: encoder time and how fast the image's embeddings go through the text model.
+/// The media row: encoder time and how fast the embeddings go through the text model.
 struct ImageRow {
+    kind: mtmd::MediaKind,
     n_tokens: usize,
     encode_ms: f64,
     encode_spread: f64,
@@ -53,23 +57,19 @@ struct ImageRow {
     prefill_spread: f64,
 }
 
-/// Encodes `image` and prefills its embeddings into a fresh session, `repetitions` times.
-fn time_image(
+/// Encodes the first media chunk of `item` and prefills its embeddings into a fresh session,
+/// `repetitions` times.
+fn time_media(
     model: Arc<Model>,
     args: &Args,
     mmproj: &std::path::Path,
-    image: &std::path::Path,
+    item: &mtmd::MediaItem,
 ) -> Result<ImageRow> {
     let ctx = mtmd::Context::new(mmproj, model, mtmd::ContextParams::default())?;
-    let bitmap = mtmd::Bitmap::from_file(image)
-        .map_err(|e| anyhow::anyhow!("image {}: {e}", image.display()))?;
     let marker = ctx.media_marker().to_string();
-    let chunks = ctx.tokenize(&marker, &[&bitmap])?;
-    let Some(chunk) = chunks.iter().find_map(|c| match c {
-        mtmd::Chunk::Image(img) => Some(img.clone()),
-        _ => None,
-    }) else {
-        bail!("{}: no image chunk came out of tokenizing", image.display());
+    let chunks = ctx.tokenize(&marker, &[item])?;
+    let Some(chunk) = chunks.iter().find_map(|c| c.as_media().cloned()) else {
+        bail!("{}: no media chunk came out of tokenizing", item.id());
     };
     let model = ctx.model().clone();
     let embd = ctx.encode(&chunk)?; // warm-up
@@ -88,6 +88,7 @@ fn time_image(
     let (encode_ms, encode_spread) = stats(&encode_ms);
     let (prefill_tokens_per_s, prefill_spread) = stats(&prefill);
     Ok(ImageRow {
+        kind: item.kind(),
         n_tokens: chunk.n_tokens(),
         encode_ms,
         encode_spread,
@@ -154,11 +155,20 @@ pub fn run(args: Args) -> Result<()> {
     }
     args.compute.apply()?;
     let threads = args.compute.threads.expect("-t has a default");
-    // The repository's mmproj is only worth downloading for the image row.
-    let resolved = args.model.resolve(args.image.is_some())?;
-    if args.image.is_some() && resolved.mmproj.is_none() {
-        bail!("--image needs --mmproj (or an -hf repository with an mmproj)");
+    let media_path = args.image.as_ref().or(args.audio.as_ref());
+    // The repository's mmproj is only worth downloading for the media row.
+    let resolved = args.model.resolve(media_path.is_some())?;
+    if media_path.is_some() && resolved.mmproj.is_none() {
+        bail!("--image and --audio need --mmproj (or an -hf repository with an mmproj)");
     }
+    if media_path.is_none() && args.model.mmproj.is_some() {
+        bail!("--mmproj is for the image or audio row: give --image or --audio");
+    }
+    let item = match (&args.image, &args.audio) {
+        (Some(path), _) => Some(super::media::load_image(path)?),
+        (None, Some(path)) => Some(super::media::load_audio(path, 600.0)?),
+        (None, None) => None,
+    };
     let model = Arc::new(load_model(&resolved.model)?);
     // Warm-up: touch every weight page and JIT nothing; not timed.
     time_pp(&model, 8.min(args.n_prompt.max(1)), args.compute.kv_type)?;
@@ -184,8 +194,8 @@ pub fn run(args: Args) -> Result<()> {
             time_tg(&model, args.n_gen, args.compute.kv_type)
         })?;
     }
-    let image_row = match (&resolved.mmproj, &args.image) {
-        (Some(mmproj), Some(image)) => Some(time_image(model.clone(), &args, mmproj, image)?),
+    let image_row = match (&resolved.mmproj, &item) {
+        (Some(mmproj), Some(item)) => Some(time_media(model.clone(), &args, mmproj, item)?),
         _ => None,
     };
 
@@ -203,7 +213,7 @@ pub fn run(args: Args) -> Result<()> {
             .collect();
         if let Some(img) = &image_row {
             arr.push(serde_json::json!({
-                "test": "image",
+                "test": img.kind.name(),
                 "threads": threads,
                 "n_tokens": img.n_tokens,
                 "encode_ms": img.encode_ms,
@@ -249,14 +259,21 @@ pub fn run(args: Args) -> Result<()> {
             params,
             "CPU",
             threads,
-            format!("img{}", img.n_tokens),
+            match img.kind {
+                mtmd::MediaKind::Image => format!("img{}", img.n_tokens),
+                mtmd::MediaKind::Audio => format!("aud{}", img.n_tokens),
+            },
             format!(
                 "{:.2} ± {:.2}",
                 img.prefill_tokens_per_s, img.prefill_spread
             )
         );
+        let what = match img.kind {
+            mtmd::MediaKind::Image => "image",
+            mtmd::MediaKind::Audio => "audio (one 30 s window)",
+        };
         println!(
-            "\nimage: encode {:.2} ± {:.2} ms (median of {}), prefill of {} tokens {:.2} t/s",
+            "\n{what}: encode {:.2} ± {:.2} ms (median of {}), prefill of {} tokens {:.2} t/s",
             img.encode_ms,
             img.encode_spread,
             args.repetitions,

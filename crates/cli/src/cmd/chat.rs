@@ -1,5 +1,5 @@
-//! `mtmd chat`: an interactive conversation on stdin/stdout. `/image PATH` attaches an image
-//! to the next message, `/clear` starts over, `/quit` (or end of input) leaves. The whole
+//! `mtmd chat`: an interactive conversation on stdin/stdout. `/image PATH` and `/audio PATH`
+//! attach an image or an audio clip to the next message, `/clear` starts over, `/quit` (or end of input) leaves. The whole
 //! history goes through the chat template every turn; the KV cache keeps the part of the
 //! previous prompt that is unchanged, so only the new suffix is evaluated.
 
@@ -10,20 +10,22 @@ use anyhow::{Result, anyhow, bail};
 use clap::Args as ClapArgs;
 use llm::chat::{ChatMessage, ContentPart, MessageContent};
 use llm::{GenerateParams, Logits, Model, Session};
-use mtmd::{Bitmap, CellKey, Chunk, Chunks, chunk_keys, chunks_after, reusable_prefix};
+use mtmd::{
+    CellKey, Chunk, Chunks, MediaItem, MediaKind, chunk_keys, chunks_after, reusable_prefix,
+};
 
 use super::common::load_model;
-use super::media::MediaArgs;
+use super::media::{MediaArgs, load_audio, load_image, media_part};
 use super::model_args::ModelArgs;
 use super::runtime_args::RuntimeArgs;
 use super::sampling_args::SamplingArgs;
 
 #[derive(ClapArgs)]
 pub struct Args {
-    /// --mmproj is needed for `/image`.
+    /// --mmproj is needed for `/image` and `/audio`.
     #[command(flatten)]
     model: ModelArgs,
-    /// --image files go with the first message.
+    /// --image and --audio files go with the first message.
     #[command(flatten)]
     media: MediaArgs,
     /// System message that starts every conversation.
@@ -41,17 +43,18 @@ pub struct Args {
     verbose: bool,
 }
 
-/// One conversation: its messages, images, and what the KV cache holds of it.
+/// One conversation: its messages, media, and what the KV cache holds of it.
 struct Chat {
     model: Arc<Model>,
     media: Option<mtmd::Context>,
     session: Session,
     system: Option<String>,
     history: Vec<ChatMessage>,
-    /// Images of `history`, in order of appearance.
-    images: Vec<Bitmap>,
-    /// Images attached with `/image` for the next message.
-    pending: Vec<Bitmap>,
+    /// Media of `history`, in order of appearance.
+    images: Vec<MediaItem>,
+    /// Media attached with `/image` or `/audio` for the next message.
+    pending: Vec<MediaItem>,
+    max_audio_seconds: f64,
     cached: Vec<CellKey>,
     params: GenerateParams,
     n_predict: i64,
@@ -70,23 +73,26 @@ impl Chat {
         self.cached.clear();
     }
 
-    fn attach(&mut self, path: &str) -> Result<()> {
-        if self.media.is_none() {
-            bail!("images need a vision projector: start with --mmproj");
+    fn attach(&mut self, kind: MediaKind, path: &str) -> Result<()> {
+        let Some(ctx) = &self.media else {
+            bail!("{} needs a projector: start with --mmproj", kind.name());
+        };
+        if !ctx.supports(kind) {
+            bail!("this mmproj does not take {}", kind.name());
         }
-        // The decoder's message names the file and the cause; its source chain repeats them.
-        let bitmap = Bitmap::from_file(path).map_err(|e| anyhow!("image {path}: {e}"))?;
-        self.pending.push(bitmap);
+        let path = std::path::Path::new(path);
+        let item = match kind {
+            MediaKind::Image => load_image(path)?,
+            MediaKind::Audio => load_audio(path, self.max_audio_seconds)?,
+        };
+        self.pending.push(item);
         Ok(())
     }
 
     /// Tokenizes the whole conversation into chunks (one text chunk without a projector).
-    fn tokenize(&self, text: &str, images: &[Bitmap]) -> Result<Chunks> {
+    fn tokenize(&self, text: &str, media: &[MediaItem]) -> Result<Chunks> {
         match &self.media {
-            Some(ctx) => {
-                let refs: Vec<&Bitmap> = images.iter().collect();
-                Ok(ctx.tokenize(text, &refs)?)
-            }
+            Some(ctx) => Ok(ctx.tokenize(text, &media.iter().collect::<Vec<_>>())?),
             None => Ok(Chunks {
                 chunks: vec![Chunk::Text(self.model.tokenizer.tokenize(text, true, true))],
             }),
@@ -99,7 +105,7 @@ impl Chat {
             MessageContent::Text(text.to_string())
         } else {
             let mut parts: Vec<ContentPart> =
-                self.pending.iter().map(|_| ContentPart::image()).collect();
+                self.pending.iter().map(|m| media_part(m.kind())).collect();
             parts.push(ContentPart::text(text));
             MessageContent::Parts(parts)
         };
@@ -208,10 +214,10 @@ impl Chat {
 
 pub fn run(args: Args) -> Result<()> {
     args.runtime.compute.apply()?;
-    let resolved = args.model.resolve(true)?;
+    let resolved = args.model.resolve_or_default(true)?;
     let mmproj = resolved.mmproj.as_deref();
     args.media.check(mmproj)?;
-    let first_images = args.media.load_images()?;
+    let first_media = args.media.load()?;
     let model = Arc::new(load_model(&resolved.model)?);
     let media = args.media.context(mmproj, &model, args.runtime.threads())?;
     let session = model.new_session(args.runtime.ctx_size, args.runtime.kv_type());
@@ -223,6 +229,7 @@ pub fn run(args: Args) -> Result<()> {
         history: Vec::new(),
         images: Vec::new(),
         pending: Vec::new(),
+        max_audio_seconds: args.media.max_audio_seconds,
         cached: Vec::new(),
         params: GenerateParams {
             max_tokens: 0,
@@ -234,7 +241,7 @@ pub fn run(args: Args) -> Result<()> {
         verbose: args.verbose,
     };
     chat.clear();
-    chat.pending = first_images;
+    chat.pending = first_media;
 
     let stdin = std::io::stdin();
     let interactive = stdin.is_terminal();
@@ -257,7 +264,9 @@ pub fn run(args: Args) -> Result<()> {
             chat.clear();
             Ok(())
         } else if let Some(path) = line.strip_prefix("/image ") {
-            chat.attach(path.trim())
+            chat.attach(MediaKind::Image, path.trim())
+        } else if let Some(path) = line.strip_prefix("/audio ") {
+            chat.attach(MediaKind::Audio, path.trim())
         } else {
             chat.turn(line, &mut stdout)
         };

@@ -197,7 +197,11 @@ mod tests {
         let argv = |a: &[&str]| a.iter().map(OsString::from).collect::<Vec<_>>().into_iter();
         let (i, a) = (MediaKind::Image, MediaKind::Audio);
         assert_eq!(
-            kinds_in_order(argv(&["mtmd", "run", "--audio", "x.wav", "--image=y.png"]), 1, 1),
+            kinds_in_order(
+                argv(&["mtmd", "run", "--audio", "x.wav", "--image=y.png"]),
+                1,
+                1
+            ),
             [a, i]
         );
         // A count clap disagrees with (e.g. after `--`): images first.

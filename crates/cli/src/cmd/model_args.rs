@@ -9,8 +9,8 @@ use clap::Args as ClapArgs;
 
 #[derive(ClapArgs, Clone, Debug, Default)]
 pub struct ModelArgs {
-    /// Text model GGUF.
-    #[arg(short = 'm', long, required_unless_present = "hf_repo")]
+    /// Text model GGUF (run, chat and serve without -m or -hf use the default model, below).
+    #[arg(short = 'm', long)]
     pub model: Option<PathBuf>,
     /// Download the model (and its mmproj) from a Hugging Face repository: USER/REPO[:QUANT]
     /// (QUANT defaults to Q4_K_M). Also spelled `-hf`.
@@ -32,7 +32,30 @@ pub struct ResolvedModel {
     pub mmproj: Option<PathBuf>,
 }
 
+/// The model `run`, `chat` and `serve` use when given neither `-m` nor `-hf`: the smallest
+/// real vision-language model (SmolVLM 256M, ~0.3 GB with its mmproj), downloaded once into
+/// the user cache.
+pub const DEFAULT_MODEL: &str = "ggml-org/SmolVLM-256M-Instruct-GGUF:Q8_0";
+
 impl ModelArgs {
+    /// Local files like [`resolve`](Self::resolve), but with neither `-m` nor `-hf` the
+    /// [`DEFAULT_MODEL`] (saying so on stderr).
+    pub fn resolve_or_default(&self, repo_mmproj: bool) -> Result<ResolvedModel> {
+        if self.model.is_some() || self.hf_repo.is_some() {
+            return self.resolve(repo_mmproj);
+        }
+        eprintln!("no -m or -hf given: using the default model {DEFAULT_MODEL}");
+        let with_default = Self {
+            hf_repo: Some(DEFAULT_MODEL.to_string()),
+            ..self.clone()
+        };
+        with_default.resolve(repo_mmproj).map_err(|e| {
+            anyhow::anyhow!(
+                "the default model {DEFAULT_MODEL} is not available ({e:#}); give a local model with -m FILE (and --mmproj FILE), or -hf USER/REPO"
+            )
+        })
+    }
+
     /// Local files, downloading them first for `-hf`. `repo_mmproj`: the command has a use
     /// for the repository's mmproj (it is fetched only then, and never with `--mmproj` or
     /// `--no-mmproj`).

@@ -79,7 +79,7 @@ pub fn run(args: Args) -> Result<()> {
     };
 
     // After the prompt checks, so that a bad command line downloads nothing.
-    let resolved = args.model.resolve(true)?;
+    let resolved = args.model.resolve_or_default(true)?;
     let mmproj = resolved.mmproj.as_deref();
     args.media.check(mmproj)?;
     let model = Arc::new(load_model(&resolved.model)?);

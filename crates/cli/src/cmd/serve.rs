@@ -58,7 +58,7 @@ pub fn run(args: Args) -> Result<()> {
         bail!("--max-body-mb must be at least 1");
     }
     args.runtime.compute.apply()?;
-    let resolved = args.model.resolve(true)?;
+    let resolved = args.model.resolve_or_default(true)?;
     let config = server::Config {
         host: args.host,
         port: args.port,
