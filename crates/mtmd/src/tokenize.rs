@@ -5,12 +5,12 @@
 //! 3. at each marker the begin text is tokenized alone and ends the current text chunk,
 //!    the media item's chunks follow (one per piece: most images have one), and the tokenized
 //!    end text starts the next text chunk;
-//! 3a. a tiled image (Idefics3) puts its tiles first, row-major, each after its own
+//! 4. a tiled image (Idefics3) puts its tiles first, row-major, each after its own
 //!    `tile_begin(row, col)` text and before `tile_end`, with `row_end` between rows; then
 //!    `before_overview`, and the overview framed by begin and end as in 3 (every text piece
-//!    tokenized alone, as llama.cpp looks up each of these as its own token);
-//! 4. consecutive text tokens form one chunk (empty text chunks are dropped);
-//! 5. BOS goes first when the model adds it; EOS last when the model adds it.
+//!    tokenized alone, as llama.cpp looks each of them up as one token);
+//! 5. consecutive text tokens form one chunk (empty text chunks are dropped);
+//! 6. BOS goes first when the model adds it; EOS last when the model adds it.
 
 use llm::Tokenizer;
 
@@ -68,7 +68,7 @@ pub fn tokenize_with_media(
     Ok(Chunks { chunks })
 }
 
-/// Appends one media item's chunks with the framing's texts around them (rules 3 and 3a):
+/// Appends one media item's chunks with the framing's texts around them (rules 3 and 4):
 /// the text gathered so far ends in a chunk before each media chunk.
 fn lay_out_media(
     chunks: &mut Vec<Chunk>,

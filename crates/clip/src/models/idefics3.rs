@@ -77,7 +77,7 @@ fn preprocess(
     params.validate()?;
     let tile = params.image_size;
     let align = params.align();
-    if tile == 0 || tile % align != 0 {
+    if tile == 0 || !tile.is_multiple_of(align) {
         return Err(bad_param(
             "image_size",
             tile,

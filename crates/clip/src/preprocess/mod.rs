@@ -179,7 +179,7 @@ pub fn fixed_square(
     }
     let side = params.image_size;
     let align = params.align();
-    if side % align != 0 {
+    if !side.is_multiple_of(align) {
         return Err(PreprocessError::BadParam {
             name: "image_size",
             value: side.to_string(),
