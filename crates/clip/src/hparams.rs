@@ -43,6 +43,9 @@ pub struct EncoderHparams {
     /// Qwen3-VL: which layers feed a deepstack merger.
     pub deepstack_layers: Vec<bool>,
     pub ffn_act: FfnAct,
+    /// `clip.vision.preproc_image_size`: the longest edge tiling projectors (Idefics3) resize
+    /// to before cutting tiles; 0 when absent.
+    pub image_longest_edge: usize,
     /// Audio: mel bins of the encoder input (`clip.audio.num_mel_bins`); 0 for vision.
     pub n_mel_bins: usize,
     /// Audio: frames stacked into one token by the projector (`clip.audio.projector.stack_factor`).
@@ -166,6 +169,11 @@ impl EncoderHparams {
             deepstack_layers,
             ffn_act,
             n_mel_bins,
+            image_longest_edge: if vision {
+                opt("clip.vision.preproc_image_size")?
+            } else {
+                0
+            },
             stack_factor: opt("clip.audio.projector.stack_factor")?,
         })
     }

@@ -23,4 +23,5 @@ pub use error::ClipError;
 pub use hparams::EncoderHparams;
 pub use model::ClipModel;
 pub use models::{Embeddings, Encoder};
+pub use preprocess::{ImagePiece, Placement};
 pub use projector::{Defaults, Framing, Input, Modality, Projector, TileFraming, TokenLimits};

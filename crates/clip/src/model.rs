@@ -8,7 +8,7 @@ use gguf::GgufFile;
 use crate::bitmap::Bitmap;
 use crate::hparams::EncoderHparams;
 use crate::models::{Embeddings, Encoder};
-use crate::preprocess::{PreprocessParams, PreprocessedImage};
+use crate::preprocess::{ImagePiece, Placement, PreprocessParams, PreprocessedImage};
 use crate::projector::{Input, Projector};
 use crate::vit::WeightLoader;
 use crate::{ClipError, registry};
@@ -94,10 +94,13 @@ impl ClipModel {
             std: hp.image_std,
             min_tokens: min,
             max_tokens: max,
+            longest_edge: to_u32(hp.image_longest_edge),
         }
     }
 
     /// Resizes and normalizes `bitmap` as this projector does; the result knows its token grid.
+    /// For projectors that make one encoder input per image; tiling projectors (Idefics3) make
+    /// several, see [`ClipModel::preprocess_pieces`].
     pub fn preprocess(
         &self,
         bitmap: &Bitmap,
@@ -105,11 +108,31 @@ impl ClipModel {
     ) -> Result<PreprocessedImage, ClipError> {
         match self.projector.input {
             Input::Image(preprocess) => Ok(preprocess(bitmap, params)?),
+            Input::TiledImage(_) => Err(ClipError::BadImage(format!(
+                "{} cuts images into tiles: use preprocess_pieces",
+                self.projector.name
+            ))),
             Input::AudioMel { .. } => Err(ClipError::WrongMedia {
                 projector: self.projector.name,
                 takes: "audio",
                 given: "an image",
             }),
+        }
+    }
+
+    /// Every encoder input of `bitmap` in prompt order with its place in the image: one
+    /// [`Placement::Whole`] piece for most projectors, tiles then the overview for tiling ones.
+    pub fn preprocess_pieces(
+        &self,
+        bitmap: &Bitmap,
+        params: &PreprocessParams,
+    ) -> Result<Vec<ImagePiece>, ClipError> {
+        match self.projector.input {
+            Input::TiledImage(preprocess) => Ok(preprocess(bitmap, params)?),
+            _ => Ok(vec![ImagePiece {
+                place: Placement::Whole,
+                image: self.preprocess(bitmap, params)?,
+            }]),
         }
     }
 
@@ -120,7 +143,7 @@ impl ClipModel {
             Input::AudioMel { tokens } => {
                 Some((self.hparams.n_mel_bins, tokens(&self.hparams, n_frames)))
             }
-            Input::Image(_) => None,
+            Input::Image(_) | Input::TiledImage(_) => None,
         }
     }
 

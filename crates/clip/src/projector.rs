@@ -7,7 +7,7 @@ use crate::ClipError;
 use crate::bitmap::Bitmap;
 use crate::hparams::EncoderHparams;
 use crate::models::Encoder;
-use crate::preprocess::{PreprocessError, PreprocessParams, PreprocessedImage};
+use crate::preprocess::{ImagePiece, PreprocessError, PreprocessParams, PreprocessedImage};
 use crate::vit::WeightLoader;
 
 /// The kind of media a projector consumes.
@@ -26,11 +26,20 @@ pub type BuildFn = fn(&WeightLoader, &EncoderHparams) -> Result<Box<dyn Encoder>
 pub type PreprocessFn =
     fn(&Bitmap, &PreprocessParams) -> Result<PreprocessedImage, PreprocessError>;
 
+/// Turns a bitmap into several encoder inputs in prompt order: the tiles (row-major, each
+/// marked [`Placement::Tile`](crate::preprocess::Placement::Tile)) then the overview
+/// ([`Placement::Overview`](crate::preprocess::Placement::Overview)).
+pub type TiledPreprocessFn =
+    fn(&Bitmap, &PreprocessParams) -> Result<Vec<ImagePiece>, PreprocessError>;
+
 /// What a projector's encoder takes, and how the media become that.
 #[derive(Debug, Clone, Copy)]
 pub enum Input {
-    /// Images, preprocessed by this function.
+    /// Images, preprocessed by this function into one encoder input.
     Image(PreprocessFn),
+    /// Images cut into tiles plus an overview, each its own encoder input and media chunk,
+    /// laid out with [`Framing::tiles`].
+    TiledImage(TiledPreprocessFn),
     /// Mono 16 kHz audio as Whisper log-mel windows (`n_mel_bins` x frames, made by the
     /// `audio` crate); `tokens` gives the embedding rows a window of `n_frames` becomes.
     AudioMel {
@@ -65,7 +74,11 @@ impl Framing {
 }
 
 /// Text around each tile of a tiled image (llama.cpp's slice templates). Each tile is its own
-/// media chunk, laid out row-major, and the overview image comes after all tiles.
+/// media chunk, laid out row-major, and the overview image comes after all tiles, wrapped in
+/// the framing's `begin` and `end`:
+///
+/// `tile_begin(1,1)` tile `tile_end` `tile_begin(1,2)` tile `tile_end` … `row_end`
+/// `tile_begin(2,1)` … tile `tile_end` `before_overview` `begin` overview `end`.
 #[derive(Debug, Clone, Copy)]
 pub struct TileFraming {
     /// Text before the tile at (`row`, `col`), both counted from 1.
@@ -115,7 +128,7 @@ pub struct Projector {
 impl Projector {
     pub fn modality(&self) -> Modality {
         match self.input {
-            Input::Image(_) => Modality::Vision,
+            Input::Image(_) | Input::TiledImage(_) => Modality::Vision,
             Input::AudioMel { .. } => Modality::Audio,
         }
     }

@@ -2,7 +2,7 @@
 //! file under `models/`. Adding a projector is that file plus one row here.
 
 use crate::ClipError;
-use crate::models::{gemma3, pixtral, qwen2vl, qwen3vl, whisper};
+use crate::models::{gemma3, idefics3, pixtral, qwen2vl, qwen3vl, whisper};
 use crate::projector::Projector;
 
 /// Every supported projector.
@@ -12,6 +12,7 @@ pub const PROJECTORS: &[&Projector] = &[
     &qwen2vl::QWEN25VL,
     &qwen3vl::PROJECTOR,
     &pixtral::PROJECTOR,
+    &idefics3::PROJECTOR,
     &whisper::QWEN2A,
     &whisper::VOXTRAL,
 ];

@@ -197,6 +197,7 @@ mod tests {
                 nx,
                 ny,
                 n_tokens: nx * ny,
+                place: crate::encoder::Placement::Whole,
                 data: Arc::new(()),
             },
         }

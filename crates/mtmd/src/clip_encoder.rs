@@ -7,7 +7,7 @@ use std::sync::Arc;
 use clip::ClipModel;
 use clip::preprocess::{PreprocessParams, PreprocessedImage};
 
-use crate::encoder::{EncoderError, Framing, MediaEncoder, PreparedMedia};
+use crate::encoder::{EncoderError, Framing, MediaEncoder, Placement, PreparedMedia};
 use crate::media::{Audio, Media, MediaKind};
 use audio::MelWindow;
 
@@ -107,6 +107,7 @@ impl ClipEncoder {
                     nx: n_tokens,
                     ny: 1,
                     n_tokens,
+                    place: Placement::Whole,
                     data: Arc::new(window),
                 })
             })
@@ -144,14 +145,21 @@ impl MediaEncoder for ClipEncoder {
             Media::Image(bitmap) => bitmap,
             Media::Audio(clip) => return self.prepare_audio(clip),
         };
-        let pixels = self.model.preprocess(bitmap, &self.params)?;
-        let (nx, ny) = (pixels.token_grid.nx as usize, pixels.token_grid.ny as usize);
-        Ok(vec![PreparedMedia {
-            nx,
-            ny,
-            n_tokens: nx * ny,
-            data: Arc::new(pixels),
-        }])
+        let pieces = self.model.preprocess_pieces(bitmap, &self.params)?;
+        Ok(pieces
+            .into_iter()
+            .map(|piece| {
+                let grid = piece.image.token_grid;
+                let (nx, ny) = (grid.nx as usize, grid.ny as usize);
+                PreparedMedia {
+                    nx,
+                    ny,
+                    n_tokens: nx * ny,
+                    place: piece.place,
+                    data: Arc::new(piece.image),
+                }
+            })
+            .collect())
     }
 
     fn encode(&self, piece: &PreparedMedia) -> Result<Vec<f32>, EncoderError> {

@@ -4,7 +4,7 @@
 use std::any::Any;
 use std::sync::Arc;
 
-pub use clip::{Framing, TileFraming};
+pub use clip::{Framing, Placement, TileFraming};
 
 use crate::media::{Media, MediaKind};
 
@@ -21,6 +21,10 @@ pub struct PreparedMedia {
     pub ny: usize,
     /// Embedding rows the encoder outputs; always `nx * ny`.
     pub n_tokens: usize,
+    /// Where the piece goes in its media item: the whole item (most images, audio windows),
+    /// or a tile or the overview of a tiled image, which the framing's
+    /// [`tiles`](Framing::tiles) lays out.
+    pub place: Placement,
     pub data: Arc<dyn Any + Send + Sync>,
 }
 
@@ -30,6 +34,7 @@ impl std::fmt::Debug for PreparedMedia {
             .field("nx", &self.nx)
             .field("ny", &self.ny)
             .field("n_tokens", &self.n_tokens)
+            .field("place", &self.place)
             .finish_non_exhaustive()
     }
 }

@@ -27,6 +27,8 @@ pub enum MtmdError {
         ny: usize,
         n_tokens: usize,
     },
+    #[error("the encoder cut '{id}' into tiles but its framing has no tile texts")]
+    UnframedTiles { id: String },
     #[error("embeddings of '{id}' have {got} values, expected {n_tokens} tokens x {n_embd}")]
     EmbeddingSize {
         id: String,

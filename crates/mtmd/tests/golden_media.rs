@@ -1,7 +1,7 @@
-//! End-to-end golden test for the fixtures of the second layout (pixtral, mistral3, qwen2audio,
-//! voxtral, and the families that follow): the case's image or audio file through
-//! `Context::tokenize` (chunk kinds,
-//! token ids, token and position counts exact), each media chunk's embeddings and the last
+//! End-to-end golden test for the fixtures of the second layout (pixtral, mistral3, idefics3,
+//! qwen2audio, voxtral, and the families that follow): the case's image or audio file through
+//! `Context::tokenize` (chunk kinds, token ids, token and position counts exact; an Idefics3
+//! image is 13 chunks, the k-th compared with `<case>.embd.<k>`), each media chunk's embeddings and the last
 //! logits within 3e-3 x max|ref|, 16 greedy steps identical while llama.cpp's top-2 margin is
 //! at least 5e-2, and every teacher-forced greedy step's logits within the same bound.
 
@@ -209,4 +209,9 @@ fn qwen2audio_full() {
 #[test]
 fn voxtral_full() {
     run_fixture("voxtral");
+}
+
+#[test]
+fn idefics3_full() {
+    run_fixture("idefics3");
 }

@@ -51,6 +51,7 @@ impl MediaEncoder for ReferenceEncoder {
             nx: *nx,
             ny: *ny,
             n_tokens: nx * ny,
+            place: mtmd::Placement::Whole,
             data: embd.clone(),
         }])
     }

@@ -2,6 +2,7 @@
 //! [`Projector`](crate::projector::Projector) descriptor(s), listed in [`crate::registry`].
 
 pub mod gemma3;
+pub mod idefics3;
 pub mod pixtral;
 pub mod qwen2vl;
 pub mod qwen3vl;

@@ -51,7 +51,7 @@ enum Head {
     /// Qwen2-Audio: pool frame pairs, final norm, then `fc`.
     PoolLinear(Linear),
     /// Voxtral: final norm, stack `factor` frames, then the MLP.
-    StackMlp { factor: usize, mlp: Ffn },
+    StackMlp { factor: usize, mlp: Box<Ffn> },
 }
 
 pub struct Whisper {
@@ -78,12 +78,12 @@ fn build_voxtral(wl: &WeightLoader, hp: &EncoderHparams) -> Result<Box<dyn Encod
     let n_out = up.n_out();
     let head = Head::StackMlp {
         factor,
-        mlp: Ffn {
+        mlp: Box::new(Ffn {
             up,
             gate: None,
             down: Linear::load_to_any_width(wl, "mm.a.mlp.2", n_out)?,
             act: FfnAct::GeluErf,
-        },
+        }),
     };
     Ok(Box::new(Whisper::load(wl, hp, head)?))
 }

@@ -41,6 +41,9 @@ pub struct PreprocessParams {
     /// Bounds on merged output tokens (llama.cpp's image_min/max_tokens; Qwen-VL defaults 8 and 4096).
     pub min_tokens: u32,
     pub max_tokens: u32,
+    /// `clip.vision.preproc_image_size`: the longest edge a tiling projector (Idefics3) resizes
+    /// to before cutting tiles; 0 when the file does not say.
+    pub longest_edge: u32,
 }
 
 impl PreprocessParams {
@@ -58,7 +61,7 @@ impl PreprocessParams {
         )
     }
 
-    fn validate(&self) -> Result<(), PreprocessError> {
+    pub(crate) fn validate(&self) -> Result<(), PreprocessError> {
         let bad = |name, value: String, reason| {
             Err(PreprocessError::BadParam {
                 name,
@@ -78,6 +81,9 @@ impl PreprocessParams {
         }
         if self.image_size > crate::bitmap::MAX_SIDE {
             return bad("image_size", self.image_size.to_string(), "too large");
+        }
+        if self.longest_edge > crate::bitmap::MAX_SIDE {
+            return bad("longest_edge", self.longest_edge.to_string(), "too large");
         }
         if self.min_tokens > self.max_tokens {
             return bad(
@@ -124,6 +130,37 @@ pub struct PreprocessedImage {
     pub token_grid: TokenGrid,
 }
 
+/// Where one preprocessed piece of an image goes in the prompt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// The whole image in one piece (most projectors).
+    Whole,
+    /// One tile of a tiled image, at `row`, `col` counted from 0 (row-major).
+    Tile { row: u32, col: u32 },
+    /// The downscaled view of a tiled image that follows its tiles.
+    Overview,
+}
+
+/// One piece of a preprocessed image and its place in the image's layout.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImagePiece {
+    pub place: Placement,
+    pub image: PreprocessedImage,
+}
+
+/// The `width` x `height` region of `image` whose top-left corner is (`x`, `y`); the region must
+/// lie inside the image.
+pub fn crop(image: &Bitmap, x: u32, y: u32, width: u32, height: u32) -> Bitmap {
+    assert!(x + width <= image.width && y + height <= image.height);
+    let row = 3 * width as usize;
+    let mut rgb = Vec::with_capacity(row * height as usize);
+    for yy in y..y + height {
+        let start = 3 * (yy as usize * image.width as usize + x as usize);
+        rgb.extend_from_slice(&image.rgb[start..start + row]);
+    }
+    Bitmap::derived(width, height, rgb)
+}
+
 /// Fixed-size square input (Gemma 3's SigLIP): fit into the `image_size` square keeping the aspect
 /// ratio with Pillow-style bilinear, black padding centred (llama.cpp's default PAD_CEIL; no pan and
 /// scan), then normalize. The patch grid is pooled `merge`x`merge`: `(image_size / patch / merge)²`
@@ -142,7 +179,7 @@ pub fn fixed_square(
     }
     let side = params.image_size;
     let align = params.align();
-    if side % align != 0 {
+    if !side.is_multiple_of(align) {
         return Err(PreprocessError::BadParam {
             name: "image_size",
             value: side.to_string(),
@@ -227,7 +264,18 @@ mod tests {
             std: [0.5; 3],
             min_tokens: 8,
             max_tokens: 4096,
+            longest_edge: 0,
         }
+    }
+
+    #[test]
+    fn crop_copies_the_region() {
+        let rgb: Vec<u8> = (0..4 * 3 * 3).map(|v| v as u8).collect();
+        let img = Bitmap::from_rgb(4, 3, rgb).unwrap();
+        let out = crop(&img, 1, 1, 2, 2);
+        assert_eq!((out.width, out.height), (2, 2));
+        assert_eq!(out.pixel(0, 0), img.pixel(1, 1));
+        assert_eq!(out.pixel(1, 1), img.pixel(2, 2));
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 use crate::bitmap::Bitmap;
 
-/// Which filter a strategy resizes with. Both are Pillow's separable resampling (as llama.cpp 0c1e570
+/// Which filter a strategy resizes with. All three are Pillow's separable resampling (as llama.cpp 0c1e570
 /// implements it): pixel-centre aligned, kernel widened by the scale when downscaling (anti-aliasing),
 /// weights in 22-bit fixed point, a horizontal then a vertical pass, each rounded to 8 bits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -13,6 +13,8 @@ pub enum ResizeFilter {
     Bilinear,
     /// Cubic kernel a = -0.5, support 2 (Pillow `BICUBIC`; Qwen-VL).
     Bicubic,
+    /// Lanczos kernel a = 3, `sinc(x)·sinc(x/3)` on [-3, 3), support 3 (Pillow `LANCZOS`; Idefics3).
+    Lanczos,
 }
 
 /// Resizes to exactly `width` x `height`, ignoring the aspect ratio.
@@ -23,6 +25,7 @@ pub fn resize(src: &Bitmap, width: u32, height: u32, filter: ResizeFilter) -> Bi
     match filter {
         ResizeFilter::Bilinear => resize_pillow(src, width, height, PillowKernel::Triangle),
         ResizeFilter::Bicubic => resize_pillow(src, width, height, PillowKernel::Bicubic),
+        ResizeFilter::Lanczos => resize_pillow(src, width, height, PillowKernel::Lanczos),
     }
 }
 
@@ -75,6 +78,25 @@ fn bicubic_kernel(x: f64) -> f64 {
     }
 }
 
+/// `sin(πx) / (πx)`, 1 at 0.
+fn sinc(x: f64) -> f64 {
+    if x == 0.0 {
+        1.0
+    } else {
+        let px = x * std::f64::consts::PI;
+        px.sin() / px
+    }
+}
+
+/// Pillow's Lanczos-3 kernel: the half-open window [-3, 3) as Pillow tests it.
+fn lanczos_kernel(x: f64) -> f64 {
+    if (-3.0..3.0).contains(&x) {
+        sinc(x) * sinc(x / 3.0)
+    } else {
+        0.0
+    }
+}
+
 /// For each output index: the first input index and the fixed-point weights of its input window.
 struct Taps {
     starts: Vec<usize>,
@@ -85,6 +107,7 @@ struct Taps {
 enum PillowKernel {
     Bicubic,
     Triangle,
+    Lanczos,
 }
 
 impl PillowKernel {
@@ -92,6 +115,7 @@ impl PillowKernel {
         match self {
             PillowKernel::Bicubic => 2.0,
             PillowKernel::Triangle => 1.0,
+            PillowKernel::Lanczos => 3.0,
         }
     }
 
@@ -99,6 +123,7 @@ impl PillowKernel {
         match self {
             PillowKernel::Bicubic => bicubic_kernel(x),
             PillowKernel::Triangle => (1.0 - x.abs()).max(0.0),
+            PillowKernel::Lanczos => lanczos_kernel(x),
         }
     }
 }
@@ -210,7 +235,11 @@ mod tests {
     #[test]
     fn constant_image_stays_constant() {
         let src = Bitmap::from_rgb(5, 3, [10u8, 200, 33].repeat(15)).unwrap();
-        for filter in [ResizeFilter::Bilinear, ResizeFilter::Bicubic] {
+        for filter in [
+            ResizeFilter::Bilinear,
+            ResizeFilter::Bicubic,
+            ResizeFilter::Lanczos,
+        ] {
             for (w, h) in [(11, 7), (2, 2), (5, 9), (1, 1)] {
                 let out = resize(&src, w, h, filter);
                 assert_eq!((out.width, out.height), (w, h));
@@ -224,14 +253,16 @@ mod tests {
 
     #[test]
     fn pillow_weights_sum_to_one() {
-        for (i, o) in [(333, 336), (241, 244), (2, 84), (1000, 7)] {
-            let taps = pillow_taps(i, o, PillowKernel::Bicubic);
-            for w in &taps.weights {
-                let sum: i64 = w.iter().map(|&v| i64::from(v)).sum();
-                assert!(
-                    (sum - (1 << PRECISION_BITS)).abs() <= w.len() as i64,
-                    "{i}->{o}: {sum}"
-                );
+        for kernel in [PillowKernel::Bicubic, PillowKernel::Lanczos] {
+            for (i, o) in [(333, 336), (241, 244), (2, 84), (1000, 7), (186, 192)] {
+                let taps = pillow_taps(i, o, kernel);
+                for w in &taps.weights {
+                    let sum: i64 = w.iter().map(|&v| i64::from(v)).sum();
+                    assert!(
+                        (sum - (1 << PRECISION_BITS)).abs() <= w.len() as i64,
+                        "{i}->{o}: {sum}"
+                    );
+                }
             }
         }
     }
@@ -251,7 +282,11 @@ mod tests {
     #[test]
     fn one_pixel_sides_do_not_panic() {
         let src = gradient(1, 4);
-        for filter in [ResizeFilter::Bilinear, ResizeFilter::Bicubic] {
+        for filter in [
+            ResizeFilter::Bilinear,
+            ResizeFilter::Bicubic,
+            ResizeFilter::Lanczos,
+        ] {
             let out = resize(&src, 3, 3, filter);
             assert_eq!(out.rgb.len(), 27);
         }
@@ -265,5 +300,41 @@ mod tests {
         assert!((0..28).all(|x| out.pixel(x, 0)[0] == 172));
         assert!((84..112).all(|x| out.pixel(x, 0)[0] == 202));
         assert_eq!(out.pixel(56, 0)[0], 187);
+    }
+
+    #[test]
+    fn lanczos_matches_hand_computed_pillow_values() {
+        // 2 -> 4 upscale (scale 1/2, support 3, no widening). Output centres 0.25, 0.75, 1.25,
+        // 1.75 in source pixels; the taps are the two source pixels at distances (0.25, 1.25)
+        // or (0.75, 0.25) and mirrored. L(0.25) = 0.890067, L(1.25) = -0.132871,
+        // L(0.75) = 0.270190, so the normalized weights are (1.175480, -0.175480) and
+        // (0.232875, 0.767125): the outer outputs overshoot, which Lanczos does and
+        // the triangle filter never does.
+        let src = Bitmap::from_rgb(2, 1, vec![100, 0, 255, 200, 255, 0]).unwrap();
+        let out = resize(&src, 4, 1, ResizeFilter::Lanczos);
+        let channel = |c: usize| (0..4).map(|x| out.pixel(x, 0)[c]).collect::<Vec<_>>();
+        // 100·1.17548 - 200·0.17548 = 82.45; 100·0.767125 + 200·0.232875 = 123.29; ...
+        assert_eq!(channel(0), [82, 123, 177, 218]);
+        // 0 -> 255: -44.7 clamps to 0, 59.38, 195.62, 299.7 clamps to 255.
+        assert_eq!(channel(1), [0, 59, 196, 255]);
+        assert_eq!(channel(2), [255, 196, 59, 0]);
+        // Vertical pass: the same numbers down a column.
+        let col = Bitmap::from_rgb(1, 2, vec![100, 0, 255, 200, 255, 0]).unwrap();
+        let out = resize(&col, 1, 4, ResizeFilter::Lanczos);
+        assert_eq!(
+            (0..4).map(|y| out.pixel(0, y)[0]).collect::<Vec<_>>(),
+            [82, 123, 177, 218]
+        );
+    }
+
+    #[test]
+    fn lanczos_window_is_half_open() {
+        assert_eq!(lanczos_kernel(3.0), 0.0);
+        assert!(lanczos_kernel(-3.0).abs() < 1e-15);
+        assert_eq!(lanczos_kernel(0.0), 1.0);
+        assert!((lanczos_kernel(0.25) - 0.890067).abs() < 1e-6);
+        assert!((lanczos_kernel(1.25) + 0.132871).abs() < 1e-6);
+        // Integer distances are the zeros of sinc.
+        assert!(lanczos_kernel(1.0).abs() < 1e-15 && lanczos_kernel(2.0).abs() < 1e-15);
     }
 }
