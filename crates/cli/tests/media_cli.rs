@@ -261,3 +261,8 @@ fn default_model_unreachable_names_dash_m() {
     let last = err.trim().lines().last().unwrap();
     assert!(last.starts_with("error: "), "{err}");
 }
+
+#[test]
+fn dump_idefics3() {
+    dump_fixture("idefics3");
+}

@@ -50,7 +50,7 @@ impl MediaArgs {
             };
             bail!("this model takes no {what} without --mmproj");
         }
-        if !(self.max_audio_seconds > 0.0) {
+        if self.max_audio_seconds.is_nan() || self.max_audio_seconds <= 0.0 {
             bail!("--max-audio-seconds must be positive");
         }
         Ok(())

@@ -56,7 +56,7 @@ pub fn build(wl: &WeightLoader, hp: &EncoderHparams) -> Result<Box<dyn Encoder>,
         .tensor_shaped(proj_name, &[d, hp.projection_dim])?
         .to_f32_vec()?;
     let mut transposed = vec![0f32; stored.len()];
-    cpu::conv::transpose(&stored, d, hp.projection_dim, &mut transposed);
+    cpu::transpose(&stored, d, hp.projection_dim, &mut transposed);
     let n_merge = hp.n_merge;
     if n_merge == 0 || !side.is_multiple_of(n_merge) {
         return Err(ClipError::BadValue {
@@ -115,7 +115,7 @@ impl Encoder for Gemma3 {
         // Pool the patch grid channel by channel: [n, d] -> [d, side, side] -> [d, g, g].
         let g = side / self.n_merge;
         let mut chw = vec![0f32; n * d];
-        cpu::conv::transpose(&x, n, d, &mut chw);
+        cpu::transpose(&x, n, d, &mut chw);
         let mut pooled = vec![0f32; d * g * g];
         cpu::avg_pool2d(
             &chw,
@@ -125,7 +125,7 @@ impl Encoder for Gemma3 {
             &mut pooled,
         );
         let mut tokens = vec![0f32; g * g * d];
-        cpu::conv::transpose(&pooled, d, g * g, &mut tokens);
+        cpu::transpose(&pooled, d, g * g, &mut tokens);
         let mut normed = vec![0f32; tokens.len()];
         cpu::rms_norm(&tokens, Some(&self.soft_emb_norm), self.eps, d, &mut normed);
         let out_dim = self.n_embd_out();

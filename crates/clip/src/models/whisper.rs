@@ -169,13 +169,13 @@ impl Whisper {
             input,
             [c_in, len],
             w,
-            &cpu::Conv1dParams::new(stride, 1),
+            &tensor::ops::conv::Conv1dParams::new(stride, 1),
             &mut tokens,
         )?;
         cpu::add_rows(&mut tokens, b);
         cpu::gelu_erf(&mut tokens);
         let mut out = vec![0f32; tokens.len()];
-        cpu::conv::transpose(&tokens, len_out, c_out, &mut out);
+        cpu::transpose(&tokens, len_out, c_out, &mut out);
         Ok((out, len_out))
     }
 }
@@ -207,7 +207,7 @@ impl Encoder for Whisper {
             )));
         }
         let mut x = vec![0f32; n * d];
-        cpu::conv::transpose(&h2, d, n, &mut x);
+        cpu::transpose(&h2, d, n, &mut x);
         cpu::add(&mut x, &self.pos_embd[..n * d]);
         let setup = AttnSetup {
             n_head: self.n_head,

@@ -194,6 +194,7 @@ mod tests {
                 positions: mtmd::ImagePositions::Sequential,
                 non_causal: true,
                 prepared: mtmd::PreparedMedia {
+                    place: mtmd::Placement::Whole,
                     nx: n,
                     ny: 1,
                     n_tokens: n,

@@ -635,6 +635,7 @@ impl mtmd::MediaEncoder for TrickyEncoder {
             return Err("too narrow".into());
         }
         Ok(vec![mtmd::PreparedMedia {
+            place: mtmd::Placement::Whole,
             nx: 4,
             ny: 1,
             n_tokens: 4,
