@@ -38,9 +38,7 @@ fn s16(samples: &[i16]) -> Vec<u8> {
 }
 
 fn fixture(name: &str) -> Vec<u8> {
-    let dir =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/qwen2audio");
-    std::fs::read(dir.join(name)).unwrap()
+    std::fs::read(testkit::fixture("qwen2audio").join(name)).unwrap()
 }
 
 #[test]

@@ -6,9 +6,7 @@ use std::path::PathBuf;
 use tensor::safetensors::{self, SafeTensor};
 
 fn fixture_dir(model: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/fixtures")
-        .join(model)
+    testkit::fixture(model)
 }
 
 fn reference(model: &str) -> BTreeMap<String, SafeTensor> {

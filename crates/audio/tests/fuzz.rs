@@ -4,9 +4,7 @@ use audio::{DecodeOptions, decode_bytes};
 use proptest::prelude::*;
 
 fn fixture(name: &str) -> Vec<u8> {
-    let dir =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/qwen2audio");
-    std::fs::read(dir.join(name)).unwrap()
+    std::fs::read(testkit::fixture("qwen2audio").join(name)).unwrap()
 }
 
 fn opts() -> DecodeOptions {

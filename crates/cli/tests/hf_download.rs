@@ -17,9 +17,11 @@ const Q8: &str = "tiny-gemma3-Q8_0.gguf";
 const MMPROJ: &str = "mmproj-tiny-gemma3-f16.gguf";
 
 fn fixture(name: &str) -> Vec<u8> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/fixtures/gemma3")
-        .join(name);
+    fixture_of("gemma3", name)
+}
+
+fn fixture_of(arch: &str, name: &str) -> Vec<u8> {
+    let path = testkit::fixture(arch).join(name);
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
@@ -49,7 +51,13 @@ impl FakeHub {
         // Same bytes (so that it runs) under the other quant's name.
         files.insert(Q8.into(), model);
         files.insert(MMPROJ.into(), fixture("mmproj.gguf"));
+        Self::serving(REPO, files)
+    }
+
+    /// A server holding `files` as the repository `repo`.
+    fn serving(repo: &str, files: HashMap<String, Vec<u8>>) -> Self {
         let files = Arc::new(files);
+        let repo = Arc::new(repo.to_string());
 
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let port = listener.local_addr().expect("addr").port();
@@ -64,8 +72,9 @@ impl FakeHub {
                 }
                 let Ok(conn) = conn else { continue };
                 let (files, seen, cut) = (files.clone(), seen2.clone(), cut2.clone());
+                let repo = repo.clone();
                 thread::spawn(move || {
-                    let _ = serve(conn, &files, &seen, &cut);
+                    let _ = serve(conn, &repo, &files, &seen, &cut);
                 });
             }
         });
@@ -114,6 +123,7 @@ impl Drop for FakeHub {
 
 fn serve(
     conn: TcpStream,
+    repo: &str,
     files: &HashMap<String, Vec<u8>>,
     seen: &Mutex<Vec<Seen>>,
     cut: &Mutex<Option<(String, usize)>>,
@@ -154,7 +164,7 @@ fn serve(
             respond(&mut out, "401 Unauthorized", &[], b"{}", 2)
         };
     }
-    let listing_path = format!("/api/models/{REPO}/tree/main?recursive=true");
+    let listing_path = format!("/api/models/{repo}/tree/main?recursive=true");
     if path == listing_path {
         let mut names: Vec<&String> = files.keys().collect();
         names.sort();
@@ -172,7 +182,7 @@ fn serve(
         let body = format!("[{}]", entries.join(","));
         return respond(&mut out, "200 OK", &[], body.as_bytes(), body.len());
     }
-    let prefix = format!("/{REPO}/resolve/main/");
+    let prefix = format!("/{repo}/resolve/main/");
     let Some(data) = path.strip_prefix(&prefix).and_then(|name| files.get(name)) else {
         return respond(&mut out, "404 Not Found", &[], b"not found", 9);
     };
@@ -466,4 +476,49 @@ fn a_part_file_longer_than_the_file_is_discarded() {
         fixture("model.gguf")
     );
     assert!(!part.exists());
+}
+
+/// The README's first command: neither -m nor -hf, just a picture and a question. The default
+/// repository is served locally here with the tiny SmolVLM-architecture fixture under the real
+/// file names.
+#[test]
+fn default_model_runs_the_main_job_with_only_a_picture() {
+    let mut files = HashMap::new();
+    files.insert(
+        "SmolVLM-256M-Instruct-Q8_0.gguf".to_string(),
+        fixture_of("idefics3", "model.gguf"),
+    );
+    files.insert(
+        "mmproj-SmolVLM-256M-Instruct-Q8_0.gguf".to_string(),
+        fixture_of("idefics3", "mmproj.gguf"),
+    );
+    let hub = FakeHub::serving("ggml-org/SmolVLM-256M-Instruct-GGUF", files);
+    let cache = TempDir::new("default-model");
+    let photo = testkit::fixture("idefics3/image_a_333x241.png");
+    let photo = photo.to_string_lossy();
+    let args = [
+        "run",
+        "--image",
+        &photo,
+        "-p",
+        "What is in this picture?",
+        "-n",
+        "4",
+        "--temp",
+        "0",
+    ];
+    let out = mtmd(&hub.endpoint(), &cache.0, &args);
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("default model ggml-org/SmolVLM-256M-Instruct-GGUF"),
+        "{err}"
+    );
+    assert_eq!(hub.downloads().len(), 2, "model and mmproj downloaded");
+    // The second run uses the cache.
+    hub.clear();
+    let again = mtmd(&hub.endpoint(), &cache.0, &args);
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert_eq!(again.stdout, out.stdout);
+    assert!(hub.downloads().is_empty());
 }

@@ -252,7 +252,7 @@ fn run_with_images_and_its_errors() {
             "-p",
             "a <__media__> b <__media__>",
         ])),
-        "2 image marker(s)",
+        "2 media marker(s)",
     );
     // Unreadable and corrupt images.
     fails_with(
@@ -296,25 +296,34 @@ fn run_with_images_and_its_errors() {
         ],
         "-dim embeddings, text model has n_embd",
     );
-    // Unsupported projector, named.
-    let pixtral = fixture_dir("pixtral")
-        .join("mmproj.gguf")
-        .to_string_lossy()
-        .into_owned();
+    // Unsupported projector, named: the qwen2vl mmproj's metadata with another type.
+    let source = gguf::GgufFile::open(fixture_dir("qwen2vl").join("mmproj.gguf")).unwrap();
+    let mut w = gguf::GgufWriter::new();
+    for (k, v) in source.metadata() {
+        w.add_kv(k, v.clone());
+    }
+    w.add_kv(
+        "clip.projector_type",
+        gguf::Value::String("llava_next_2000".into()),
+    );
+    let unknown = std::env::temp_dir().join(format!("unknown-mmproj-{}.gguf", std::process::id()));
+    w.write_to(&unknown).unwrap();
+    let unknown_s = unknown.to_string_lossy().into_owned();
     fails_with(
         &[
             "run",
             "-m",
             model.as_str(),
             "--mmproj",
-            pixtral.as_str(),
+            unknown_s.as_str(),
             "--image",
             photo.as_str(),
             "-p",
             "hi",
         ],
-        "pixtral",
+        "llava_next_2000",
     );
+    let _ = std::fs::remove_file(&unknown);
     // Text-only run still works without --mmproj.
     let out = mtmd(&[
         "run",

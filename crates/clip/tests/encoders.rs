@@ -282,3 +282,74 @@ fn qwen2audio_golden() {
 fn voxtral_golden() {
     golden_audio("voxtral");
 }
+
+/// `file` rewritten through our writer with `kv` changes applied (`None` removes a key) and
+/// tensors passed through `tensor` (which may change a tensor's dims and bytes).
+fn rewritten(
+    file: &gguf::GgufFile,
+    kv: &[(&str, Option<gguf::Value>)],
+    tensor: impl Fn(&str, Vec<u64>, Vec<u8>) -> (Vec<u64>, Vec<u8>),
+) -> gguf::GgufFile {
+    let mut w = gguf::GgufWriter::new();
+    for (k, v) in file.metadata() {
+        if !kv.iter().any(|(key, _)| key == k) {
+            w.add_kv(k, v.clone());
+        }
+    }
+    for (k, v) in kv {
+        if let Some(v) = v {
+            w.add_kv(k, v.clone());
+        }
+    }
+    for info in file.tensors() {
+        let bytes = file.tensor_data(info).to_vec();
+        let (dims, bytes) = tensor(&info.name, info.dims.clone(), bytes);
+        w.add_tensor(&info.name, info.ggml_type, &dims, &bytes);
+    }
+    gguf::GgufFile::from_bytes(gguf::MappedBytes::from_vec(w.to_bytes())).expect("parse")
+}
+
+/// Layer widths come from the tensors: metadata that disagrees with them (as some Qwen2-VL
+/// conversions write) does not stop the file from loading or change what it computes, while
+/// tensors that cannot fit together are a one-line error.
+#[test]
+fn widths_come_from_the_tensors_not_the_metadata() {
+    use gguf::Value;
+    for arch in ["qwen2vl", "gemma3", "qwen3vl", "pixtral"] {
+        let path = fixture(arch).join("mmproj.gguf");
+        let file = gguf::GgufFile::open(&path).unwrap();
+        let odd = rewritten(
+            &file,
+            &[
+                ("clip.vision.feed_forward_length", Some(Value::U32(7777))),
+                ("clip.vision.projection_dim", Some(Value::U32(9999))),
+            ],
+            |_, d, b| (d, b),
+        );
+        let odd = ClipModel::from_gguf(odd).unwrap_or_else(|e| panic!("{arch}: {e}"));
+        let model = ClipModel::load(&path).unwrap();
+        assert_eq!(odd.n_embd_out(), model.n_embd_out(), "{arch}");
+        let bitmap = clip::Bitmap::from_rgb(40, 30, vec![90; 40 * 30 * 3]).unwrap();
+        let params = model.preprocess_params(None, None);
+        let img = model.preprocess(&bitmap, &params).unwrap();
+        let a = model.encode_image(&img).unwrap();
+        let b = odd.encode_image(&img).unwrap();
+        assert_eq!(a.data, b.data, "{arch}");
+    }
+    // A real inconsistency: ffn_down does not take what ffn_up makes.
+    let file = gguf::GgufFile::open(fixture("qwen2vl").join("mmproj.gguf")).unwrap();
+    let broken = rewritten(&file, &[], |name, dims, bytes| {
+        if name == "v.blk.0.ffn_down.weight" {
+            // Same bytes, ne [n_ff, d] read as [n_ff / 2, 2 d].
+            (vec![dims[0] / 2, dims[1] * 2], bytes)
+        } else {
+            (dims, bytes)
+        }
+    });
+    let err = ClipModel::from_gguf(broken).unwrap_err().to_string();
+    println!("{err}");
+    assert!(
+        err.contains("v.blk.0.ffn_down.weight") && !err.contains('\n'),
+        "{err}"
+    );
+}

@@ -6,6 +6,7 @@ use proptest::prelude::*;
 use tensor::cpu::{self, Isa};
 use tensor::ops;
 use tensor::{DType, HostBytes, Storage, Tensor};
+use testkit::nmse_floored;
 
 const MAX_NMSE: f64 = 1e-7;
 
@@ -19,23 +20,8 @@ fn paths() -> Vec<Isa> {
     paths
 }
 
-fn nmse(got: &[f32], want: &[f32]) -> f64 {
-    assert_eq!(got.len(), want.len());
-    let (mut err, mut norm) = (0f64, 0f64);
-    for (&g, &w) in got.iter().zip(want) {
-        err += (g as f64 - w as f64).powi(2);
-        norm += (w as f64).powi(2);
-    }
-    // A handful of values all near zero (e.g. gelu of one very negative input, ~1e-16)
-    // turns NMSE into the relative error of numbers that carry no signal: floor the signal
-    // energy at 1e-6 per value, so outputs below ~1e-3 are held to an absolute error of
-    // about 3e-7 instead.
-    let floor = 1e-6 * got.len() as f64;
-    err / norm.max(floor).max(f64::MIN_POSITIVE)
-}
-
 fn assert_close(what: &str, path: Isa, got: &[f32], want: &[f32]) {
-    let e = nmse(got, want);
+    let e = nmse_floored_1e6(got, want);
     if std::env::var_os("PRINT_NMSE").is_some() {
         let name = what.split(' ').next().unwrap_or(what);
         eprintln!("NMSE {name} {path:?} {e:e}");
@@ -327,7 +313,7 @@ fn matmul_quantized_weights_match_dequantized_reference() {
     let mut got = vec![0f32; n * m];
     cpu::matmul(&w, &x, n, &mut got).unwrap();
     // Integer dot products quantize x to 8 bits: looser bound than the float paths.
-    let e = nmse(&got, &want);
+    let e = nmse_floored_1e6(&got, &want);
     assert!(e < 1e-4, "Q8_0 matmul NMSE {e:e}");
     let mut rows = vec![0f32; 2 * k];
     cpu::get_rows(&w, &[3, 0], &mut rows).unwrap();
@@ -343,4 +329,10 @@ fn shape_errors_are_reported() {
     assert!(cpu::matmul(&w, &[0.0; 8], 1, &mut out[..3]).is_err());
     assert!(cpu::get_rows(&w, &[4], &mut [0.0; 8]).is_err());
     assert!(cpu::get_rows(&w, &[1], &mut [0.0; 7]).is_err());
+}
+
+/// NMSE with the signal floored at 1e-6 per value: outputs all near zero (e.g. gelu of one very
+/// negative input, ~1e-16) carry no signal and are held to an absolute error of about 3e-7.
+fn nmse_floored_1e6(got: &[f32], want: &[f32]) -> f64 {
+    nmse_floored(got, want, 1e-6)
 }

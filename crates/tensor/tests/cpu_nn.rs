@@ -12,6 +12,7 @@ use tensor::ops::interp::InterpMode;
 use tensor::ops::pool::{Pool2dParams, PoolKind};
 use tensor::ops::rope::{RopeConfig, RopeMode};
 use tensor::{DType, HostBytes, Storage, Tensor};
+use testkit::nmse;
 
 const MAX_NMSE: f64 = 1e-7;
 
@@ -22,16 +23,6 @@ fn paths() -> Vec<Isa> {
         "float kernel paths",
     ));
     paths
-}
-
-fn nmse(got: &[f32], want: &[f32]) -> f64 {
-    assert_eq!(got.len(), want.len(), "lengths");
-    let (mut err, mut norm) = (0f64, 0f64);
-    for (&g, &w) in got.iter().zip(want) {
-        err += (g as f64 - w as f64).powi(2);
-        norm += (w as f64).powi(2);
-    }
-    if norm == 0.0 { err } else { err / norm }
 }
 
 fn assert_close(what: &str, got: &[f32], want: &[f32]) {

@@ -15,6 +15,7 @@ use tensor::gpu::{self, GpuContext, ops};
 use tensor::ops::rope::{RopeConfig, RopeMode};
 use tensor::ops::{act, elementwise, matmul, norm, rope, softmax};
 use tensor::{DType, Device, Storage, Tensor};
+use testkit::nmse;
 
 const NMSE_MAX: f64 = 1e-6;
 
@@ -39,17 +40,6 @@ fn gpu_or_skip() -> Option<Arc<GpuContext>> {
             None
         }
     }
-}
-
-/// Normalised mean squared error of `got` against `want`.
-fn nmse(got: &[f32], want: &[f32]) -> f64 {
-    assert_eq!(got.len(), want.len(), "lengths differ");
-    let (mut err, mut sig) = (0f64, 0f64);
-    for (&g, &w) in got.iter().zip(want) {
-        err += (g as f64 - w as f64).powi(2);
-        sig += (w as f64).powi(2);
-    }
-    if sig == 0.0 { err } else { err / sig }
 }
 
 fn check(op: &str, got: &[f32], want: &[f32]) {

@@ -8,6 +8,7 @@ use tensor::quant::dot::{
     matmul_quant_with, quantize_activations, quantize_activations_with, vec_dot_with,
 };
 use tensor::{DType, HostBytes, Storage, Tensor, TensorError};
+use testkit::nmse;
 
 /// xorshift64*: deterministic test data without a dependency.
 struct Rng(u64);
@@ -89,18 +90,6 @@ fn weight_tensor(t: DType, m: usize, k: usize, rng: &mut Rng) -> Tensor {
 
 fn activations(len: usize, rng: &mut Rng) -> Vec<f32> {
     (0..len).map(|_| rng.normal()).collect()
-}
-
-/// Normalized mean squared error of `a` against the reference `b`.
-fn nmse(a: &[f32], b: &[f32]) -> f64 {
-    assert_eq!(a.len(), b.len());
-    let err: f64 = a
-        .iter()
-        .zip(b)
-        .map(|(&x, &y)| (f64::from(x) - f64::from(y)).powi(2))
-        .sum();
-    let norm: f64 = b.iter().map(|&y| f64::from(y).powi(2)).sum();
-    if norm == 0.0 { err } else { err / norm }
 }
 
 fn max_abs(a: &[f32], b: &[f32]) -> f32 {

@@ -13,7 +13,7 @@ use tensor::DType;
 use tensor::quant::dequantize;
 
 fn fixture_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/quants")
+    testkit::fixture("quants")
 }
 
 fn read(name: &str) -> Vec<u8> {

@@ -75,7 +75,10 @@ impl Chat {
 
     fn attach(&mut self, kind: MediaKind, path: &str) -> Result<()> {
         let Some(ctx) = &self.media else {
-            bail!("{} needs a projector: start with --mmproj", kind.name());
+            match kind {
+                MediaKind::Image => bail!("images need a vision projector: start with --mmproj"),
+                MediaKind::Audio => bail!("audio needs an audio projector: start with --mmproj"),
+            }
         };
         if !ctx.supports(kind) {
             bail!("this mmproj does not take {}", kind.name());

@@ -51,12 +51,23 @@ pub fn build(wl: &WeightLoader, hp: &EncoderHparams) -> Result<Box<dyn Encoder>,
     let blocks = (0..hp.n_layer)
         .map(|il| Block::load(wl, il, d, NormKind::Layer, hp.eps, hp.ffn_act))
         .collect::<Result<Vec<_>, _>>()?;
+    // Stored `[n_embd, text width]`; the text width is what the tensor says, whatever the
+    // metadata's projection_dim claims.
     let proj_name = "mm.input_projection.weight";
-    let stored = wl
-        .tensor_shaped(proj_name, &[d, hp.projection_dim])?
-        .to_f32_vec()?;
+    let proj = wl.tensor(proj_name)?;
+    let text_dim = match proj.shape() {
+        &[rows, cols] if rows == d && cols > 0 => cols,
+        other => {
+            return Err(ClipError::TensorShape {
+                name: proj_name.into(),
+                actual: other.to_vec(),
+                expected: vec![d, hp.projection_dim],
+            });
+        }
+    };
+    let stored = proj.to_f32_vec()?;
     let mut transposed = vec![0f32; stored.len()];
-    cpu::transpose(&stored, d, hp.projection_dim, &mut transposed);
+    cpu::transpose(&stored, d, text_dim, &mut transposed);
     let n_merge = hp.n_merge;
     if n_merge == 0 || !side.is_multiple_of(n_merge) {
         return Err(ClipError::BadValue {
@@ -76,7 +87,7 @@ pub fn build(wl: &WeightLoader, hp: &EncoderHparams) -> Result<Box<dyn Encoder>,
         post_ln: Norm::opt_load(wl, "v.post_ln", d, NormKind::Layer, hp.eps)?,
         soft_emb_norm: wl.vector("mm.soft_emb_norm.weight", d)?,
         eps: hp.eps,
-        input_proj: Tensor::from_f32(&[hp.projection_dim, d], &transposed)?,
+        input_proj: Tensor::from_f32(&[text_dim, d], &transposed)?,
     }))
 }
 

@@ -70,12 +70,13 @@ pub fn temporal_patch_weight(wl: &WeightLoader, d: usize, p: usize) -> Result<Te
 }
 
 /// The merger MLP `mm.0 -> GELU -> mm.2` over rows of `MERGE² · d`.
-pub fn load_merger(wl: &WeightLoader, d: usize, out: usize) -> Result<Ffn, ClipError> {
+/// The text width is taken from `mm.2` itself.
+pub fn load_merger(wl: &WeightLoader, d: usize) -> Result<Ffn, ClipError> {
     let wide = d * MERGE * MERGE;
     Ok(Ffn {
         up: Linear::load(wl, "mm.0", wide, wide)?,
         gate: None,
-        down: Linear::load(wl, "mm.2", wide, out)?,
+        down: Linear::load_to_any_width(wl, "mm.2", wide)?,
         act: FfnAct::Gelu,
     })
 }
@@ -97,7 +98,7 @@ pub fn build(wl: &WeightLoader, hp: &EncoderHparams) -> Result<Box<dyn Encoder>,
         patch_w: temporal_patch_weight(wl, d, p)?,
         blocks,
         post_ln: Norm::opt_load(wl, "v.post_ln", d, norm, hp.eps)?,
-        merger: load_merger(wl, d, hp.projection_dim)?,
+        merger: load_merger(wl, d)?,
         n_wa_pattern: hp.n_wa_pattern,
         window_size: if hp.window_size == 0 {
             DEFAULT_WINDOW

@@ -56,7 +56,7 @@ pub fn build(wl: &WeightLoader, hp: &EncoderHparams) -> Result<Box<dyn Encoder>,
                 ffn: Ffn {
                     up: Linear::load(wl, &format!("{pre}.fc1"), wide, wide)?,
                     gate: None,
-                    down: Linear::load(wl, &format!("{pre}.fc2"), wide, hp.projection_dim)?,
+                    down: Linear::load_to_any_width(wl, &format!("{pre}.fc2"), wide)?,
                     act: FfnAct::Gelu,
                 },
             })
@@ -85,7 +85,7 @@ pub fn build(wl: &WeightLoader, hp: &EncoderHparams) -> Result<Box<dyn Encoder>,
         blocks,
         deepstack,
         post_ln: Norm::opt_load(wl, "v.post_ln", d, NormKind::Layer, hp.eps)?,
-        merger: load_merger(wl, d, hp.projection_dim)?,
+        merger: load_merger(wl, d)?,
     }))
 }
 

@@ -10,42 +10,91 @@ use std::sync::OnceLock;
 use super::simd::Simd;
 
 const LOG2_E: f32 = std::f32::consts::LOG2_E;
-/// ln 2 split in two so `x - n*ln2` stays accurate: the high part has few significant bits
-/// (0.693359375 = 355/512), the low part is the remainder.
-const LN2_HI: f32 = 0.693_359_4;
-const LN2_LO: f32 = -2.121_944_4e-4;
 /// Below this exp(x) is under the smallest normal f32 (2^-126): we return 0.
 const EXP_MIN_X: f32 = -87.336_54;
 /// Above this `n` would reach 128; we saturate to exp(EXP_MAX_X) ~ 2.2e38.
 const EXP_MAX_X: f32 = 88.3;
-/// Minimax coefficients of `(e^r - 1 - r) / r^2` on |r| <= ln2/2 (the Cephes `expf` set),
-/// highest degree first.
-const EXP_P: [f32; 6] = [
-    1.987_569_1e-4,
-    1.398_199_9e-3,
-    8.333_452e-3,
-    4.166_579_6e-2,
-    1.666_666_5e-1,
-    0.5,
-];
 
-/// e^x per lane. Range reduction x = n ln2 + r, |r| <= ln2/2, then
-/// `e^r = 1 + r + r^2 P(r)` with a degree-5 polynomial and an exponent-field 2^n. The one
-/// vector exp of the crate (activations, softmax and the attention kernels).
+/// How `e^r` is approximated on the reduced range |r| <= ln2/2, and how ln 2 is split so that
+/// `x - n*ln2` stays accurate. Two choices are kept because the golden tests pin them: the
+/// activations and row softmax went through [`Taylor7`] and the attention kernels through
+/// [`Minimax5`] when their outputs were matched to llama.cpp (moving either site to the other
+/// polynomial moves Gemma 3 270M logits or a Qwen2.5 greedy continuation past its bound).
+pub(crate) trait ExpPolynomial {
+    const LN2_HI: f32;
+    const LN2_LO: f32;
+    fn eval<S: Simd>(s: S, r: S::V) -> S::V;
+}
+
+/// Degree-7 Taylor polynomial of e^r in Horner form (truncation < 6e-9 relative); ln 2 cut to
+/// 16 significant bits.
+pub(crate) struct Taylor7;
+
+impl ExpPolynomial for Taylor7 {
+    const LN2_HI: f32 = f32::from_bits(0x3f31_7200);
+    const LN2_LO: f32 = (std::f64::consts::LN_2 - f32::from_bits(0x3f31_7200) as f64) as f32;
+
+    #[inline(always)]
+    fn eval<S: Simd>(s: S, r: S::V) -> S::V {
+        let mut p = s.splat(1.0 / 5040.0);
+        for c in [
+            1.0 / 720.0,
+            1.0 / 120.0,
+            1.0 / 24.0,
+            1.0 / 6.0,
+            0.5,
+            1.0,
+            1.0,
+        ] {
+            p = s.fma(p, r, s.splat(c));
+        }
+        p
+    }
+}
+
+/// `1 + r + r^2 P(r)` with the degree-5 minimax `P` of the Cephes `expf`; ln 2 split at
+/// 0.693359375 = 355/512.
+pub(crate) struct Minimax5;
+
+impl ExpPolynomial for Minimax5 {
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+
+    #[inline(always)]
+    fn eval<S: Simd>(s: S, r: S::V) -> S::V {
+        const P: [f32; 6] = [
+            1.987_569_1e-4,
+            1.398_199_9e-3,
+            8.333_452e-3,
+            4.166_579_6e-2,
+            1.666_666_5e-1,
+            0.5,
+        ];
+        let mut p = s.splat(P[0]);
+        for &c in &P[1..] {
+            p = s.fma(p, r, s.splat(c));
+        }
+        s.fma(p, s.mul(r, r), s.add(r, s.splat(1.0)))
+    }
+}
+
+/// e^x per lane: range reduction x = n ln2 + r, the polynomial `P` for e^r, and an
+/// exponent-field 2^n. The one vector exp of the crate; `P` is the only thing that varies.
 #[inline(always)]
-pub(crate) fn exp<S: Simd>(s: S, x: S::V) -> S::V {
+pub(crate) fn exp_with<P: ExpPolynomial, S: Simd>(s: S, x: S::V) -> S::V {
     let xc = s.max(s.min(x, s.splat(EXP_MAX_X)), s.splat(EXP_MIN_X));
     let n = s.round(s.mul(xc, s.splat(LOG2_E)));
-    let r = s.fma(n, s.splat(-LN2_HI), xc);
-    let r = s.fma(n, s.splat(-LN2_LO), r);
-    let mut p = s.splat(EXP_P[0]);
-    for &c in &EXP_P[1..] {
-        p = s.fma(p, r, s.splat(c));
-    }
-    let y = s.fma(p, s.mul(r, r), s.add(r, s.splat(1.0)));
-    let y = s.mul(y, s.pow2i(n));
+    let r = s.fma(n, s.splat(-P::LN2_HI), xc);
+    let r = s.fma(n, s.splat(-P::LN2_LO), r);
+    let y = s.mul(P::eval(s, r), s.pow2i(n));
     // exp(-inf) and other underflows are exactly 0 (masked softmax entries rely on it).
     s.select_lt(x, s.splat(EXP_MIN_X), s.zero(), y)
+}
+
+/// e^x for activations and row softmax ([`Taylor7`]).
+#[inline(always)]
+pub(crate) fn exp<S: Simd>(s: S, x: S::V) -> S::V {
+    exp_with::<Taylor7, S>(s, x)
 }
 
 /// 1 / (1 + e^-x).
@@ -155,6 +204,7 @@ mod tests {
             let v = s.load_partial(c);
             let y = match which {
                 0 => exp(s, v),
+                2 => exp_with::<Minimax5, S>(s, v),
                 _ => erf(s, &t, v),
             };
             s.store_partial(c, y);
@@ -229,10 +279,12 @@ mod tests {
 
     #[test]
     fn exp_rel_error_small_and_underflow_is_zero() {
-        for path in test_levels(&[Isa::Avx2, Isa::Avx512], "vector math") {
+        let paths = test_levels(&[Isa::Avx2, Isa::Avx512], "vector math");
+        // 0: Taylor7 (`exp`), 2: Minimax5.
+        for (path, which) in paths.iter().flat_map(|&p| [(p, 0u8), (p, 2u8)]) {
             let xs = grid(-87.0, 88.0, 100_003);
             let mut ys = xs.clone();
-            run(path, 0, &mut ys);
+            run(path, which, &mut ys);
             let worst = xs
                 .iter()
                 .zip(&ys)
@@ -241,10 +293,10 @@ mod tests {
                     ((y as f64 - e) / e).abs()
                 })
                 .fold(0.0, f64::max);
-            println!("{path:?}: max rel err exp = {worst:.3e}");
-            assert!(worst < 2e-7, "{path:?}: {worst:e}");
+            println!("{path:?}/{which}: max rel err exp = {worst:.3e}");
+            assert!(worst < 2e-7, "{path:?}/{which}: {worst:e}");
             let mut special = [f32::NEG_INFINITY, -100.0, 0.0, 1.0];
-            run(path, 0, &mut special);
+            run(path, which, &mut special);
             assert_eq!(special[..3], [0.0, 0.0, 1.0]);
             assert!((special[3] - std::f32::consts::E).abs() < 1e-6);
         }

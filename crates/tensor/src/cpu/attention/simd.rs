@@ -392,7 +392,7 @@ fn exp_sub_sum_simd<S: Simd>(s: S, x: &mut [f32], m: f32) -> f32 {
     let mut sum = s.zero();
     for c in x[..full].chunks_exact_mut(S::LANES) {
         // exp underflows (incl. -inf, masked keys) to exactly 0.
-        let e = math::exp(s, s.sub(s.load(c), mv));
+        let e = math::exp_with::<math::Minimax5, _>(s, s.sub(s.load(c), mv));
         s.store(c, e);
         sum = s.add(sum, e);
     }
