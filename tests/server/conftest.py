@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from helpers import API_KEY, GEMMA3, LIVE_SERVERS, Server
+from helpers import API_KEY, GEMMA3, LIVE_SERVERS, QWEN2AUDIO, Server
 
 VISION_ALIAS = "tiny-gemma3"
 # Small enough that the 413 test stays cheap, large enough for two fixture photos.
@@ -63,6 +63,41 @@ def text_server():
     )
     yield server
     server.stop()
+
+
+AUDIO_ALIAS = "tiny-qwen2audio"
+
+
+@pytest.fixture(scope="session")
+def audio_server():
+    """The tiny random-weight Qwen2-Audio with its audio mmproj: 2 slots, an f32 KV cache (the
+    fixture's reference was computed with one), a media cache."""
+    server = _start(
+        "audio",
+        [
+            "-m",
+            str(QWEN2AUDIO / "model.gguf"),
+            "--mmproj",
+            str(QWEN2AUDIO / "mmproj.gguf"),
+            "--parallel",
+            "2",
+            "-c",
+            "2048",
+            "--kv-type",
+            "f32",
+            "--alias",
+            AUDIO_ALIAS,
+            "--media-cache-mb",
+            "64",
+        ],
+    )
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def audio_client(audio_server):
+    return audio_server.client()
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)

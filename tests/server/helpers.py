@@ -19,6 +19,8 @@ import requests
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "fixtures"
 GEMMA3 = FIXTURES / "gemma3"
+QWEN2AUDIO = FIXTURES / "qwen2audio"
+VOXTRAL = FIXTURES / "voxtral"
 API_KEY = "e2e-secret-key"
 READY_TIMEOUT_S = 120.0
 
@@ -269,6 +271,31 @@ def file_data_uri(path: Path) -> str:
 
 def image_part(uri: str) -> dict:
     return {"type": "image_url", "image_url": {"url": uri}}
+
+
+def audio_part(path: Path) -> dict:
+    """An OpenAI `input_audio` part holding the file at `path` (wav, flac or mp3)."""
+    data = base64.b64encode(path.read_bytes()).decode()
+    return {"type": "input_audio", "input_audio": {"data": data, "format": path.suffix[1:]}}
+
+
+def make_wav(seconds: float, rate: int = 8000) -> bytes:
+    """A mono 16-bit PCM WAV of a quiet sawtooth, `seconds` long."""
+    n = int(seconds * rate)
+    period = struct.pack("<200h", *[i * 40 - 4000 for i in range(200)])
+    samples = period * (n // 200) + period[: 2 * (n % 200)]
+    fmt = struct.pack("<HHIIHH", 1, 1, rate, rate * 2, 2, 16)
+    body = b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt
+    body += b"data" + struct.pack("<I", len(samples)) + samples
+    return b"RIFF" + struct.pack("<I", len(body)) + body
+
+
+def serve_flags() -> str:
+    """`mtmd serve --help`, to tell which flags the binary under test has."""
+    out = subprocess.run(
+        [str(mtmd_bin()), "serve", "--help"], capture_output=True, text=True, check=False
+    )
+    return out.stdout + out.stderr
 
 
 def text_part(text: str) -> dict:

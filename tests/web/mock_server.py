@@ -5,8 +5,8 @@ Serves crates/server/src/web/index.html from disk at `/` (edit, reload, no rebui
 /health, /props, /v1/models and a streaming /v1/chat/completions that describes what it received.
 Standard library only.
 
-    python3 tests/web/mock_server.py [--port 8080] [--no-vision] [--api-key KEY] [--delay 0.05]
-                                     [--ignore-stream]
+    python3 tests/web/mock_server.py [--port 8080] [--no-vision] [--audio] [--api-key KEY]
+                                     [--delay 0.05] [--ignore-stream]
 
 Messages that trigger failures (to see how the page shows them): a last user text of
 "/error" gets a 400 JSON error, "/stream-error" an error event in the middle of the stream,
@@ -14,6 +14,8 @@ Messages that trigger failures (to see how the page shows them): a last user tex
 """
 
 import argparse
+import base64
+import binascii
 import json
 import pathlib
 import sys
@@ -66,12 +68,12 @@ class Handler(BaseHTTPRequestHandler):
                     "model_alias": MODEL,
                     "model_path": "/models/mock-model.gguf",
                     "n_ctx": 4096,
-                    "modalities": {"vision": not self.opts.no_vision, "audio": False},
+                    "modalities": {"vision": not self.opts.no_vision, "audio": self.opts.audio},
                     "chat_template": "mock",
                 })
         elif self.path == "/v1/models":
             if self.authorized():
-                mods = ["text"] if self.opts.no_vision else ["text", "image"]
+                mods = ["text"] + ([] if self.opts.no_vision else ["image"]) + (["audio"] if self.opts.audio else [])
                 self.send_json(200, {"object": "list", "data": [
                     {"id": MODEL, "object": "model", "created": 0, "owned_by": "mtmd", "modalities": mods},
                 ]})
@@ -95,7 +97,7 @@ class Handler(BaseHTTPRequestHandler):
             self.send_error_json(404, "unknown model %r" % req.get("model"), "not_found_error")
             return
 
-        images, last_text = 0, ""
+        images, clips, last_text = 0, 0, ""
         for m in messages:
             content = m.get("content")
             if isinstance(content, list):
@@ -105,6 +107,16 @@ class Handler(BaseHTTPRequestHandler):
                         if not part["image_url"]["url"].startswith("data:image/"):
                             self.send_error_json(400, "image_url is not a data URI")
                             return
+                    elif part.get("type") == "input_audio":
+                        clips += 1
+                        audio = part.get("input_audio") or {}
+                        try:
+                            data = base64.b64decode(audio.get("data", ""), validate=True)
+                        except (binascii.Error, ValueError):
+                            data = b""
+                        if audio.get("format") not in ("wav", "mp3", "flac") or not data:
+                            self.send_error_json(400, "input_audio is not base64 wav, mp3 or flac")
+                            return
                     elif part.get("type") == "text" and m.get("role") == "user":
                         last_text = part.get("text", "")
             elif m.get("role") == "user":
@@ -112,12 +124,16 @@ class Handler(BaseHTTPRequestHandler):
         if images and self.opts.no_vision:
             self.send_error_json(400, "this model takes no images: start the server with --mmproj")
             return
+        if clips and not self.opts.audio:
+            self.send_error_json(400, "this model takes no audio input: start the server with --mmproj")
+            return
         if last_text.strip() == "/error":
             self.send_error_json(400, "you asked for an error")
             return
 
         turns = sum(1 for m in messages if m.get("role") == "user")
-        words = ("Turn %d: I see %d image(s) in this conversation and you said: %s" % (turns, images, last_text)).split(" ")
+        seen = "%d image(s)" % images + (" and %d audio clip(s)" % clips if clips else "")
+        words = ("Turn %d: I see %s in this conversation and you said: %s" % (turns, seen, last_text)).split(" ")
         words += ["Here", "is", "code:\n```rust\nfn", "main()", "{", "println!(\"<b>not", "bold</b>\");", "}\n```\nDone."]
         if last_text.strip() == "/slow":
             words = ["word%d" % i for i in range(400)]
@@ -126,7 +142,8 @@ class Handler(BaseHTTPRequestHandler):
         if isinstance(max_tokens, int) and max_tokens < len(words):
             words, finish = words[:max_tokens], "length"
         pieces = [w if i == 0 else " " + w for i, w in enumerate(words)]
-        usage = {"prompt_tokens": 10 + 256 * images, "completion_tokens": len(pieces), "total_tokens": 10 + 256 * images + len(pieces)}
+        prompt = 10 + 256 * images + 750 * clips
+        usage = {"prompt_tokens": prompt, "completion_tokens": len(pieces), "total_tokens": prompt + len(pieces)}
 
         if not req.get("stream") or self.opts.ignore_stream:
             self.send_json(200, {
@@ -174,6 +191,7 @@ def main():
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=8080, help="0 picks a free port")
     ap.add_argument("--no-vision", action="store_true", help="pretend the server has no --mmproj")
+    ap.add_argument("--audio", action="store_true", help="pretend the --mmproj also takes audio")
     ap.add_argument("--api-key", default=None)
     ap.add_argument("--delay", type=float, default=0.05, help="seconds between streamed pieces")
     ap.add_argument("--ignore-stream", action="store_true", help="answer with one JSON object even when asked to stream")

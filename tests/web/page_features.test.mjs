@@ -1,7 +1,10 @@
 // The chat page's features against mock_server.py (started here, no engine needed): API key,
 // paste / drop / remove attachments, Shift+Enter, the request it sends, HTML escaping and code
-// blocks, error display (HTTP error and error event), Stop, New chat, system prompt, and a
-// server without vision that also ignores `stream: true`.
+// blocks, error display (HTTP error and error event), Stop, New chat, system prompt, a server
+// without vision that also ignores `stream: true`, and a server that takes audio: audio files
+// attached with the picker and by drop (a player in the pending row and in the history, sent as
+// `input_audio` parts), unsupported audio refused, and a microphone recording (Chromium's fake
+// device) encoded to WAV in the page.
 //
 //   node tests/web/page_features.test.mjs
 //
@@ -19,6 +22,9 @@ const repo = path.resolve(here, "../..");
 const artifacts = path.resolve(repo, process.env.MTMD_ARTIFACTS_DIR || "target/artifacts");
 const executablePath = process.env.CHROMIUM || "/usr/bin/chromium";
 const png = fs.readFileSync(path.join(repo, "tests/fixtures/gemma3/tiny.png")).toString("base64");
+const wavPath = path.join(repo, "tests/fixtures/qwen2audio/short_0p1s_16k.wav");
+const flacPath = path.join(repo, "tests/fixtures/qwen2audio/speech_a_16k_mono.flac");
+const wav = fs.readFileSync(wavPath).toString("base64");
 
 class Failure extends Error {}
 function check(cond, message) {
@@ -203,6 +209,92 @@ async function textOnlyServer(context, problems) {
   }
 }
 
+// Drops a file (base64 `b64`, `name`, MIME `type`) on the page.
+async function dropFile(page, b64, name, type) {
+  await page.evaluate(([b64, name, type]) => {
+    const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+    const dt = new DataTransfer();
+    dt.items.add(new File([bytes], name, { type }));
+    const target = document.getElementById("messages");
+    for (const kind of ["dragenter", "dragover", "drop"]) {
+      target.dispatchEvent(new DragEvent(kind, { dataTransfer: dt, bubbles: true, cancelable: true }));
+    }
+  }, [b64, name, type]);
+}
+
+async function audioServer(context, problems) {
+  const mock = await startMock(["--audio"]);
+  try {
+    await withPage(context, problems, async (page) => {
+      const sent = [];
+      page.on("request", (req) => {
+        if (req.url().endsWith("/v1/chat/completions")) sent.push(JSON.parse(req.postData() || "{}"));
+      });
+      await page.goto(mock.url + "/");
+      await page.waitForFunction(() => document.getElementById("modalities").textContent.includes("audio"));
+      check(await page.isEnabled("#attach-btn"), "attach is disabled on an audio server");
+      check((await page.getAttribute("#attach-btn", "title")).includes("audio"), "the attach tooltip does not mention audio");
+      check((await page.getAttribute("#file-input", "accept")).includes(".wav"), "the file picker does not offer audio");
+
+      // The picker (what a user's file choice does), then a drop, then an image.
+      await page.setInputFiles("#file-input", [wavPath, flacPath]);
+      await page.waitForFunction(() => document.querySelectorAll("#attachments .pending.audio audio[controls]").length === 2);
+      await dropFile(page, png, "drop.png", "image/png");
+      await page.waitForFunction(() => document.querySelectorAll("#attachments .pending").length === 3);
+      await dropFile(page, wav, "dropped.wav", "audio/wav");
+      await page.waitForFunction(() => document.querySelectorAll("#attachments .pending.audio").length === 3);
+      await page.click("#attachments .pending:nth-child(2) button.remove");
+      check((await page.locator("#attachments .pending.audio").count()) === 2, "removing a pending clip failed");
+      // Audio the server cannot decode is refused in the page.
+      await dropFile(page, wav, "voice.ogg", "audio/ogg");
+      await page.waitForFunction(() => document.getElementById("status").textContent.includes("WAV, MP3 and FLAC"));
+      check((await page.locator("#attachments .pending").count()) === 3, "an ogg clip was attached");
+      log("audio files attach with the picker and by drop, each with a player; ogg is refused");
+
+      await sendAndWait(page, "What do you hear?");
+      const content = sent[0].messages[0].content;
+      const kinds = content.map((p) => p.type).join(",");
+      check(kinds === "input_audio,image_url,input_audio,text", "unexpected parts: " + kinds);
+      check(content[0].input_audio.format === "wav" && content[0].input_audio.data === wav,
+        "the picked WAV was not sent as bare base64: " + JSON.stringify(content[0]).slice(0, 200));
+      check(content[2].input_audio.format === "wav" && content[2].input_audio.data === wav, "the dropped WAV was not sent");
+      check((await page.locator(".msg.user .images audio[controls]").count()) === 2, "the sent clips are not in the history");
+      check((await page.locator(".msg.user .images img.thumb").count()) === 1, "the sent image is not in the history");
+      const answer = await page.locator(".msg.assistant .content").last().textContent();
+      check(answer.includes("2 audio clip(s)"), "the answer does not mention the clips: " + answer);
+      const duration = await page.evaluate(() => new Promise((resolve) => {
+        const a = document.querySelector(".msg.user .images audio");
+        if (a.readyState >= 1) resolve(a.duration);
+        else a.addEventListener("loadedmetadata", () => resolve(a.duration), { once: true });
+      }));
+      check(Math.abs(duration - 0.1) < 0.02, "the history player does not play the clip (duration " + duration + ")");
+      log("the clips go as input_audio parts and play in the history");
+
+      // The microphone (Chromium's fake device): a WAV recorded in the page.
+      check(await page.isVisible("#record-btn"), "no Record button on an audio server");
+      await page.click("#record-btn");
+      await page.waitForFunction(() => document.getElementById("record-btn").classList.contains("recording"));
+      await page.waitForTimeout(700);
+      await page.click("#record-btn");
+      await page.waitForFunction(() => document.querySelectorAll("#attachments .pending.audio").length === 1);
+      await sendAndWait(page, "and this?");
+      const rec = sent[1].messages[2].content[0];
+      check(rec.type === "input_audio" && rec.input_audio.format === "wav", "the recording was not sent as WAV");
+      const head = Buffer.from(rec.input_audio.data, "base64");
+      check(head.toString("latin1", 0, 4) === "RIFF" && head.toString("latin1", 8, 12) === "WAVE" &&
+        head.readUInt16LE(20) === 1 && head.readUInt16LE(22) === 1 && head.readUInt16LE(34) === 16,
+        "the recording is not a mono 16-bit PCM WAV");
+      const rate = head.readUInt32LE(24);
+      const seconds = head.readUInt32LE(40) / 2 / rate;
+      check(seconds > 0.2 && seconds < 5, `the recording is ${seconds} s long at ${rate} Hz`);
+      log(`a microphone recording is sent as a ${seconds.toFixed(2)} s mono 16-bit WAV at ${rate} Hz`);
+      await page.screenshot({ path: path.join(artifacts, "web-audio.png"), fullPage: true });
+    });
+  } finally {
+    mock.stop();
+  }
+}
+
 async function main() {
   check(fs.existsSync(executablePath), `${executablePath} not found (apt-get install chromium)`);
   fs.mkdirSync(artifacts, { recursive: true });
@@ -211,13 +303,16 @@ async function main() {
     executablePath,
     headless: true,
     args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-      "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+      "--disable-background-networking", "--disable-component-update", "--disable-sync",
+      // A fake microphone that needs no permission prompt, for the Record button.
+      "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream", "--autoplay-policy=no-user-gesture-required"],
     viewport: { width: 1100, height: Number(process.env.MTMD_WEB_HEIGHT || 800) },
   });
   const problems = [];
   try {
     await visionServer(context, problems);
     await textOnlyServer(context, problems);
+    await audioServer(context, problems);
     check(problems.length === 0, "problems seen in the browser:\n  " + problems.join("\n  "));
   } finally {
     await context.close().catch(() => {});

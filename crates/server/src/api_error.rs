@@ -20,16 +20,21 @@ pub enum ApiError {
     /// A media part that cannot be decoded; the message names the part.
     #[error("{0}")]
     InvalidImage(String),
+    /// An audio part or upload that cannot be decoded; the message names the part.
+    #[error("{0}")]
+    InvalidAudio(String),
+    /// Audio longer than `--max-audio-seconds`; the message names the part and both lengths.
+    #[error("{0}")]
+    AudioTooLong(String),
     /// An http(s) image URL that the policy refuses or whose fetch failed.
     #[error("{0}")]
     RemoteMedia(String),
-    #[error(
-        "this model takes no image input (no vision encoder is loaded); start the server with \
-         --mmproj FILE to send images"
-    )]
-    NoVision,
-    #[error("this model takes no audio input (no audio encoder is loaded)")]
-    NoAudio,
+    /// An image for a model without a vision encoder; the message names the part and why.
+    #[error("{0}")]
+    NoVision(String),
+    /// Audio for a model without an audio encoder; the message names the part and why.
+    #[error("{0}")]
+    NoAudio(String),
     #[error("the model '{0}' does not exist (see GET /v1/models)")]
     ModelNotFound(String),
     #[error("invalid or missing API key (send 'Authorization: Bearer KEY')")]
@@ -59,9 +64,11 @@ impl ApiError {
             InvalidJson(_) => (BAD, INVALID, "invalid_json"),
             InvalidRequest(_) => (BAD, INVALID, "invalid_request"),
             InvalidImage(_) => (BAD, INVALID, "invalid_image"),
+            InvalidAudio(_) => (BAD, INVALID, "invalid_audio"),
+            AudioTooLong(_) => (BAD, INVALID, "audio_too_long"),
             RemoteMedia(_) => (BAD, INVALID, "remote_media_refused"),
-            NoVision => (BAD, INVALID, "no_vision"),
-            NoAudio => (BAD, INVALID, "no_audio"),
+            NoVision(_) => (BAD, INVALID, "no_vision"),
+            NoAudio(_) => (BAD, INVALID, "no_audio"),
             ModelNotFound(_) => (StatusCode::NOT_FOUND, INVALID, "model_not_found"),
             InvalidApiKey => (
                 StatusCode::UNAUTHORIZED,
@@ -100,6 +107,41 @@ impl ApiError {
     }
 }
 
+/// The refusal of a media part of `kind` ("image" / "audio") that the loaded model cannot
+/// take; `what` names the part, `has_mmproj` tells whether any encoder is loaded.
+pub fn unsupported_media(kind: mtmd::MediaKind, what: &str, has_mmproj: bool) -> ApiError {
+    let (name, encoder, other) = match kind {
+        mtmd::MediaKind::Image => ("image", "vision", "audio"),
+        mtmd::MediaKind::Audio => ("audio", "audio", "vision"),
+    };
+    let message = if has_mmproj {
+        format!(
+            "{what}: this model takes no {name} input: its mmproj has {} {other} encoder, not \
+             {} {encoder} one",
+            article(other),
+            article(encoder)
+        )
+    } else {
+        format!(
+            "{what}: this model takes no {name} input (no {encoder} encoder is loaded); start \
+             the server with --mmproj FILE to send {name}{}",
+            if name == "image" { "s" } else { "" }
+        )
+    };
+    match kind {
+        mtmd::MediaKind::Image => ApiError::NoVision(message),
+        mtmd::MediaKind::Audio => ApiError::NoAudio(message),
+    }
+}
+
+fn article(word: &str) -> &'static str {
+    if word.starts_with(['a', 'e', 'i', 'o', 'u']) {
+        "an"
+    } else {
+        "a"
+    }
+}
+
 impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> Self {
         ApiError::Engine(e)
@@ -120,8 +162,10 @@ mod tests {
     fn table_covers_the_documented_statuses() {
         let cases = [
             (ApiError::InvalidJson("x".into()), 400, "invalid_json"),
-            (ApiError::NoVision, 400, "no_vision"),
-            (ApiError::NoAudio, 400, "no_audio"),
+            (ApiError::NoVision("x".into()), 400, "no_vision"),
+            (ApiError::NoAudio("x".into()), 400, "no_audio"),
+            (ApiError::InvalidAudio("x".into()), 400, "invalid_audio"),
+            (ApiError::AudioTooLong("x".into()), 400, "audio_too_long"),
             (ApiError::ModelNotFound("m".into()), 404, "model_not_found"),
             (ApiError::InvalidApiKey, 401, "invalid_api_key"),
             (ApiError::RequestTooLarge(1), 413, "request_too_large"),
@@ -142,6 +186,34 @@ mod tests {
             assert_eq!(err.body()["error"]["code"], code, "{err:?}");
             assert!(err.body()["error"]["message"].is_string());
         }
-        assert!(ApiError::NoVision.to_string().contains("--mmproj"));
+    }
+
+    #[test]
+    fn unsupported_media_names_the_part_and_the_cure() {
+        use mtmd::MediaKind::{Audio, Image};
+        let e = unsupported_media(Image, "messages[0].content[1]", false);
+        assert_eq!(e.body()["error"]["code"], "no_vision");
+        let m = e.to_string();
+        assert!(
+            m.starts_with("messages[0].content[1]: ") && m.contains("--mmproj"),
+            "{m}"
+        );
+        let e = unsupported_media(Audio, "p", true);
+        assert_eq!(e.body()["error"]["code"], "no_audio");
+        assert_eq!(
+            e.to_string(),
+            "p: this model takes no audio input: its mmproj has a vision encoder, not an audio one"
+        );
+        let e = unsupported_media(Image, "p", true);
+        assert!(
+            e.to_string()
+                .ends_with("an audio encoder, not a vision one"),
+            "{e}"
+        );
+        assert!(
+            unsupported_media(Audio, "p", false)
+                .to_string()
+                .contains("--mmproj")
+        );
     }
 }

@@ -1,5 +1,5 @@
 //! The boundary between HTTP and the engine. Handlers turn wire requests into a [`Request`]
-//! (messages with media already decoded into bitmaps), hand it to a [`Backend`] and relay
+//! (messages with media already decoded into bitmaps and audio clips), hand it to a [`Backend`] and relay
 //! its [`Event`]s; they never touch tokens, tensors or the KV cache. The engine (worker
 //! threads owning the model) implements `Backend`; router tests use a fake one.
 
@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use llm::chat::ChatMessage;
 use llm::sampling::SamplingParams;
-use mtmd::Bitmap;
+use mtmd::{Audio, Bitmap, Media};
 use tokio::sync::mpsc;
 
 /// What the loaded model is and accepts (for `/v1/models`, `/props` and validation).
@@ -27,7 +27,7 @@ pub struct ModelInfo {
     pub size_bytes: u64,
     /// Images are accepted (an mmproj with a vision encoder is loaded).
     pub vision: bool,
-    /// Audio is accepted (no audio encoder exists yet: always false).
+    /// Audio is accepted (an mmproj with an audio encoder is loaded).
     pub audio: bool,
     /// The chat template's source (Jinja) or built-in format name; `None` when the model has none.
     pub chat_template: Option<String>,
@@ -49,15 +49,48 @@ impl ModelInfo {
     }
 }
 
+/// One decoded media item of a prompt (owned; [`Media`] is its borrowed view).
+#[derive(Debug, Clone, PartialEq)]
+pub enum MediaItem {
+    Image(Bitmap),
+    Audio(Audio),
+}
+
+impl MediaItem {
+    pub fn as_media(&self) -> Media<'_> {
+        match self {
+            MediaItem::Image(b) => Media::Image(b),
+            MediaItem::Audio(a) => Media::Audio(a),
+        }
+    }
+
+    pub fn is_audio(&self) -> bool {
+        matches!(self, MediaItem::Audio(_))
+    }
+}
+
+impl From<Bitmap> for MediaItem {
+    fn from(b: Bitmap) -> Self {
+        MediaItem::Image(b)
+    }
+}
+
+impl From<Audio> for MediaItem {
+    fn from(a: Audio) -> Self {
+        MediaItem::Audio(a)
+    }
+}
+
 /// The prompt of a request.
 #[derive(Debug, Clone)]
 pub enum Prompt {
     /// A conversation rendered through the model's chat template (with the generation prompt).
-    /// Every media part of `messages` is a bare `ContentPart::image()` placeholder; `images`
-    /// holds the decoded bitmaps in order of appearance, each with its content hash as id.
+    /// Every media part of `messages` is a bare placeholder (`ContentPart::image()` for images,
+    /// an `input_audio` part with empty data for audio); `media` holds the decoded items in
+    /// order of appearance, each with its content hash as id.
     Chat {
         messages: Vec<ChatMessage>,
-        images: Vec<Bitmap>,
+        media: Vec<MediaItem>,
     },
     /// Raw text (`/v1/completions`), tokenized with BOS per the model and special tokens parsed.
     Text(String),
@@ -76,10 +109,11 @@ pub struct Request {
 /// Why a generation ended.
 pub use llm::FinishReason;
 
-/// Token counts of a finished request (OpenAI's `usage`, image tokens counted in the prompt).
+/// Token counts of a finished request (OpenAI's `usage`, image and audio tokens counted in
+/// the prompt).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Usage {
-    /// Prompt tokens, image tokens included.
+    /// Prompt tokens, image and audio tokens included.
     pub prompt_tokens: usize,
     /// Prompt tokens that were already in the slot's KV cache (not evaluated again).
     pub cached_tokens: usize,
@@ -124,17 +158,22 @@ pub enum EngineError {
 pub struct EngineMetrics {
     /// Requests finished (done or failed).
     pub requests_finished: u64,
-    /// Prompt tokens of finished requests, image tokens included.
+    /// Prompt tokens of finished requests, image and audio tokens included.
     pub prompt_tokens: u64,
     /// Of those, tokens evaluated (not reused from a slot's KV cache).
     pub prompt_tokens_evaluated: u64,
     pub generated_tokens: u64,
     pub prompt_seconds: f64,
     pub generation_seconds: f64,
-    /// Images run through the vision encoder, and the time spent there.
+    /// Image chunks (images or their tiles) run through the vision encoder, and the time
+    /// spent there.
     pub images_encoded: u64,
     pub image_encode_seconds: f64,
-    /// Images whose embeddings came from the media cache instead of the encoder.
+    /// Audio chunks (windows of at most 30 s) run through the audio encoder, and the time
+    /// spent there.
+    pub audio_encoded: u64,
+    pub audio_encode_seconds: f64,
+    /// Media chunks whose embeddings came from the media cache instead of the encoder.
     pub media_cache_hits: u64,
     /// Gauge: bytes held by the media cache now.
     pub media_cache_bytes: u64,

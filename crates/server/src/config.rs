@@ -24,12 +24,14 @@ pub enum ConfigError {
     NoSlots,
     #[error("the body limit (--max-body-mb) must be at least 1 byte")]
     NoBody,
+    #[error("the audio length limit (--max-audio-seconds) must be a positive number of seconds")]
+    NoAudioLength,
     #[error("{}: no such file", .0.display())]
     NoSuchFile(std::path::PathBuf),
 }
 
 impl Config {
-    /// Checks what can be checked without loading anything: slot count, body limit, and
+    /// Checks what can be checked without loading anything: slot count, body and audio limits, and
     /// that the model (and mmproj) files exist.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.engine.n_slots == 0 {
@@ -37,6 +39,10 @@ impl Config {
         }
         if self.http.max_body_bytes == 0 {
             return Err(ConfigError::NoBody);
+        }
+        let seconds = self.http.max_audio_seconds;
+        if !(seconds.is_finite() && seconds > 0.0) {
+            return Err(ConfigError::NoAudioLength);
         }
         let e = &self.engine;
         for path in std::iter::once(&e.model_path).chain(e.mmproj_path.as_ref()) {

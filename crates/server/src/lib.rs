@@ -4,9 +4,10 @@
 //!
 //! Layout: `backend.rs` is the boundary (typed requests in, events out); `engine/` implements
 //! it with worker threads that own the model; `routes/` is `router(state)`, its middleware,
-//! handlers and SSE relay; `openai.rs` the wire types; `api_error.rs` the error -> status
-//! table; `media_input.rs` turns `image_url` parts into bitmaps; `metrics_text.rs` renders
-//! `/metrics`; `web.rs` serves the chat page; `config.rs` and `serve.rs` are [`Config`] and
+//! handlers (chat, completions, transcriptions) and SSE relay; `openai.rs` the wire types;
+//! `api_error.rs` the error -> status table; `media_input.rs` turns `image_url` parts into
+//! bitmaps and `input_audio` parts (and uploaded files) into audio clips; `metrics_text.rs`
+//! renders `/metrics`; `web.rs` serves the chat page; `config.rs` and `serve.rs` are [`Config`] and
 //! the [`run`] / [`serve`] entry points.
 
 mod api_error;
@@ -20,8 +21,10 @@ mod routes;
 mod serve;
 mod web;
 
-pub use backend::{Backend, EngineError, EngineMetrics, Event, ModelInfo, Prompt, Request, Usage};
+pub use backend::{
+    Backend, EngineError, EngineMetrics, Event, MediaItem, ModelInfo, Prompt, Request, Usage,
+};
 pub use config::{Config, ConfigError};
 pub use engine::{Engine, EngineConfig, LoadError};
-pub use routes::{AppState, ServerOptions, router};
+pub use routes::{AppState, DEFAULT_MAX_AUDIO_SECONDS, ServerOptions, router};
 pub use serve::{ServeError, run, serve};

@@ -1,5 +1,6 @@
-//! Turns the URL of an `image_url` part into a decoded [`Bitmap`]: `data:` URIs and bare
-//! base64 always; http(s) only with `--allow-remote-media`, and then never towards loopback,
+//! Turns the URL of an `image_url` part into a decoded [`Bitmap`], and the base64 data of an
+//! `input_audio` part (or an uploaded file) into an [`Audio`] clip. Image URLs: `data:` URIs
+//! and bare base64 always; http(s) only with `--allow-remote-media`, and then never towards loopback,
 //! private, link-local or otherwise internal addresses (the server must not become a proxy
 //! into the network it runs in). The check sits in ureq's resolver, so it applies to every
 //! redirect hop and to the very addresses that get connected (no DNS-rebinding gap).
@@ -9,7 +10,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
-use mtmd::Bitmap;
+use mtmd::{Audio, AudioError, Bitmap, DecodeOptions};
 
 use super::api_error::ApiError;
 
@@ -19,7 +20,12 @@ pub struct MediaPolicy {
     pub allow_remote: bool,
     /// Bound of one decoded or downloaded file, in bytes.
     pub max_bytes: usize,
+    /// Longest audio clip accepted, in seconds (`--max-audio-seconds`).
+    pub max_audio_seconds: f64,
 }
+
+/// Container formats an `input_audio` part may name (the decoder sniffs the bytes anyway).
+pub const AUDIO_FORMATS: &[&str] = &["wav", "mp3", "flac"];
 
 const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_REDIRECTS: u32 = 3;
@@ -48,6 +54,71 @@ pub fn load_image(url: &str, policy: &MediaPolicy, what: &str) -> Result<Bitmap,
     Ok(bitmap.with_id(id))
 }
 
+/// Decodes the base64 `data` of an `input_audio` part whose `format` is wav, mp3 or flac;
+/// `what` names the part in errors. Blocking (decoding): call it off the async workers.
+pub fn load_audio(
+    data: &str,
+    format: &str,
+    policy: &MediaPolicy,
+    what: &str,
+) -> Result<Audio, ApiError> {
+    let format = format.trim().to_ascii_lowercase();
+    if !AUDIO_FORMATS.contains(&format.as_str()) {
+        return Err(ApiError::InvalidAudio(format!(
+            "{what}: unsupported audio format '{format}' (expected wav, mp3 or flac)"
+        )));
+    }
+    // Some clients send a data URI where OpenAI has bare base64: take both.
+    let data = data.trim();
+    let data = match strip_prefix_ci(data, "data:") {
+        Some(rest) => rest.split_once(',').map_or(rest, |(_, d)| d),
+        None => data,
+    };
+    let bytes = decode_base64(data, policy, what, Noun::Audio)?;
+    decode_audio(&bytes, policy, what)
+}
+
+/// Decodes an audio file held in memory (an upload); `what` names it in errors. Blocking.
+pub fn decode_audio(bytes: &[u8], policy: &MediaPolicy, what: &str) -> Result<Audio, ApiError> {
+    let options = DecodeOptions {
+        max_seconds: policy.max_audio_seconds,
+        ..DecodeOptions::default()
+    };
+    Audio::from_bytes(bytes, &options).map_err(|e| match e {
+        AudioError::TooLong {
+            seconds,
+            max_seconds,
+        } => ApiError::AudioTooLong(format!(
+            "{what}: the audio is {seconds:.2} s long (at least), longer than the limit of \
+             {max_seconds:.2} s (--max-audio-seconds)"
+        )),
+        e => ApiError::InvalidAudio(format!("{what}: cannot decode the audio: {e}")),
+    })
+}
+
+/// What a base64 payload holds, for error messages and codes.
+#[derive(Debug, Clone, Copy)]
+enum Noun {
+    Image,
+    Audio,
+}
+
+impl Noun {
+    fn error(self, message: String) -> ApiError {
+        match self {
+            Noun::Image => ApiError::InvalidImage(message),
+            Noun::Audio => ApiError::InvalidAudio(message),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Noun::Image => "image",
+            Noun::Audio => "audio",
+        }
+    }
+}
+
 fn read_url(url: &str, policy: &MediaPolicy, what: &str) -> Result<Vec<u8>, ApiError> {
     let lower = url.get(..8).unwrap_or(url).to_ascii_lowercase();
     if let Some(rest) = strip_prefix_ci(url, "data:") {
@@ -69,7 +140,7 @@ fn read_url(url: &str, policy: &MediaPolicy, what: &str) -> Result<Vec<u8>, ApiE
             "{what}: unsupported URL scheme '{scheme}' (send a data: URI or base64)"
         )));
     }
-    decode_base64(url, policy, what)
+    decode_base64(url, policy, what, Noun::Image)
 }
 
 fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
@@ -101,16 +172,19 @@ fn decode_data_uri(rest: &str, policy: &MediaPolicy, what: &str) -> Result<Vec<u
             "{what}: only base64 data URIs are supported (data:image/png;base64,...)"
         )));
     }
-    decode_base64(data, policy, what)
+    decode_base64(data, policy, what, Noun::Image)
 }
 
-fn decode_base64(data: &str, policy: &MediaPolicy, what: &str) -> Result<Vec<u8>, ApiError> {
+fn decode_base64(
+    data: &str,
+    policy: &MediaPolicy,
+    what: &str,
+    noun: Noun,
+) -> Result<Vec<u8>, ApiError> {
     // Line-wrapped base64 (`base64` without -w0) is common from shells.
     let compact: String = data.chars().filter(|c| !c.is_ascii_whitespace()).collect();
     if compact.is_empty() {
-        return Err(ApiError::InvalidImage(format!(
-            "{what}: the image data is empty"
-        )));
+        return Err(noun.error(format!("{what}: the {} data is empty", noun.name())));
     }
     if compact.len() / 4 * 3 > policy.max_bytes {
         return Err(ApiError::RequestTooLarge(policy.max_bytes >> 20));
@@ -122,7 +196,7 @@ fn decode_base64(data: &str, policy: &MediaPolicy, what: &str) -> Result<Vec<u8>
     standard
         .decode(&compact)
         .or_else(|e| url_safe.decode(&compact).map_err(|_| e))
-        .map_err(|e| ApiError::InvalidImage(format!("{what}: invalid base64 image data: {e}")))
+        .map_err(|e| noun.error(format!("{what}: invalid base64 {} data: {e}", noun.name())))
 }
 
 /// True for addresses a server-side fetch must never reach.
@@ -269,7 +343,59 @@ mod tests {
         MediaPolicy {
             allow_remote,
             max_bytes: 8 << 20,
+            max_audio_seconds: 600.0,
         }
+    }
+
+    fn audio_fixture(name: &str) -> Vec<u8> {
+        std::fs::read(testkit::fixture("qwen2audio").join(name)).expect("fixture")
+    }
+
+    #[test]
+    fn audio_parts_decode_with_hash_ids() {
+        let wav = audio_fixture("speech_a_16k_mono.wav");
+        let flac = audio_fixture("speech_a_16k_mono.flac");
+        let a = load_audio(&b64(&wav), "wav", &policy(false), "x").expect("wav");
+        assert_eq!(a.id(), format!("{:016x}", a.content_hash()));
+        assert_eq!(a.pcm().sample_rate, 16000);
+        let b = load_audio(&b64(&flac), "FLAC", &policy(false), "x").expect("flac");
+        // FLAC is lossless: the same samples, the same cache key.
+        assert_eq!(a.content_hash(), b.content_hash());
+        let c = load_audio(
+            &format!("data:audio/wav;base64,{}", b64(&wav)),
+            "wav",
+            &policy(false),
+            "x",
+        )
+        .expect("data URI");
+        assert_eq!(a.id(), c.id());
+    }
+
+    #[test]
+    fn bad_audio_is_400_naming_the_part() {
+        let wav = audio_fixture("speech_a_16k_mono.wav");
+        let what = "messages[0].content[1]";
+        for (data, format, code) in [
+            ("@@@ not base64 @@@".to_owned(), "wav", "invalid_audio"),
+            (String::new(), "wav", "invalid_audio"),
+            (b64(b"RIFF\0\0\0\0WAVEjunk"), "wav", "invalid_audio"),
+            (b64(b"hello world, not audio"), "mp3", "invalid_audio"),
+            (b64(&wav), "ogg", "invalid_audio"),
+        ] {
+            let err = load_audio(&data, format, &policy(false), what).expect_err(format);
+            assert_eq!(err.status().as_u16(), 400, "{err}");
+            assert_eq!(err.body()["error"]["code"], code, "{err}");
+            assert!(err.to_string().starts_with(what), "{err}");
+        }
+        let short = MediaPolicy {
+            max_audio_seconds: 1.0,
+            ..policy(false)
+        };
+        let err = load_audio(&b64(&wav), "wav", &short, what).expect_err("too long");
+        assert_eq!(err.body()["error"]["code"], "audio_too_long");
+        let msg = err.to_string();
+        assert!(msg.contains("1.00 s") && msg.contains("s long"), "{msg}");
+        assert!(msg.contains("--max-audio-seconds"), "{msg}");
     }
 
     fn fixture(name: &str) -> Vec<u8> {

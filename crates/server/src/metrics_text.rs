@@ -39,7 +39,7 @@ pub fn render(http: &HttpCounters, engine: Option<EngineMetrics>, slots_total: u
         );
     }
     let m = engine.unwrap_or_default();
-    let series: [(&str, &str, &str, f64); 13] = [
+    let series: [(&str, &str, &str, f64); 15] = [
         (
             "mtmd_requests_finished_total",
             "counter",
@@ -49,7 +49,7 @@ pub fn render(http: &HttpCounters, engine: Option<EngineMetrics>, slots_total: u
         (
             "mtmd_prompt_tokens_total",
             "counter",
-            "Prompt tokens of finished requests, image tokens included.",
+            "Prompt tokens of finished requests, image and audio tokens included.",
             m.prompt_tokens as f64,
         ),
         (
@@ -79,7 +79,7 @@ pub fn render(http: &HttpCounters, engine: Option<EngineMetrics>, slots_total: u
         (
             "mtmd_images_encoded_total",
             "counter",
-            "Images run through the vision encoder.",
+            "Image chunks (images or tiles) run through the vision encoder.",
             m.images_encoded as f64,
         ),
         (
@@ -89,9 +89,21 @@ pub fn render(http: &HttpCounters, engine: Option<EngineMetrics>, slots_total: u
             m.image_encode_seconds,
         ),
         (
+            "mtmd_audio_encoded_total",
+            "counter",
+            "Audio chunks (windows of at most 30 s) run through the audio encoder.",
+            m.audio_encoded as f64,
+        ),
+        (
+            "mtmd_audio_encode_seconds_total",
+            "counter",
+            "Time spent in the audio encoder.",
+            m.audio_encode_seconds,
+        ),
+        (
             "mtmd_media_cache_hits_total",
             "counter",
-            "Images whose embeddings came from the media cache.",
+            "Media chunks whose embeddings came from the media cache.",
             m.media_cache_hits as f64,
         ),
         (

@@ -8,9 +8,9 @@ use llm::sampling::SamplingParams;
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
-use super::api_error::ApiError;
-use super::backend::{FinishReason, ModelInfo, Prompt, Request, Usage};
-use super::media_input::{MediaPolicy, load_image};
+use super::api_error::{ApiError, unsupported_media};
+use super::backend::{FinishReason, MediaItem, ModelInfo, Prompt, Request, Usage};
+use super::media_input::{MediaPolicy, load_audio, load_image};
 
 /// Fields shared by both endpoints.
 #[derive(Debug, Default, Deserialize)]
@@ -170,7 +170,7 @@ impl ChatRequest {
                 "messages must not be empty".into(),
             ));
         }
-        let mut images = Vec::new();
+        let mut media = Vec::new();
         let mut messages = self.messages;
         for (i, message) in messages.iter_mut().enumerate() {
             let MessageContent::Parts(parts) = &mut message.content else {
@@ -180,7 +180,21 @@ impl ChatRequest {
                 let what = format!("messages[{i}].content[{j}]");
                 let url = match part {
                     ContentPart::Text { .. } => continue,
-                    ContentPart::InputAudio { .. } => return Err(ApiError::NoAudio),
+                    ContentPart::InputAudio { input_audio } => {
+                        if !info.audio {
+                            return Err(unsupported_media(
+                                mtmd::MediaKind::Audio,
+                                &what,
+                                info.mmproj_path.is_some(),
+                            ));
+                        }
+                        let clip =
+                            load_audio(&input_audio.data, &input_audio.format, policy, &what)?;
+                        media.push(MediaItem::Audio(clip));
+                        // The template only needs to know an audio clip sits here.
+                        *part = ContentPart::input_audio("", "");
+                        continue;
+                    }
                     ContentPart::ImageUrl { image_url } => image_url.url.clone(),
                     ContentPart::Image { fields } => hf_image_source(fields).ok_or_else(|| {
                         ApiError::InvalidImage(format!(
@@ -190,14 +204,18 @@ impl ChatRequest {
                     })?,
                 };
                 if !info.vision {
-                    return Err(ApiError::NoVision);
+                    return Err(unsupported_media(
+                        mtmd::MediaKind::Image,
+                        &what,
+                        info.mmproj_path.is_some(),
+                    ));
                 }
-                images.push(load_image(&url, policy, &what)?);
+                media.push(MediaItem::Image(load_image(&url, policy, &what)?));
                 *part = ContentPart::image();
             }
         }
         Ok(Request {
-            prompt: Prompt::Chat { messages, images },
+            prompt: Prompt::Chat { messages, media },
             sampling,
             max_tokens,
             stop,

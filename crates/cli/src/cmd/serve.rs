@@ -81,6 +81,7 @@ pub fn run(args: Args) -> Result<()> {
                 .filter(|k| !k.is_empty()),
             max_body_bytes: args.max_body_mb.saturating_mul(1 << 20),
             allow_remote_media: args.allow_remote_media,
+            max_audio_seconds: server::DEFAULT_MAX_AUDIO_SECONDS,
             log_requests: true,
         },
     };

@@ -12,6 +12,7 @@ struct Seconds {
     prompt: f64,
     generation: f64,
     image_encode: f64,
+    audio_encode: f64,
 }
 
 #[derive(Default)]
@@ -21,6 +22,7 @@ pub struct Metrics {
     prompt_tokens_evaluated: AtomicU64,
     generated_tokens: AtomicU64,
     images_encoded: AtomicU64,
+    audio_encoded: AtomicU64,
     queue_depth: AtomicU64,
     slots_busy: AtomicU64,
     seconds: Mutex<Seconds>,
@@ -48,9 +50,18 @@ impl Metrics {
         dec(&self.slots_busy);
     }
 
-    pub fn image_encoded(&self, time: Duration) {
-        self.images_encoded.fetch_add(1, Relaxed);
-        self.with_seconds(|s| s.image_encode += time.as_secs_f64());
+    /// One media chunk ran through the encoder for `time`.
+    pub fn media_encoded(&self, kind: mtmd::MediaKind, time: Duration) {
+        match kind {
+            mtmd::MediaKind::Image => {
+                self.images_encoded.fetch_add(1, Relaxed);
+                self.with_seconds(|s| s.image_encode += time.as_secs_f64());
+            }
+            mtmd::MediaKind::Audio => {
+                self.audio_encoded.fetch_add(1, Relaxed);
+                self.with_seconds(|s| s.audio_encode += time.as_secs_f64());
+            }
+        }
     }
 
     /// A request that ended (successfully or not) after its prompt was known.
@@ -92,6 +103,8 @@ impl Metrics {
             generation_seconds: s.generation,
             images_encoded: self.images_encoded.load(Relaxed),
             image_encode_seconds: s.image_encode,
+            audio_encoded: self.audio_encoded.load(Relaxed),
+            audio_encode_seconds: s.audio_encode,
             media_cache_hits,
             media_cache_bytes,
             queue_depth: self.queue_depth.load(Relaxed),

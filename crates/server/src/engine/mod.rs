@@ -1,5 +1,6 @@
 //! The engine: `--parallel` slots on worker threads over one loaded model, a queue, KV prefix
-//! reuse per slot and an LRU cache of image embeddings keyed by content hash.
+//! reuse per slot and an LRU cache of media embeddings (images and audio windows) keyed by
+//! content hash and piece.
 //!
 //! Threads: `submit` hands the request to the dispatcher (`scheduler.rs`), which owns the
 //! queue and picks a slot for each request; every slot (`slot.rs`) owns its KV cache and
@@ -41,9 +42,9 @@ pub struct EngineConfig {
     /// Slots: requests served at once.
     pub n_slots: usize,
     pub kv_type: KvType,
-    /// Bound of the image-embedding cache, in bytes (0: no cache).
+    /// Bound of the media-embedding cache (images and audio), in bytes (0: no cache).
     pub media_cache_bytes: usize,
-    /// Threads of the image encoder's pool (`None`: rayon's global pool).
+    /// Threads of the media encoder's pool (`None`: rayon's global pool).
     pub n_threads: Option<usize>,
     pub image_min_tokens: Option<u32>,
     pub image_max_tokens: Option<u32>,
@@ -144,7 +145,9 @@ impl Engine {
         }
         // One throwaway session resolves n_ctx = 0 exactly as every slot will.
         let n_ctx = model.new_session(config.n_ctx, config.kv_type).n_ctx();
-        let info = model_info(config, &model, n_ctx, media.is_some());
+        let vision = media.as_ref().is_some_and(|m| m.supports_vision());
+        let audio = media.as_ref().is_some_and(|m| m.supports_audio());
+        let info = model_info(config, &model, n_ctx, vision, audio);
         let shared = Arc::new(Shared {
             model,
             media,
@@ -197,7 +200,13 @@ impl Engine {
     }
 }
 
-fn model_info(config: &EngineConfig, model: &Model, n_ctx: usize, vision: bool) -> ModelInfo {
+fn model_info(
+    config: &EngineConfig,
+    model: &Model,
+    n_ctx: usize,
+    vision: bool,
+    audio: bool,
+) -> ModelInfo {
     let stem = config
         .model_path
         .file_stem()
@@ -223,7 +232,7 @@ fn model_info(config: &EngineConfig, model: &Model, n_ctx: usize, vision: bool) 
         n_params: model.n_params(),
         size_bytes: model.size_bytes(),
         vision,
-        audio: false,
+        audio,
         chat_template,
         model_path: config.model_path.display().to_string(),
         mmproj_path: config.mmproj_path.as_ref().map(|p| p.display().to_string()),

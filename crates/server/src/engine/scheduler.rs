@@ -12,7 +12,7 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use super::Shared;
 use super::reuse::{CacheState, safe_prefix};
-use super::slot::{Failure, classify_llm, classify_mtmd};
+use super::slot::{Failure, classify_llm, classify_mtmd, no_encoder};
 use crate::backend::{EngineError, Event, Prompt, Request};
 
 /// A submitted request and where its events go.
@@ -57,19 +57,17 @@ pub fn prepare(
 ) -> Result<Prepared, Failure> {
     let model = &shared.model;
     let chunks = match &request.prompt {
-        Prompt::Chat { messages, images } => {
+        Prompt::Chat { messages, media } => {
             let text = model.apply_chat(messages, true).map_err(classify_llm)?;
-            match &shared.media {
-                Some(ctx) => {
-                    let refs: Vec<&mtmd::Bitmap> = images.iter().collect();
+            match (&shared.media, media.first()) {
+                (Some(ctx), _) => {
+                    let refs: Vec<mtmd::Media> = media.iter().map(|m| m.as_media()).collect();
                     ctx.tokenize(&text, &refs).map_err(classify_mtmd)?
                 }
-                None if !images.is_empty() => {
-                    return Err(Failure::Invalid(
-                        "this model takes no images: start the server with --mmproj".into(),
-                    ));
+                (None, Some(item)) => {
+                    return Err(Failure::Invalid(no_encoder(item.as_media().kind())));
                 }
-                None => Chunks {
+                (None, None) => Chunks {
                     chunks: vec![Chunk::Text(model.tokenizer.tokenize(&text, true, true))],
                 },
             }
@@ -84,7 +82,7 @@ pub fn prepare(
     }
     if n_prompt >= shared.n_ctx {
         return Err(Failure::Invalid(format!(
-            "the prompt has {n_prompt} tokens (images included), the context holds {} per slot",
+            "the prompt has {n_prompt} tokens (media included), the context holds {} per slot",
             shared.n_ctx
         )));
     }

@@ -1,6 +1,6 @@
 //! One slot: a worker thread with its own KV cache (an `llm::Session`) and the list of what
 //! each cell holds. It serves one request at a time: keeps the cached prefix the new prompt
-//! shares, evaluates the rest (image embeddings from the media cache when it has them),
+//! shares, evaluates the rest (media embeddings from the media cache when it has them),
 //! streams the answer and remembers what is now in the cache for the next request.
 
 use std::panic::AssertUnwindSafe;
@@ -58,6 +58,14 @@ pub fn classify_mtmd(e: MtmdError) -> Failure {
         | MtmdError::Encoder { .. } => Failure::Invalid(e.to_string()),
         e => Failure::Internal(e.to_string()),
     }
+}
+
+/// The refusal of media of `kind` by a model loaded without an mmproj.
+pub fn no_encoder(kind: mtmd::MediaKind) -> String {
+    format!(
+        "this model takes no {} input: start the server with --mmproj",
+        kind.name()
+    )
 }
 
 pub struct Slot {
@@ -270,9 +278,9 @@ impl Slot {
 
     /// A media chunk's embeddings: from the media cache, else from the encoder (then cached).
     /// The key is the item's id (its content hash) and the piece (tile, audio window).
-    fn embeddings_for(&self, image: &MediaChunk) -> Result<Embeddings, Failure> {
+    fn embeddings_for(&self, media: &MediaChunk) -> Result<Embeddings, Failure> {
         let shared = &self.shared;
-        let key = format!("{}/{}", image.id, image.piece);
+        let key = format!("{}/{}", media.id, media.piece);
         let cached = shared
             .media_cache
             .lock()
@@ -281,12 +289,13 @@ impl Slot {
         if let Some(e) = cached {
             return Ok(e);
         }
-        let ctx = shared.media.as_ref().ok_or_else(|| {
-            Failure::Invalid("this model takes no images: start the server with --mmproj".into())
-        })?;
+        let ctx = shared
+            .media
+            .as_ref()
+            .ok_or_else(|| Failure::Invalid(no_encoder(media.kind)))?;
         let start = Instant::now();
-        let embd = Arc::new(ctx.encode(image).map_err(classify_mtmd)?);
-        shared.metrics.image_encoded(start.elapsed());
+        let embd = Arc::new(ctx.encode(media).map_err(classify_mtmd)?);
+        shared.metrics.media_encoded(media.kind, start.elapsed());
         shared
             .media_cache
             .lock()

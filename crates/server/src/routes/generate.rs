@@ -47,7 +47,7 @@ pub(super) struct Origin {
 }
 
 impl Origin {
-    fn new(state: &AppState, method: Method, uri: &axum::http::Uri) -> Self {
+    pub(super) fn new(state: &AppState, method: Method, uri: &axum::http::Uri) -> Self {
         Self {
             method,
             path: uri.path().to_owned(),
@@ -102,7 +102,7 @@ pub(super) async fn completions(
 /// The backend dropped a request's channel before its `Done` or `Error`.
 pub(super) const ENGINE_VANISHED: &str = "the engine stopped before finishing the request";
 
-fn engine_vanished() -> ApiError {
+pub(super) fn engine_vanished() -> ApiError {
     ApiError::Internal(ENGINE_VANISHED.into())
 }
 

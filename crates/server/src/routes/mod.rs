@@ -4,7 +4,8 @@
 //!
 //! `state.rs` is what handlers share; `middleware.rs` the API-key check, CORS, per-request
 //! log and counters; `info.rs` the page, health, metrics, models and props; `generate.rs`
-//! the two completion endpoints; `sse.rs` the SSE relay of engine events.
+//! the two completion endpoints; `transcribe.rs` `/v1/audio/transcriptions` (multipart upload,
+//! JSON, text or SSE answer); `sse.rs` the SSE relay of engine events.
 
 mod generate;
 mod info;
@@ -13,13 +14,14 @@ mod sse;
 mod state;
 #[cfg(test)]
 mod tests;
+mod transcribe;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::middleware::{from_fn, from_fn_with_state};
 use axum::routing::{get, post};
 
-pub use state::{AppState, ServerOptions};
+pub use state::{AppState, DEFAULT_MAX_AUDIO_SECONDS, ServerOptions};
 
 /// The whole HTTP API over `state` (whose backend may be set later: until then the model
 /// endpoints answer 503 "Loading model").
@@ -30,6 +32,8 @@ pub fn router(state: AppState) -> Router {
         .route("/chat/completions", post(generate::chat))
         .route("/v1/completions", post(generate::completions))
         .route("/completions", post(generate::completions))
+        .route("/v1/audio/transcriptions", post(transcribe::transcriptions))
+        .route("/audio/transcriptions", post(transcribe::transcriptions))
         .route("/v1/models", get(info::models))
         .route("/models", get(info::models))
         .route("/v1/models/{*id}", get(info::model_by_id))

@@ -8,12 +8,19 @@ use crate::backend::Backend;
 use crate::media_input::MediaPolicy;
 use crate::metrics_text::HttpCounters;
 
+/// Default of [`ServerOptions::max_audio_seconds`] (`--max-audio-seconds`): ten minutes.
+pub const DEFAULT_MAX_AUDIO_SECONDS: f64 = 600.0;
+
 /// Settings of the HTTP layer.
 #[derive(Debug, Clone)]
 pub struct ServerOptions {
     pub api_key: Option<String>,
     pub max_body_bytes: usize,
     pub allow_remote_media: bool,
+    /// Longest audio clip accepted (an `input_audio` part or a transcription upload), in
+    /// seconds; longer ones are refused with 400 `audio_too_long`. The CLI's
+    /// `--max-audio-seconds`; [`DEFAULT_MAX_AUDIO_SECONDS`] by default.
+    pub max_audio_seconds: f64,
     /// Print one line per request on stderr.
     pub log_requests: bool,
 }
@@ -64,6 +71,7 @@ impl AppState {
         MediaPolicy {
             allow_remote: self.0.options.allow_remote_media,
             max_bytes: self.0.options.max_body_bytes,
+            max_audio_seconds: self.0.options.max_audio_seconds,
         }
     }
 

@@ -1,0 +1,390 @@
+//! `POST /v1/audio/transcriptions` in OpenAI's wire format: a `multipart/form-data` body with
+//! the audio `file` (WAV, FLAC or MP3), `model`, `prompt`, `response_format` (`json` or
+//! `text`), `temperature` and `stream`. The clip goes to the model as one user message of its
+//! chat template (the audio, then `prompt` or [`DEFAULT_INSTRUCTION`]); the answer comes back
+//! as `{"text": ...}`, as plain text, or (`stream=true`) as server-sent events
+//! `{"type":"transcript.text.delta","delta":...}` ... `{"type":"transcript.text.done",...}`.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::multipart::{Field, MultipartError, MultipartRejection};
+use axum::extract::{Multipart, State};
+use axum::http::{Method, StatusCode, header};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use llm::chat::{ChatMessage, ContentPart, MessageContent};
+use llm::sampling::SamplingParams;
+use serde_json::{Value, json};
+use tokio::sync::mpsc::UnboundedReceiver;
+
+use super::AppState;
+use super::generate::{ENGINE_VANISHED, Origin, engine_vanished, finished};
+use super::middleware::{Streamed, Tokens, log_line};
+use crate::api_error::{ApiError, unsupported_media};
+use crate::backend::{Backend, EngineError, Event, MediaItem, Prompt, Request, Usage};
+use crate::media_input::decode_audio;
+use crate::openai::model_matches;
+
+/// What the model is asked when the form has no `prompt`.
+pub(super) const DEFAULT_INSTRUCTION: &str = "Transcribe this audio.";
+
+/// How the transcript is sent back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    /// `{"text": "...", "usage": {...}}`
+    Json,
+    /// The transcript alone, `text/plain`.
+    Text,
+}
+
+/// The fields of the form this endpoint uses (others, e.g. `language`, are ignored).
+#[derive(Debug, Default)]
+struct Form {
+    file: Option<Vec<u8>>,
+    model: Option<String>,
+    prompt: Option<String>,
+    response_format: Option<String>,
+    temperature: Option<String>,
+    stream: Option<String>,
+    /// Extension (not in OpenAI's API): bound of the transcript, in tokens.
+    max_tokens: Option<String>,
+}
+
+fn multipart_error(state: &AppState, status: StatusCode, text: String) -> ApiError {
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::RequestTooLarge(state.options().max_body_bytes >> 20)
+    } else {
+        ApiError::InvalidRequest(format!("could not read the multipart form: {text}"))
+    }
+}
+
+fn field_error(state: &AppState, e: MultipartError) -> ApiError {
+    multipart_error(state, e.status(), e.body_text())
+}
+
+async fn text_of(state: &AppState, field: Field<'_>, name: &str) -> Result<String, ApiError> {
+    let bytes = field.bytes().await.map_err(|e| field_error(state, e))?;
+    String::from_utf8(bytes.to_vec())
+        .map(|s| s.trim().to_owned())
+        .map_err(|_| ApiError::InvalidRequest(format!("the form field '{name}' is not UTF-8 text")))
+}
+
+async fn read_form(state: &AppState, mut multipart: Multipart) -> Result<Form, ApiError> {
+    let mut form = Form::default();
+    while let Some(field) = multipart
+        .next_field()
+        .await
+        .map_err(|e| field_error(state, e))?
+    {
+        let name = field.name().unwrap_or_default().to_owned();
+        match name.as_str() {
+            "file" => {
+                if form.file.is_some() {
+                    return Err(ApiError::InvalidRequest(
+                        "the form has more than one 'file': send one audio file per request".into(),
+                    ));
+                }
+                let bytes = field.bytes().await.map_err(|e| field_error(state, e))?;
+                form.file = Some(bytes.to_vec());
+            }
+            "model" => form.model = Some(text_of(state, field, &name).await?),
+            "prompt" => form.prompt = Some(text_of(state, field, &name).await?),
+            "response_format" => form.response_format = Some(text_of(state, field, &name).await?),
+            "temperature" => form.temperature = Some(text_of(state, field, &name).await?),
+            "stream" => form.stream = Some(text_of(state, field, &name).await?),
+            "max_tokens" => form.max_tokens = Some(text_of(state, field, &name).await?),
+            // Drain what we do not use so the next field can be read.
+            _ => {
+                field.bytes().await.map_err(|e| field_error(state, e))?;
+            }
+        }
+    }
+    Ok(form)
+}
+
+/// `response_format`, `stream`, sampling and the token bound, validated.
+struct Options {
+    format: Format,
+    stream: bool,
+    sampling: SamplingParams,
+    max_tokens: Option<usize>,
+}
+
+fn options(form: &Form) -> Result<Options, ApiError> {
+    let format = match form.response_format.as_deref().map(str::to_ascii_lowercase) {
+        None => Format::Json,
+        Some(f) if f.is_empty() || f == "json" => Format::Json,
+        Some(f) if f == "text" => Format::Text,
+        Some(f) => {
+            return Err(ApiError::InvalidRequest(format!(
+                "response_format '{f}' is not supported (use json or text)"
+            )));
+        }
+    };
+    let stream = match form.stream.as_deref().map(str::to_ascii_lowercase) {
+        None => false,
+        Some(s) if s == "true" || s == "1" => true,
+        Some(s) if s.is_empty() || s == "false" || s == "0" => false,
+        Some(s) => {
+            return Err(ApiError::InvalidRequest(format!(
+                "stream must be true or false (got '{s}')"
+            )));
+        }
+    };
+    // Greedy unless the client asks for sampling.
+    let mut sampling = SamplingParams {
+        temperature: 0.0,
+        ..SamplingParams::default()
+    };
+    if let Some(t) = form.temperature.as_deref().filter(|t| !t.is_empty()) {
+        let t: f32 = t
+            .parse()
+            .ok()
+            .filter(|t: &f32| t.is_finite())
+            .ok_or_else(|| {
+                ApiError::InvalidRequest(format!("temperature must be a number (got '{t}')"))
+            })?;
+        sampling.temperature = t.max(0.0);
+    }
+    let max_tokens = match form.max_tokens.as_deref().filter(|n| !n.is_empty()) {
+        None => None,
+        Some(n) => {
+            let n: i64 = n.parse().map_err(|_| {
+                ApiError::InvalidRequest(format!("max_tokens must be an integer (got '{n}')"))
+            })?;
+            usize::try_from(n).ok()
+        }
+    };
+    Ok(Options {
+        format,
+        stream,
+        sampling,
+        max_tokens,
+    })
+}
+
+/// The chat of a transcription: one user message, the audio then the instruction.
+fn transcription_messages(prompt: Option<&str>) -> Vec<ChatMessage> {
+    let instruction = prompt
+        .filter(|p| !p.trim().is_empty())
+        .unwrap_or(DEFAULT_INSTRUCTION);
+    vec![ChatMessage::with_content(
+        "user",
+        MessageContent::Parts(vec![
+            ContentPart::input_audio("", ""),
+            ContentPart::text(instruction),
+        ]),
+    )]
+}
+
+/// OpenAI's token usage object of transcriptions.
+fn usage_json(u: &Usage) -> Value {
+    json!({
+        "type": "tokens",
+        "input_tokens": u.prompt_tokens,
+        "output_tokens": u.completion_tokens,
+        "total_tokens": u.prompt_tokens + u.completion_tokens,
+    })
+}
+
+pub(super) async fn transcriptions(
+    State(state): State<AppState>,
+    method: Method,
+    uri: axum::http::Uri,
+    multipart: Result<Multipart, MultipartRejection>,
+) -> Result<Response, ApiError> {
+    let origin = Origin::new(&state, method, &uri);
+    let backend = state.backend()?;
+    let multipart = multipart.map_err(|r| {
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            multipart_error(&state, r.status(), r.body_text())
+        } else {
+            ApiError::InvalidRequest(format!(
+                "expected a multipart/form-data body with an audio 'file': {}",
+                r.body_text()
+            ))
+        }
+    })?;
+    let form = read_form(&state, multipart).await?;
+    let info = backend.info().clone();
+    if let Some(name) = form.model.as_deref().map(str::trim)
+        && !name.is_empty()
+        && !model_matches(name, &info)
+    {
+        return Err(ApiError::ModelNotFound(name.to_owned()));
+    }
+    let opts = options(&form)?;
+    let Some(file) = form.file else {
+        return Err(ApiError::InvalidRequest(
+            "the form has no 'file': attach the audio as a file field named 'file'".into(),
+        ));
+    };
+    if !info.audio {
+        return Err(unsupported_media(
+            mtmd::MediaKind::Audio,
+            "file",
+            info.mmproj_path.is_some(),
+        ));
+    }
+    let policy = state.media_policy();
+    // Decoding (and resampling) minutes of audio is blocking work.
+    let clip = tokio::task::spawn_blocking(move || decode_audio(&file, &policy, "file"))
+        .await
+        .map_err(|e| ApiError::Internal(format!("audio decoding failed: {e}")))??;
+    let request = Request {
+        prompt: Prompt::Chat {
+            messages: transcription_messages(form.prompt.as_deref()),
+            media: vec![MediaItem::Audio(clip)],
+        },
+        sampling: opts.sampling,
+        max_tokens: opts.max_tokens,
+        stop: Vec::new(),
+    };
+    transcribe(backend, request, opts.format, opts.stream, origin).await
+}
+
+async fn transcribe(
+    backend: Arc<dyn Backend>,
+    request: Request,
+    format: Format,
+    stream: bool,
+    origin: Origin,
+) -> Result<Response, ApiError> {
+    let mut rx = backend.submit(request);
+    if stream {
+        // As for chat: a request the engine refuses outright still gets its HTTP status.
+        let first = rx.recv().await.ok_or_else(engine_vanished)?;
+        if let Event::Error(e) = first {
+            return Err(e.into());
+        }
+        return Ok(sse_response(rx, first, origin));
+    }
+    let mut text = String::new();
+    loop {
+        match rx.recv().await.ok_or_else(engine_vanished)? {
+            Event::Started { .. } => {}
+            Event::Text(piece) => text.push_str(&piece),
+            Event::Error(e) => return Err(e.into()),
+            done => {
+                let f = finished(&done).ok_or_else(engine_vanished)?;
+                let mut response = match format {
+                    Format::Json => {
+                        Json(json!({"text": text, "usage": usage_json(&f.usage)})).into_response()
+                    }
+                    Format::Text => ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text)
+                        .into_response(),
+                };
+                response.extensions_mut().insert(Tokens {
+                    prompt: f.usage.prompt_tokens,
+                    generated: f.usage.completion_tokens,
+                });
+                return Ok(response);
+            }
+        }
+    }
+}
+
+/// The SSE relay of one transcription; logs its line when dropped.
+struct Relay {
+    rx: UnboundedReceiver<Event>,
+    text: String,
+    pending: VecDeque<SseEvent>,
+    ended: bool,
+    origin: Origin,
+    tokens: Option<Tokens>,
+    note: &'static str,
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        if self.origin.log {
+            let note = if self.ended {
+                self.note
+            } else {
+                " (client disconnected)"
+            };
+            let o = &self.origin;
+            log_line(&o.method, &o.path, 200, self.tokens, o.start, note);
+        }
+    }
+}
+
+fn data(value: &Value) -> SseEvent {
+    SseEvent::default().data(value.to_string())
+}
+
+impl Relay {
+    fn push(&mut self, event: Event) {
+        match event {
+            Event::Started { prompt_tokens } => {
+                self.tokens = Some(Tokens {
+                    prompt: prompt_tokens,
+                    generated: 0,
+                });
+            }
+            Event::Text(piece) => {
+                if let Some(t) = &mut self.tokens {
+                    t.generated += 1;
+                }
+                self.text.push_str(&piece);
+                self.pending.push_back(data(
+                    &json!({"type": "transcript.text.delta", "delta": piece}),
+                ));
+            }
+            Event::Error(e) => {
+                self.pending.push_back(data(&ApiError::from(e).body()));
+                self.ended = true;
+                self.note = " (engine error)";
+            }
+            done @ Event::Done { .. } => {
+                let mut last = json!({"type": "transcript.text.done", "text": self.text});
+                if let Some(f) = finished(&done) {
+                    self.tokens = Some(Tokens {
+                        prompt: f.usage.prompt_tokens,
+                        generated: f.usage.completion_tokens,
+                    });
+                    last["usage"] = usage_json(&f.usage);
+                }
+                self.pending.push_back(data(&last));
+                self.ended = true;
+            }
+        }
+    }
+}
+
+fn sse_response(rx: UnboundedReceiver<Event>, first: Event, origin: Origin) -> Response {
+    let mut relay = Relay {
+        rx,
+        text: String::new(),
+        pending: VecDeque::new(),
+        ended: false,
+        origin,
+        tokens: None,
+        note: "",
+    };
+    relay.push(first);
+    let events = futures_util::stream::unfold(relay, |mut relay| async move {
+        loop {
+            if let Some(event) = relay.pending.pop_front() {
+                return Some((Ok::<_, Infallible>(event), relay));
+            }
+            if relay.ended {
+                return None;
+            }
+            match relay.rx.recv().await {
+                Some(event) => relay.push(event),
+                None => {
+                    relay.push(Event::Error(EngineError::Internal(ENGINE_VANISHED.into())));
+                }
+            }
+        }
+    });
+    let mut response = Sse::new(events)
+        .keep_alive(KeepAlive::default())
+        .into_response();
+    response.extensions_mut().insert(Streamed);
+    response
+}
