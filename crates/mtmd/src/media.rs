@@ -122,6 +122,22 @@ impl MediaItem {
     pub fn content_hash(&self) -> u64 {
         self.as_media().content_hash()
     }
+
+    pub fn is_audio(&self) -> bool {
+        self.kind() == MediaKind::Audio
+    }
+}
+
+impl From<Bitmap> for MediaItem {
+    fn from(b: Bitmap) -> Self {
+        MediaItem::Image(b)
+    }
+}
+
+impl From<Audio> for MediaItem {
+    fn from(a: Audio) -> Self {
+        MediaItem::Audio(a)
+    }
 }
 
 impl<'a> From<&'a MediaItem> for Media<'a> {

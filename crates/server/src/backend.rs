@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use llm::chat::ChatMessage;
 use llm::sampling::SamplingParams;
-use mtmd::{Audio, Bitmap, Media};
 use tokio::sync::mpsc;
 
 /// What the loaded model is and accepts (for `/v1/models`, `/props` and validation).
@@ -49,37 +48,8 @@ impl ModelInfo {
     }
 }
 
-/// One decoded media item of a prompt (owned; [`Media`] is its borrowed view).
-#[derive(Debug, Clone, PartialEq)]
-pub enum MediaItem {
-    Image(Bitmap),
-    Audio(Audio),
-}
-
-impl MediaItem {
-    pub fn as_media(&self) -> Media<'_> {
-        match self {
-            MediaItem::Image(b) => Media::Image(b),
-            MediaItem::Audio(a) => Media::Audio(a),
-        }
-    }
-
-    pub fn is_audio(&self) -> bool {
-        matches!(self, MediaItem::Audio(_))
-    }
-}
-
-impl From<Bitmap> for MediaItem {
-    fn from(b: Bitmap) -> Self {
-        MediaItem::Image(b)
-    }
-}
-
-impl From<Audio> for MediaItem {
-    fn from(a: Audio) -> Self {
-        MediaItem::Audio(a)
-    }
-}
+/// One decoded media item of a prompt (owned; `mtmd::Media` is its borrowed view).
+pub use mtmd::MediaItem;
 
 /// The prompt of a request.
 #[derive(Debug, Clone)]

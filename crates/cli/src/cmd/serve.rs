@@ -48,6 +48,9 @@ pub struct Args {
     /// Upper bound of tokens per image, for models with dynamic resolution.
     #[arg(long)]
     pub image_max_tokens: Option<u32>,
+    /// Longest audio clip accepted in a request, in seconds.
+    #[arg(long, default_value_t = server::DEFAULT_MAX_AUDIO_SECONDS)]
+    pub max_audio_seconds: f64,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -81,7 +84,7 @@ pub fn run(args: Args) -> Result<()> {
                 .filter(|k| !k.is_empty()),
             max_body_bytes: args.max_body_mb.saturating_mul(1 << 20),
             allow_remote_media: args.allow_remote_media,
-            max_audio_seconds: server::DEFAULT_MAX_AUDIO_SECONDS,
+            max_audio_seconds: args.max_audio_seconds,
             log_requests: true,
         },
     };
