@@ -216,6 +216,7 @@ def test_audio_longer_than_the_limit_is_400(audio_server):
             [
                 "-m", str(QWEN2AUDIO / "model.gguf"), "--mmproj", str(QWEN2AUDIO / "mmproj.gguf"),
                 "--parallel", "1", "-c", "1024", "--max-audio-seconds", "1",
+                "--alias", AUDIO_ALIAS,
             ],
         )  # fmt: skip
         try:
