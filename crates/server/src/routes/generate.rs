@@ -15,7 +15,7 @@ use serde::de::DeserializeOwned;
 
 use super::AppState;
 use super::middleware::Tokens;
-use super::sse::sse_response;
+use super::sse::{CompletionWire, sse_response};
 use crate::api_error::ApiError;
 use crate::backend::{Backend, Event, Request};
 use crate::openai::{ChatRequest, CompletionRequest, Finished, Kind, Meta};
@@ -141,7 +141,15 @@ async fn generate(
         if let Event::Error(e) = first {
             return Err(e.into());
         }
-        return Ok(sse_response(rx, first, meta, include_usage, origin));
+        return Ok(sse_response(
+            rx,
+            first,
+            CompletionWire {
+                meta,
+                include_usage,
+            },
+            origin,
+        ));
     }
     let mut text = String::new();
     loop {

@@ -1,5 +1,6 @@
-//! The SSE relay of a streamed request: engine events in, OpenAI chunks out, `[DONE]` at
-//! the end; the log line is written when the stream ends or the client goes away.
+//! The SSE relay of a streamed request: engine events in, wire events out (OpenAI chunks and
+//! `[DONE]` for completions, `transcript.text.*` events for transcriptions); the log line is
+//! written when the stream ends or the client goes away.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -13,13 +14,57 @@ use super::generate::{ENGINE_VANISHED, Origin, finished};
 use super::middleware::{Streamed, Tokens, log_line};
 use crate::api_error::ApiError;
 use crate::backend::{EngineError, Event};
-use crate::openai::{Kind, Meta};
+use crate::openai::{Finished, Kind, Meta};
+
+/// What one streamed endpoint sends for the engine's events.
+pub(super) trait Wire: Send + 'static {
+    /// Events before the first engine event.
+    fn opening(&mut self) -> Vec<Value> {
+        Vec::new()
+    }
+    /// The event of one text piece.
+    fn text(&mut self, piece: &str) -> Value;
+    /// The closing events (`finished` is `None` only for a malformed end event).
+    fn done(&mut self, finished: Option<&Finished>) -> Vec<SseEvent>;
+}
+
+/// Chat and text completions: OpenAI chunks, an optional usage chunk, then `[DONE]`.
+pub(super) struct CompletionWire {
+    pub meta: Meta,
+    pub include_usage: bool,
+}
+
+impl Wire for CompletionWire {
+    fn opening(&mut self) -> Vec<Value> {
+        if self.meta.kind == Kind::Chat {
+            let role = json!({"role": "assistant", "content": ""});
+            vec![self.meta.chunk(role, "", None)]
+        } else {
+            Vec::new()
+        }
+    }
+
+    fn text(&mut self, piece: &str) -> Value {
+        self.meta.chunk(json!({"content": piece}), piece, None)
+    }
+
+    fn done(&mut self, finished: Option<&Finished>) -> Vec<SseEvent> {
+        let mut out = Vec::new();
+        if let Some(f) = finished {
+            out.push(data(&self.meta.chunk(json!({}), "", Some(f.finish))));
+            if self.include_usage {
+                out.push(data(&self.meta.usage_chunk(f)));
+            }
+        }
+        out.push(SseEvent::default().data("[DONE]"));
+        out
+    }
+}
 
 /// State of one SSE relay; logs its line when dropped (finished or client gone).
-struct Relay {
+struct Relay<W: Wire> {
     rx: UnboundedReceiver<Event>,
-    meta: Meta,
-    include_usage: bool,
+    wire: W,
     pending: VecDeque<SseEvent>,
     ended: bool,
     origin: Origin,
@@ -27,7 +72,7 @@ struct Relay {
     note: &'static str,
 }
 
-impl Drop for Relay {
+impl<W: Wire> Drop for Relay<W> {
     fn drop(&mut self) {
         if self.origin.log {
             let note = if self.ended {
@@ -41,11 +86,11 @@ impl Drop for Relay {
     }
 }
 
-fn data(value: &Value) -> SseEvent {
+pub(super) fn data(value: &Value) -> SseEvent {
     SseEvent::default().data(value.to_string())
 }
 
-impl Relay {
+impl<W: Wire> Relay<W> {
     /// Queues the SSE events one engine event turns into.
     fn push(&mut self, event: Event) {
         match event {
@@ -61,8 +106,8 @@ impl Relay {
                 if let Some(t) = &mut self.tokens {
                     t.generated += 1;
                 }
-                let chunk = self.meta.chunk(json!({"content": piece}), &piece, None);
-                self.pending.push_back(data(&chunk));
+                let event = self.wire.text(&piece);
+                self.pending.push_back(data(&event));
             }
             Event::Error(e) => {
                 self.pending.push_back(data(&ApiError::from(e).body()));
@@ -70,47 +115,38 @@ impl Relay {
                 self.note = " (engine error)";
             }
             done @ Event::Done { .. } => {
-                if let Some(f) = finished(&done) {
+                let f = finished(&done);
+                if let Some(f) = &f {
                     self.tokens = Some(Tokens {
                         prompt: f.usage.prompt_tokens,
                         generated: f.usage.completion_tokens,
                     });
-                    let last = self.meta.chunk(json!({}), "", Some(f.finish));
-                    self.pending.push_back(data(&last));
-                    if self.include_usage {
-                        self.pending.push_back(data(&self.meta.usage_chunk(&f)));
-                    }
                 }
-                self.pending.push_back(SseEvent::default().data("[DONE]"));
+                let closing = self.wire.done(f.as_ref());
+                self.pending.extend(closing);
                 self.ended = true;
             }
         }
     }
 }
 
+/// Relays `rx` (whose first event, already received, is `first`) as server-sent events.
 pub(super) fn sse_response(
     rx: UnboundedReceiver<Event>,
     first: Event,
-    meta: Meta,
-    include_usage: bool,
+    mut wire: impl Wire,
     origin: Origin,
 ) -> Response {
+    let pending = wire.opening().iter().map(data).collect();
     let mut relay = Relay {
         rx,
-        meta,
-        include_usage,
-        pending: VecDeque::new(),
+        wire,
+        pending,
         ended: false,
         origin,
         tokens: None,
         note: "",
     };
-    if relay.meta.kind == Kind::Chat {
-        let role = relay
-            .meta
-            .chunk(json!({"role": "assistant", "content": ""}), "", None);
-        relay.pending.push_back(data(&role));
-    }
     relay.push(first);
     let events = futures_util::stream::unfold(relay, |mut relay| async move {
         loop {

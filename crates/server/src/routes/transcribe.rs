@@ -5,28 +5,26 @@
 //! as `{"text": ...}`, as plain text, or (`stream=true`) as server-sent events
 //! `{"type":"transcript.text.delta","delta":...}` ... `{"type":"transcript.text.done",...}`.
 
-use std::collections::VecDeque;
-use std::convert::Infallible;
 use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::multipart::{Field, MultipartError, MultipartRejection};
 use axum::extract::{Multipart, State};
 use axum::http::{Method, StatusCode, header};
-use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::sse::Event as SseEvent;
 use axum::response::{IntoResponse, Response};
 use llm::chat::{ChatMessage, ContentPart, MessageContent};
 use llm::sampling::SamplingParams;
 use serde_json::{Value, json};
-use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::AppState;
-use super::generate::{ENGINE_VANISHED, Origin, engine_vanished, finished};
-use super::middleware::{Streamed, Tokens, log_line};
+use super::generate::{Origin, engine_vanished, finished};
+use super::middleware::Tokens;
+use super::sse::{Wire, data, sse_response};
 use crate::api_error::{ApiError, unsupported_media};
-use crate::backend::{Backend, EngineError, Event, MediaItem, Prompt, Request, Usage};
+use crate::backend::{Backend, Event, MediaItem, Prompt, Request, Usage};
 use crate::media_input::decode_audio;
-use crate::openai::model_matches;
+use crate::openai::{Finished, model_matches};
 
 /// What the model is asked when the form has no `prompt`.
 pub(super) const DEFAULT_INSTRUCTION: &str = "Transcribe this audio.";
@@ -260,7 +258,10 @@ async fn transcribe(
         if let Event::Error(e) = first {
             return Err(e.into());
         }
-        return Ok(sse_response(rx, first, origin));
+        let wire = TranscriptWire {
+            text: String::new(),
+        };
+        return Ok(sse_response(rx, first, wire, origin));
     }
     let mut text = String::new();
     loop {
@@ -287,104 +288,23 @@ async fn transcribe(
     }
 }
 
-/// The SSE relay of one transcription; logs its line when dropped.
-struct Relay {
-    rx: UnboundedReceiver<Event>,
+/// Streamed transcription: a `transcript.text.delta` per piece, then `transcript.text.done`
+/// with the whole text (and usage).
+struct TranscriptWire {
     text: String,
-    pending: VecDeque<SseEvent>,
-    ended: bool,
-    origin: Origin,
-    tokens: Option<Tokens>,
-    note: &'static str,
 }
 
-impl Drop for Relay {
-    fn drop(&mut self) {
-        if self.origin.log {
-            let note = if self.ended {
-                self.note
-            } else {
-                " (client disconnected)"
-            };
-            let o = &self.origin;
-            log_line(&o.method, &o.path, 200, self.tokens, o.start, note);
-        }
+impl Wire for TranscriptWire {
+    fn text(&mut self, piece: &str) -> Value {
+        self.text.push_str(piece);
+        json!({"type": "transcript.text.delta", "delta": piece})
     }
-}
 
-fn data(value: &Value) -> SseEvent {
-    SseEvent::default().data(value.to_string())
-}
-
-impl Relay {
-    fn push(&mut self, event: Event) {
-        match event {
-            Event::Started { prompt_tokens } => {
-                self.tokens = Some(Tokens {
-                    prompt: prompt_tokens,
-                    generated: 0,
-                });
-            }
-            Event::Text(piece) => {
-                if let Some(t) = &mut self.tokens {
-                    t.generated += 1;
-                }
-                self.text.push_str(&piece);
-                self.pending.push_back(data(
-                    &json!({"type": "transcript.text.delta", "delta": piece}),
-                ));
-            }
-            Event::Error(e) => {
-                self.pending.push_back(data(&ApiError::from(e).body()));
-                self.ended = true;
-                self.note = " (engine error)";
-            }
-            done @ Event::Done { .. } => {
-                let mut last = json!({"type": "transcript.text.done", "text": self.text});
-                if let Some(f) = finished(&done) {
-                    self.tokens = Some(Tokens {
-                        prompt: f.usage.prompt_tokens,
-                        generated: f.usage.completion_tokens,
-                    });
-                    last["usage"] = usage_json(&f.usage);
-                }
-                self.pending.push_back(data(&last));
-                self.ended = true;
-            }
+    fn done(&mut self, finished: Option<&Finished>) -> Vec<SseEvent> {
+        let mut last = json!({"type": "transcript.text.done", "text": self.text});
+        if let Some(f) = finished {
+            last["usage"] = usage_json(&f.usage);
         }
+        vec![data(&last)]
     }
-}
-
-fn sse_response(rx: UnboundedReceiver<Event>, first: Event, origin: Origin) -> Response {
-    let mut relay = Relay {
-        rx,
-        text: String::new(),
-        pending: VecDeque::new(),
-        ended: false,
-        origin,
-        tokens: None,
-        note: "",
-    };
-    relay.push(first);
-    let events = futures_util::stream::unfold(relay, |mut relay| async move {
-        loop {
-            if let Some(event) = relay.pending.pop_front() {
-                return Some((Ok::<_, Infallible>(event), relay));
-            }
-            if relay.ended {
-                return None;
-            }
-            match relay.rx.recv().await {
-                Some(event) => relay.push(event),
-                None => {
-                    relay.push(Event::Error(EngineError::Internal(ENGINE_VANISHED.into())));
-                }
-            }
-        }
-    });
-    let mut response = Sse::new(events)
-        .keep_alive(KeepAlive::default())
-        .into_response();
-    response.extensions_mut().insert(Streamed);
-    response
 }
