@@ -1,12 +1,17 @@
 //! The shared decoder: one layer implementation for every architecture, with the
 //! per-architecture differences taken from [`HParams`] and the optional weights.
+//!
+//! The layer code is written once against [`Exec`]: layers `0..first_gpu_layer` run on the
+//! CPU, the rest (and the output head, when offloaded) on a GPU ([`crate::offload`]).
 
 use crate::batch::{Batch, BatchInput, Logits};
 use crate::error::{LlmError, Result};
 use crate::hparams::{FfnAct, HParams};
-use crate::kv_cache::{CellPos, KvCache};
+use crate::kv_cache::{CellPos, KvCache, KvType};
 use crate::weights::{LayerWeights, Weights};
+use tensor::Tensor;
 use tensor::cpu;
+use tensor::exec::{CpuExec, Exec};
 use tensor::ops::attention::{AttnMask, AttnParams};
 use tensor::ops::rope::RopeConfig;
 
@@ -19,44 +24,56 @@ pub struct Decoder {
     pub w: Weights,
     rope_global: RopeConfig,
     rope_swa: RopeConfig,
+    #[cfg(feature = "gpu")]
+    pub(crate) offload: Option<crate::offload::Offload>,
 }
 
-/// Per-ubatch working buffers.
-struct Scratch {
-    x: Vec<f32>,
-    h: Vec<f32>,
-    q: Vec<f32>,
-    k: Vec<f32>,
-    v: Vec<f32>,
-    attn: Vec<f32>,
-    o: Vec<f32>,
-    gate: Vec<f32>,
-    up: Vec<f32>,
-    act: Vec<f32>,
+/// Per-ubatch working buffers of one backend.
+struct Scratch<A> {
+    x: A,
+    h: A,
+    q: A,
+    k: A,
+    v: A,
+    attn: A,
+    o: A,
+    gate: A,
+    up: A,
+    act: A,
+    tmp: A,
 }
 
-impl Scratch {
-    fn new(hp: &HParams, n: usize) -> Self {
-        let z = |len: usize| vec![0f32; len];
-        Self {
-            x: z(n * hp.n_embd),
-            h: z(n * hp.n_embd),
-            q: z(n * hp.q_dim()),
-            k: z(n * hp.kv_dim()),
-            v: z(n * hp.kv_dim()),
-            attn: z(n * hp.q_dim()),
-            o: z(n * hp.n_embd),
-            gate: z(n * hp.n_ff),
-            up: z(n * hp.n_ff),
-            act: z(n * hp.n_ff),
-        }
+impl<A> Scratch<A> {
+    fn new<E: Exec<Act = A>>(e: &E, hp: &HParams, n: usize, x: A) -> Result<Self> {
+        let z = |len: usize| e.alloc(len);
+        Ok(Self {
+            x,
+            h: z(n * hp.n_embd)?,
+            q: z(n * hp.q_dim())?,
+            k: z(n * hp.kv_dim())?,
+            v: z(n * hp.kv_dim())?,
+            attn: z(n * hp.q_dim())?,
+            o: z(n * hp.n_embd)?,
+            gate: z(n * hp.n_ff)?,
+            up: z(n * hp.n_ff)?,
+            act: z(n * hp.n_ff)?,
+            tmp: z(0)?,
+        })
     }
 }
 
-fn rms_norm_inplace(x: &mut [f32], w: &[f32], eps: f32, cols: usize, tmp: &mut Vec<f32>) {
-    tmp.resize(x.len(), 0.0);
-    cpu::rms_norm(x, Some(w), eps, cols, tmp);
-    x.copy_from_slice(tmp);
+/// What every layer of one ubatch shares: positions, the mask's inputs and where its cells go.
+struct UbatchCtx<'a> {
+    n: usize,
+    pos: &'a [i32],
+    first_cell: usize,
+    n_kv: usize,
+    q_rank: &'a [i32],
+    k_rank: &'a [i32],
+    q_group: &'a [u32],
+    k_group: &'a [u32],
+    /// Media rows with their deepstack slices (Qwen3-VL), and the row width.
+    deepstack: Option<(&'a [f32], usize)>,
 }
 
 impl Decoder {
@@ -76,6 +93,8 @@ impl Decoder {
             w,
             rope_global,
             rope_swa,
+            #[cfg(feature = "gpu")]
+            offload: None,
         }
     }
 
@@ -86,6 +105,38 @@ impl Decoder {
     /// Number of position components per token (4 for M-RoPE models).
     pub fn n_pos_comp(&self) -> usize {
         if self.hp.arch.uses_mrope() { 4 } else { 1 }
+    }
+
+    /// The first layer that runs on a GPU (`n_layer` when none does).
+    pub fn first_gpu_layer(&self) -> usize {
+        #[cfg(feature = "gpu")]
+        if let Some(o) = &self.offload {
+            return o.first_layer;
+        }
+        self.hp.n_layer
+    }
+
+    /// A KV cache of `n_ctx` cells with each layer's rows where that layer runs.
+    pub fn new_cache(&self, n_ctx: usize, kind: KvType) -> Result<KvCache> {
+        let (n_layer, kv_dim) = (self.hp.n_layer, self.hp.kv_dim());
+        let split = self.first_gpu_layer();
+        let mut k = Vec::with_capacity(n_layer);
+        let mut v = Vec::with_capacity(n_layer);
+        for il in 0..n_layer {
+            let store = || -> Result<_> {
+                #[cfg(feature = "gpu")]
+                if il >= split
+                    && let Some(o) = &self.offload
+                {
+                    return Ok(o.exec.kv_alloc(kind, n_ctx, kv_dim)?);
+                }
+                let _ = split;
+                Ok(CpuExec.kv_alloc(kind, n_ctx, kv_dim)?)
+            };
+            k.push(store()?);
+            v.push(store()?);
+        }
+        Ok(KvCache::with_stores(n_ctx, kv_dim, k, v))
     }
 
     /// Runs a batch through the model, appending its K/V to `cache`. Returns logits
@@ -108,8 +159,16 @@ impl Decoder {
                 Logits::Last if last_chunk => Logits::Last,
                 Logits::Last => Logits::None,
             };
-            let out = self.forward_ubatch(cache, batch, n, start, len, group, want)?;
-            logits.extend_from_slice(&out);
+            let cells_before = cache.len();
+            let out = self.forward_ubatch(cache, batch, n, start, len, group, want);
+            match out {
+                Ok(out) => logits.extend_from_slice(&out),
+                Err(e) => {
+                    // A failed pass leaves no half-written cells behind.
+                    cache.truncate(cells_before);
+                    return Err(e);
+                }
+            }
             start += len;
         }
         Ok(logits)
@@ -185,20 +244,20 @@ impl Decoder {
         cache.push_cells(cells)?;
         let n_kv = cache.len();
 
-        let mut s = Scratch::new(hp, n);
-        let mut deepstack: Option<(&[f32], usize)> = None;
+        let mut x = vec![0f32; n * e];
+        let mut deepstack = None;
         match batch.input {
             BatchInput::Tokens(t) => {
-                cpu::get_rows(&self.w.tok_embd, &t[start..start + n], &mut s.x)?;
+                cpu::get_rows(&self.w.tok_embd, &t[start..start + n], &mut x)?;
                 if let Some(sc) = hp.embed_scale {
-                    cpu::scale(&mut s.x, sc);
+                    cpu::scale(&mut x, sc);
                 }
             }
             BatchInput::Embeddings(all) => {
                 let w = hp.n_embd_inp();
                 let rows = &all[start * w..(start + n) * w];
                 for i in 0..n {
-                    s.x[i * e..(i + 1) * e].copy_from_slice(&rows[i * w..i * w + e]);
+                    x[i * e..(i + 1) * e].copy_from_slice(&rows[i * w..i * w + e]);
                 }
                 if hp.n_deepstack > 0 {
                     deepstack = Some((rows, w));
@@ -209,106 +268,149 @@ impl Decoder {
         let (q_rank, k_rank) = mask_positions(cache.cells(), first_cell, mrope);
         let q_group = vec![group; n];
         let k_group: Vec<u32> = cache.cells().iter().map(|c| c.group).collect();
-        let mut tmp = Vec::new();
+        let u = UbatchCtx {
+            n,
+            pos: &pos,
+            first_cell,
+            n_kv,
+            q_rank: &q_rank,
+            k_rank: &k_rank,
+            q_group: &q_group,
+            k_group: &k_group,
+            deepstack,
+        };
 
-        for (il, lw) in self.w.layers.iter().enumerate() {
-            let swa = hp.swa_layers[il];
-            self.attention_block(
-                cache, lw, il, &mut s, &pos, n, first_cell, n_kv, swa, &q_rank, &k_rank, &q_group,
-                &k_group, &mut tmp,
-            )?;
-            self.ffn_block(lw, &mut s, n, &mut tmp)?;
-            if let Some((rows, w)) = deepstack
+        let split = self.first_gpu_layer();
+        let x = self.run_layers(&CpuExec, &self.w.layers[..split], 0, x, cache, &u)?;
+        #[cfg(feature = "gpu")]
+        if let Some(o) = &self.offload {
+            let x = o.exec.upload(&x)?;
+            let x = self.run_layers(&o.exec, &o.layers, split, x, cache, &u)?;
+            return match &o.head {
+                Some(h) => self.head(&o.exec, &h.norm, &h.output, x, n, want),
+                None => {
+                    let x = o.exec.download(x)?;
+                    self.head(&CpuExec, &self.w.output_norm, &self.w.output, x, n, want)
+                }
+            };
+        }
+        self.head(&CpuExec, &self.w.output_norm, &self.w.output, x, n, want)
+    }
+
+    /// Layers `first_il..first_il + layers.len()` on backend `e`.
+    fn run_layers<E: Exec>(
+        &self,
+        e: &E,
+        layers: &[LayerWeights<E::Vector>],
+        first_il: usize,
+        x: E::Act,
+        cache: &mut KvCache,
+        u: &UbatchCtx<'_>,
+    ) -> Result<E::Act> {
+        if layers.is_empty() {
+            return Ok(x);
+        }
+        let hp = &self.hp;
+        let emb = hp.n_embd;
+        let mut s = Scratch::new(e, hp, u.n, x)?;
+        for (j, lw) in layers.iter().enumerate() {
+            let il = first_il + j;
+            self.attention_block(e, cache, lw, il, &mut s, u)?;
+            self.ffn_block(e, lw, &mut s, u.n)?;
+            if let Some((rows, w)) = u.deepstack
                 && il < hp.n_deepstack
             {
                 // Deepstack slice il (after the main embedding) joins the output of layer il.
-                for i in 0..n {
-                    let off = i * w + (il + 1) * e;
-                    cpu::add(&mut s.x[i * e..(i + 1) * e], &rows[off..off + e]);
+                let mut slice = Vec::with_capacity(u.n * emb);
+                for i in 0..u.n {
+                    let off = i * w + (il + 1) * emb;
+                    slice.extend_from_slice(&rows[off..off + emb]);
                 }
+                let slice = e.upload(&slice)?;
+                e.add(&mut s.x, &slice)?;
             }
         }
+        Ok(s.x)
+    }
 
+    /// Final norm and LM head over the rows `want` asks for.
+    fn head<E: Exec>(
+        &self,
+        e: &E,
+        norm: &E::Vector,
+        output: &Tensor,
+        x: E::Act,
+        n: usize,
+        want: Logits,
+    ) -> Result<Vec<f32>> {
+        let hp = &self.hp;
         let rows: Vec<usize> = match want {
             Logits::None => return Ok(Vec::new()),
             Logits::Last => vec![n - 1],
             Logits::All => (0..n).collect(),
         };
-        let mut h = Vec::with_capacity(rows.len() * e);
-        for &r in &rows {
-            h.extend_from_slice(&s.x[r * e..(r + 1) * e]);
-        }
-        rms_norm_inplace(&mut h, &self.w.output_norm, hp.rms_eps, e, &mut tmp);
-        let n_vocab = self.n_vocab();
-        let mut logits = vec![0f32; rows.len() * n_vocab];
-        cpu::matmul(&self.w.output, &h, rows.len(), &mut logits)?;
+        let mut h = e.gather_rows(&x, hp.n_embd, &rows)?;
+        drop(x);
+        let mut tmp = e.alloc(0)?;
+        e.rms_norm_inplace(&mut h, norm, hp.rms_eps, hp.n_embd, &mut tmp)?;
+        let mut logits = e.alloc(rows.len() * self.n_vocab())?;
+        e.matmul(output, &h, rows.len(), &mut logits)?;
         if let Some(cap) = hp.final_softcap {
-            for l in &mut logits {
-                *l = (*l / cap).tanh() * cap;
-            }
+            e.softcap(&mut logits, cap)?;
         }
-        Ok(logits)
+        Ok(e.download(logits)?)
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn attention_block(
+    fn attention_block<E: Exec>(
         &self,
+        e: &E,
         cache: &mut KvCache,
-        lw: &LayerWeights,
+        lw: &LayerWeights<E::Vector>,
         il: usize,
-        s: &mut Scratch,
-        pos: &[i32],
-        n: usize,
-        first_cell: usize,
-        n_kv: usize,
-        swa: bool,
-        q_rank: &[i32],
-        k_rank: &[i32],
-        q_group: &[u32],
-        k_group: &[u32],
-        tmp: &mut Vec<f32>,
+        s: &mut Scratch<E::Act>,
+        u: &UbatchCtx<'_>,
     ) -> Result<()> {
         let hp = &self.hp;
-        let (e, hd) = (hp.n_embd, hp.head_dim);
-        cpu::rms_norm(&s.x, Some(&lw.attn_norm), hp.rms_eps, e, &mut s.h);
-        cpu::matmul(&lw.wq, &s.h, n, &mut s.q)?;
-        cpu::matmul(&lw.wk, &s.h, n, &mut s.k)?;
-        cpu::matmul(&lw.wv, &s.h, n, &mut s.v)?;
+        let (emb, hd, n) = (hp.n_embd, hp.head_dim, u.n);
+        e.rms_norm(&s.x, &lw.attn_norm, hp.rms_eps, emb, &mut s.h)?;
+        e.matmul(&lw.wq, &s.h, n, &mut s.q)?;
+        e.matmul(&lw.wk, &s.h, n, &mut s.k)?;
+        e.matmul(&lw.wv, &s.h, n, &mut s.v)?;
         if let Some(b) = &lw.bq {
-            cpu::add_rows(&mut s.q, b);
+            e.add_rows(&mut s.q, b)?;
         }
         if let Some(b) = &lw.bk {
-            cpu::add_rows(&mut s.k, b);
+            e.add_rows(&mut s.k, b)?;
         }
         if let Some(b) = &lw.bv {
-            cpu::add_rows(&mut s.v, b);
+            e.add_rows(&mut s.v, b)?;
         }
         if let Some(w) = &lw.q_norm {
-            rms_norm_inplace(&mut s.q, w, hp.rms_eps, hd, tmp);
+            e.rms_norm_inplace(&mut s.q, w, hp.rms_eps, hd, &mut s.tmp)?;
         }
         if let Some(w) = &lw.k_norm {
-            rms_norm_inplace(&mut s.k, w, hp.rms_eps, hd, tmp);
+            e.rms_norm_inplace(&mut s.k, w, hp.rms_eps, hd, &mut s.tmp)?;
         }
+        let swa = hp.swa_layers[il];
         let rope = if swa {
             &self.rope_swa
         } else {
             &self.rope_global
         };
-        cpu::rope(&mut s.q, n, hp.n_head, hd, pos, rope);
-        cpu::rope(&mut s.k, n, hp.n_head_kv, hd, pos, rope);
+        e.rope(&mut s.q, n, hp.n_head, hd, u.pos, rope)?;
+        e.rope(&mut s.k, n, hp.n_head_kv, hd, u.pos, rope)?;
         if let Some(sc) = hp.q_prescale {
-            cpu::scale(&mut s.q, sc);
+            e.scale(&mut s.q, sc)?;
         }
-        cache.store(il, first_cell, &s.k, &s.v);
+        cache.store(e, il, u.first_cell, &s.k, &s.v)?;
 
-        let (kd, vd) = cache.view(il, n_kv);
         let mask = AttnMask {
-            q_pos: q_rank,
-            k_pos: k_rank,
+            q_pos: u.q_rank,
+            k_pos: u.k_rank,
             causal: true,
             window: if swa { hp.n_swa } else { None },
-            q_group: Some(q_group),
-            k_group: Some(k_group),
+            q_group: Some(u.q_group),
+            k_group: Some(u.k_group),
         };
         let params = AttnParams {
             n_head: hp.n_head,
@@ -317,38 +419,39 @@ impl Decoder {
             scale: hp.attn_scale,
             softcap: hp.attn_softcap,
         };
-        cpu::attention(&s.q, kd, vd, &mask, &params, &mut s.attn);
-        cpu::matmul(&lw.wo, &s.attn, n, &mut s.o)?;
+        let (kd, vd) = cache.layer(il);
+        e.attention(&s.q, kd, vd, cache.kv_dim(), u.n_kv, &mask, &params, &mut s.attn)?;
+        e.matmul(&lw.wo, &s.attn, n, &mut s.o)?;
         if let Some(b) = &lw.bo {
-            cpu::add_rows(&mut s.o, b);
+            e.add_rows(&mut s.o, b)?;
         }
         if let Some(w) = &lw.attn_post_norm {
-            rms_norm_inplace(&mut s.o, w, hp.rms_eps, e, tmp);
+            e.rms_norm_inplace(&mut s.o, w, hp.rms_eps, emb, &mut s.tmp)?;
         }
-        cpu::add(&mut s.x, &s.o);
+        e.add(&mut s.x, &s.o)?;
         Ok(())
     }
 
-    fn ffn_block(
+    fn ffn_block<E: Exec>(
         &self,
-        lw: &LayerWeights,
-        s: &mut Scratch,
+        e: &E,
+        lw: &LayerWeights<E::Vector>,
+        s: &mut Scratch<E::Act>,
         n: usize,
-        tmp: &mut Vec<f32>,
     ) -> Result<()> {
         let hp = &self.hp;
-        cpu::rms_norm(&s.x, Some(&lw.ffn_norm), hp.rms_eps, hp.n_embd, &mut s.h);
-        cpu::matmul(&lw.ffn_gate, &s.h, n, &mut s.gate)?;
-        cpu::matmul(&lw.ffn_up, &s.h, n, &mut s.up)?;
+        e.rms_norm(&s.x, &lw.ffn_norm, hp.rms_eps, hp.n_embd, &mut s.h)?;
+        e.matmul(&lw.ffn_gate, &s.h, n, &mut s.gate)?;
+        e.matmul(&lw.ffn_up, &s.h, n, &mut s.up)?;
         match hp.ffn_act {
-            FfnAct::SwiGlu => cpu::swiglu(&s.gate, &s.up, &mut s.act),
-            FfnAct::GeGlu => crate::compat::geglu(&s.gate, &s.up, &mut s.act),
+            FfnAct::SwiGlu => e.swiglu(&s.gate, &s.up, &mut s.act)?,
+            FfnAct::GeGlu => e.geglu_f16_table(&s.gate, &s.up, &mut s.act)?,
         }
-        cpu::matmul(&lw.ffn_down, &s.act, n, &mut s.o)?;
+        e.matmul(&lw.ffn_down, &s.act, n, &mut s.o)?;
         if let Some(w) = &lw.ffn_post_norm {
-            rms_norm_inplace(&mut s.o, w, hp.rms_eps, hp.n_embd, tmp);
+            e.rms_norm_inplace(&mut s.o, w, hp.rms_eps, hp.n_embd, &mut s.tmp)?;
         }
-        cpu::add(&mut s.x, &s.o);
+        e.add(&mut s.x, &s.o)?;
         Ok(())
     }
 }

@@ -1,60 +1,8 @@
 //! The KV cache: per layer, K and V rows of every context cell, plus each cell's position.
 
 use crate::error::{LlmError, Result};
-use half::f16;
-use tensor::ops::attention::KvData;
-
-/// Storage type of cached keys and values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum KvType {
-    F32,
-    /// llama.cpp's default: half the memory, rounding to nearest.
-    #[default]
-    F16,
-}
-
-impl std::str::FromStr for KvType {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s.to_ascii_lowercase().as_str() {
-            "f32" => Ok(KvType::F32),
-            "f16" => Ok(KvType::F16),
-            _ => Err(format!("unknown KV cache type '{s}' (f32 or f16)")),
-        }
-    }
-}
-
-enum Rows {
-    F32(Vec<f32>),
-    F16(Vec<f16>),
-}
-
-impl Rows {
-    fn new(kind: KvType, len: usize) -> Self {
-        match kind {
-            KvType::F32 => Rows::F32(vec![0.0; len]),
-            KvType::F16 => Rows::F16(vec![f16::ZERO; len]),
-        }
-    }
-
-    fn write(&mut self, at: usize, values: &[f32]) {
-        match self {
-            Rows::F32(d) => d[at..at + values.len()].copy_from_slice(values),
-            Rows::F16(d) => {
-                for (o, &v) in d[at..at + values.len()].iter_mut().zip(values) {
-                    *o = f16::from_f32(v);
-                }
-            }
-        }
-    }
-
-    fn view(&self, len: usize) -> KvData<'_> {
-        match self {
-            Rows::F32(d) => KvData::F32(&d[..len]),
-            Rows::F16(d) => KvData::F16(&d[..len]),
-        }
-    }
-}
+pub use tensor::exec::KvType;
+use tensor::exec::{Exec, KvStore};
 
 /// Where a cell sits: its position (`t`), and for M-RoPE models its 2-D spot in an image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,20 +18,38 @@ pub struct CellPos {
 pub struct KvCache {
     n_ctx: usize,
     kv_dim: usize,
-    k: Vec<Rows>,
-    v: Vec<Rows>,
+    /// Per layer; a layer's rows live where the layer runs (host or GPU memory).
+    k: Vec<KvStore>,
+    v: Vec<KvStore>,
     cells: Vec<CellPos>,
     next_group: u32,
 }
 
 impl KvCache {
+    /// A cache with every layer in host memory.
     pub fn new(n_layer: usize, n_ctx: usize, kv_dim: usize, kind: KvType) -> Self {
         let len = n_ctx * kv_dim;
+        let stores = |_| KvStore::host(kind, len);
+        Self::with_stores(
+            n_ctx,
+            kv_dim,
+            (0..n_layer).map(stores).collect(),
+            (0..n_layer).map(stores).collect(),
+        )
+    }
+
+    /// A cache over per-layer stores that the decoder allocated where each layer runs.
+    pub(crate) fn with_stores(
+        n_ctx: usize,
+        kv_dim: usize,
+        k: Vec<KvStore>,
+        v: Vec<KvStore>,
+    ) -> Self {
         Self {
             n_ctx,
             kv_dim,
-            k: (0..n_layer).map(|_| Rows::new(kind, len)).collect(),
-            v: (0..n_layer).map(|_| Rows::new(kind, len)).collect(),
+            k,
+            v,
             cells: Vec::with_capacity(n_ctx),
             next_group: 1,
         }
@@ -136,24 +102,31 @@ impl KvCache {
         g
     }
 
-    /// Stores K and V rows (`[n, kv_dim]`) of layer `il` for cells `first..first+n`.
-    pub(crate) fn store(&mut self, il: usize, first: usize, k: &[f32], v: &[f32]) {
-        self.k[il].write(first * self.kv_dim, k);
-        self.v[il].write(first * self.kv_dim, v);
+    /// Stores K and V rows (`[n, kv_dim]`) of layer `il` for cells `first..`.
+    pub(crate) fn store<E: Exec>(
+        &mut self,
+        e: &E,
+        il: usize,
+        first: usize,
+        k: &E::Act,
+        v: &E::Act,
+    ) -> Result<()> {
+        e.kv_write(&mut self.k[il], self.kv_dim, first, k)?;
+        e.kv_write(&mut self.v[il], self.kv_dim, first, v)?;
+        Ok(())
     }
 
-    /// K and V of layer `il` over the first `n_kv` cells.
-    pub(crate) fn view(&self, il: usize, n_kv: usize) -> (KvData<'_>, KvData<'_>) {
-        let len = n_kv * self.kv_dim;
-        (self.k[il].view(len), self.v[il].view(len))
+    /// K and V stores of layer `il`.
+    pub(crate) fn layer(&self, il: usize) -> (&KvStore, &KvStore) {
+        (&self.k[il], &self.v[il])
+    }
+
+    pub(crate) fn kv_dim(&self) -> usize {
+        self.kv_dim
     }
 
     /// Bytes held by keys and values.
     pub fn size_bytes(&self) -> usize {
-        let per = |r: &Rows| match r {
-            Rows::F32(d) => d.len() * 4,
-            Rows::F16(d) => d.len() * 2,
-        };
-        self.k.iter().chain(&self.v).map(per).sum()
+        self.k.iter().chain(&self.v).map(KvStore::size_bytes).sum()
     }
 }

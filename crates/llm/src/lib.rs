@@ -7,13 +7,14 @@
 
 pub mod batch;
 pub mod chat;
-mod compat;
 pub mod decoder;
 pub mod error;
 pub mod generate;
 pub mod hparams;
 pub mod kv_cache;
 pub mod model;
+#[cfg(feature = "gpu")]
+pub mod offload;
 pub mod sampling;
 pub mod stop;
 pub mod tokenizer;
@@ -27,4 +28,6 @@ pub use generate::{FinishReason, GenerateParams, Generation, generate};
 pub use hparams::{Arch, HParams};
 pub use kv_cache::{KvCache, KvType};
 pub use model::{Model, Session};
+#[cfg(feature = "gpu")]
+pub use offload::Placement;
 pub use tokenizer::{StreamDecoder, Tokenizer, TokenizerError};

@@ -96,19 +96,25 @@ impl Model {
         Ok(text)
     }
 
-    /// A fresh session with `n_ctx` cells (0: the model's training context, at most 4096).
-    pub fn new_session(&self, n_ctx: usize, kv_type: KvType) -> Session {
-        let hp = self.hparams();
-        let n_ctx = if n_ctx == 0 {
-            hp.n_ctx_train.min(4096)
+    /// The context size a session asked for `n_ctx` gets (0: the model's training context,
+    /// at most 4096).
+    pub fn resolve_n_ctx(&self, n_ctx: usize) -> usize {
+        if n_ctx == 0 {
+            self.hparams().n_ctx_train.min(4096)
         } else {
             n_ctx
-        };
-        Session {
-            cache: KvCache::new(hp.n_layer, n_ctx, hp.kv_dim(), kv_type),
+        }
+    }
+
+    /// A fresh session with `n_ctx` cells (see [`Model::resolve_n_ctx`]); offloaded layers
+    /// keep their K/V in GPU memory, which can fail.
+    pub fn new_session(&self, n_ctx: usize, kv_type: KvType) -> Result<Session> {
+        let n_ctx = self.resolve_n_ctx(n_ctx);
+        Ok(Session {
+            cache: self.decoder.new_cache(n_ctx, kv_type)?,
             cell_tokens: Vec::new(),
             cell_pos_after: Vec::new(),
-        }
+        })
     }
 }
 

@@ -5,24 +5,58 @@ use crate::hparams::HParams;
 use gguf::GgufFile;
 use tensor::Tensor;
 
-pub struct LayerWeights {
-    pub attn_norm: Vec<f32>,
+/// One layer's weights. `V` holds small vectors (norm scales, biases): host `Vec<f32>` as
+/// loaded, or the backend's own type once a layer is offloaded (matrices are [`Tensor`]s in
+/// either memory).
+pub struct LayerWeights<V = Vec<f32>> {
+    pub attn_norm: V,
     pub wq: Tensor,
     pub wk: Tensor,
     pub wv: Tensor,
-    pub bq: Option<Vec<f32>>,
-    pub bk: Option<Vec<f32>>,
-    pub bv: Option<Vec<f32>>,
+    pub bq: Option<V>,
+    pub bk: Option<V>,
+    pub bv: Option<V>,
     pub wo: Tensor,
-    pub bo: Option<Vec<f32>>,
-    pub q_norm: Option<Vec<f32>>,
-    pub k_norm: Option<Vec<f32>>,
-    pub attn_post_norm: Option<Vec<f32>>,
-    pub ffn_norm: Vec<f32>,
+    pub bo: Option<V>,
+    pub q_norm: Option<V>,
+    pub k_norm: Option<V>,
+    pub attn_post_norm: Option<V>,
+    pub ffn_norm: V,
     pub ffn_gate: Tensor,
     pub ffn_up: Tensor,
     pub ffn_down: Tensor,
-    pub ffn_post_norm: Option<Vec<f32>>,
+    pub ffn_post_norm: Option<V>,
+}
+
+impl LayerWeights {
+    /// The same layer with every matrix passed through `mat` and every vector through `vec`
+    /// (e.g. uploaded to a GPU).
+    pub fn map<V, E>(
+        &self,
+        mut mat: impl FnMut(&Tensor) -> std::result::Result<Tensor, E>,
+        mut vec: impl FnMut(&[f32]) -> std::result::Result<V, E>,
+    ) -> std::result::Result<LayerWeights<V>, E> {
+        let mut opt = |v: &Option<Vec<f32>>| v.as_deref().map(&mut vec).transpose();
+        Ok(LayerWeights {
+            bq: opt(&self.bq)?,
+            bk: opt(&self.bk)?,
+            bv: opt(&self.bv)?,
+            bo: opt(&self.bo)?,
+            q_norm: opt(&self.q_norm)?,
+            k_norm: opt(&self.k_norm)?,
+            attn_post_norm: opt(&self.attn_post_norm)?,
+            ffn_post_norm: opt(&self.ffn_post_norm)?,
+            attn_norm: vec(&self.attn_norm)?,
+            ffn_norm: vec(&self.ffn_norm)?,
+            wq: mat(&self.wq)?,
+            wk: mat(&self.wk)?,
+            wv: mat(&self.wv)?,
+            wo: mat(&self.wo)?,
+            ffn_gate: mat(&self.ffn_gate)?,
+            ffn_up: mat(&self.ffn_up)?,
+            ffn_down: mat(&self.ffn_down)?,
+        })
+    }
 }
 
 pub struct Weights {

@@ -25,7 +25,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let text = format!("{DEFAULT_MEDIA_MARKER}\n{prompt}");
     let chunks = ctx.tokenize(&text, &[&image])?;
-    let mut session = model.new_session(0, KvType::F16);
+    let mut session = model.new_session(0, KvType::F16)?;
     let out = ctx.eval_chunks(&mut session, &chunks, true)?;
     let logits = out.logits.ok_or("the prompt must end with text")?;
 

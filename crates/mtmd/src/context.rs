@@ -54,7 +54,7 @@ impl Default for ContextParams {
 /// let ctx = mtmd::Context::new("mmproj.gguf", model.clone(), mtmd::ContextParams::default())?;
 /// let image = mtmd::Bitmap::from_file("photo.png")?;
 /// let chunks = ctx.tokenize("Describe <__media__> please.", &[&image])?;
-/// let mut session = model.new_session(0, llm::KvType::F16);
+/// let mut session = model.new_session(0, llm::KvType::F16)?;
 /// let out = ctx.eval_chunks(&mut session, &chunks, true)?;
 /// # let _ = out; Ok(()) }
 /// ```

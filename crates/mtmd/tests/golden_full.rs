@@ -76,7 +76,7 @@ fn run_fixture(arch: &str) {
                 assert!(err <= file_tol * scale, "{arch}/{name}: embeddings");
             }
         }
-        let mut session = model.new_session(2048, KvType::F32);
+        let mut session = model.new_session(2048, KvType::F32).unwrap();
         let out = ctx.eval_chunks(&mut session, &chunks, true).expect("eval");
         let logits = out.logits.expect("prompt ends with text");
         let ref_logits = tensors.f32s(case["logits_tensor"].as_str().unwrap());

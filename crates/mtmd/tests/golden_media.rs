@@ -126,7 +126,7 @@ fn run_fixture(arch: &str) {
             }
         }
 
-        let mut session = model.new_session(2048, KvType::F32);
+        let mut session = model.new_session(2048, KvType::F32).unwrap();
         let out = ctx.eval_chunks(&mut session, &chunks, true).expect("eval");
         assert_eq!(
             out.n_past as usize,
@@ -152,7 +152,7 @@ fn run_fixture(arch: &str) {
             .iter()
             .map(|m| m.as_f64().unwrap())
             .collect();
-        let mut free = model.new_session(2048, KvType::F32);
+        let mut free = model.new_session(2048, KvType::F32).unwrap();
         ctx.eval_chunks(&mut free, &chunks, true).expect("eval");
         let mut next = logits.clone();
         let mut agreed = 0;

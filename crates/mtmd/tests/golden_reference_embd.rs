@@ -178,7 +178,7 @@ fn run_fixture(arch: &str, projector: &str) {
             "{name}"
         );
 
-        let mut session = model.new_session(2048, KvType::F32);
+        let mut session = model.new_session(2048, KvType::F32).unwrap();
         let out = ctx.eval_chunks(&mut session, &chunks, true).expect("eval");
         assert_eq!(
             out.n_past as usize,

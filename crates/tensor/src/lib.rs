@@ -9,6 +9,7 @@
 //! - [`gpu`]: the wgpu backend and its WGSL kernels (`shaders/` in this crate).
 
 pub mod cpu;
+pub mod exec;
 #[cfg(feature = "gpu")]
 pub mod gpu;
 pub mod isa;

@@ -4,9 +4,15 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-/// The repository root (this crate lives in `crates/testkit`).
+/// The repository root: two levels above the crate under test, whose directory cargo hands
+/// the test process at run time. (Not this crate's compile-time directory: checkouts that
+/// share a target directory share this crate's artifact, which would then point into
+/// whichever checkout built it first.)
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+    match std::env::var_os("CARGO_MANIFEST_DIR") {
+        Some(dir) => Path::new(&dir).join("../.."),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../.."),
+    }
 }
 
 /// `tests/fixtures/<rel>` of the repository.

@@ -80,7 +80,7 @@ fn time_media(
         let fresh = ctx.encode(&chunk)?;
         encode_ms.push(t0.elapsed().as_secs_f64() * 1e3);
         drop(fresh);
-        let mut session = model.new_session(chunk.n_tokens() + 1, args.compute.kv_type);
+        let mut session = model.new_session(chunk.n_tokens() + 1, args.compute.kv_type)?;
         let t0 = Instant::now();
         mtmd::eval_media(&model, &mut session, &chunk, &embd)?;
         prefill.push(chunk.n_tokens() as f64 / t0.elapsed().as_secs_f64());
@@ -133,7 +133,7 @@ fn bench_tokens(model: &Model, n: usize) -> Vec<u32> {
 
 fn time_pp(model: &Model, n: usize, kv: KvType) -> Result<f64> {
     let tokens = bench_tokens(model, n);
-    let mut session = model.new_session(n + 1, kv);
+    let mut session = model.new_session(n + 1, kv)?;
     let t0 = Instant::now();
     session.decode_tokens(model, &tokens, Logits::Last)?;
     Ok(n as f64 / t0.elapsed().as_secs_f64())
@@ -141,7 +141,7 @@ fn time_pp(model: &Model, n: usize, kv: KvType) -> Result<f64> {
 
 fn time_tg(model: &Model, n: usize, kv: KvType) -> Result<f64> {
     let tokens = bench_tokens(model, n);
-    let mut session = model.new_session(n + 1, kv);
+    let mut session = model.new_session(n + 1, kv)?;
     let t0 = Instant::now();
     for t in &tokens {
         session.decode_tokens(model, std::slice::from_ref(t), Logits::Last)?;

@@ -223,7 +223,7 @@ pub fn run(args: Args) -> Result<()> {
     let first_media = args.media.load()?;
     let model = Arc::new(load_model(&resolved.model)?);
     let media = args.media.context(mmproj, &model, args.runtime.threads())?;
-    let session = model.new_session(args.runtime.ctx_size, args.runtime.kv_type());
+    let session = model.new_session(args.runtime.ctx_size, args.runtime.kv_type())?;
     let mut chat = Chat {
         model,
         media,

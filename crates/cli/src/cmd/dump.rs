@@ -72,7 +72,7 @@ pub fn run(args: Args) -> Result<()> {
         bail!("dump needs --mmproj");
     };
     let chunks = ctx.tokenize(&text, &media.iter().collect::<Vec<_>>())?;
-    let mut session = model.new_session(args.runtime.ctx_size, args.runtime.kv_type());
+    let mut session = model.new_session(args.runtime.ctx_size, args.runtime.kv_type())?;
     if chunks.n_tokens() + args.n_predict > session.n_ctx() {
         bail!(
             "prompt ({} tokens) plus {} generated do not fit the context of {} (use a larger -c)",

@@ -95,7 +95,7 @@ pub fn run(args: Args) -> Result<()> {
     if prompt.is_empty() {
         bail!("the prompt is empty after tokenization");
     }
-    let mut session = model.new_session(args.runtime.ctx_size, args.runtime.kv_type());
+    let mut session = model.new_session(args.runtime.ctx_size, args.runtime.kv_type())?;
     if prompt.len() >= session.n_ctx() {
         bail!(
             "the prompt has {} tokens, the context holds {} (use a larger -c)",
@@ -166,7 +166,7 @@ fn run_multimodal(
         bail!("--mmproj is required for images and audio");
     };
     let chunks = ctx.tokenize(text, &media.iter().collect::<Vec<_>>())?;
-    let mut session = model.new_session(args.runtime.ctx_size, args.runtime.kv_type());
+    let mut session = model.new_session(args.runtime.ctx_size, args.runtime.kv_type())?;
     let n_prompt = chunks.n_tokens();
     if n_prompt == 0 {
         bail!("the prompt is empty after tokenization");

@@ -61,6 +61,13 @@ pub enum LoadError {
     /// The mmproj could not be loaded; the message names the file.
     #[error("{message}")]
     Mmproj { path: PathBuf, message: String },
+    /// A slot's KV cache could not be allocated (e.g. GPU memory).
+    #[error("allocating the KV cache of slot {slot}: {source}")]
+    Cache {
+        slot: usize,
+        #[source]
+        source: llm::LlmError,
+    },
     #[error("could not start {what}")]
     Thread {
         what: &'static str,
@@ -143,8 +150,7 @@ impl Engine {
         if config.n_slots == 0 {
             return Err(LoadError::NoSlots);
         }
-        // One throwaway session resolves n_ctx = 0 exactly as every slot will.
-        let n_ctx = model.new_session(config.n_ctx, config.kv_type).n_ctx();
+        let n_ctx = model.resolve_n_ctx(config.n_ctx);
         let vision = media.as_ref().is_some_and(|m| m.supports_vision());
         let audio = media.as_ref().is_some_and(|m| m.supports_audio());
         let info = model_info(config, &model, n_ctx, vision, audio);
@@ -164,7 +170,13 @@ impl Engine {
             let slot = Slot {
                 index,
                 shared: shared.clone(),
-                session: shared.model.new_session(n_ctx, config.kv_type),
+                session: shared
+                    .model
+                    .new_session(n_ctx, config.kv_type)
+                    .map_err(|source| LoadError::Cache {
+                        slot: index,
+                        source,
+                    })?,
                 cached: cached.clone(),
             };
             let back = tx.clone();

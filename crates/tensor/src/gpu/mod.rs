@@ -13,6 +13,7 @@
 mod context;
 mod kernels;
 pub mod ops;
+mod ops_pending;
 mod pipelines;
 mod pool;
 pub mod split;

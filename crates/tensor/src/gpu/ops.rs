@@ -316,3 +316,4 @@ fn check_rope(n_tokens: usize, head_dim: usize, n_pos: usize, cfg: &RopeConfig) 
     }
     Ok(())
 }
+pub use super::ops_pending::*;

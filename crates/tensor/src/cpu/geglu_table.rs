@@ -1,5 +1,4 @@
-//! Numerics that follow llama.cpp's CPU backend where it deliberately rounds, so greedy
-//! paths of fragile models (Gemma 3) stay on llama.cpp's side of near-ties.
+//! ggml's CPU GEGLU, which rounds through an f16 GELU table (llama.cpp parity for Gemma).
 
 use half::f16;
 use std::sync::OnceLock;
@@ -12,7 +11,7 @@ fn gelu_f32(x: f32) -> f32 {
 }
 
 /// GELU of every f16 value, rounded to f16: ggml's CPU GELU is a lookup in this table.
-fn gelu_table() -> &'static [f32] {
+pub fn gelu_f16_table() -> &'static [f32] {
     static TABLE: OnceLock<Vec<f32>> = OnceLock::new();
     TABLE.get_or_init(|| {
         (0..=u16::MAX)
@@ -23,8 +22,8 @@ fn gelu_table() -> &'static [f32] {
 
 /// `out = gelu(gate) * up` exactly as ggml's CPU GEGLU: the gate is rounded to f16, looked
 /// up in the f16 GELU table, and saturates outside [-10, 10].
-pub fn geglu(gate: &[f32], up: &[f32], out: &mut [f32]) {
-    let table = gelu_table();
+pub fn geglu_f16_table(gate: &[f32], up: &[f32], out: &mut [f32]) {
+    let table = gelu_f16_table();
     for ((o, &g), &u) in out.iter_mut().zip(gate).zip(up) {
         *o = if g <= -10.0 {
             0.0
@@ -45,7 +44,7 @@ mod tests {
         let gate: Vec<f32> = (-1200..1200).map(|i| i as f32 / 100.0).collect();
         let up = vec![1.0; gate.len()];
         let mut out = vec![0.0; gate.len()];
-        geglu(&gate, &up, &mut out);
+        geglu_f16_table(&gate, &up, &mut out);
         for (g, o) in gate.iter().zip(&out) {
             let exact = if *g <= -10.0 {
                 0.0

@@ -1,0 +1,164 @@
+//! [`Exec`] on the CPU: the SIMD kernels on slices, writing into the caller's scratch.
+
+use half::f16;
+
+use super::{Exec, KvStore, KvType};
+use crate::cpu;
+use crate::ops::attention::{AttnMask, AttnParams};
+use crate::ops::rope::RopeConfig;
+use crate::{Result, Tensor, TensorError};
+
+/// The CPU backend (threads from rayon's global pool).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CpuExec;
+
+fn gpu_store(op: &'static str) -> TensorError {
+    TensorError::Unsupported {
+        op,
+        dtype: crate::DType::F32,
+        backend: "cpu (the cache lives on a GPU)",
+    }
+}
+
+impl Exec for CpuExec {
+    type Act = Vec<f32>;
+    type Vector = Vec<f32>;
+
+    fn alloc(&self, len: usize) -> Result<Vec<f32>> {
+        Ok(vec![0.0; len])
+    }
+
+    fn upload(&self, data: &[f32]) -> Result<Vec<f32>> {
+        Ok(data.to_vec())
+    }
+
+    fn download(&self, x: Vec<f32>) -> Result<Vec<f32>> {
+        Ok(x)
+    }
+
+    fn vector(&self, data: &[f32]) -> Result<Vec<f32>> {
+        Ok(data.to_vec())
+    }
+
+    fn rms_norm(
+        &self,
+        x: &Vec<f32>,
+        w: &Vec<f32>,
+        eps: f32,
+        cols: usize,
+        out: &mut Vec<f32>,
+    ) -> Result<()> {
+        out.resize(x.len(), 0.0);
+        cpu::rms_norm(x, Some(w), eps, cols, out);
+        Ok(())
+    }
+
+    fn rms_norm_inplace(
+        &self,
+        x: &mut Vec<f32>,
+        w: &Vec<f32>,
+        eps: f32,
+        cols: usize,
+        tmp: &mut Vec<f32>,
+    ) -> Result<()> {
+        tmp.resize(x.len(), 0.0);
+        cpu::rms_norm(x, Some(w), eps, cols, tmp);
+        x.copy_from_slice(tmp);
+        Ok(())
+    }
+
+    fn matmul(&self, w: &Tensor, x: &Vec<f32>, n: usize, out: &mut Vec<f32>) -> Result<()> {
+        cpu::matmul(w, x, n, out)
+    }
+
+    fn add_rows(&self, x: &mut Vec<f32>, b: &Vec<f32>) -> Result<()> {
+        cpu::add_rows(x, b);
+        Ok(())
+    }
+
+    fn add(&self, x: &mut Vec<f32>, y: &Vec<f32>) -> Result<()> {
+        cpu::add(x, y);
+        Ok(())
+    }
+
+    fn scale(&self, x: &mut Vec<f32>, s: f32) -> Result<()> {
+        cpu::scale(x, s);
+        Ok(())
+    }
+
+    fn softcap(&self, x: &mut Vec<f32>, cap: f32) -> Result<()> {
+        for v in x.iter_mut() {
+            *v = (*v / cap).tanh() * cap;
+        }
+        Ok(())
+    }
+
+    fn rope(
+        &self,
+        x: &mut Vec<f32>,
+        n: usize,
+        heads: usize,
+        head_dim: usize,
+        pos: &[i32],
+        cfg: &RopeConfig,
+    ) -> Result<()> {
+        cpu::rope(x, n, heads, head_dim, pos, cfg);
+        Ok(())
+    }
+
+    fn swiglu(&self, gate: &Vec<f32>, up: &Vec<f32>, out: &mut Vec<f32>) -> Result<()> {
+        cpu::swiglu(gate, up, out);
+        Ok(())
+    }
+
+    fn geglu_f16_table(&self, gate: &Vec<f32>, up: &Vec<f32>, out: &mut Vec<f32>) -> Result<()> {
+        cpu::geglu_f16_table(gate, up, out);
+        Ok(())
+    }
+
+    fn gather_rows(&self, x: &Vec<f32>, cols: usize, rows: &[usize]) -> Result<Vec<f32>> {
+        let mut out = Vec::with_capacity(rows.len() * cols);
+        for &r in rows {
+            out.extend_from_slice(&x[r * cols..(r + 1) * cols]);
+        }
+        Ok(out)
+    }
+
+    fn kv_alloc(&self, kind: KvType, rows: usize, width: usize) -> Result<KvStore> {
+        Ok(KvStore::host(kind, rows * width))
+    }
+
+    fn kv_write(&self, kv: &mut KvStore, width: usize, first: usize, rows: &Vec<f32>) -> Result<()> {
+        let at = first * width;
+        match kv {
+            KvStore::F32(d) => d[at..at + rows.len()].copy_from_slice(rows),
+            KvStore::F16(d) => {
+                for (o, &v) in d[at..at + rows.len()].iter_mut().zip(rows) {
+                    *o = f16::from_f32(v);
+                }
+            }
+            #[cfg(feature = "gpu")]
+            KvStore::Gpu(_) => return Err(gpu_store("kv_write")),
+        }
+        Ok(())
+    }
+
+    fn attention(
+        &self,
+        q: &Vec<f32>,
+        k: &KvStore,
+        v: &KvStore,
+        width: usize,
+        n_kv: usize,
+        mask: &AttnMask<'_>,
+        params: &AttnParams,
+        out: &mut Vec<f32>,
+    ) -> Result<()> {
+        let len = n_kv * width;
+        let (Some(kd), Some(vd)) = (k.host_view(len), v.host_view(len)) else {
+            return Err(gpu_store("attention"));
+        };
+        cpu::attention(q, kd, vd, mask, params, out);
+        Ok(())
+    }
+}

@@ -1,0 +1,166 @@
+//! The backend-neutral op interface that model graphs are written against: one layer
+//! implementation runs on the CPU ([`CpuExec`], slices and the SIMD kernels) or on a GPU
+//! ([`GpuExec`], tensors that stay in device memory between ops).
+//!
+//! Ops write into an output buffer the caller owns (the CPU reuses its scratch; the GPU
+//! replaces the buffer with a fresh pooled one, which is how wgpu avoids aliasing a binding
+//! read and written by one dispatch). Shapes are given as counts, exactly as the CPU kernels
+//! take them, so the same call sites serve both.
+
+mod cpu;
+#[cfg(feature = "gpu")]
+mod gpu;
+
+pub use cpu::CpuExec;
+#[cfg(feature = "gpu")]
+pub use gpu::GpuExec;
+
+use half::f16;
+
+use crate::ops::attention::{AttnMask, AttnParams, KvData};
+use crate::ops::rope::RopeConfig;
+use crate::{Result, Tensor};
+
+/// Storage type of cached keys and values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KvType {
+    F32,
+    /// llama.cpp's default: half the memory, rounding to nearest.
+    #[default]
+    F16,
+}
+
+impl KvType {
+    pub fn bytes(self) -> usize {
+        match self {
+            KvType::F32 => 4,
+            KvType::F16 => 2,
+        }
+    }
+}
+
+impl std::str::FromStr for KvType {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "f32" => Ok(KvType::F32),
+            "f16" => Ok(KvType::F16),
+            _ => Err(format!("unknown KV cache type '{s}' (f32 or f16)")),
+        }
+    }
+}
+
+/// The cached K (or V) rows of one layer, `[n_ctx, width]`, wherever the layer runs.
+pub enum KvStore {
+    F32(Vec<f32>),
+    F16(Vec<f16>),
+    /// An F32 or F16 GPU tensor.
+    #[cfg(feature = "gpu")]
+    Gpu(Tensor),
+}
+
+impl KvStore {
+    pub fn host(kind: KvType, len: usize) -> Self {
+        match kind {
+            KvType::F32 => KvStore::F32(vec![0.0; len]),
+            KvType::F16 => KvStore::F16(vec![f16::ZERO; len]),
+        }
+    }
+
+    /// The first `len` values of host rows (`None` for GPU storage).
+    pub fn host_view(&self, len: usize) -> Option<KvData<'_>> {
+        match self {
+            KvStore::F32(d) => Some(KvData::F32(&d[..len])),
+            KvStore::F16(d) => Some(KvData::F16(&d[..len])),
+            #[cfg(feature = "gpu")]
+            KvStore::Gpu(_) => None,
+        }
+    }
+
+    pub fn size_bytes(&self) -> usize {
+        match self {
+            KvStore::F32(d) => d.len() * 4,
+            KvStore::F16(d) => d.len() * 2,
+            #[cfg(feature = "gpu")]
+            KvStore::Gpu(t) => t.numel() * t.dtype().type_size(),
+        }
+    }
+}
+
+/// What a model layer needs from a backend. `Act` holds f32 activations (`rows × cols`
+/// values, row-major); `Vector` is a small weight vector (a norm's scale, a bias) kept in
+/// the backend's memory. Matrices are [`Tensor`]s in the backend's memory (memory-mapped
+/// for the CPU, uploaded once for a GPU).
+pub trait Exec {
+    type Act;
+    type Vector;
+
+    /// A buffer for `len` activations (contents unspecified until written).
+    fn alloc(&self, len: usize) -> Result<Self::Act>;
+    fn upload(&self, data: &[f32]) -> Result<Self::Act>;
+    /// The values of `x` in host memory (the CPU hands its buffer over without a copy).
+    fn download(&self, x: Self::Act) -> Result<Vec<f32>>;
+    fn vector(&self, data: &[f32]) -> Result<Self::Vector>;
+
+    /// `out = rms_norm(x) * w` over rows of `cols`.
+    fn rms_norm(
+        &self,
+        x: &Self::Act,
+        w: &Self::Vector,
+        eps: f32,
+        cols: usize,
+        out: &mut Self::Act,
+    ) -> Result<()>;
+    /// `x = rms_norm(x) * w`; `tmp` is scratch the CPU needs.
+    fn rms_norm_inplace(
+        &self,
+        x: &mut Self::Act,
+        w: &Self::Vector,
+        eps: f32,
+        cols: usize,
+        tmp: &mut Self::Act,
+    ) -> Result<()>;
+    /// `out[n, m] = x[n, k] · wᵀ` for `w` `[m, k]`.
+    fn matmul(&self, w: &Tensor, x: &Self::Act, n: usize, out: &mut Self::Act) -> Result<()>;
+    /// `x += b` on every row.
+    fn add_rows(&self, x: &mut Self::Act, b: &Self::Vector) -> Result<()>;
+    /// `x += y` element-wise.
+    fn add(&self, x: &mut Self::Act, y: &Self::Act) -> Result<()>;
+    fn scale(&self, x: &mut Self::Act, s: f32) -> Result<()>;
+    /// `x = cap · tanh(x / cap)`.
+    fn softcap(&self, x: &mut Self::Act, cap: f32) -> Result<()>;
+    /// Rope of `x` `[n, heads, head_dim]` (positions as `cpu::rope` takes them).
+    fn rope(
+        &self,
+        x: &mut Self::Act,
+        n: usize,
+        heads: usize,
+        head_dim: usize,
+        pos: &[i32],
+        cfg: &RopeConfig,
+    ) -> Result<()>;
+    fn swiglu(&self, gate: &Self::Act, up: &Self::Act, out: &mut Self::Act) -> Result<()>;
+    /// ggml's CPU GEGLU (GELU through the f16 table), for llama.cpp parity.
+    fn geglu_f16_table(&self, gate: &Self::Act, up: &Self::Act, out: &mut Self::Act)
+    -> Result<()>;
+    /// Rows `rows` of `x` (rows of `cols`), gathered into a new buffer.
+    fn gather_rows(&self, x: &Self::Act, cols: usize, rows: &[usize]) -> Result<Self::Act>;
+    /// A new cache for `len` values of `kind`.
+    fn kv_alloc(&self, kind: KvType, rows: usize, width: usize) -> Result<KvStore>;
+    /// Stores `rows` (`[n, width]`) at rows `first..first + n` of `kv`.
+    fn kv_write(&self, kv: &mut KvStore, width: usize, first: usize, rows: &Self::Act)
+    -> Result<()>;
+    /// Attention of `q` over the first `n_kv` cached rows (contract of `ops::attention`).
+    #[allow(clippy::too_many_arguments)]
+    fn attention(
+        &self,
+        q: &Self::Act,
+        k: &KvStore,
+        v: &KvStore,
+        width: usize,
+        n_kv: usize,
+        mask: &AttnMask<'_>,
+        params: &AttnParams,
+        out: &mut Self::Act,
+    ) -> Result<()>;
+}
