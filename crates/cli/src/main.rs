@@ -59,9 +59,13 @@ fn fail(message: &str) -> ExitCode {
 
 /// llama.cpp's two-letter flags and the long flags they stand for (clap has no two-letter
 /// short flags).
-const LLAMA_SHORT_FLAGS: [(&str, &str); 2] = [("-hf", "--hf-repo"), ("-np", "--parallel")];
+const LLAMA_SHORT_FLAGS: [(&str, &str); 3] = [
+    ("-hf", "--hf-repo"),
+    ("-np", "--parallel"),
+    ("-ngl", "--gpu-layers"),
+];
 
-/// Rewrites llama.cpp's `-hf REPO` / `-hf=REPO` (and `-np N`) to their long forms.
+/// Rewrites llama.cpp's `-hf REPO` / `-hf=REPO` (and `-np N`, `-ngl N`) to their long forms.
 /// Arguments after `--` are left alone.
 fn rewrite_short_flags(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
     let mut after_dashes = false;

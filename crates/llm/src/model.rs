@@ -54,6 +54,33 @@ impl Model {
         })
     }
 
+    /// Runs the model on `device`: on a GPU, the last `n_gpu_layers` layers (llama.cpp's
+    /// `-ngl` count; `None`: every layer and the output head) move there. Sessions made
+    /// afterwards keep those layers' K/V in GPU memory.
+    pub fn place(&mut self, device: &tensor::Device, n_gpu_layers: Option<usize>) -> Result<()> {
+        match device {
+            tensor::Device::Cpu => Ok(()),
+            #[cfg(feature = "gpu")]
+            tensor::Device::Gpu(ctx) => {
+                let all = self.hparams().n_layer + 1;
+                self.decoder
+                    .offload(ctx.clone(), n_gpu_layers.unwrap_or(all))
+            }
+        }
+    }
+
+    /// Where the decoder runs (`cpu`, or the GPU's name and the layers on it).
+    pub fn device_summary(&self) -> String {
+        #[cfg(feature = "gpu")]
+        {
+            self.decoder.placement().to_string()
+        }
+        #[cfg(not(feature = "gpu"))]
+        {
+            "cpu".to_string()
+        }
+    }
+
     pub fn hparams(&self) -> &HParams {
         &self.decoder.hp
     }

@@ -169,7 +169,7 @@ pub fn run(args: Args) -> Result<()> {
         (None, Some(path)) => Some(super::media::load_audio(path, 600.0)?),
         (None, None) => None,
     };
-    let model = Arc::new(load_model(&resolved.model)?);
+    let model = Arc::new(load_model(&resolved.model, &args.compute)?);
     // Warm-up: touch every weight page and JIT nothing; not timed.
     time_pp(&model, 8.min(args.n_prompt.max(1)), args.compute.kv_type)?;
 
@@ -194,6 +194,8 @@ pub fn run(args: Args) -> Result<()> {
             time_tg(&model, args.n_gen, args.compute.kv_type)
         })?;
     }
+    let gpu = gpu_figures(&model, &args)?;
+    let backend = if gpu.is_some() { "GPU" } else { "CPU" };
     let image_row = match (&resolved.mmproj, &item) {
         (Some(mmproj), Some(item)) => Some(time_media(model.clone(), &args, mmproj, item)?),
         _ => None,
@@ -206,6 +208,8 @@ pub fn run(args: Args) -> Result<()> {
                 serde_json::json!({
                     "test": r.test,
                     "threads": threads,
+                    "backend": backend,
+                    "device": model.device_summary(),
                     "tokens_per_s": r.tokens_per_s,
                     "spread": r.spread,
                 })
@@ -245,11 +249,15 @@ pub fn run(args: Args) -> Result<()> {
             name,
             size,
             params,
-            "CPU",
+            backend,
             threads,
             r.test,
             format!("{:.2} ± {:.2}", r.tokens_per_s, r.spread)
         );
+    }
+    println!("\ndevice: {}", model.device_summary());
+    if let Some(g) = &gpu {
+        println!("{g}");
     }
     if let Some(img) = &image_row {
         println!(
@@ -257,7 +265,7 @@ pub fn run(args: Args) -> Result<()> {
             name,
             size,
             params,
-            "CPU",
+            backend,
             threads,
             match img.kind {
                 mtmd::MediaKind::Image => format!("img{}", img.n_tokens),
@@ -282,4 +290,59 @@ pub fn run(args: Args) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// What a GPU run needs to be compared with its hardware: bytes read per decoded token
+/// (weights on the GPU + K/V at the benchmark's context) and the dispatches and submits it
+/// takes, measured over one `tg` run.
+struct GpuFigures {
+    weight_bytes: u64,
+    kv_bytes_per_token: f64,
+    dispatches_per_token: f64,
+    submits_per_token: f64,
+}
+
+impl std::fmt::Display for GpuFigures {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mb = |b: f64| b / 1e6;
+        write!(
+            f,
+            "gpu per decoded token: {:.1} MB of weights + {:.2} MB of K/V read, {:.0} dispatches in {:.0} submits \
+             (roofline: bandwidth in GB/s / {:.3} GB = tokens/s)",
+            mb(self.weight_bytes as f64),
+            mb(self.kv_bytes_per_token),
+            self.dispatches_per_token,
+            self.submits_per_token,
+            (self.weight_bytes as f64 + self.kv_bytes_per_token) / 1e9
+        )
+    }
+}
+
+#[cfg(feature = "gpu")]
+fn gpu_figures(model: &Model, args: &Args) -> Result<Option<GpuFigures>> {
+    let placement = model.decoder.placement();
+    if placement.adapter.is_none() || args.n_gen == 0 {
+        return Ok(None);
+    }
+    let llm::Device::Gpu(ctx) = args.compute.device()? else {
+        return Ok(None);
+    };
+    let (d0, s0) = ctx.work_counts();
+    time_tg(model, args.n_gen, args.compute.kv_type)?;
+    let (d1, s1) = ctx.work_counts();
+    let n = args.n_gen as f64;
+    let hp = model.hparams();
+    // Every layer reads K and V of the cells so far: on average half the run's context.
+    let kv_per_cell = (2 * hp.kv_dim() * args.compute.kv_type.bytes() * placement.gpu_layers) as f64;
+    Ok(Some(GpuFigures {
+        weight_bytes: placement.gpu_weight_bytes,
+        kv_bytes_per_token: kv_per_cell * n / 2.0,
+        dispatches_per_token: (d1 - d0) as f64 / n,
+        submits_per_token: (s1 - s0) as f64 / n,
+    }))
+}
+
+#[cfg(not(feature = "gpu"))]
+fn gpu_figures(_model: &Model, _args: &Args) -> Result<Option<GpuFigures>> {
+    Ok(None)
 }

@@ -221,7 +221,7 @@ pub fn run(args: Args) -> Result<()> {
     let mmproj = resolved.mmproj.as_deref();
     args.media.check(mmproj)?;
     let first_media = args.media.load()?;
-    let model = Arc::new(load_model(&resolved.model)?);
+    let model = Arc::new(load_model(&resolved.model, &args.runtime.compute)?);
     let media = args.media.context(mmproj, &model, args.runtime.threads())?;
     let session = model.new_session(args.runtime.ctx_size, args.runtime.kv_type())?;
     let mut chat = Chat {

@@ -7,6 +7,8 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use llm::Model;
 
+use super::runtime_args::ComputeArgs;
+
 /// Sizes rayon's global pool (the compute threads) once per process.
 pub fn set_threads(threads: Option<usize>) -> Result<()> {
     if let Some(t) = threads {
@@ -21,8 +23,10 @@ pub fn set_threads(threads: Option<usize>) -> Result<()> {
     Ok(())
 }
 
-/// Loads a text model, with a spinner on stderr when it is a terminal.
-pub fn load_model(path: &Path) -> Result<Model> {
+/// Loads a text model and places it on the device `compute` names, with a spinner on stderr
+/// when it is a terminal.
+pub fn load_model(path: &Path, compute: &ComputeArgs) -> Result<Model> {
+    let device = compute.device()?;
     let spinner = std::io::stderr().is_terminal().then(|| {
         let pb = indicatif::ProgressBar::new_spinner();
         pb.set_message(format!("loading {}", path.display()));
@@ -37,6 +41,16 @@ pub fn load_model(path: &Path) -> Result<Model> {
         } else {
             anyhow::anyhow!("{}: {msg}", path.display())
         }
+    });
+    let model = model.and_then(|mut m| {
+        if device.is_gpu() {
+            if let Some(pb) = &spinner {
+                pb.set_message(format!("uploading {} to {device}", path.display()));
+            }
+            m.place(&device, compute.gpu_layers)
+                .map_err(|e| anyhow::anyhow!("placing the model on {device}: {e}"))?;
+        }
+        Ok(m)
     });
     if let Some(pb) = spinner {
         pb.finish_and_clear();

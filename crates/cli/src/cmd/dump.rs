@@ -60,7 +60,7 @@ pub fn run(args: Args) -> Result<()> {
         bail!("dump needs --mmproj");
     }
     let kinds = args.media.kinds();
-    let model = Arc::new(load_model(&resolved.model)?);
+    let model = Arc::new(load_model(&resolved.model, &args.runtime.compute)?);
     let text = if args.raw {
         args.prompt.clone()
     } else {

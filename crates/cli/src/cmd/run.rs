@@ -82,7 +82,7 @@ pub fn run(args: Args) -> Result<()> {
     let resolved = args.model.resolve_or_default(true)?;
     let mmproj = resolved.mmproj.as_deref();
     args.media.check(mmproj)?;
-    let model = Arc::new(load_model(&resolved.model)?);
+    let model = Arc::new(load_model(&resolved.model, &args.runtime.compute)?);
     let text = match &messages {
         Some(msgs) => model.apply_chat(msgs, true)?,
         None => args.prompt.clone().unwrap_or_default(),

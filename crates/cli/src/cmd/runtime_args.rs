@@ -1,11 +1,11 @@
 //! How a model runs, shared by every model-running command: [`ComputeArgs`] (threads, KV
-//! cache type; the place for a device flag) and [`RuntimeArgs`] (those plus the context
+//! cache type, device and GPU offload) and [`RuntimeArgs`] (those plus the context
 //! size, for the commands that keep a context). Commands whose defaults or help differ
 //! adjust the flattened flags with `#[command(mut_arg(...))]`; the spellings stay here.
 
 use anyhow::Result;
 use clap::Args as ClapArgs;
-use llm::KvType;
+use llm::{Device, KvType};
 
 use super::common::set_threads;
 
@@ -17,12 +17,33 @@ pub struct ComputeArgs {
     /// KV cache type: f16 (default) or f32.
     #[arg(long, default_value = "f16")]
     pub kv_type: KvType,
+    /// Where the model runs: auto (a GPU when there is one, else the CPU with a notice), cpu
+    /// or gpu (an error when there is none). Mesa's software Vulkan (lavapipe) counts as a GPU
+    /// only with MTMD_GPU_ALLOW_CPU_ADAPTER=1.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "cpu", "gpu"])]
+    pub device: String,
+    /// Decoder layers on the GPU, counted as llama.cpp counts them (-ngl): the last N layers;
+    /// more than the model has also moves the output layer. Default: all. Also spelled -ngl.
+    #[arg(long = "gpu-layers", visible_alias = "n-gpu-layers", value_name = "N")]
+    pub gpu_layers: Option<usize>,
+    /// Keep the media encoder (mmproj) on the CPU when the text model runs on a GPU.
+    #[arg(long)]
+    pub no_mmproj_offload: bool,
 }
 
 impl ComputeArgs {
     /// Sizes the compute thread pool (once per process).
     pub fn apply(&self) -> Result<()> {
         set_threads(self.threads)
+    }
+
+    /// The device `--device` names (`auto` falls back to the CPU with one notice).
+    pub fn device(&self) -> Result<Device> {
+        match self.device.as_str() {
+            "cpu" => Ok(Device::Cpu),
+            "gpu" => Device::gpu().map_err(|e| anyhow::anyhow!("--device gpu: {e}")),
+            _ => Ok(Device::auto()),
+        }
     }
 }
 

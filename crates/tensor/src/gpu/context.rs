@@ -24,6 +24,9 @@ pub(crate) struct Shared {
     pub offset_align: u64,
     pub max_workgroups: u32,
     pub max_binding: u64,
+    /// Compute dispatches and submits recorded so far (for `mtmd bench`'s per-token figures).
+    pub dispatches: std::sync::atomic::AtomicU64,
+    pub submits: std::sync::atomic::AtomicU64,
 }
 
 /// A handle on a GPU device (cheap to clone). `binding_limit` is how many bytes one storage
@@ -112,6 +115,8 @@ impl GpuContext {
             offset_align: u64::from(limits.min_storage_buffer_offset_alignment),
             max_workgroups: limits.max_compute_workgroups_per_dimension,
             max_binding,
+            dispatches: Default::default(),
+            submits: Default::default(),
         };
         Ok(Self {
             shared: Arc::new(shared),
@@ -140,6 +145,15 @@ impl GpuContext {
             shared: self.shared.clone(),
             binding_limit: bytes.min(self.shared.max_binding),
         }
+    }
+
+    /// Compute dispatches and queue submits recorded on this device so far.
+    pub fn work_counts(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (
+            self.shared.dispatches.load(Relaxed),
+            self.shared.submits.load(Relaxed),
+        )
     }
 
     pub fn pool_stats(&self) -> PoolStats {

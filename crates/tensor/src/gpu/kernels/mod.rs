@@ -113,4 +113,9 @@ pub(crate) fn submit(ctx: &GpuContext, dispatches: &[Dispatch]) {
         }
     }
     ctx.shared.queue.submit([encoder.finish()]);
+    use std::sync::atomic::Ordering::Relaxed;
+    ctx.shared
+        .dispatches
+        .fetch_add(dispatches.len() as u64, Relaxed);
+    ctx.shared.submits.fetch_add(1, Relaxed);
 }
