@@ -24,6 +24,8 @@ pub struct ModelInfo {
     pub n_vocab: usize,
     pub n_params: u64,
     pub size_bytes: u64,
+    /// Where the model runs: `cpu`, or the GPU adapter and the layers on it.
+    pub device: String,
     /// Images are accepted (an mmproj with a vision encoder is loaded).
     pub vision: bool,
     /// Audio is accepted (an mmproj with an audio encoder is loaded).

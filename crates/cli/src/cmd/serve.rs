@@ -76,6 +76,8 @@ pub fn run(args: Args) -> Result<()> {
             n_threads: args.runtime.threads(),
             image_min_tokens: args.image_min_tokens,
             image_max_tokens: args.image_max_tokens,
+            device: args.runtime.compute.device()?,
+            n_gpu_layers: args.runtime.compute.gpu_layers,
         },
         http: server::ServerOptions {
             api_key: args

@@ -48,6 +48,10 @@ pub struct EngineConfig {
     pub n_threads: Option<usize>,
     pub image_min_tokens: Option<u32>,
     pub image_max_tokens: Option<u32>,
+    /// Where the text model runs (`Device::Cpu`, or a GPU with `n_gpu_layers` layers on it).
+    pub device: llm::Device,
+    /// llama.cpp's `-ngl` count (`None`: every layer and the output head).
+    pub n_gpu_layers: Option<usize>,
 }
 
 /// Why [`Engine::load`] / [`Engine::start`] failed.
@@ -114,10 +118,16 @@ impl Engine {
             return Err(LoadError::NoSlots);
         }
         let path = &config.model_path;
-        let model = Model::load(path).map_err(|e| LoadError::Model {
+        let mut model = Model::load(path).map_err(|e| LoadError::Model {
             path: path.clone(),
             message: naming(path, e),
         })?;
+        model
+            .place(&config.device, config.n_gpu_layers)
+            .map_err(|e| LoadError::Model {
+                path: path.clone(),
+                message: format!("placing {} on {}: {e}", path.display(), config.device),
+            })?;
         let model = Arc::new(model);
         let media = match &config.mmproj_path {
             Some(path) => {
@@ -242,6 +252,7 @@ fn model_info(
         n_slots: config.n_slots,
         n_vocab: model.tokenizer.n_vocab(),
         n_params: model.n_params(),
+        device: model.device_summary(),
         size_bytes: model.size_bytes(),
         vision,
         audio,

@@ -29,6 +29,8 @@ fn config(arch: &str, n_slots: usize, n_ctx: usize, vision: bool) -> EngineConfi
         n_threads: None,
         image_min_tokens: None,
         image_max_tokens: None,
+        device: llm::Device::Cpu,
+        n_gpu_layers: None,
     }
 }
 

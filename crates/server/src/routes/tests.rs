@@ -70,6 +70,7 @@ fn info_with(vision: bool, audio: bool) -> ModelInfo {
         n_vocab: 100,
         n_params: 1000,
         size_bytes: 4000,
+        device: "cpu".into(),
         vision,
         audio,
         chat_template: Some("{{ messages }}".into()),
