@@ -19,14 +19,23 @@ fn as_usize(v: &Value) -> usize {
     v.as_u64().expect("non-negative integer") as usize
 }
 
+mod support;
+use support::{Place, load_model};
+
 fn run_fixture(arch: &str) {
+    run_fixture_on(arch, Place::Cpu);
+}
+
+fn run_fixture_on(arch: &str, place: Place) {
     let dir = fixture(arch);
     let reference: Value = serde_json::from_str(
         &std::fs::read_to_string(dir.join("reference.json")).expect("reference.json"),
     )
     .expect("reference.json parses");
     let tensors = RefTensors::load(&dir.join("reference.safetensors"));
-    let model = Arc::new(Model::load(dir.join("model.gguf")).expect("model loads"));
+    let Some(model) = load_model(dir.join("model.gguf"), place) else {
+        return;
+    };
     let ctx = Context::new(
         dir.join("mmproj.gguf"),
         model.clone(),
@@ -108,6 +117,32 @@ fn qwen25vl_full() {
 #[test]
 fn qwen3vl_full() {
     run_fixture("qwen3vl");
+}
+
+#[test]
+fn gemma3_full_gpu() {
+    run_fixture_on("gemma3", Place::Gpu(None));
+}
+
+#[test]
+fn qwen2vl_full_gpu() {
+    run_fixture_on("qwen2vl", Place::Gpu(None));
+}
+
+#[test]
+fn qwen25vl_full_gpu() {
+    run_fixture_on("qwen25vl", Place::Gpu(None));
+}
+
+#[test]
+fn qwen3vl_full_gpu() {
+    run_fixture_on("qwen3vl", Place::Gpu(None));
+}
+
+/// Half the layers on the GPU, the output head on the CPU.
+#[test]
+fn gemma3_split_gpu() {
+    run_fixture_on("gemma3", Place::Gpu(Some(3)));
 }
 
 #[test]

@@ -76,11 +76,20 @@ fn check_chunks(name: &str, chunks: &mtmd::Chunks, want: &[Value]) {
     }
 }
 
+mod support;
+use support::{Place, load_model};
+
 fn run_fixture(arch: &str) {
+    run_fixture_on(arch, Place::Cpu);
+}
+
+fn run_fixture_on(arch: &str, place: Place) {
     let dir = fixture(arch);
     let reference = reference_json(&dir);
     let tensors = RefTensors::load(&dir.join("reference.safetensors"));
-    let model = Arc::new(Model::load(dir.join("model.gguf")).expect("model loads"));
+    let Some(model) = load_model(dir.join("model.gguf"), place) else {
+        return;
+    };
     let ctx = Context::new(
         dir.join("mmproj.gguf"),
         model.clone(),
@@ -214,4 +223,37 @@ fn voxtral_full() {
 #[test]
 fn idefics3_full() {
     run_fixture("idefics3");
+}
+
+// The same cases with the text model on the GPU (every layer and the output head), and split
+// in the middle (llama.cpp's -ngl with half the layers).
+
+#[test]
+fn pixtral_full_gpu() {
+    run_fixture_on("pixtral", Place::Gpu(None));
+}
+
+#[test]
+fn mistral3_full_gpu() {
+    run_fixture_on("mistral3", Place::Gpu(None));
+}
+
+#[test]
+fn qwen2audio_full_gpu() {
+    run_fixture_on("qwen2audio", Place::Gpu(None));
+}
+
+#[test]
+fn voxtral_full_gpu() {
+    run_fixture_on("voxtral", Place::Gpu(None));
+}
+
+#[test]
+fn idefics3_full_gpu() {
+    run_fixture_on("idefics3", Place::Gpu(None));
+}
+
+#[test]
+fn idefics3_split_gpu() {
+    run_fixture_on("idefics3", Place::Gpu(Some(1)));
 }

@@ -182,3 +182,12 @@ mod tests {
         assert_eq!(shape.iter().product::<usize>(), values.len());
     }
 }
+
+/// Says why a GPU test did not run: panics under `MTMD_REQUIRE_GPU=1` (CI, where a skipped
+/// GPU suite must not pass for a tested one), else prints `SKIPPED (no adapter)`.
+pub fn skip_without_gpu(why: &str) {
+    if std::env::var("MTMD_REQUIRE_GPU").is_ok_and(|v| v == "1") {
+        panic!("MTMD_REQUIRE_GPU=1 but no GPU adapter: {why}");
+    }
+    println!("SKIPPED (no adapter): {why}");
+}
