@@ -5,9 +5,8 @@
 //! logits within 3e-3 x max|ref|, 16 greedy steps identical while llama.cpp's top-2 margin is
 //! at least 5e-2, and every teacher-forced greedy step's logits within the same bound.
 
-use std::sync::Arc;
 
-use llm::{KvType, Logits, Model};
+use llm::{KvType, Logits};
 use mtmd::{Audio, Bitmap, Chunk, Context, ContextParams, DecodeOptions, Media};
 use serde_json::Value;
 use testkit::{RefTensors, argmax, fixture, max_err, reference_json};
