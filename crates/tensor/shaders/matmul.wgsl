@@ -12,8 +12,9 @@
 // element. Float formats use s = 1, m = 0 and q = the value itself.
 //
 // Two entry points: `main` gives each invocation one weight row against ROWS x rows (a decoded
-// weight value is reused ROWS times: batches); `matvec` gives each workgroup one weight row and
-// ROWS x rows and splits k over its invocations (a handful of x rows: decoding one token).
+// weight value is reused ROWS times: batches); `matvec` gives a few invocations one weight row
+// and ROWS x rows, splits k over them and sums in workgroup memory (a handful of x rows:
+// decoding one token).
 
 struct MatmulParams {
     m: u32,
@@ -43,6 +44,9 @@ const IQ4_NL: u32 = 20u;
 const IQ4_XS: u32 = 23u;
 const BF16: u32 = 30u;
 override W_TYPE: u32 = 0u;
+// x rows an invocation (or matvec workgroup) multiplies: ROWS, or 1 to skip the clamped
+// duplicates when there is a single x row.
+override X_ROWS: u32 = 4u;
 
 @group(0) @binding(0) var<storage, read> w: array<u32>;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
@@ -330,12 +334,19 @@ fn half_group(j: u32, g: u32, h: u32, xs: vec4<u32>) -> vec4<f32> {
         let wv = group_quad(j, g, qd);
         let kk = g * GROUP + 4u * qd;
         let a0 = x4(xs.x + kk);
+        let one = vec4<f32>(1.0);
+        if X_ROWS == 1u {
+            dq.x += dot(wv, a0);
+            if has_min() {
+                sx.x += dot(a0, one);
+            }
+            continue;
+        }
         let a1 = x4(xs.y + kk);
         let a2 = x4(xs.z + kk);
         let a3 = x4(xs.w + kk);
         dq += vec4<f32>(dot(wv, a0), dot(wv, a1), dot(wv, a2), dot(wv, a3));
         if has_min() {
-            let one = vec4<f32>(1.0);
             sx += vec4<f32>(dot(a0, one), dot(a1, one), dot(a2, one), dot(a3, one));
         }
     }
@@ -386,38 +397,47 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) n_wg: vec
     store(j, i0, acc);
 }
 
+// matvec: MV_LANES invocations share one weight row, so a workgroup covers 64 / MV_LANES rows
+// and ends with one barrier (a tree reduction needs log2(lanes) barriers, and on CPU
+// implementations each one switches every invocation of the workgroup). Set by the host.
+override MV_LANES: u32 = 8u;
+
 var<workgroup> partial: array<vec4<f32>, WORKGROUP>;
 
 @compute @workgroup_size(64)
 fn matvec(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) n_wg: vec3<u32>,
           @builtin(local_invocation_index) li: u32) {
     let flat = flat_workgroup(wg, n_wg);
-    // Whole workgroups past the end leave together, before any barrier.
-    if flat >= p.m * ((p.n + ROWS - 1u) / ROWS) {
+    let mv_rows = WORKGROUP / MV_LANES;
+    let row_blocks = (p.m + mv_rows - 1u) / mv_rows;
+    // Whole workgroups past the end leave together, before the barrier.
+    if flat >= row_blocks * ((p.n + ROWS - 1u) / ROWS) {
         return;
     }
-    let j = flat % p.m;
-    let i0 = (flat / p.m) * ROWS;
+    let lane = li % MV_LANES;
+    let row = (flat % row_blocks) * mv_rows + li / MV_LANES;
+    // Rows past m are computed on a clamped row (to reach the barrier) and never stored.
+    let j = min(row, p.m - 1u);
+    let i0 = (flat / row_blocks) * ROWS;
     let xs = vec4<u32>(x_row(i0, 0u), x_row(i0, 1u), x_row(i0, 2u), x_row(i0, 3u));
 
-    // Invocations stride over the half groups of the row, then over the float tail.
+    // Lanes stride over the half groups of the row, then over the float tail.
     var acc = vec4<f32>(0.0);
     let halves_n = p.k / (GROUP / 2u);
-    for (var u = li; u < halves_n; u += WORKGROUP) {
+    for (var u = lane; u < halves_n; u += MV_LANES) {
         acc += half_group(j, u / 2u, u % 2u, xs);
     }
-    for (var e = halves_n * (GROUP / 2u) + li; e < p.k; e += WORKGROUP) {
+    for (var e = halves_n * (GROUP / 2u) + lane; e < p.k; e += MV_LANES) {
         acc += single(j, e, xs);
     }
 
     partial[li] = acc;
-    for (var s = WORKGROUP / 2u; s > 0u; s /= 2u) {
-        workgroupBarrier();
-        if li < s {
-            partial[li] += partial[li + s];
+    workgroupBarrier();
+    if lane == 0u && row < p.m {
+        var sum = vec4<f32>(0.0);
+        for (var l = 0u; l < MV_LANES; l++) {
+            sum += partial[li + l];
         }
-    }
-    if li == 0u {
-        store(j, i0, partial[0]);
+        store(j, i0, sum);
     }
 }

@@ -36,6 +36,10 @@ const ROWS_PER_THREAD: u64 = 4;
 /// over its invocations); above it each invocation owns a weight row and reuses its decoded
 /// values across x rows.
 pub(crate) const MATVEC_MAX_ROWS: usize = 4;
+/// Weight rows per `matvec` workgroup: its 64 invocations split k eight ways. On lavapipe the
+/// cost per workgroup dominates with fewer rows (16 lanes: ~1.7x slower at k = 1024), and
+/// fewer lanes leave long rows to few invocations.
+const MATVEC_WEIGHT_ROWS: u64 = 8;
 
 /// The shader's `W_TYPE` override for a weight dtype (ggml type ids), or `None`.
 pub(crate) fn weight_type_constant(dtype: DType) -> Option<f64> {
@@ -89,7 +93,12 @@ pub(crate) fn matmul(
     let w_row = w_type.row_bytes(k as u64).ok_or_else(unsupported)?;
     let matvec = n <= MATVEC_MAX_ROWS;
     let entry = if matvec { "matvec" } else { "main" };
-    let pipeline = ctx.pipeline("matmul", entry, &[("W_TYPE", w_code)])?;
+    let x_rows = if n == 1 { 1.0 } else { ROWS_PER_THREAD as f64 };
+    let mut constants = vec![("W_TYPE", w_code), ("X_ROWS", x_rows)];
+    if matvec {
+        constants.push(("MV_LANES", (WORKGROUP / MATVEC_WEIGHT_ROWS) as f64));
+    }
+    let pipeline = ctx.pipeline("matmul", entry, &constants)?;
     let limit = ctx.binding_limit();
     let align = ctx.offset_align();
     let k32 = to_u32(k as u64, "k")?;
@@ -125,12 +134,12 @@ pub(crate) fn matmul(
                     out_stride: m32,
                     out_col: to_u32(wc.first_row as u64, "output column")?,
                 };
-                let row_groups = wc.rows as u64 * (xc.rows as u64).div_ceil(ROWS_PER_THREAD);
-                // matvec: a workgroup per (weight row, row group); main: an invocation.
+                let x_groups = (xc.rows as u64).div_ceil(ROWS_PER_THREAD);
+                // matvec: a workgroup per MV_ROWS weight rows; main: an invocation per row.
                 let groups = if matvec {
-                    row_groups
+                    (wc.rows as u64).div_ceil(MATVEC_WEIGHT_ROWS) * x_groups
                 } else {
-                    row_groups.div_ceil(WORKGROUP)
+                    (wc.rows as u64 * x_groups).div_ceil(WORKGROUP)
                 };
                 let groups = to_u32(groups, "workgroups")?;
                 let storage = [
