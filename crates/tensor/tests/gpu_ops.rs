@@ -1,6 +1,7 @@
 //! GPU backend tests: every WGSL file validated with naga (no GPU needed), params mirrors,
-//! then every GPU op (matmul: gpu_matmul.rs) against the scalar reference of its op on random small shapes, incl.
-//! sizes that are not multiples of the workgroup/tile, and the binding-split paths.
+//! then every GPU op against the scalar reference of its op on random small shapes, incl.
+//! sizes that are not multiples of the workgroup/tile, and the binding-split paths. Matmul,
+//! with its many weight formats, has its own binary: gpu_matmul.rs.
 //!
 //! One device per test binary. Without an adapter each GPU test prints `SKIPPED (no adapter)`,
 //! or fails when `MTMD_REQUIRE_GPU=1` (CI) so a skipped suite cannot pass for a tested one.
