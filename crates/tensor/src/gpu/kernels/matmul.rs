@@ -32,9 +32,9 @@ pub struct MatmulParams {
 const WORKGROUP: u64 = 64;
 const ROWS_PER_THREAD: u64 = 4;
 
-/// Up to this many x rows take the `matvec` entry point (a workgroup per weight row, k split
-/// over its invocations); above it each invocation owns a weight row and reuses its decoded
-/// values across x rows.
+/// Up to this many x rows take the `matvec` entry point (a few invocations split k of one
+/// weight row); above it each invocation owns a weight row and reuses its decoded values
+/// across x rows.
 pub(crate) const MATVEC_MAX_ROWS: usize = 4;
 /// Weight rows per `matvec` workgroup: its 64 invocations split k eight ways. On lavapipe the
 /// cost per workgroup dominates with fewer rows (16 lanes: ~1.7x slower at k = 1024), and
