@@ -1,6 +1,7 @@
 //! GPU backend tests: every WGSL file validated with naga (no GPU needed), params mirrors,
 //! then every GPU op against the scalar reference of its op on random small shapes, incl.
-//! sizes that are not multiples of the workgroup/tile, and the binding-split paths.
+//! sizes that are not multiples of the workgroup/tile, and the binding-split paths. Matmul,
+//! with its many weight formats, has its own binary: gpu_matmul.rs.
 //!
 //! One device per test binary. Without an adapter each GPU test prints `SKIPPED (no adapter)`,
 //! or fails when `MTMD_REQUIRE_GPU=1` (CI) so a skipped suite cannot pass for a tested one.
@@ -10,9 +11,9 @@
 use std::path::Path;
 
 use proptest::prelude::*;
-use tensor::gpu::{self, GpuContext, ops};
+use tensor::gpu::{self, ops};
 use tensor::ops::rope::{RopeConfig, RopeMode};
-use tensor::ops::{act, elementwise, matmul, norm, rope, softmax};
+use tensor::ops::{act, elementwise, norm, rope, softmax};
 use tensor::{DType, Device, Storage, Tensor};
 
 mod gpu_support;
@@ -197,90 +198,6 @@ fn pool_reuses_released_buffers() {
 // ---------------------------------------------------------------------------------------------
 // Ops against their references
 
-/// Q8_0 blocks for `rows` × `k` with random scales and quants; also their f32 values.
-fn q8_0_weight(seed: u64, rows: usize, k: usize) -> (Vec<u8>, Vec<f32>) {
-    let blocks = rows * k / 32;
-    let scales = values(seed, blocks, 0.05);
-    let quants = bytes(seed + 1, blocks * 32);
-    let mut raw = Vec::with_capacity(blocks * 34);
-    let mut deq = Vec::with_capacity(rows * k);
-    for b in 0..blocks {
-        let d = half::f16::from_f32(scales[b]);
-        raw.extend_from_slice(&d.to_le_bytes());
-        for &q in &quants[b * 32..(b + 1) * 32] {
-            raw.push(q);
-            deq.push(d.to_f32() * (q as i8) as f32);
-        }
-    }
-    (raw, deq)
-}
-
-/// Q4_0 blocks: byte t holds element t (low nibble) and t + 16 (high), both minus 8.
-fn q4_0_weight(seed: u64, rows: usize, k: usize) -> (Vec<u8>, Vec<f32>) {
-    let blocks = rows * k / 32;
-    let scales = values(seed, blocks, 0.05);
-    let quants = bytes(seed + 1, blocks * 16);
-    let mut raw = Vec::with_capacity(blocks * 18);
-    let mut deq = vec![0f32; rows * k];
-    for b in 0..blocks {
-        let d = half::f16::from_f32(scales[b]);
-        raw.extend_from_slice(&d.to_le_bytes());
-        for t in 0..16 {
-            let q = quants[b * 16 + t];
-            raw.push(q);
-            deq[b * 32 + t] = d.to_f32() * ((q & 0xf) as f32 - 8.0);
-            deq[b * 32 + t + 16] = d.to_f32() * ((q >> 4) as f32 - 8.0);
-        }
-    }
-    (raw, deq)
-}
-
-/// A weight of `dtype` on the GPU and its exact f32 values.
-fn weight(ctx: &GpuContext, dtype: DType, seed: u64, m: usize, k: usize) -> (Tensor, Vec<f32>) {
-    let (raw, deq) = match dtype {
-        DType::F32 => {
-            let v = values(seed, m * k, 1.0);
-            (bytemuck::cast_slice(&v).to_vec(), v)
-        }
-        DType::F16 => {
-            let h: Vec<half::f16> = values(seed, m * k, 1.0)
-                .into_iter()
-                .map(half::f16::from_f32)
-                .collect();
-            (
-                bytemuck::cast_slice(&h).to_vec(),
-                h.iter().map(|v| v.to_f32()).collect(),
-            )
-        }
-        DType::Q8_0 => q8_0_weight(seed, m, k),
-        DType::Q4_0 => q4_0_weight(seed, m, k),
-        _ => unreachable!(),
-    };
-    let t = Tensor::new(
-        dtype,
-        &[m, k],
-        Storage::Host(tensor::HostBytes::from_bytes(&raw)),
-    )
-    .unwrap();
-    // The library's own dequantization must agree with the test's decoding of the blocks.
-    if let Ok(lib) = t.to_f32_vec() {
-        assert_eq!(
-            lib, deq,
-            "{dtype} decoding in this test disagrees with tensor::quant"
-        );
-    }
-    (t.to_gpu(ctx).unwrap(), deq)
-}
-
-fn run_matmul(ctx: &GpuContext, dtype: DType, seed: u64, n: usize, k: usize, m: usize) {
-    let (w, w_f32) = weight(ctx, dtype, seed, m, k);
-    let x = values(seed + 2, n * k, 1.0);
-    let got = host(&ops::matmul(&on_gpu(ctx, &[n, k], &x), &w).unwrap());
-    let mut want = vec![0f32; n * m];
-    matmul::reference(&w_f32, &x, n, k, m, &mut want);
-    check(&format!("matmul {dtype} n={n} k={k} m={m}"), &got, &want);
-}
-
 type GpuUnary = fn(&Tensor) -> tensor::Result<Tensor>;
 type Reference = fn(&mut [f32]);
 
@@ -294,20 +211,6 @@ fn cases() -> ProptestConfig {
 
 proptest! {
     #![proptest_config(cases())]
-
-    #[test]
-    fn matmul_f32_and_f16_match_reference(n in 1usize..40, k in 1usize..200, m in 1usize..100, seed: u64) {
-        let Some(ctx) = gpu_or_skip() else { return Ok(()) };
-        run_matmul(&ctx, DType::F32, seed, n, k, m);
-        run_matmul(&ctx, DType::F16, seed, n, k, m);
-    }
-
-    #[test]
-    fn matmul_quantized_weights_match_reference(n in 1usize..40, blocks in 1usize..8, m in 1usize..100, seed: u64) {
-        let Some(ctx) = gpu_or_skip() else { return Ok(()) };
-        run_matmul(&ctx, DType::Q8_0, seed, n, blocks * 32, m);
-        run_matmul(&ctx, DType::Q4_0, seed, n, blocks * 32, m);
-    }
 
     #[test]
     fn add_and_mul_match_reference(rows in 1usize..20, cols in 1usize..256, broadcast: bool, seed: u64) {
@@ -418,10 +321,7 @@ fn ops_split_under_a_tiny_binding_limit_match_reference() {
     let Some(full) = gpu_or_skip() else { return };
     let ctx = full.with_binding_limit(1024);
     assert_eq!(ctx.binding_limit(), 1024);
-    // Weights of 36-byte (Q4_0) and 68-byte (Q8_0) rows over 1024 bytes, x rows of 256 bytes.
-    for dtype in [DType::Q4_0, DType::Q8_0, DType::F16, DType::F32] {
-        run_matmul(&ctx, dtype, 11, 37, 64, 45);
-    }
+    // (Matmul's split path is tested in gpu_matmul.rs.)
     let (rows, cols) = (29, 50);
     let x = values(5, rows * cols, 2.0);
     let w = values(6, cols, 1.0);
@@ -522,7 +422,7 @@ fn more_rows_than_one_grid_dimension_holds() {
 fn unsupported_inputs_are_errors() {
     let Some(ctx) = gpu_or_skip() else { return };
     assert!(ops::supports(ops::GpuOp::Matmul, DType::Q4_0));
-    assert!(!ops::supports(ops::GpuOp::Matmul, DType::Q4K));
+    assert!(!ops::supports(ops::GpuOp::Matmul, DType::IQ2XXS));
     let x = on_gpu(&ctx, &[2, 32], &values(1, 64, 1.0));
     let host_w = Tensor::from_f32(&[3, 32], &values(2, 96, 1.0)).unwrap();
     assert!(ops::matmul(&x, &host_w).is_err(), "host operand");

@@ -1,7 +1,9 @@
 //! Tensor-level ops on GPU tensors: the same contracts as `tensor::ops` (each op's scalar
 //! reference), for operands in `Storage::Gpu` on one device. Results stay on the GPU.
 //!
-//! Activations are f32; matmul weights may be f32, f16, Q8_0 or Q4_0 (decoded in the shader).
+//! Activations are f32; matmul weights may be f32, f16, bf16 or any of the quantized formats
+//! the models use (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K .. Q6_K, IQ4_NL, IQ4_XS), kept in their
+//! stored blocks and decoded in the shader.
 //! Anything else is `Err(Unsupported)`, which callers treat as "run it on the CPU"; ask
 //! [`supports`] first to avoid the round trip.
 
@@ -78,8 +80,8 @@ fn mismatch(op: &'static str, detail: String) -> TensorError {
     TensorError::ShapeMismatch { op, detail }
 }
 
-/// `x · wᵀ` (as `ops::matmul::matmul`): x is `[.., k]` f32, w is `[m, k]` (f32, f16, Q8_0
-/// or Q4_0); the result `[.., m]`.
+/// `x · wᵀ` (as `ops::matmul::matmul`): x is `[.., k]` f32, w is `[m, k]` in a format
+/// [`supports`] accepts; the result `[.., m]`.
 pub fn matmul(x: &Tensor, w: &Tensor) -> Result<Tensor> {
     let wb = buffer(w, "matmul")?;
     let ctx = wb.context();

@@ -1,5 +1,6 @@
-//! `shaders/matmul.wgsl`: out[n, m] = x[n, k] · w[m, k]ᵀ with w in f32, f16, Q8_0 or Q4_0,
-//! decoded in the shader straight from its stored blocks.
+//! `shaders/matmul.wgsl`: out[n, m] = x[n, k] · w[m, k]ᵀ with w in any of the float or
+//! quantized formats of [`weight_type_constant`], decoded in the shader straight from its
+//! stored blocks.
 
 use super::{Bound, Dispatch, prepare, submit, to_u32};
 use crate::gpu::GpuBuffer;
@@ -31,10 +32,33 @@ pub struct MatmulParams {
 const WORKGROUP: u64 = 64;
 const ROWS_PER_THREAD: u64 = 4;
 
+/// Up to this many x rows take the `matvec` entry point (a few invocations split k of one
+/// weight row); above it each invocation owns a weight row and reuses its decoded values
+/// across x rows.
+pub(crate) const MATVEC_MAX_ROWS: usize = 4;
+/// Weight rows per `matvec` workgroup: its 64 invocations split k eight ways. On lavapipe the
+/// cost per workgroup dominates with fewer rows (16 lanes: ~1.7x slower at k = 1024), and
+/// fewer lanes leave long rows to few invocations.
+const MATVEC_WEIGHT_ROWS: u64 = 8;
+
 /// The shader's `W_TYPE` override for a weight dtype (ggml type ids), or `None`.
 pub(crate) fn weight_type_constant(dtype: DType) -> Option<f64> {
     match dtype {
-        DType::F32 | DType::F16 | DType::Q4_0 | DType::Q8_0 => Some(dtype as u32 as f64),
+        DType::F32
+        | DType::F16
+        | DType::BF16
+        | DType::Q4_0
+        | DType::Q4_1
+        | DType::Q5_0
+        | DType::Q5_1
+        | DType::Q8_0
+        | DType::Q2K
+        | DType::Q3K
+        | DType::Q4K
+        | DType::Q5K
+        | DType::Q6K
+        | DType::IQ4NL
+        | DType::IQ4XS => Some(dtype as u32 as f64),
         _ => None,
     }
 }
@@ -67,7 +91,14 @@ pub(crate) fn matmul(
         return Ok(());
     }
     let w_row = w_type.row_bytes(k as u64).ok_or_else(unsupported)?;
-    let pipeline = ctx.pipeline("matmul", "main", &[("W_TYPE", w_code)])?;
+    let matvec = n <= MATVEC_MAX_ROWS;
+    let entry = if matvec { "matvec" } else { "main" };
+    let x_rows = if n == 1 { 1.0 } else { ROWS_PER_THREAD as f64 };
+    let mut constants = vec![("W_TYPE", w_code), ("X_ROWS", x_rows)];
+    if matvec {
+        constants.push(("MV_LANES", (WORKGROUP / MATVEC_WEIGHT_ROWS) as f64));
+    }
+    let pipeline = ctx.pipeline("matmul", entry, &constants)?;
     let limit = ctx.binding_limit();
     let align = ctx.offset_align();
     let k32 = to_u32(k as u64, "k")?;
@@ -103,8 +134,14 @@ pub(crate) fn matmul(
                     out_stride: m32,
                     out_col: to_u32(wc.first_row as u64, "output column")?,
                 };
-                let threads = wc.rows as u64 * (xc.rows as u64).div_ceil(ROWS_PER_THREAD);
-                let groups = to_u32(threads.div_ceil(WORKGROUP), "workgroups")?;
+                let x_groups = (xc.rows as u64).div_ceil(ROWS_PER_THREAD);
+                // matvec: a workgroup per MV_ROWS weight rows; main: an invocation per row.
+                let groups = if matvec {
+                    (wc.rows as u64).div_ceil(MATVEC_WEIGHT_ROWS) * x_groups
+                } else {
+                    (wc.rows as u64 * x_groups).div_ceil(WORKGROUP)
+                };
+                let groups = to_u32(groups, "workgroups")?;
                 let storage = [
                     Bound {
                         buffer: w.raw(),
