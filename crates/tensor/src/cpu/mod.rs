@@ -13,7 +13,9 @@ mod math;
 pub mod matmul_float;
 pub mod norm;
 pub mod simd;
-pub use act::{geglu, gelu_erf, gelu_quick, gelu_tanh, silu, swiglu};
+pub use act::{
+    geglu, geglu_f16_table, gelu_erf, gelu_f16_table, gelu_quick, gelu_tanh, silu, swiglu,
+};
 pub use elementwise::{add, add_rows, mul, mul_rows, scale};
 pub use get_rows::get_rows;
 pub use matmul_float::matmul;
