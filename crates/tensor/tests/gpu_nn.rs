@@ -408,7 +408,7 @@ fn attention_covers_every_feature_deterministically() {
     };
     for mask in 0..5 {
         for (softcap, f16_kv) in [(false, false), (true, true), (false, true)] {
-            for n_q in [1, 5] {
+            for n_q in [1, 5, 40] {
                 run_attention(
                     &ctx,
                     &AttnCase {
