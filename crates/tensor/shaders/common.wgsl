@@ -46,3 +46,41 @@ fn erfc_any(x: f32) -> f32 {
     let r = erfc_nonneg(abs(x));
     return select(r, 2.0 - r, x < 0.0);
 }
+
+// The f16 bits nearest to the f32 with bits `x` (ties to even; overflow to inf; NaN stays a
+// quiet NaN keeping the top payload bits), exactly as `half::f16::from_f32`. Done on the bits
+// because pack2x16float's rounding is implementation-defined and f32 subnormals may be
+// flushed by float arithmetic.
+fn f32_bits_to_f16(x: u32) -> u32 {
+    let sign = (x >> 16u) & 0x8000u;
+    let exp = (x >> 23u) & 0xffu;
+    let man = x & 0x7fffffu;
+    if exp == 0xffu {
+        return sign | 0x7c00u | select(0u, 0x200u, man != 0u) | (man >> 13u);
+    }
+    let e = i32(exp) - 112; // rebias: f16 exponent field for a normal result
+    if e >= 31 {
+        return sign | 0x7c00u;
+    }
+    var kept: u32;
+    var dropped: u32;
+    var shift: u32;
+    if e <= 0 {
+        // Subnormal result: the implicit bit joins the mantissa, shifted further right.
+        shift = u32(14 - e);
+        if shift > 24u {
+            return sign;
+        }
+        let full = man | 0x800000u;
+        kept = full >> shift;
+        dropped = full & ((1u << shift) - 1u);
+    } else {
+        shift = 13u;
+        kept = (u32(e) << 10u) | (man >> 13u);
+        dropped = man & 0x1fffu;
+    }
+    let halfway = 1u << (shift - 1u);
+    // A carry out of the mantissa correctly bumps the exponent (up to inf).
+    let up = dropped > halfway || (dropped == halfway && (kept & 1u) == 1u);
+    return sign | (kept + select(0u, 1u, up));
+}

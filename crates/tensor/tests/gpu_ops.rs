@@ -136,6 +136,38 @@ fn params_structs_mirror_their_wgsl() {
         size_of::<gpu::RopeParams>(),
         align_of::<gpu::RopeParams>(),
     );
+    assert_mirror(
+        "attention",
+        "AttentionParams",
+        size_of::<gpu::AttentionParams>(),
+        align_of::<gpu::AttentionParams>(),
+    );
+    assert_mirror(
+        "layer_norm",
+        "LayerNormParams",
+        size_of::<gpu::LayerNormParams>(),
+        align_of::<gpu::LayerNormParams>(),
+    );
+    assert_mirror(
+        "write_rows",
+        "WriteRowsParams",
+        size_of::<gpu::WriteRowsParams>(),
+        align_of::<gpu::WriteRowsParams>(),
+    );
+    assert_mirror(
+        "pointwise",
+        "PointwiseParams",
+        size_of::<gpu::PointwiseParams>(),
+        align_of::<gpu::PointwiseParams>(),
+    );
+    for shader in ["glu", "geglu"] {
+        assert_mirror(
+            shader,
+            "GluParams",
+            size_of::<gpu::GluParams>(),
+            align_of::<gpu::GluParams>(),
+        );
+    }
 }
 
 #[test]

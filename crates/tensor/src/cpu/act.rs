@@ -158,3 +158,67 @@ pub fn swiglu(gate: &[f32], up: &[f32], out: &mut [f32]) {
 pub fn geglu(gate: &[f32], up: &[f32], out: &mut [f32]) {
     gated(Act::GeluTanh, gate, up, out)
 }
+
+/// ggml's tanh-approximation GELU in f32 (the value its CPU backend tabulates).
+fn gelu_tanh_f32(x: f32) -> f32 {
+    0.5 * x * (1.0 + (GELU_SQRT_2_OVER_PI * x * (1.0 + GELU_COEF_A * x * x)).tanh())
+}
+
+/// GELU of every f16 value (indexed by its bits), rounded to f16 and widened back to f32:
+/// ggml's CPU GELU is a lookup in this table. Built once per process.
+pub fn gelu_f16_table() -> &'static [f32] {
+    static TABLE: std::sync::OnceLock<Vec<f32>> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| {
+        (0..=u16::MAX)
+            .map(|bits| {
+                let x = half::f16::from_bits(bits).to_f32();
+                half::f16::from_f32(gelu_tanh_f32(x)).to_f32()
+            })
+            .collect()
+    })
+}
+
+/// Below this gate value ggml's table GEGLU gives 0, above its negation the gate itself.
+pub const GEGLU_TABLE_SATURATION: f32 = 10.0;
+
+/// `out = gelu(gate) * up` exactly as ggml's CPU GEGLU: the gate is rounded to f16, looked
+/// up in [`gelu_f16_table`], and saturates outside [-10, 10] (0 below, the gate above).
+/// Without it Gemma 3's logits drift from llama.cpp's by ~1.4.
+pub fn geglu_f16_table(gate: &[f32], up: &[f32], out: &mut [f32]) {
+    let table = gelu_f16_table();
+    for ((o, &g), &u) in out.iter_mut().zip(gate).zip(up) {
+        *o = if g <= -GEGLU_TABLE_SATURATION {
+            0.0
+        } else if g >= GEGLU_TABLE_SATURATION {
+            g * u
+        } else {
+            table[half::f16::from_f32(g).to_bits() as usize] * u
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_geglu_is_close_to_exact_gelu() {
+        let gate: Vec<f32> = (-1200..1200).map(|i| i as f32 / 100.0).collect();
+        let up = vec![1.0; gate.len()];
+        let mut out = vec![0.0; gate.len()];
+        geglu_f16_table(&gate, &up, &mut out);
+        for (g, o) in gate.iter().zip(&out) {
+            let exact = if *g <= -10.0 {
+                0.0
+            } else if *g >= 10.0 {
+                *g
+            } else {
+                gelu_tanh_f32(*g)
+            };
+            assert!(
+                (o - exact).abs() <= 1e-2 * exact.abs().max(1e-2),
+                "{g}: {o} vs {exact}"
+            );
+        }
+    }
+}

@@ -8,15 +8,15 @@
 pub mod act;
 pub mod elementwise;
 mod gemm;
-pub mod geglu_table;
 pub mod get_rows;
 mod math;
 pub mod matmul_float;
 pub mod norm;
 pub mod simd;
-pub use act::{geglu, gelu_erf, gelu_quick, gelu_tanh, silu, swiglu};
+pub use act::{
+    geglu, geglu_f16_table, gelu_erf, gelu_f16_table, gelu_quick, gelu_tanh, silu, swiglu,
+};
 pub use elementwise::{add, add_rows, mul, mul_rows, scale};
-pub use geglu_table::geglu_f16_table;
 pub use get_rows::get_rows;
 pub use matmul_float::matmul;
 pub use norm::{layer_norm, rms_norm, softmax_rows};

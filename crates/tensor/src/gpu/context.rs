@@ -21,6 +21,8 @@ pub(crate) struct Shared {
     pub info: wgpu::AdapterInfo,
     pub pool: BufferPool,
     pipelines: Mutex<HashMap<String, Arc<Pipeline>>>,
+    /// Read-only lookup tables uploaded once per device (e.g. the f16 GELU table).
+    tables: Mutex<HashMap<&'static str, Arc<wgpu::Buffer>>>,
     pub offset_align: u64,
     pub max_workgroups: u32,
     pub max_binding: u64,
@@ -112,6 +114,7 @@ impl GpuContext {
             info,
             pool: BufferPool::new(POOL_CACHE_BYTES),
             pipelines: Mutex::new(HashMap::new()),
+            tables: Mutex::new(HashMap::new()),
             offset_align: u64::from(limits.min_storage_buffer_offset_alignment),
             max_workgroups: limits.max_compute_workgroups_per_dimension,
             max_binding,
@@ -276,6 +279,34 @@ impl GpuContext {
         let built = Arc::new(built);
         cache.insert(key, built.clone());
         Ok(built)
+    }
+
+    /// The read-only storage buffer `name`, uploaded from `bytes()` on first use and kept for
+    /// the device's lifetime. (A raw buffer, not a `GpuBuffer`: one of those would hold the
+    /// device alive from inside it.)
+    pub(crate) fn constant_table(
+        &self,
+        name: &'static str,
+        bytes: impl FnOnce() -> Vec<u8>,
+    ) -> Result<Arc<wgpu::Buffer>> {
+        let mut tables = self.shared.tables.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(t) = tables.get(name) {
+            return Ok(t.clone());
+        }
+        let buffer = self.capture(|| {
+            use wgpu::util::DeviceExt;
+            Ok(self
+                .shared
+                .device
+                .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                    label: Some(name),
+                    contents: &bytes(),
+                    usage: wgpu::BufferUsages::STORAGE,
+                }))
+        })?;
+        let buffer = Arc::new(buffer);
+        tables.insert(name, buffer.clone());
+        Ok(buffer)
     }
 
     /// Runs `f` inside validation and out-of-memory error scopes, turning captured wgpu errors

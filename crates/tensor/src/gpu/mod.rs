@@ -13,7 +13,7 @@
 mod context;
 mod kernels;
 pub mod ops;
-mod ops_pending;
+mod ops_nn;
 mod pipelines;
 mod pool;
 pub mod split;
@@ -23,7 +23,8 @@ use std::sync::Arc;
 
 pub use context::{ALLOW_CPU_ADAPTER_ENV, GpuContext};
 pub use kernels::{
-    BinaryParams, MatmulParams, RmsNormParams, RopeParams, SoftmaxParams, UnaryParams,
+    AttentionParams, BinaryParams, GluParams, LayerNormParams, MatmulParams, PointwiseParams,
+    RmsNormParams, RopeParams, SoftmaxParams, UnaryParams, WriteRowsParams,
 };
 pub use pipelines::{PRELUDE, SHADERS, module_source};
 pub use pool::PoolStats;

@@ -13,6 +13,11 @@ use crate::ops::rope::{RopeConfig, RopeMode, fill_cache, token_pos};
 use crate::storage::Storage;
 use crate::{DType, Result, Tensor, TensorError};
 
+pub use super::ops_nn::{
+    attention, geglu_f16_table, get_rows, layer_norm, rope_2d, scale, softcap, swiglu, write_rows,
+    zeros,
+};
+
 /// The ops this backend runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GpuOp {
@@ -38,7 +43,7 @@ pub fn supports(op: GpuOp, dtype: DType) -> bool {
 }
 
 /// The buffer of a whole GPU tensor.
-fn buffer<'a>(t: &'a Tensor, op: &'static str) -> Result<&'a GpuBuffer> {
+pub(super) fn buffer<'a>(t: &'a Tensor, op: &'static str) -> Result<&'a GpuBuffer> {
     let Storage::Gpu(buf) = t.storage() else {
         return Err(TensorError::Unsupported {
             op,
@@ -51,7 +56,11 @@ fn buffer<'a>(t: &'a Tensor, op: &'static str) -> Result<&'a GpuBuffer> {
 }
 
 /// The buffer of a whole f32 GPU tensor on the same device as `ctx`.
-fn f32_buffer<'a>(t: &'a Tensor, ctx: &GpuContext, op: &'static str) -> Result<&'a GpuBuffer> {
+pub(super) fn f32_buffer<'a>(
+    t: &'a Tensor,
+    ctx: &GpuContext,
+    op: &'static str,
+) -> Result<&'a GpuBuffer> {
     if t.dtype() != DType::F32 {
         return Err(TensorError::Unsupported {
             op,
@@ -69,14 +78,14 @@ fn f32_buffer<'a>(t: &'a Tensor, ctx: &GpuContext, op: &'static str) -> Result<&
 }
 
 /// A new f32 GPU tensor of `shape` on `ctx`, to be filled by a kernel.
-fn output(ctx: &GpuContext, shape: &[usize]) -> Result<(Tensor, GpuBuffer)> {
+pub(super) fn output(ctx: &GpuContext, shape: &[usize]) -> Result<(Tensor, GpuBuffer)> {
     let numel: usize = shape.iter().product();
     let buf = ctx.alloc(numel * 4)?;
     let t = Tensor::new(DType::F32, shape, Storage::Gpu(buf.clone()))?;
     Ok((t, buf))
 }
 
-fn mismatch(op: &'static str, detail: String) -> TensorError {
+pub(super) fn mismatch(op: &'static str, detail: String) -> TensorError {
     TensorError::ShapeMismatch { op, detail }
 }
 
@@ -176,7 +185,7 @@ pub fn silu(x: &Tensor) -> Result<Tensor> {
 }
 
 /// Rows of the last dimension and their length.
-fn rows_cols(x: &Tensor) -> (usize, usize) {
+pub(super) fn rows_cols(x: &Tensor) -> (usize, usize) {
     let cols = x.shape().last().copied().unwrap_or(1);
     (x.numel() / cols.max(1), cols)
 }
@@ -318,4 +327,3 @@ fn check_rope(n_tokens: usize, head_dim: usize, n_pos: usize, cfg: &RopeConfig) 
     }
     Ok(())
 }
-pub use super::ops_pending::*;

@@ -19,6 +19,12 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("rms_norm", include_str!("../../shaders/rms_norm.wgsl")),
     ("softmax", include_str!("../../shaders/softmax.wgsl")),
     ("rope", include_str!("../../shaders/rope.wgsl")),
+    ("attention", include_str!("../../shaders/attention.wgsl")),
+    ("layer_norm", include_str!("../../shaders/layer_norm.wgsl")),
+    ("write_rows", include_str!("../../shaders/write_rows.wgsl")),
+    ("pointwise", include_str!("../../shaders/pointwise.wgsl")),
+    ("glu", include_str!("../../shaders/glu.wgsl")),
+    ("geglu", include_str!("../../shaders/geglu.wgsl")),
 ];
 
 /// The full module text of shader `name` (prelude + file), or `None` for an unknown name.

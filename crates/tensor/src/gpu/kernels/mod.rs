@@ -4,18 +4,24 @@
 //! Kernels work on raw buffers and element counts; `gpu::ops` checks tensors and shapes.
 //! Bindings follow one order everywhere: inputs, output, then the uniform params.
 
+mod attention;
 mod elementwise;
 mod matmul;
+mod nn;
 mod rope;
 mod rows;
 
+pub use attention::AttentionParams;
 pub use elementwise::{BinaryParams, UnaryParams};
 pub use matmul::MatmulParams;
+pub use nn::{GluParams, LayerNormParams, PointwiseParams, WriteRowsParams};
 pub use rope::RopeParams;
 pub use rows::{RmsNormParams, SoftmaxParams};
 
+pub(crate) use attention::{AttnCall, KvBuf, MAX_HEAD_DIM, attention};
 pub(crate) use elementwise::{binary, unary};
 pub(crate) use matmul::{matmul, weight_type_constant};
+pub(crate) use nn::{NormAffine, clear, copy_ranges, glu, layer_norm, pointwise, write_rows_f16};
 pub(crate) use rope::{RopeShape, rope};
 pub(crate) use rows::{rms_norm, softmax};
 

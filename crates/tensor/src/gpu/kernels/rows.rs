@@ -39,7 +39,7 @@ pub struct SoftmaxParams {
 
 /// A whole-buffer binding for an optional operand, or a stand-in when it is absent (the
 /// shader never reads it then, but every binding needs a buffer).
-fn optional_binding<'a>(
+pub(super) fn optional_binding<'a>(
     operand: Option<(&'a GpuBuffer, usize)>,
     stand_in: &'a GpuBuffer,
     limit: u64,
