@@ -5,6 +5,7 @@ mod audio;
 mod chat;
 mod errors;
 mod info;
+mod limits;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -111,7 +112,7 @@ fn options() -> ServerOptions {
         max_body_bytes: 1 << 20,
         allow_remote_media: false,
         max_audio_seconds: 600.0,
-        log_requests: false,
+        ..ServerOptions::default()
     }
 }
 
