@@ -66,7 +66,10 @@ fn too_long_prompt_is_refused_and_the_slot_goes_on() {
     let out = run_one(&engine, text_request(&long, 4));
     match out.error {
         Some(EngineError::InvalidRequest(m)) => {
-            assert!(m.contains("the context holds 64 per slot"), "{m}")
+            assert!(
+                m.starts_with("the prompt has ") && m.contains("the context holds 64 per slot"),
+                "{m}"
+            )
         }
         other => panic!("expected InvalidRequest, got {other:?}"),
     }
@@ -80,6 +83,15 @@ fn too_long_prompt_is_refused_and_the_slot_goes_on() {
     let usage = out.usage.unwrap();
     assert!(
         usage.prompt_tokens + usage.completion_tokens <= 64 + 1,
+        "{usage:?}"
+    );
+    // A max_tokens beyond the context is clamped to the room the prompt leaves.
+    let mut greedy_long = text_request(LONG_PROMPT, 100_000);
+    greedy_long.sampling.temperature = 0.0;
+    let out = run_one(&engine, greedy_long);
+    let usage = out.usage.unwrap();
+    assert!(
+        usage.completion_tokens <= 64 - usage.prompt_tokens,
         "{usage:?}"
     );
 }
