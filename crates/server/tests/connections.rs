@@ -237,3 +237,25 @@ async fn connections_beyond_the_cap_wait_until_one_closes() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_claimed_terabyte_allocates_nothing_and_times_out() {
+    bounded(async {
+        let limit = Duration::from_millis(800);
+        let options = ServerOptions {
+            body_timeout: Some(limit),
+            ..ServerOptions::default()
+        };
+        let (server, backend) = start(options).await;
+        let before = common::rss_bytes();
+        let head = "POST /v1/chat/completions HTTP/1.1\r\nHost: t\r\n\
+                    Content-Type: application/json\r\nContent-Length: 1000000000000\r\n\r\n{}";
+        let reply = exchange(server.addr, head.as_bytes()).await;
+        assert_eq!(reply.status, 408, "{}", reply.body);
+        let grown = common::rss_bytes().saturating_sub(before);
+        assert!(grown < 16 << 20, "RSS grew by {grown} bytes");
+        assert_eq!(backend.submitted.load(Ordering::SeqCst), 0);
+        server.stop().await;
+    })
+    .await;
+}

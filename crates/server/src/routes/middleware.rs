@@ -148,15 +148,10 @@ pub(super) async fn read_body(
 ) -> Response {
     let options = state.options();
     let max = options.max_body_bytes;
+    // The body is collected as it arrives, whatever `Content-Length` claims. An over-long
+    // body is refused once the limit is reached, not from its header: an honest client then
+    // has most of its upload sent and reads the 413 instead of a reset connection.
     let too_large = || ApiError::RequestTooLarge(max >> 20).into_response();
-    let claimed = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
-    if claimed.is_some_and(|n| n > max as u64) {
-        return too_large();
-    }
     let (parts, body) = req.into_parts();
     let read = axum::body::to_bytes(body, max);
     let read = match options.body_timeout {
