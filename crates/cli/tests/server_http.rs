@@ -247,7 +247,25 @@ fn serves_chat_with_an_image_and_reports_errors() {
 
 #[test]
 fn api_key_guards_the_api_but_not_health() {
-    let server = start(&["--api-key", "sekret", "--parallel", "1", "-c", "256"]);
+    // With every limit flag set, so their mapping onto the server's options is exercised.
+    let server = start(&[
+        "--api-key",
+        "sekret",
+        "--parallel",
+        "1",
+        "-c",
+        "256",
+        "--timeout",
+        "30",
+        "--header-timeout",
+        "5",
+        "--body-timeout",
+        "5",
+        "--max-connections",
+        "8",
+        "--max-queue",
+        "2",
+    ]);
     server.wait_ready();
     let (status, body) = server.get("/v1/models");
     assert_eq!(
@@ -288,4 +306,25 @@ fn a_model_that_cannot_load_exits_1_with_one_error_line() {
         .filter(|l| l.starts_with("error: "))
         .collect();
     assert_eq!(errors.len(), 1, "{stderr}");
+}
+
+#[test]
+fn serve_help_lists_the_limit_flags() {
+    let out = Command::new(env!("CARGO_BIN_EXE_mtmd"))
+        .args(["serve", "--help"])
+        .output()
+        .expect("mtmd serve --help");
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for flag in [
+        "--timeout <SECONDS>",
+        "--header-timeout <SECONDS>",
+        "--body-timeout <SECONDS>",
+        "--max-connections <N>",
+        "--max-queue <N>",
+        "--api-key",
+        "--max-body-mb",
+    ] {
+        assert!(help.contains(flag), "{flag} missing from:\n{help}");
+    }
 }

@@ -41,6 +41,19 @@ pub enum ApiError {
     InvalidApiKey,
     #[error("request body too large (the limit is {0} MB; see --max-body-mb)")]
     RequestTooLarge(usize),
+    /// The body did not arrive within `--body-timeout`.
+    #[error("the request body did not arrive within {0} s (--body-timeout)")]
+    BodyTimeout(String),
+    /// The request was not answered within `--timeout` (its generation was stopped).
+    #[error(
+        "the request took longer than the server's limit of {0} s (--timeout); its generation was stopped"
+    )]
+    Timeout(String),
+    /// `--parallel` requests run and `--max-queue` wait already.
+    #[error(
+        "the server is busy: {0} requests are already waiting for a slot (--max-queue); retry later"
+    )]
+    QueueFull(usize),
     #[error("Loading model")]
     Unavailable,
     /// The model failed to load; the server stays up to say why.
@@ -76,6 +89,13 @@ impl ApiError {
                 "invalid_api_key",
             ),
             RequestTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, INVALID, "request_too_large"),
+            BodyTimeout(_) => (StatusCode::REQUEST_TIMEOUT, INVALID, "request_timeout"),
+            Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "timeout_error", "timeout"),
+            QueueFull(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable_error",
+                "queue_full",
+            ),
             Unavailable => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable_error",
@@ -148,9 +168,24 @@ impl From<EngineError> for ApiError {
     }
 }
 
+/// `d` in seconds as the messages show it ("30", "0.5").
+pub fn seconds(d: std::time::Duration) -> String {
+    d.as_secs_f64().to_string()
+}
+
+/// Seconds a client refused for a full queue is told to wait (`Retry-After`).
+pub const RETRY_AFTER_SECONDS: u64 = 1;
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status(), Json(self.body())).into_response()
+        let mut response = (self.status(), Json(self.body())).into_response();
+        if matches!(self, ApiError::QueueFull(_)) {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(RETRY_AFTER_SECONDS),
+            );
+        }
+        response
     }
 }
 
@@ -170,6 +205,9 @@ mod tests {
             (ApiError::InvalidApiKey, 401, "invalid_api_key"),
             (ApiError::RequestTooLarge(1), 413, "request_too_large"),
             (ApiError::Unavailable, 503, "unavailable"),
+            (ApiError::QueueFull(64), 503, "queue_full"),
+            (ApiError::BodyTimeout("30".into()), 408, "request_timeout"),
+            (ApiError::Timeout("600".into()), 504, "timeout"),
             (
                 ApiError::Engine(EngineError::InvalidRequest("long".into())),
                 400,

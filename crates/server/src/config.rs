@@ -26,12 +26,14 @@ pub enum ConfigError {
     NoBody,
     #[error("the audio length limit (--max-audio-seconds) must be a positive number of seconds")]
     NoAudioLength,
+    #[error("the connection cap (--max-connections) must be at least 1")]
+    NoConnections,
     #[error("{}: no such file", .0.display())]
     NoSuchFile(std::path::PathBuf),
 }
 
 impl Config {
-    /// Checks what can be checked without loading anything: slot count, body and audio limits, and
+    /// Checks what can be checked without loading anything: slot count, body, audio and connection limits, and
     /// that the model (and mmproj) files exist.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.engine.n_slots == 0 {
@@ -39,6 +41,9 @@ impl Config {
         }
         if self.http.max_body_bytes == 0 {
             return Err(ConfigError::NoBody);
+        }
+        if self.http.max_connections == 0 {
+            return Err(ConfigError::NoConnections);
         }
         let seconds = self.http.max_audio_seconds;
         if !(seconds.is_finite() && seconds > 0.0) {

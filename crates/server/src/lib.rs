@@ -8,11 +8,13 @@
 //! `api_error.rs` the error -> status table; `media_input.rs` turns `image_url` parts into
 //! bitmaps and `input_audio` parts (and uploaded files) into audio clips; `metrics_text.rs`
 //! renders `/metrics`; `web.rs` serves the chat page; `config.rs` and `serve.rs` are [`Config`] and
-//! the [`run`] / [`serve`] entry points.
+//! the [`run`] / [`serve`] / [`serve_on`] entry points; `connections.rs` the accept loop
+//! (header timeout, connection cap).
 
 mod api_error;
 pub mod backend;
 mod config;
+mod connections;
 pub mod engine;
 mod media_input;
 mod metrics_text;
@@ -26,5 +28,8 @@ pub use backend::{
 };
 pub use config::{Config, ConfigError};
 pub use engine::{Engine, EngineConfig, LoadError};
-pub use routes::{AppState, DEFAULT_MAX_AUDIO_SECONDS, ServerOptions, router};
-pub use serve::{ServeError, run, serve};
+pub use routes::{
+    AppState, DEFAULT_BODY_TIMEOUT, DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_AUDIO_SECONDS,
+    DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_QUEUE, DEFAULT_REQUEST_TIMEOUT, ServerOptions, router,
+};
+pub use serve::{ServeError, run, serve, serve_on};

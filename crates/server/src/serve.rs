@@ -1,12 +1,14 @@
 //! [`run`] / [`serve`]: bind, load the engine in the background (clients see 503 "Loading
 //! model" meanwhile), serve [`router`] until Ctrl-C / SIGTERM, drain open streams.
 
+use std::future::Future;
 use std::io::IsTerminal;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::backend::Backend;
 use crate::config::{Config, ConfigError};
+use crate::connections::{ConnLimits, serve_connections};
 use crate::engine::{Engine, EngineConfig, LoadError};
 use crate::routes::{AppState, router};
 
@@ -95,30 +97,45 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         });
     }
 
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = axum::serve(listener, router(state.clone()))
-        .with_graceful_shutdown(async {
-            let _ = stop_rx.await;
-        })
-        .into_future();
-    let mut server = tokio::spawn(server);
-    tokio::select! {
-        joined = &mut server => {
-            return match joined {
-                Ok(result) => result.map_err(ServeError::Stopped),
-                Err(e) => Err(ServeError::Task(e.to_string())),
-            };
+    let stop = async move {
+        tokio::select! {
+            _ = shutdown_signal() => eprintln!("shutting down"),
+            _ = load_failed.notified() => {}
         }
-        _ = shutdown_signal() => eprintln!("shutting down"),
-        _ = load_failed.notified() => {}
+    };
+    serve_on(listener, state.clone(), stop).await;
+    match state.load_error() {
+        Some(e) => Err(ServeError::Load(e.to_owned())),
+        None => Ok(()),
+    }
+}
+
+/// Serves [`router`]`(state)` on `listener` until `shutdown` completes, with the connection
+/// limits of `state`'s [`ServerOptions`](crate::ServerOptions) (header timeout, connection
+/// cap); requests still open then get 5 s to finish. For embedding the server on a listener
+/// of one's own (tests bind port 0 and read its address first).
+pub async fn serve_on(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    let options = state.options();
+    let limits = ConnLimits {
+        header_timeout: options.header_timeout,
+        max_connections: options.max_connections,
+    };
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let stopped = async {
+        let _ = stop_rx.await;
+    };
+    let mut server = tokio::spawn(serve_connections(listener, router(state), limits, stopped));
+    tokio::select! {
+        _ = &mut server => return,
+        _ = shutdown => {}
     }
     let _ = stop_tx.send(());
     if tokio::time::timeout(DRAIN, &mut server).await.is_err() {
         server.abort();
-    }
-    match state.load_error() {
-        Some(e) => Err(ServeError::Load(e.to_owned())),
-        None => Ok(()),
     }
 }
 

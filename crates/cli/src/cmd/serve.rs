@@ -51,6 +51,29 @@ pub struct Args {
     /// Longest audio clip accepted in a request, in seconds.
     #[arg(long, default_value_t = server::DEFAULT_MAX_AUDIO_SECONDS)]
     pub max_audio_seconds: f64,
+    /// Longest a request may take once its body is read (queue wait, prompt and generation),
+    /// in seconds; past it the generation stops and the client gets 504 (or a final error
+    /// event when streaming). 0: no limit.
+    #[arg(long, value_name = "SECONDS", default_value_t = server::DEFAULT_REQUEST_TIMEOUT.as_secs())]
+    pub timeout: u64,
+    /// Seconds a connection may take to send a request's headers, or stay idle between
+    /// keep-alive requests, before it is closed. 0: no limit.
+    #[arg(long, value_name = "SECONDS", default_value_t = server::DEFAULT_HEADER_TIMEOUT.as_secs())]
+    pub header_timeout: u64,
+    /// Seconds a request's body may take to arrive; slower ones get 408. 0: no limit.
+    #[arg(long, value_name = "SECONDS", default_value_t = server::DEFAULT_BODY_TIMEOUT.as_secs())]
+    pub body_timeout: u64,
+    /// Open connections at most; more wait to be accepted until one closes.
+    #[arg(long, value_name = "N", default_value_t = server::DEFAULT_MAX_CONNECTIONS)]
+    pub max_connections: usize,
+    /// Requests that may wait for a slot; more are answered 503 with Retry-After.
+    #[arg(long, value_name = "N", default_value_t = server::DEFAULT_MAX_QUEUE)]
+    pub max_queue: usize,
+}
+
+/// `secs` as an optional limit (0: none).
+fn limit(secs: u64) -> Option<std::time::Duration> {
+    (secs > 0).then(|| std::time::Duration::from_secs(secs))
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -59,6 +82,9 @@ pub fn run(args: Args) -> Result<()> {
     }
     if args.max_body_mb == 0 {
         bail!("--max-body-mb must be at least 1");
+    }
+    if args.max_connections == 0 {
+        bail!("--max-connections must be at least 1");
     }
     args.runtime.compute.apply()?;
     let resolved = args.model.resolve_or_default(true)?;
@@ -88,6 +114,11 @@ pub fn run(args: Args) -> Result<()> {
             allow_remote_media: args.allow_remote_media,
             max_audio_seconds: args.max_audio_seconds,
             log_requests: true,
+            header_timeout: limit(args.header_timeout),
+            body_timeout: limit(args.body_timeout),
+            request_timeout: limit(args.timeout),
+            max_connections: args.max_connections,
+            max_queue: args.max_queue,
         },
     };
     Ok(server::run(config)?)

@@ -186,7 +186,8 @@ impl Slot {
         let model = &self.shared.model;
         let room = self.session.n_ctx().saturating_sub(self.session.n_tokens());
         let params = GenerateParams {
-            max_tokens: job.request.max_tokens.unwrap_or(room),
+            // A larger max_tokens is clamped to the room (the HTTP layer reports it).
+            max_tokens: job.request.max_tokens.map_or(room, |m| m.min(room)),
             sampling: job.request.sampling.clone(),
             stop: job.request.stop.clone(),
             ignore_eog: false,

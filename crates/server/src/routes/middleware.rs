@@ -1,15 +1,17 @@
 //! The layers around every handler: request counting and the per-request log line
-//! ([`observe`]), CORS ([`cors`]) and the API-key check ([`require_key`]).
+//! ([`observe`]), CORS ([`cors`]), the API-key check ([`require_key`]) and the bounded,
+//! timed read of the body ([`read_body`]).
 
 use std::time::Instant;
 
+use axum::body::Body;
 use axum::extract::{MatchedPath, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::AppState;
-use crate::api_error::ApiError;
+use crate::api_error::{ApiError, seconds};
 
 /// Token counts a handler attaches to its response for the log line.
 #[derive(Debug, Clone, Copy)]
@@ -121,7 +123,62 @@ pub(super) async fn require_key(
     next.run(req).await
 }
 
-/// Compares without stopping at the first differing byte (no timing hint about the key).
-fn same_key(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// Whether `given` is `key`, in a time that depends on `given`'s length only: every byte of
+/// `given` is compared (against `key` repeated), the length difference is folded into the same
+/// accumulator, and nothing stops early, so neither the key's bytes nor its length can be
+/// found by timing wrong guesses.
+pub(super) fn same_key(given: &[u8], key: &[u8]) -> bool {
+    if key.is_empty() {
+        return false;
+    }
+    let mut diff = u64::from(given.len() != key.len());
+    for (i, g) in given.iter().enumerate() {
+        diff |= u64::from(g ^ key[i % key.len()]);
+    }
+    std::hint::black_box(diff) == 0
+}
+
+/// Reads the whole body before the handler runs, within `--body-timeout` and
+/// `--max-body-mb`: a client that trickles its body gets 408 and never reaches the engine
+/// (nor holds a slot), and nothing is allocated by the size a client claims.
+pub(super) async fn read_body(
+    State(state): State<AppState>,
+    req: axum::extract::Request,
+    next: Next,
+) -> Response {
+    let options = state.options();
+    let max = options.max_body_bytes;
+    // The body is collected as it arrives, whatever `Content-Length` claims. An over-long
+    // body is refused once the limit is reached, not from its header: an honest client then
+    // has most of its upload sent and reads the 413 instead of a reset connection.
+    let too_large = || ApiError::RequestTooLarge(max >> 20).into_response();
+    let (parts, body) = req.into_parts();
+    let read = axum::body::to_bytes(body, max);
+    let read = match options.body_timeout {
+        Some(limit) => match tokio::time::timeout(limit, read).await {
+            Ok(read) => read,
+            Err(_) => return ApiError::BodyTimeout(seconds(limit)).into_response(),
+        },
+        None => read.await,
+    };
+    match read {
+        Ok(bytes) => {
+            next.run(axum::extract::Request::from_parts(parts, Body::from(bytes)))
+                .await
+        }
+        Err(e) if is_length_limit(&e) => too_large(),
+        Err(e) => ApiError::InvalidRequest(format!("could not read the request body: {e}"))
+            .into_response(),
+    }
+}
+
+fn is_length_limit(e: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        if s.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = s.source();
+    }
+    false
 }

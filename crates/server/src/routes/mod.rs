@@ -21,7 +21,10 @@ use axum::extract::DefaultBodyLimit;
 use axum::middleware::{from_fn, from_fn_with_state};
 use axum::routing::{get, post};
 
-pub use state::{AppState, DEFAULT_MAX_AUDIO_SECONDS, ServerOptions};
+pub use state::{
+    AppState, DEFAULT_BODY_TIMEOUT, DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_AUDIO_SECONDS,
+    DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_QUEUE, DEFAULT_REQUEST_TIMEOUT, ServerOptions,
+};
 
 /// The whole HTTP API over `state` (whose backend may be set later: until then the model
 /// endpoints answer 503 "Loading model").
@@ -38,6 +41,8 @@ pub fn router(state: AppState) -> Router {
         .route("/models", get(info::models))
         .route("/v1/models/{*id}", get(info::model_by_id))
         .route("/props", get(info::props))
+        // The key is checked first: an unauthenticated client's body is never read.
+        .route_layer(from_fn_with_state(state.clone(), middleware::read_body))
         .route_layer(from_fn_with_state(state.clone(), middleware::require_key));
     Router::new()
         .route("/", get(info::index))

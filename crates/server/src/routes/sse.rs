@@ -91,6 +91,21 @@ pub(super) fn data(value: &Value) -> SseEvent {
 }
 
 impl<W: Wire> Relay<W> {
+    /// Ends the stream with one error event.
+    fn fail(&mut self, error: ApiError, note: &'static str) {
+        self.pending.push_back(data(&error.body()));
+        self.ended = true;
+        self.note = note;
+    }
+
+    /// The next engine event; `None` once the request's deadline has passed.
+    async fn next(&mut self) -> Option<Option<Event>> {
+        match self.origin.deadline() {
+            Some(at) => tokio::time::timeout_at(at, self.rx.recv()).await.ok(),
+            None => Some(self.rx.recv().await),
+        }
+    }
+
     /// Queues the SSE events one engine event turns into.
     fn push(&mut self, event: Event) {
         match event {
@@ -109,11 +124,7 @@ impl<W: Wire> Relay<W> {
                 let event = self.wire.text(&piece);
                 self.pending.push_back(data(&event));
             }
-            Event::Error(e) => {
-                self.pending.push_back(data(&ApiError::from(e).body()));
-                self.ended = true;
-                self.note = " (engine error)";
-            }
+            Event::Error(e) => self.fail(ApiError::from(e), " (engine error)"),
             done @ Event::Done { .. } => {
                 let f = finished(&done);
                 if let Some(f) = &f {
@@ -156,10 +167,16 @@ pub(super) fn sse_response(
             if relay.ended {
                 return None;
             }
-            match relay.rx.recv().await {
-                Some(event) => relay.push(event),
-                None => {
+            match relay.next().await {
+                Some(Some(event)) => relay.push(event),
+                Some(None) => {
                     relay.push(Event::Error(EngineError::Internal(ENGINE_VANISHED.into())));
+                }
+                None => {
+                    // Closing the channel stops the generation now, not at the next token.
+                    relay.rx.close();
+                    let error = relay.origin.timeout_error();
+                    relay.fail(error, " (timeout)");
                 }
             }
         }

@@ -1,7 +1,9 @@
 //! [`AppState`]: what every handler shares (the backend once loaded, the HTTP options and
 //! the request counters), and [`ServerOptions`], the HTTP layer's settings.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use crate::api_error::ApiError;
 use crate::backend::Backend;
@@ -10,6 +12,13 @@ use crate::metrics_text::HttpCounters;
 
 /// Default of [`ServerOptions::max_audio_seconds`] (`--max-audio-seconds`): ten minutes.
 pub const DEFAULT_MAX_AUDIO_SECONDS: f64 = 600.0;
+
+/// Defaults of the connection and request limits (`mtmd serve` flags of the same names).
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(600);
+pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
+pub const DEFAULT_MAX_QUEUE: usize = 64;
 
 /// Settings of the HTTP layer.
 #[derive(Debug, Clone)]
@@ -23,6 +32,50 @@ pub struct ServerOptions {
     pub max_audio_seconds: f64,
     /// Print one line per request on stderr.
     pub log_requests: bool,
+    /// A connection must deliver a request's head (line and headers) within this time, also
+    /// when it sits idle between keep-alive requests; else it is closed (`None`: no limit).
+    /// Applies to [`crate::serve`] / [`crate::serve_on`], not to a router mounted elsewhere.
+    pub header_timeout: Option<Duration>,
+    /// A request's whole body must arrive within this time; else 408 `request_timeout`.
+    pub body_timeout: Option<Duration>,
+    /// A request must be answered (queue wait, prompt and generation) within this time once
+    /// its body is read; else 504 `timeout` (an error event when streaming) and its generation
+    /// stops (`--timeout`; `None`: no limit).
+    pub request_timeout: Option<Duration>,
+    /// Open connections at most; further ones wait in the listen backlog until one closes
+    /// (applies to [`crate::serve`] / [`crate::serve_on`]).
+    pub max_connections: usize,
+    /// Generation requests that may wait for a slot; one more is answered 503 `queue_full`
+    /// with `Retry-After`.
+    pub max_queue: usize,
+}
+
+impl Default for ServerOptions {
+    /// What `mtmd serve` uses without flags (no key, 64 MB bodies, no remote media, no log).
+    fn default() -> Self {
+        ServerOptions {
+            api_key: None,
+            max_body_bytes: 64 << 20,
+            allow_remote_media: false,
+            max_audio_seconds: DEFAULT_MAX_AUDIO_SECONDS,
+            log_requests: false,
+            header_timeout: Some(DEFAULT_HEADER_TIMEOUT),
+            body_timeout: Some(DEFAULT_BODY_TIMEOUT),
+            request_timeout: Some(DEFAULT_REQUEST_TIMEOUT),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_queue: DEFAULT_MAX_QUEUE,
+        }
+    }
+}
+
+/// A generation request counted against `--parallel` + `--max-queue` until it is dropped
+/// (answered, failed or abandoned by its client).
+pub(super) struct Admission(Arc<Shared>);
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// What every handler shares: the backend once loaded, options and counters.
@@ -34,6 +87,8 @@ struct Shared {
     load_error: OnceLock<String>,
     options: ServerOptions,
     http: HttpCounters,
+    /// Generation requests submitted and not yet dropped.
+    in_flight: AtomicUsize,
 }
 
 impl AppState {
@@ -43,6 +98,7 @@ impl AppState {
             load_error: OnceLock::new(),
             options,
             http: HttpCounters::default(),
+            in_flight: AtomicUsize::new(0),
         }))
     }
 
@@ -75,7 +131,22 @@ impl AppState {
         }
     }
 
-    pub(super) fn options(&self) -> &ServerOptions {
+    /// Admits one more generation request, or refuses it when `n_slots` are busy and
+    /// `max_queue` wait already. Counted here rather than in the engine so that the bound
+    /// holds for any backend and is checked before the request is submitted.
+    pub(super) fn admit(&self, n_slots: usize) -> Result<Admission, ApiError> {
+        let max_queue = self.0.options.max_queue;
+        let bound = n_slots.saturating_add(max_queue);
+        self.0
+            .in_flight
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < bound).then_some(n + 1)
+            })
+            .map(|_| Admission(self.0.clone()))
+            .map_err(|_| ApiError::QueueFull(max_queue))
+    }
+
+    pub(crate) fn options(&self) -> &ServerOptions {
         &self.0.options
     }
 

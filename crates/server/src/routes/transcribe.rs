@@ -194,7 +194,7 @@ pub(super) async fn transcriptions(
     uri: axum::http::Uri,
     multipart: Result<Multipart, MultipartRejection>,
 ) -> Result<Response, ApiError> {
-    let origin = Origin::new(&state, method, &uri);
+    let mut origin = Origin::new(&state, method, &uri);
     let backend = state.backend()?;
     let multipart = multipart.map_err(|r| {
         if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
@@ -241,6 +241,7 @@ pub(super) async fn transcriptions(
         max_tokens: opts.max_tokens,
         stop: Vec::new(),
     };
+    origin.admit(&state, &*backend)?;
     transcribe(backend, request, opts.format, opts.stream, origin).await
 }
 
@@ -254,7 +255,7 @@ async fn transcribe(
     let mut rx = backend.submit(request);
     if stream {
         // As for chat: a request the engine refuses outright still gets its HTTP status.
-        let first = rx.recv().await.ok_or_else(engine_vanished)?;
+        let first = origin.next_event(&mut rx).await?;
         if let Event::Error(e) = first {
             return Err(e.into());
         }
@@ -265,7 +266,7 @@ async fn transcribe(
     }
     let mut text = String::new();
     loop {
-        match rx.recv().await.ok_or_else(engine_vanished)? {
+        match origin.next_event(&mut rx).await? {
             Event::Started { .. } => {}
             Event::Text(piece) => text.push_str(&piece),
             Event::Error(e) => return Err(e.into()),
