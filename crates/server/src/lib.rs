@@ -14,6 +14,8 @@ mod api_error;
 pub mod backend;
 mod config;
 pub mod engine;
+#[doc(hidden)]
+pub mod fuzzing;
 mod media_input;
 mod metrics_text;
 mod openai;

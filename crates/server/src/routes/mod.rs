@@ -22,6 +22,7 @@ use axum::middleware::{from_fn, from_fn_with_state};
 use axum::routing::{get, post};
 
 pub use state::{AppState, DEFAULT_MAX_AUDIO_SECONDS, ServerOptions};
+pub(crate) use transcribe::check_form as check_transcription_form;
 
 /// The whole HTTP API over `state` (whose backend may be set later: until then the model
 /// endpoints answer 503 "Loading model").
