@@ -304,3 +304,49 @@ fn other_errors_are_one_line_too() {
     assert_one_line_error(&mtmd_str(&["gguf", q, "--bogus"]), "--bogus");
     assert_one_line_error(&mtmd_str(&["frobnicate"]), "frobnicate");
 }
+
+#[test]
+fn huge_keys_and_names_do_not_break_the_listing() {
+    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR")).join("gguf_cmd_huge_names");
+    std::fs::create_dir_all(&tmp).unwrap();
+    // A 1 MiB key used to make the column width overflow the formatter (a panic).
+    let mut w = gguf::GgufWriter::new();
+    w.add_kv(&"k".repeat(1 << 20), gguf::Value::U8(1));
+    w.add_kv("line\nbreak", gguf::Value::String("v".repeat(100_000)));
+    w.add_tensor(&"t".repeat(63), gguf::GgmlType::F32, &[1], &[0; 4]);
+    w.add_tensor("tab\there", gguf::GgmlType::F32, &[1], &[0; 4]);
+    let path = tmp.join("huge_key.gguf");
+    w.write_to(&path).unwrap();
+    let out = mtmd(&["gguf".as_ref(), path.as_os_str()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains(&format!("{}…", "k".repeat(63))), "{text}");
+    assert!(
+        text.contains("line\\nbreak") && text.contains("tab\\there"),
+        "{text}"
+    );
+    let longest = text.lines().map(|l| l.chars().count()).max().unwrap();
+    assert!(longest < 400, "a line of {longest} chars");
+    stdout_json(&mtmd(&[
+        "gguf".as_ref(),
+        path.as_os_str(),
+        "--json".as_ref(),
+    ]));
+
+    // A 1 MiB tensor name is refused by the reader, in one short line.
+    let mut w = gguf::GgufWriter::new();
+    w.add_tensor(&"t".repeat(1 << 20), gguf::GgmlType::F32, &[1], &[0; 4]);
+    let path = tmp.join("huge_name.gguf");
+    w.write_to(&path).unwrap();
+    let out = mtmd(&["gguf".as_ref(), path.as_os_str()]);
+    assert_one_line_error(&out, "at most 63 allowed");
+    assert!(
+        out.stderr.len() < 400,
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

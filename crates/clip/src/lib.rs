@@ -16,6 +16,7 @@ pub mod models;
 pub mod preprocess;
 pub mod projector;
 pub mod registry;
+pub mod tower;
 pub mod vit;
 
 pub use bitmap::{Bitmap, BitmapError};

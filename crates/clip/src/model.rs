@@ -55,6 +55,23 @@ impl ClipModel {
         })
     }
 
+    /// Runs the encoder's transformer blocks on `device` (a GPU: weights uploaded once);
+    /// the CPU keeps everything where it is.
+    pub fn place(&mut self, device: &tensor::Device) -> Result<(), ClipError> {
+        match device {
+            tensor::Device::Cpu => Ok(()),
+            #[cfg(feature = "gpu")]
+            tensor::Device::Gpu(ctx) => self
+                .encoder
+                .offload(&tensor::exec::GpuExec::new(ctx.clone())),
+        }
+    }
+
+    /// Whether the encoder's blocks run on a GPU.
+    pub fn on_gpu(&self) -> bool {
+        self.encoder.on_gpu()
+    }
+
     /// The descriptor of this file's projector type.
     pub fn projector(&self) -> &'static Projector {
         self.projector

@@ -7,7 +7,8 @@ use std::ops::Range;
 use gguf::GgufFile;
 use tensor::Tensor;
 use tensor::cpu;
-use tensor::ops::attention::{AttnMask, AttnParams, KvData};
+use tensor::exec::{CpuExec, Exec, Unary};
+use tensor::ops::attention::AttnParams;
 use tensor::ops::rope::RopeConfig;
 
 use crate::ClipError;
@@ -69,10 +70,36 @@ impl<'a> WeightLoader<'a> {
     }
 }
 
-/// `y = x · Wᵀ + b` with `W` `[out, in]` in any dtype.
-pub struct Linear {
+/// `y = x · Wᵀ + b` with `W` `[out, in]` in any dtype. `V` holds the bias: host `Vec<f32>`
+/// as loaded, or a backend's vector once the layer is offloaded.
+pub struct Linear<V = Vec<f32>> {
     pub w: Tensor,
-    pub b: Option<Vec<f32>>,
+    pub b: Option<V>,
+}
+
+impl<V> Linear<V> {
+    pub fn n_out(&self) -> usize {
+        self.w.shape()[0]
+    }
+
+    pub fn n_in(&self) -> usize {
+        self.w.shape()[1]
+    }
+
+    /// `x` is `[n, in]`; returns `[n, out]`, on backend `e`.
+    pub fn forward_on<E: Exec<Vector = V>>(
+        &self,
+        e: &E,
+        x: &E::Act,
+        n: usize,
+    ) -> Result<E::Act, ClipError> {
+        let mut out = e.alloc(n * self.n_out())?;
+        e.matmul(&self.w, x, n, &mut out)?;
+        if let Some(b) = &self.b {
+            e.add_rows(&mut out, b)?;
+        }
+        Ok(out)
+    }
 }
 
 impl Linear {
@@ -110,14 +137,6 @@ impl Linear {
         Self::load(wl, prefix, n_in, n_out)
     }
 
-    pub fn n_out(&self) -> usize {
-        self.w.shape()[0]
-    }
-
-    pub fn n_in(&self) -> usize {
-        self.w.shape()[1]
-    }
-
     /// `x` is `[n, in]`; returns `[n, out]`.
     pub fn forward(&self, x: &[f32], n: usize) -> Result<Vec<f32>, ClipError> {
         let mut out = vec![0f32; n * self.n_out()];
@@ -136,11 +155,33 @@ pub enum NormKind {
 }
 
 /// Layer norm or RMS norm over rows, with weight and optional bias.
-pub struct Norm {
+pub struct Norm<V = Vec<f32>> {
     pub kind: NormKind,
-    pub w: Vec<f32>,
-    pub b: Option<Vec<f32>>,
+    pub w: V,
+    pub b: Option<V>,
     pub eps: f32,
+}
+
+impl<V> Norm<V> {
+    /// `out = norm(x)` over rows of `cols`, on backend `e`.
+    pub fn forward_on<E: Exec<Vector = V>>(
+        &self,
+        e: &E,
+        x: &E::Act,
+        cols: usize,
+        out: &mut E::Act,
+    ) -> Result<(), ClipError> {
+        match self.kind {
+            NormKind::Layer => e.layer_norm(x, &self.w, self.b.as_ref(), self.eps, cols, out)?,
+            NormKind::Rms => {
+                e.rms_norm(x, &self.w, self.eps, cols, out)?;
+                if let Some(b) = &self.b {
+                    e.add_rows(out, b)?;
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Norm {
@@ -206,12 +247,41 @@ pub fn activate(act: FfnAct, x: &mut [f32]) {
     }
 }
 
+fn unary(act: FfnAct) -> Unary {
+    match act {
+        FfnAct::Gelu => Unary::GeluTanh,
+        FfnAct::Silu => Unary::Silu,
+        FfnAct::GeluQuick => Unary::GeluQuick,
+        FfnAct::GeluErf => Unary::GeluErf,
+    }
+}
+
 /// `down(act(up(x)))`, or `down(act(gate(x)) * up(x))` when a gate exists.
-pub struct Ffn {
-    pub up: Linear,
-    pub gate: Option<Linear>,
-    pub down: Linear,
+pub struct Ffn<V = Vec<f32>> {
+    pub up: Linear<V>,
+    pub gate: Option<Linear<V>>,
+    pub down: Linear<V>,
     pub act: FfnAct,
+}
+
+impl<V> Ffn<V> {
+    pub fn forward_on<E: Exec<Vector = V>>(
+        &self,
+        e: &E,
+        x: &E::Act,
+        n: usize,
+    ) -> Result<E::Act, ClipError> {
+        let mut h = self.up.forward_on(e, x, n)?;
+        match &self.gate {
+            Some(gate) => {
+                let mut g = gate.forward_on(e, x, n)?;
+                e.unary(unary(self.act), &mut g)?;
+                e.mul(&mut h, &g)?;
+            }
+            None => e.unary(unary(self.act), &mut h)?,
+        }
+        self.down.forward_on(e, &h, n)
+    }
 }
 
 impl Ffn {
@@ -230,18 +300,18 @@ impl Ffn {
 }
 
 /// Query/key/value projections: three matrices `[q, k, v]` or one fused `[3·d, d]` matrix.
-pub enum Qkv {
-    Separate(Box<[Linear; 3]>),
-    Fused(Linear),
+pub enum Qkv<V = Vec<f32>> {
+    Separate(Box<[Linear<V>; 3]>),
+    Fused(Linear<V>),
 }
 
 /// One pre-norm ViT block: `x += attn(ln1(x)); x += ffn(ln2(x))`.
-pub struct Block {
-    pub ln1: Norm,
-    pub qkv: Qkv,
-    pub out: Linear,
-    pub ln2: Norm,
-    pub ffn: Ffn,
+pub struct Block<V = Vec<f32>> {
+    pub ln1: Norm<V>,
+    pub qkv: Qkv<V>,
+    pub out: Linear<V>,
+    pub ln2: Norm<V>,
+    pub ffn: Ffn<V>,
 }
 
 /// A 2-D rotary position embedding over image patches.
@@ -260,13 +330,23 @@ pub enum VisionRope<'a> {
 }
 
 impl VisionRope<'_> {
-    fn apply(&self, x: &mut [f32], n: usize, n_head: usize, head_dim: usize) {
+    fn apply_on<E: Exec>(
+        &self,
+        e: &E,
+        x: &mut E::Act,
+        n: usize,
+        n_head: usize,
+        head_dim: usize,
+    ) -> Result<(), ClipError> {
         match *self {
-            VisionRope::Sectioned(cfg, pos) => cpu::rope(x, n, n_head, head_dim, pos, cfg),
-            VisionRope::Axial { base, rows, cols } => {
-                axial_rope(x, n_head, head_dim, base, rows, cols)
-            }
+            VisionRope::Sectioned(cfg, pos) => e.rope(x, n, n_head, head_dim, pos, cfg)?,
+            // No kernel of its own: cheap next to the block's matmuls.
+            VisionRope::Axial { base, rows, cols } => e.on_host(x, &mut |v| {
+                axial_rope(v, n_head, head_dim, base, rows, cols);
+                Ok(())
+            })?,
         }
+        Ok(())
     }
 }
 
@@ -300,6 +380,7 @@ fn axial_rope(
 }
 
 /// How the tokens of one forward pass attend.
+#[derive(Clone, Copy)]
 pub struct AttnSetup<'a> {
     pub n_head: usize,
     pub rope: Option<VisionRope<'a>>,
@@ -367,44 +448,51 @@ impl Block {
         })
     }
 
-    /// Runs the block in place on `x` `[n, n_embd]`.
-    pub fn forward(&self, x: &mut [f32], n: usize, setup: &AttnSetup) -> Result<(), ClipError> {
+    /// Runs the block in place on `x` `[n, n_embd]` on the CPU.
+    pub fn forward(&self, x: &mut Vec<f32>, n: usize, setup: &AttnSetup) -> Result<(), ClipError> {
+        self.forward_on(&CpuExec, x, n, setup)
+    }
+}
+
+impl<V> Block<V> {
+    /// Runs the block in place on `x` `[n, n_embd]` on backend `e`.
+    pub fn forward_on<E: Exec<Vector = V>>(
+        &self,
+        e: &E,
+        x: &mut E::Act,
+        n: usize,
+        setup: &AttnSetup,
+    ) -> Result<(), ClipError> {
         let d = self.out.n_out();
-        let h = self.ln1.forward(x);
+        let mut h = e.alloc(n * d)?;
+        self.ln1.forward_on(e, x, d, &mut h)?;
         let (mut q, mut k, v) = match &self.qkv {
             Qkv::Separate(w) => (
-                w[0].forward(&h, n)?,
-                w[1].forward(&h, n)?,
-                w[2].forward(&h, n)?,
+                w[0].forward_on(e, &h, n)?,
+                w[1].forward_on(e, &h, n)?,
+                w[2].forward_on(e, &h, n)?,
             ),
-            Qkv::Fused(w) => split_qkv(&w.forward(&h, n)?, n, d),
+            Qkv::Fused(w) => {
+                let fused = e.download(w.forward_on(e, &h, n)?)?;
+                let (q, k, v) = split_qkv(&fused, n, d);
+                (e.upload_owned(q)?, e.upload_owned(k)?, e.upload_owned(v)?)
+            }
         };
         let head_dim = d / setup.n_head;
         if let Some(rope) = setup.rope {
-            rope.apply(&mut q, n, setup.n_head, head_dim);
-            rope.apply(&mut k, n, setup.n_head, head_dim);
+            rope.apply_on(e, &mut q, n, setup.n_head, head_dim)?;
+            rope.apply_on(e, &mut k, n, setup.n_head, head_dim)?;
         }
-        let mut att = vec![0f32; n * d];
+        let mut att = e.alloc(n * d)?;
         let params = AttnParams::mha(setup.n_head, head_dim);
-        let all = 0..n;
-        let whole = std::slice::from_ref(&all);
-        for r in setup.windows.unwrap_or(whole) {
-            let span = r.start * d..r.end * d;
-            let pos: Vec<i32> = (0..r.len() as i32).collect();
-            cpu::attention(
-                &q[span.clone()],
-                KvData::F32(&k[span.clone()]),
-                KvData::F32(&v[span.clone()]),
-                &AttnMask::full(&pos, &pos),
-                &params,
-                &mut att[span],
-            );
-        }
-        let o = self.out.forward(&att, n)?;
-        cpu::add(x, &o);
-        let h = self.ln2.forward(x);
-        let f = self.ffn.forward(&h, n)?;
-        cpu::add(x, &f);
+        let all = std::slice::from_ref(&(0..n)).to_vec();
+        let spans = setup.windows.unwrap_or(&all);
+        e.attention_spans(&q, &k, &v, n, spans, &params, &mut att)?;
+        let o = self.out.forward_on(e, &att, n)?;
+        e.add(x, &o)?;
+        self.ln2.forward_on(e, x, d, &mut h)?;
+        let f = self.ffn.forward_on(e, &h, n)?;
+        e.add(x, &f)?;
         Ok(())
     }
 }

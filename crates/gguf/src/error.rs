@@ -55,6 +55,8 @@ pub enum GgufError {
     },
     #[error("at byte {offset}: duplicate metadata key '{key}'")]
     DuplicateKey { offset: u64, key: String },
+    #[error("at byte {offset}: metadata entry {index} has an empty key")]
+    EmptyKey { offset: u64, index: u64 },
     #[error("at byte {offset}: general.alignment {detail}")]
     BadAlignment { offset: u64, detail: String },
     #[error("at byte {offset}: tensor '{tensor}' has {n_dims} dimensions (at most {max} allowed)")]
@@ -118,6 +120,36 @@ pub enum GgufError {
     },
     #[error("at byte {offset}: duplicate tensor name '{name}'")]
     DuplicateTensor { offset: u64, name: String },
+    /// `name` is cut to its first bytes: the point is that it is too long to show.
+    #[error(
+        "at byte {offset}: name of tensor {index} is {len} bytes long, at most {max} allowed ('{name}')"
+    )]
+    NameTooLong {
+        offset: u64,
+        index: u64,
+        name: String,
+        len: u64,
+        max: u64,
+    },
+    /// `data_offset` and the span are relative to the data section, as the file stores them.
+    #[error("at byte {offset}: tensor '{tensor}' data at offset {data_offset} overlaps {other}")]
+    TensorOverlap {
+        offset: u64,
+        tensor: String,
+        data_offset: u64,
+        // Boxed: every error that wraps a GgufError pays for its largest variant.
+        other: Box<TensorSpan>,
+    },
+    #[error(
+        "at byte {offset}: tensor '{tensor}' data at offset {data_offset}, but tensor-info order puts it at {expected} ({reason})"
+    )]
+    TensorOutOfPlace {
+        offset: u64,
+        tensor: String,
+        data_offset: u64,
+        expected: u64,
+        reason: &'static str,
+    },
     #[error("metadata key '{key}' is missing")]
     MissingKey { key: String },
     #[error("metadata key '{key}': expected {expected}, found {actual}")]
@@ -126,6 +158,20 @@ pub enum GgufError {
         expected: &'static str,
         actual: String,
     },
+}
+
+/// A tensor's data range within the data section, for error messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TensorSpan {
+    pub name: String,
+    pub start: u64,
+    pub end: u64,
+}
+
+impl std::fmt::Display for TensorSpan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "'{}' ({}..{})", self.name, self.start, self.end)
+    }
 }
 
 impl GgufError {
@@ -139,6 +185,7 @@ impl GgufError {
             | UnknownValueType { offset, .. }
             | NestingTooDeep { offset, .. }
             | DuplicateKey { offset, .. }
+            | EmptyKey { offset, .. }
             | BadAlignment { offset, .. }
             | TooManyDims { offset, .. }
             | NegativeDim { offset, .. }
@@ -147,7 +194,10 @@ impl GgufError {
             | SizeOverflow { offset, .. }
             | MisalignedTensor { offset, .. }
             | TensorOutOfBounds { offset, .. }
-            | DuplicateTensor { offset, .. } => Some(*offset),
+            | DuplicateTensor { offset, .. }
+            | NameTooLong { offset, .. }
+            | TensorOverlap { offset, .. }
+            | TensorOutOfPlace { offset, .. } => Some(*offset),
             BadMagic { .. } => Some(0),
             BigEndian { .. } | UnsupportedVersion { .. } => Some(4),
             Io { .. } | MissingKey { .. } | KeyType { .. } => None,

@@ -10,7 +10,7 @@ mod reader;
 mod value;
 mod writer;
 
-pub use error::GgufError;
+pub use error::{GgufError, TensorSpan};
 pub use file::{GgufFile, TensorInfo};
 pub use ggml_type::GgmlType;
 pub use mapped::MappedBytes;

@@ -3,6 +3,7 @@
 
 use std::collections::HashSet;
 
+use crate::error::TensorSpan;
 use crate::value::{Array, Value, ValueType};
 use crate::{GgmlType, GgufError, TensorInfo};
 
@@ -17,9 +18,35 @@ pub(crate) const MAX_ARRAY_DEPTH: usize = 4;
 const MIN_TENSOR_INFO_SIZE: u64 = 24;
 /// Smallest KV: empty key (8) + type (4) + a one-byte value.
 const MIN_KV_SIZE: u64 = 13;
+/// Longest tensor name llama.cpp's loader takes: ggml's GGML_MAX_NAME is 64 bytes
+/// including the terminating NUL.
+pub(crate) const MAX_TENSOR_NAME: u64 = 63;
+/// Counts are checked against the bytes left, but a count of tiny items in a big file can
+/// still ask for many times the file's size in `Value`s up front; beyond this many, vectors
+/// grow only as items actually parse.
+const MAX_PREALLOC: u64 = 1024;
+/// Keys and names in error messages are cut to this many bytes.
+const SHOWN_NAME: usize = 64;
 
 type Result<T> = std::result::Result<T, GgufError>;
 type Metadata = Vec<(String, Value)>;
+
+fn prealloc<T>(count: u64) -> Vec<T> {
+    Vec::with_capacity(count.min(MAX_PREALLOC) as usize)
+}
+
+/// A key or name as an error message shows it: whole when short, else its first bytes
+/// (cut on a character boundary) and its length.
+pub(crate) fn shown(name: &str) -> String {
+    if name.len() <= SHOWN_NAME {
+        return name.to_owned();
+    }
+    let mut cut = SHOWN_NAME;
+    while !name.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}… ({} bytes)", &name[..cut], name.len())
+}
 
 /// Everything the header, metadata and tensor infos say, checked against the file length.
 pub(crate) struct Parsed {
@@ -148,6 +175,8 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<Parsed> {
             detail: format!("{alignment} overflows the data section start"),
         })?;
     check_tensor_ranges(&tensors, &info_offsets, data_offset, bytes.len() as u64)?;
+    check_no_overlap(&tensors, &info_offsets)?;
+    check_placement(&tensors, &info_offsets, alignment)?;
     Ok(Parsed {
         version,
         alignment,
@@ -159,27 +188,36 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<Parsed> {
 
 /// The KVs in file order, and the file offset of each value (for later error messages).
 fn read_metadata(cur: &mut Cursor, n_kv: u64) -> Result<(Metadata, Vec<u64>)> {
-    let mut metadata = Vec::with_capacity(n_kv as usize);
-    let mut value_offsets = Vec::with_capacity(n_kv as usize);
+    let mut metadata = prealloc(n_kv);
+    let mut value_offsets = prealloc(n_kv);
     let mut seen = HashSet::new();
     for i in 0..n_kv {
         let key_offset = cur.offset();
         let key = cur.string(&|| format!("key of metadata entry {i}"))?;
+        // llama.cpp asserts (aborts) on an empty key; here it is a file error.
+        if key.is_empty() {
+            return Err(GgufError::EmptyKey {
+                offset: key_offset,
+                index: i,
+            });
+        }
+        // Keys have no length limit, so messages carry a shortened form.
+        let label = shown(&key);
         if !seen.insert(key.clone()) {
             return Err(GgufError::DuplicateKey {
                 offset: key_offset,
-                key,
+                key: label,
             });
         }
         let type_offset = cur.offset();
-        let type_id = cur.u32(&|| format!("value type of key '{key}'"))?;
+        let type_id = cur.u32(&|| format!("value type of key '{label}'"))?;
         let ty = ValueType::from_id(type_id).ok_or_else(|| GgufError::UnknownValueType {
             offset: type_offset,
-            key: key.clone(),
+            key: label.clone(),
             id: type_id,
         })?;
         value_offsets.push(cur.offset());
-        let value = read_value(cur, ty, &key, 0)?;
+        let value = read_value(cur, ty, &label, 0)?;
         metadata.push((key, value));
     }
     Ok((metadata, value_offsets))
@@ -224,7 +262,7 @@ fn read_array(cur: &mut Cursor, key: &str, depth: usize) -> Result<Array> {
     cur.check_count(count, elem_type.min_encoded_size(), &|| {
         format!("{elem_type} array element of key '{key}'")
     })?;
-    let mut items = Vec::with_capacity(count as usize);
+    let mut items = prealloc(count);
     for _ in 0..count {
         items.push(read_value(cur, elem_type, key, depth + 1)?);
     }
@@ -257,12 +295,21 @@ fn read_tensor_infos(
     n_tensors: u64,
     alignment: u64,
 ) -> Result<(Vec<TensorInfo>, Vec<u64>)> {
-    let mut tensors = Vec::with_capacity(n_tensors as usize);
-    let mut info_offsets = Vec::with_capacity(n_tensors as usize);
+    let mut tensors = prealloc(n_tensors);
+    let mut info_offsets = prealloc(n_tensors);
     let mut seen = HashSet::new();
     for i in 0..n_tensors {
         let info_offset = cur.offset();
         let name = cur.string(&|| format!("name of tensor {i}"))?;
+        if name.len() as u64 > MAX_TENSOR_NAME {
+            return Err(GgufError::NameTooLong {
+                offset: info_offset,
+                index: i,
+                len: name.len() as u64,
+                name: shown(&name),
+                max: MAX_TENSOR_NAME,
+            });
+        }
         if !seen.insert(name.clone()) {
             return Err(GgufError::DuplicateTensor {
                 offset: info_offset,
@@ -376,6 +423,69 @@ fn check_tensor_ranges(
                 });
             }
         }
+    }
+    Ok(())
+}
+
+/// No two tensors may share data bytes (empty tensors occupy none). Checked before the
+/// placement rule, which would also reject an overlap, because naming both tensors is the
+/// more useful diagnosis. Ranges were bounds-checked, so the additions cannot overflow.
+fn check_no_overlap(tensors: &[TensorInfo], info_offsets: &[u64]) -> Result<()> {
+    let mut by_start: Vec<usize> = (0..tensors.len())
+        .filter(|&i| tensors[i].n_bytes > 0)
+        .collect();
+    by_start.sort_by_key(|&i| (tensors[i].offset, i));
+    let end = |t: &TensorInfo| t.offset + t.n_bytes;
+    // The tensor whose data reaches furthest among those starting earlier: any later start
+    // below its end overlaps it.
+    let mut furthest: Option<&TensorInfo> = None;
+    for &i in &by_start {
+        let t = &tensors[i];
+        match furthest {
+            Some(f) if t.offset < end(f) => {
+                return Err(GgufError::TensorOverlap {
+                    offset: info_offsets[i],
+                    tensor: t.name.clone(),
+                    data_offset: t.offset,
+                    other: Box::new(TensorSpan {
+                        name: f.name.clone(),
+                        start: f.offset,
+                        end: end(f),
+                    }),
+                });
+            }
+            Some(f) if end(t) <= end(f) => {}
+            _ => furthest = Some(t),
+        }
+    }
+    Ok(())
+}
+
+/// llama.cpp loads a file only when each tensor's data starts where the previous one's,
+/// padded to the alignment, ends (the first at 0): no gaps, no reordering. The same rule
+/// here keeps the two readers agreeing on which files are valid.
+fn check_placement(tensors: &[TensorInfo], info_offsets: &[u64], alignment: u64) -> Result<()> {
+    let mut expected = 0u64;
+    for (t, &info_offset) in tensors.iter().zip(info_offsets) {
+        if t.offset != expected {
+            return Err(GgufError::TensorOutOfPlace {
+                offset: info_offset,
+                tensor: t.name.clone(),
+                data_offset: t.offset,
+                expected,
+                reason: if t.offset < expected {
+                    "it starts inside the previous tensors' padded data"
+                } else {
+                    "it leaves a gap, or the data is out of order"
+                },
+            });
+        }
+        // In-bounds sizes of in-bounds tensors: saturating only guards the impossible.
+        let padded = t
+            .n_bytes
+            .checked_next_multiple_of(alignment)
+            .unwrap_or(u64::MAX);
+        expected = expected.saturating_add(padded);
     }
     Ok(())
 }

@@ -420,7 +420,16 @@ impl Decoder {
             softcap: hp.attn_softcap,
         };
         let (kd, vd) = cache.layer(il);
-        e.attention(&s.q, kd, vd, cache.kv_dim(), u.n_kv, &mask, &params, &mut s.attn)?;
+        e.attention(
+            &s.q,
+            kd,
+            vd,
+            cache.kv_dim(),
+            u.n_kv,
+            &mask,
+            &params,
+            &mut s.attn,
+        )?;
         e.matmul(&lw.wo, &s.attn, n, &mut s.o)?;
         if let Some(b) = &lw.bo {
             e.add_rows(&mut s.o, b)?;

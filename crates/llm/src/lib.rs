@@ -28,7 +28,7 @@ pub use generate::{FinishReason, GenerateParams, Generation, generate};
 pub use hparams::{Arch, HParams};
 pub use kv_cache::{KvCache, KvType};
 pub use model::{Model, Session};
-pub use tensor::Device;
 #[cfg(feature = "gpu")]
 pub use offload::Placement;
+pub use tensor::Device;
 pub use tokenizer::{StreamDecoder, Tokenizer, TokenizerError};

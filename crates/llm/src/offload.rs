@@ -47,11 +47,7 @@ impl std::fmt::Display for Placement {
                 "gpu ({name}): {}/{} layers{}",
                 self.gpu_layers,
                 self.n_layer,
-                if self.output_on_gpu {
-                    " + output"
-                } else {
-                    ""
-                }
+                if self.output_on_gpu { " + output" } else { "" }
             ),
         }
     }

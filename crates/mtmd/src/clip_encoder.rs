@@ -90,6 +90,14 @@ impl ClipEncoder {
         })
     }
 
+    /// Runs the encoder's blocks on `device`.
+    pub fn place(&mut self, mmproj_path: &Path, device: &llm::Device) -> Result<(), LoadError> {
+        self.model.place(device).map_err(|source| LoadError::Clip {
+            path: mmproj_path.to_path_buf(),
+            source,
+        })
+    }
+
     /// One piece per 30 s log-mel window of the clip.
     fn prepare_audio(&self, clip: &Audio) -> Result<Vec<PreparedMedia>, EncoderError> {
         let Some((n_mel, _)) = self.model.audio_input(0) else {

@@ -29,6 +29,8 @@ pub struct ContextParams {
     pub image_min_tokens: Option<u32>,
     /// Upper bound on tokens per dynamic-resolution image (`None`: the projector's default).
     pub image_max_tokens: Option<u32>,
+    /// Where the encoder's transformer blocks run (the CPU by default).
+    pub device: llm::Device,
 }
 
 impl Default for ContextParams {
@@ -38,6 +40,7 @@ impl Default for ContextParams {
             n_threads: None,
             image_min_tokens: None,
             image_max_tokens: None,
+            device: llm::Device::Cpu,
         }
     }
 }
@@ -75,12 +78,13 @@ impl Context {
         model: Arc<Model>,
         params: ContextParams,
     ) -> std::result::Result<Self, LoadError> {
-        let encoder = ClipEncoder::load(
+        let mut encoder = ClipEncoder::load(
             mmproj_path.as_ref(),
             params.image_min_tokens,
             params.image_max_tokens,
             params.n_threads,
         )?;
+        encoder.place(mmproj_path.as_ref(), &params.device)?;
         let expected = model.hparams().n_embd_inp();
         if encoder.n_embd_out() != expected {
             return Err(LoadError::DimMismatch {

@@ -39,7 +39,7 @@ fn run_fixture_on(arch: &str, place: Place) {
     let ctx = Context::new(
         dir.join("mmproj.gguf"),
         model.clone(),
-        ContextParams::default(),
+        support::params(place),
     )
     .expect("context");
 

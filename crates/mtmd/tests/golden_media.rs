@@ -5,9 +5,8 @@
 //! logits within 3e-3 x max|ref|, 16 greedy steps identical while llama.cpp's top-2 margin is
 //! at least 5e-2, and every teacher-forced greedy step's logits within the same bound.
 
-
 use llm::{KvType, Logits};
-use mtmd::{Audio, Bitmap, Chunk, Context, ContextParams, DecodeOptions, Media};
+use mtmd::{Audio, Bitmap, Chunk, Context, DecodeOptions, Media};
 use serde_json::Value;
 use testkit::{RefTensors, argmax, fixture, max_err, reference_json};
 
@@ -92,7 +91,7 @@ fn run_fixture_on(arch: &str, place: Place) {
     let ctx = Context::new(
         dir.join("mmproj.gguf"),
         model.clone(),
-        ContextParams::default(),
+        support::params(place),
     )
     .expect("context");
     let prompt = std::fs::read_to_string(dir.join("prompt.txt")).expect("prompt.txt");
@@ -239,12 +238,12 @@ fn mistral3_full_gpu() {
 
 #[test]
 fn qwen2audio_full_gpu() {
-    run_fixture_on("qwen2audio", Place::Gpu(None));
+    run_fixture_on("qwen2audio", Place::GpuText(None));
 }
 
 #[test]
 fn voxtral_full_gpu() {
-    run_fixture_on("voxtral", Place::Gpu(None));
+    run_fixture_on("voxtral", Place::GpuText(None));
 }
 
 #[test]

@@ -16,6 +16,8 @@ pub mod backend;
 mod config;
 mod connections;
 pub mod engine;
+#[doc(hidden)]
+pub mod fuzzing;
 mod media_input;
 mod metrics_text;
 mod openai;

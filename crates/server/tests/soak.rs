@@ -252,6 +252,7 @@ async fn soak() {
         image_max_tokens: None,
         device: llm::Device::Cpu,
         n_gpu_layers: None,
+        encoder_device: llm::Device::Cpu,
     };
     let engine = tokio::task::spawn_blocking(move || Engine::load(config))
         .await

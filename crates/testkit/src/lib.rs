@@ -165,6 +165,15 @@ pub fn argmax(v: &[f32]) -> usize {
     best
 }
 
+/// Says why a GPU test did not run: panics under `MTMD_REQUIRE_GPU=1` (CI, where a skipped
+/// GPU suite must not pass for a tested one), else prints `SKIPPED (no adapter)`.
+pub fn skip_without_gpu(why: &str) {
+    if std::env::var("MTMD_REQUIRE_GPU").is_ok_and(|v| v == "1") {
+        panic!("MTMD_REQUIRE_GPU=1 but no GPU adapter: {why}");
+    }
+    println!("SKIPPED (no adapter): {why}");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -181,13 +190,4 @@ mod tests {
         let (shape, values) = refs.get("photo.logits");
         assert_eq!(shape.iter().product::<usize>(), values.len());
     }
-}
-
-/// Says why a GPU test did not run: panics under `MTMD_REQUIRE_GPU=1` (CI, where a skipped
-/// GPU suite must not pass for a tested one), else prints `SKIPPED (no adapter)`.
-pub fn skip_without_gpu(why: &str) {
-    if std::env::var("MTMD_REQUIRE_GPU").is_ok_and(|v| v == "1") {
-        panic!("MTMD_REQUIRE_GPU=1 but no GPU adapter: {why}");
-    }
-    println!("SKIPPED (no adapter): {why}");
 }

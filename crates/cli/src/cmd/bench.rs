@@ -65,7 +65,11 @@ fn time_media(
     mmproj: &std::path::Path,
     item: &mtmd::MediaItem,
 ) -> Result<ImageRow> {
-    let ctx = mtmd::Context::new(mmproj, model, mtmd::ContextParams::default())?;
+    let params = mtmd::ContextParams {
+        device: args.compute.encoder_device()?,
+        ..mtmd::ContextParams::default()
+    };
+    let ctx = mtmd::Context::new(mmproj, model, params)?;
     let marker = ctx.media_marker().to_string();
     let chunks = ctx.tokenize(&marker, &[item])?;
     let Some(chunk) = chunks.iter().find_map(|c| c.as_media().cloned()) else {
@@ -333,7 +337,8 @@ fn gpu_figures(model: &Model, args: &Args) -> Result<Option<GpuFigures>> {
     let n = args.n_gen as f64;
     let hp = model.hparams();
     // Every layer reads K and V of the cells so far: on average half the run's context.
-    let kv_per_cell = (2 * hp.kv_dim() * args.compute.kv_type.bytes() * placement.gpu_layers) as f64;
+    let kv_per_cell =
+        (2 * hp.kv_dim() * args.compute.kv_type.bytes() * placement.gpu_layers) as f64;
     Ok(Some(GpuFigures {
         weight_bytes: placement.gpu_weight_bytes,
         kv_bytes_per_token: kv_per_cell * n / 2.0,

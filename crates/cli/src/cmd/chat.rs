@@ -222,7 +222,12 @@ pub fn run(args: Args) -> Result<()> {
     args.media.check(mmproj)?;
     let first_media = args.media.load()?;
     let model = Arc::new(load_model(&resolved.model, &args.runtime.compute)?);
-    let media = args.media.context(mmproj, &model, args.runtime.threads())?;
+    let media = args.media.context(
+        mmproj,
+        &model,
+        args.runtime.threads(),
+        args.runtime.compute.encoder_device()?,
+    )?;
     let session = model.new_session(args.runtime.ctx_size, args.runtime.kv_type())?;
     let mut chat = Chat {
         model,

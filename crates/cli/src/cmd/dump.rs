@@ -68,7 +68,13 @@ pub fn run(args: Args) -> Result<()> {
     };
     check_marker_count(&text, kinds.len())?;
     let media = args.media.load()?;
-    let Some(ctx) = args.media.context(mmproj, &model, args.runtime.threads())? else {
+    let Some(ctx) = args.media.context(
+        mmproj,
+        &model,
+        args.runtime.threads(),
+        args.runtime.compute.encoder_device()?,
+    )?
+    else {
         bail!("dump needs --mmproj");
     };
     let chunks = ctx.tokenize(&text, &media.iter().collect::<Vec<_>>())?;

@@ -147,6 +147,32 @@ fn value_json(value: &Value) -> Json {
 const ARRAY_PREVIEW: usize = 8;
 /// Strings longer than this (in chars) are cut.
 const STRING_PREVIEW: usize = 120;
+/// Key and name columns are at most this wide: keys have no length limit in GGUF, and a
+/// width past u16::MAX would even make the formatter panic.
+const NAME_COLUMN: usize = 64;
+
+/// A key or tensor name as one table cell: control characters escaped (a name must not
+/// break the table's lines), cut to `NAME_COLUMN` characters with a marker.
+fn cell(name: &str) -> String {
+    let mut escaped = String::with_capacity(name.len().min(4 * NAME_COLUMN));
+    for c in name.chars() {
+        if c.is_control() {
+            escaped.extend(c.escape_default());
+        } else {
+            escaped.push(c);
+        }
+        // Enough to know it gets cut; a 1 MiB key is not copied whole.
+        if escaped.len() > 4 * NAME_COLUMN {
+            break;
+        }
+    }
+    if escaped.chars().count() <= NAME_COLUMN {
+        return escaped;
+    }
+    let mut cut: String = escaped.chars().take(NAME_COLUMN - 1).collect();
+    cut.push('…');
+    cut
+}
 
 fn describe(file: &GgufFile) -> String {
     let mut s = String::new();
@@ -159,13 +185,9 @@ fn describe(file: &GgufFile) -> String {
         file.data_offset()
     );
     let _ = writeln!(s, "\nmetadata ({} keys):", file.metadata().len());
-    let key_width = file
-        .metadata()
-        .iter()
-        .map(|(k, _)| k.len())
-        .max()
-        .unwrap_or(0);
-    for (key, value) in file.metadata() {
+    let keys: Vec<String> = file.metadata().iter().map(|(k, _)| cell(k)).collect();
+    let key_width = keys.iter().map(|k| k.chars().count()).max().unwrap_or(0);
+    for (key, (_, value)) in keys.iter().zip(file.metadata()) {
         let ty = match value {
             Value::Array(a) => format!("[{}; {}]", a.elem_type, a.items.len()),
             other => other.value_type().name().to_owned(),
@@ -173,30 +195,36 @@ fn describe(file: &GgufFile) -> String {
         let _ = writeln!(s, "  {key:key_width$}  {ty:<16} {}", value_text(value));
     }
     let _ = writeln!(s, "\ntensors ({}):", file.tensors().len());
-    let name_width = file
-        .tensors()
+    let names: Vec<String> = file.tensors().iter().map(|t| cell(&t.name)).collect();
+    let name_width = names
         .iter()
-        .map(|t| t.name.len())
+        .map(|n| n.chars().count())
         .max()
-        .unwrap_or(4);
+        .unwrap_or(4)
+        .max(4);
     let _ = writeln!(
         s,
         "  {:name_width$}  {:<8} {:<24} {:>12} {:>12}",
         "name", "type", "ne", "bytes", "offset"
     );
-    for t in file.tensors() {
+    for (name, t) in names.iter().zip(file.tensors()) {
         let ne = format!("{:?}", t.dims);
         let _ = writeln!(
             s,
             "  {:name_width$}  {:<8} {:<24} {:>12} {:>12}",
-            t.name,
+            name,
             t.ggml_type.name(),
             ne,
             t.n_bytes,
             t.offset
         );
     }
-    let total: u64 = file.tensors().iter().map(|t| t.n_bytes).sum();
+    // Tensors do not overlap and lie inside the file, so this cannot overflow; saturating
+    // keeps that true even if the reader's checks ever change.
+    let total = file
+        .tensors()
+        .iter()
+        .fold(0u64, |acc, t| acc.saturating_add(t.n_bytes));
     let _ = writeln!(s, "  total {total} bytes of tensor data");
     s
 }

@@ -81,6 +81,7 @@ impl MediaArgs {
         mmproj: Option<&Path>,
         model: &Arc<Model>,
         n_threads: Option<usize>,
+        device: llm::Device,
     ) -> Result<Option<Context>> {
         let Some(mmproj) = mmproj else {
             return Ok(None);
@@ -89,6 +90,7 @@ impl MediaArgs {
             n_threads,
             image_min_tokens: self.image_min_tokens,
             image_max_tokens: self.image_max_tokens,
+            device,
             ..ContextParams::default()
         };
         let ctx = Context::new(mmproj, model.clone(), params)?;

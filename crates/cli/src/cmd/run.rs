@@ -159,9 +159,12 @@ fn run_multimodal(
     text: &str,
 ) -> Result<()> {
     let media = args.media.load()?;
-    let Some(ctx) = args
-        .media
-        .context(Some(mmproj), model, args.runtime.threads())?
+    let Some(ctx) = args.media.context(
+        Some(mmproj),
+        model,
+        args.runtime.threads(),
+        args.runtime.compute.encoder_device()?,
+    )?
     else {
         bail!("--mmproj is required for images and audio");
     };

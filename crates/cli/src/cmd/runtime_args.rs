@@ -37,6 +37,15 @@ impl ComputeArgs {
         set_threads(self.threads)
     }
 
+    /// Where the media encoder runs: the model's device unless `--no-mmproj-offload`.
+    pub fn encoder_device(&self) -> Result<Device> {
+        if self.no_mmproj_offload {
+            Ok(Device::Cpu)
+        } else {
+            self.device()
+        }
+    }
+
     /// The device `--device` names (`auto` falls back to the CPU with one notice).
     pub fn device(&self) -> Result<Device> {
         match self.device.as_str() {

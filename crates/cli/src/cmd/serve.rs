@@ -104,6 +104,7 @@ pub fn run(args: Args) -> Result<()> {
             image_max_tokens: args.image_max_tokens,
             device: args.runtime.compute.device()?,
             n_gpu_layers: args.runtime.compute.gpu_layers,
+            encoder_device: args.runtime.compute.encoder_device()?,
         },
         http: server::ServerOptions {
             api_key: args

@@ -9,6 +9,7 @@ use crate::hparams::EncoderHparams;
 use crate::models::{Embeddings, Encoder};
 use crate::preprocess::fixed_square;
 use crate::projector::{Defaults, Framing, Input, Projector};
+use crate::tower::Tower;
 use crate::vit::{self, AttnSetup, Block, Norm, NormKind, WeightLoader};
 
 pub const PROJECTOR: Projector = Projector {
@@ -33,7 +34,7 @@ pub struct Gemma3 {
     patch_b: Option<Vec<f32>>,
     /// `[n_patches, n_embd]`.
     pos_embd: Vec<f32>,
-    blocks: Vec<Block>,
+    tower: Tower,
     post_ln: Option<Norm>,
     soft_emb_norm: Vec<f32>,
     eps: f32,
@@ -83,7 +84,7 @@ pub fn build(wl: &WeightLoader, hp: &EncoderHparams) -> Result<Box<dyn Encoder>,
         patch_w,
         patch_b: wl.opt_vector("v.patch_embd.bias", d)?,
         pos_embd,
-        blocks,
+        tower: Tower::new(blocks),
         post_ln: Norm::opt_load(wl, "v.post_ln", d, NormKind::Layer, hp.eps)?,
         soft_emb_norm: wl.vector("mm.soft_emb_norm.weight", d)?,
         eps: hp.eps,
@@ -92,6 +93,15 @@ pub fn build(wl: &WeightLoader, hp: &EncoderHparams) -> Result<Box<dyn Encoder>,
 }
 
 impl Encoder for Gemma3 {
+    #[cfg(feature = "gpu")]
+    fn offload(&mut self, exec: &tensor::exec::GpuExec) -> Result<(), ClipError> {
+        self.tower.offload(exec)
+    }
+
+    fn on_gpu(&self) -> bool {
+        self.tower.on_gpu()
+    }
+
     fn n_embd_out(&self) -> usize {
         self.input_proj.shape()[0]
     }
@@ -117,9 +127,7 @@ impl Encoder for Gemma3 {
             rope: None,
             windows: None,
         };
-        for block in &self.blocks {
-            block.forward(&mut x, n, &setup)?;
-        }
+        self.tower.run_all(&mut x, n, &setup)?;
         if let Some(ln) = &self.post_ln {
             x = ln.forward(&x);
         }

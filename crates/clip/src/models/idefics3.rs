@@ -16,6 +16,7 @@ use crate::preprocess::{
     TokenGrid, crop, normalize_planar, resize::resize,
 };
 use crate::projector::{Defaults, Framing, Input, Projector, TileFraming};
+use crate::tower::Tower;
 use crate::vit::{self, AttnSetup, Block, Linear, Norm, NormKind, WeightLoader};
 
 pub const PROJECTOR: Projector = Projector {
@@ -140,7 +141,7 @@ pub struct Idefics3 {
     /// `[n_patches, n_embd]` for one `image_size` tile.
     pos_embd: Vec<f32>,
     pre_ln: Option<Norm>,
-    blocks: Vec<Block>,
+    tower: Tower,
     post_ln: Option<Norm>,
     /// `mm.model.fc`: `n_embd · scale²` -> text width, no bias.
     fc: Linear,
@@ -171,7 +172,7 @@ pub fn build(wl: &WeightLoader, hp: &EncoderHparams) -> Result<Box<dyn Encoder>,
             .tensor_shaped("v.position_embd.weight", &[side * side, d])?
             .to_f32_vec()?,
         pre_ln: layer_norm("v.pre_ln")?,
-        blocks,
+        tower: Tower::new(blocks),
         post_ln: layer_norm("v.post_ln")?,
         fc: Linear::load_to_any_width(wl, "mm.model.fc", d * scale * scale)?,
     }))
@@ -198,6 +199,15 @@ fn pixel_shuffle(x: &[f32], side: usize, d: usize, s: usize) -> Vec<f32> {
 }
 
 impl Encoder for Idefics3 {
+    #[cfg(feature = "gpu")]
+    fn offload(&mut self, exec: &tensor::exec::GpuExec) -> Result<(), ClipError> {
+        self.tower.offload(exec)
+    }
+
+    fn on_gpu(&self) -> bool {
+        self.tower.on_gpu()
+    }
+
     fn n_embd_out(&self) -> usize {
         self.fc.n_out()
     }
@@ -226,9 +236,7 @@ impl Encoder for Idefics3 {
             rope: None,
             windows: None,
         };
-        for block in &self.blocks {
-            block.forward(&mut x, n, &setup)?;
-        }
+        self.tower.run_all(&mut x, n, &setup)?;
         if let Some(ln) = &self.post_ln {
             x = ln.forward(&x);
         }

@@ -28,4 +28,13 @@ pub trait Encoder: Send + Sync {
     fn encode(&self, input: &[f32], width: usize, height: usize) -> Result<Embeddings, ClipError>;
     /// Width of each output row (for Qwen3-VL, `n_embd * (1 + n_deepstack)`).
     fn n_embd_out(&self) -> usize;
+    /// Moves the encoder's transformer blocks to the GPU of `exec`.
+    #[cfg(feature = "gpu")]
+    fn offload(&mut self, _exec: &tensor::exec::GpuExec) -> Result<(), ClipError> {
+        Ok(())
+    }
+    /// Whether the encoder's blocks run on a GPU.
+    fn on_gpu(&self) -> bool {
+        false
+    }
 }

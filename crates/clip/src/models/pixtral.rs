@@ -13,6 +13,7 @@ use crate::preprocess::{
     PreprocessError, PreprocessParams, PreprocessedImage, TokenGrid, dynamic_resolution,
 };
 use crate::projector::{Defaults, Framing, Input, Projector, TokenLimits};
+use crate::tower::Tower;
 use crate::vit::{self, AttnSetup, Block, Ffn, Linear, Norm, NormKind, VisionRope, WeightLoader};
 
 pub const PROJECTOR: Projector = Projector {
@@ -62,7 +63,7 @@ pub struct Pixtral {
     patch_w: tensor::Tensor,
     patch_b: Option<Vec<f32>>,
     pre_ln: Option<Norm>,
-    blocks: Vec<Block>,
+    tower: Tower,
     post_ln: Option<Norm>,
     merger: Option<PatchMerger>,
     projector: Ffn,
@@ -100,7 +101,7 @@ pub fn build(wl: &WeightLoader, hp: &EncoderHparams) -> Result<Box<dyn Encoder>,
         patch_w: wl.tensor_shaped("v.patch_embd.weight", &[d, 3, p, p])?,
         patch_b: wl.opt_vector("v.patch_embd.bias", d)?,
         pre_ln: rms("v.pre_ln")?,
-        blocks,
+        tower: Tower::new(blocks),
         post_ln: rms("v.post_ln")?,
         merger,
         projector,
@@ -134,6 +135,15 @@ impl PatchMerger {
 }
 
 impl Encoder for Pixtral {
+    #[cfg(feature = "gpu")]
+    fn offload(&mut self, exec: &tensor::exec::GpuExec) -> Result<(), ClipError> {
+        self.tower.offload(exec)
+    }
+
+    fn on_gpu(&self) -> bool {
+        self.tower.on_gpu()
+    }
+
     fn n_embd_out(&self) -> usize {
         self.img_break.len()
     }
@@ -162,9 +172,7 @@ impl Encoder for Pixtral {
             }),
             windows: None,
         };
-        for block in &self.blocks {
-            block.forward(&mut x, n, &setup)?;
-        }
+        self.tower.run_all(&mut x, n, &setup)?;
         if let Some(ln) = &self.post_ln {
             x = ln.forward(&x);
         }

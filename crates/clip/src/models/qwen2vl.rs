@@ -13,6 +13,7 @@ use crate::hparams::{EncoderHparams, FfnAct};
 use crate::models::{Embeddings, Encoder};
 use crate::preprocess::dynamic_resolution;
 use crate::projector::{Defaults, Framing, Input, Projector, TokenLimits};
+use crate::tower::Tower;
 use crate::vit::{self, AttnSetup, Block, Ffn, Linear, Norm, NormKind, VisionRope, WeightLoader};
 
 /// Patches merged per side by the Qwen mergers (llama.cpp hard-codes 2 as well).
@@ -46,7 +47,7 @@ pub struct Qwen2Vl {
     n_head: usize,
     /// The two temporal conv kernels summed: a still image feeds both the same frame.
     patch_w: Tensor,
-    blocks: Vec<Block>,
+    tower: Tower,
     post_ln: Option<Norm>,
     merger: Ffn,
     /// Every `n_wa_pattern`-th layer attends globally, the others within windows (0: all global).
@@ -96,7 +97,7 @@ pub fn build(wl: &WeightLoader, hp: &EncoderHparams) -> Result<Box<dyn Encoder>,
         n_embd: d,
         n_head: hp.n_head,
         patch_w: temporal_patch_weight(wl, d, p)?,
-        blocks,
+        tower: Tower::new(blocks),
         post_ln: Norm::opt_load(wl, "v.post_ln", d, norm, hp.eps)?,
         merger: load_merger(wl, d)?,
         n_wa_pattern: hp.n_wa_pattern,
@@ -180,6 +181,15 @@ fn gather_rows<T: Copy>(rows: &[T], order: &[usize], width: usize) -> Vec<T> {
 }
 
 impl Encoder for Qwen2Vl {
+    #[cfg(feature = "gpu")]
+    fn offload(&mut self, exec: &tensor::exec::GpuExec) -> Result<(), ClipError> {
+        self.tower.offload(exec)
+    }
+
+    fn on_gpu(&self) -> bool {
+        self.tower.on_gpu()
+    }
+
     fn n_embd_out(&self) -> usize {
         self.merger.down.n_out()
     }
@@ -212,15 +222,15 @@ impl Encoder for Qwen2Vl {
         }
 
         let rope = vision_rope(d / self.n_head);
-        for (il, block) in self.blocks.iter().enumerate() {
-            let full = !windowed || (il + 1) % self.n_wa_pattern == 0;
-            let setup = AttnSetup {
+        let setup = |il: usize| {
+            let full = !windowed || (il + 1).is_multiple_of(self.n_wa_pattern);
+            AttnSetup {
                 n_head: self.n_head,
                 rope: Some(VisionRope::Sectioned(&rope, &pos)),
                 windows: if full { None } else { Some(&token_spans) },
-            };
-            block.forward(&mut x, n, &setup)?;
-        }
+            }
+        };
+        self.tower.run(&mut x, n, 0..self.tower.len(), &setup)?;
         if let Some(ln) = &self.post_ln {
             x = ln.forward(&x);
         }

@@ -14,6 +14,7 @@ use crate::models::qwen2vl::{
 };
 use crate::models::{Embeddings, Encoder};
 use crate::projector::Projector;
+use crate::tower::Tower;
 use crate::vit::{self, AttnSetup, Block, Ffn, Linear, Norm, NormKind, VisionRope, WeightLoader};
 
 pub const PROJECTOR: Projector = qwen_vl_projector("qwen3vl_merger", build);
@@ -33,7 +34,7 @@ pub struct Qwen3Vl {
     /// Learned `[side·side, d]` position grid.
     pos_embd: Vec<f32>,
     pos_side: usize,
-    blocks: Vec<Block>,
+    tower: Tower,
     /// Per layer: its deepstack merger, if it has one.
     deepstack: Vec<Option<Deepstack>>,
     post_ln: Option<Norm>,
@@ -82,7 +83,7 @@ pub fn build(wl: &WeightLoader, hp: &EncoderHparams) -> Result<Box<dyn Encoder>,
         patch_b: wl.opt_vector("v.patch_embd.bias", d)?,
         pos_embd: pos.to_f32_vec()?,
         pos_side,
-        blocks,
+        tower: Tower::new(blocks),
         deepstack,
         post_ln: Norm::opt_load(wl, "v.post_ln", d, NormKind::Layer, hp.eps)?,
         merger: load_merger(wl, d)?,
@@ -129,6 +130,15 @@ fn resize_grid(table: &[f32], side: usize, d: usize, px: usize, py: usize) -> Ve
 }
 
 impl Encoder for Qwen3Vl {
+    #[cfg(feature = "gpu")]
+    fn offload(&mut self, exec: &tensor::exec::GpuExec) -> Result<(), ClipError> {
+        self.tower.offload(exec)
+    }
+
+    fn on_gpu(&self) -> bool {
+        self.tower.on_gpu()
+    }
+
     fn n_embd_out(&self) -> usize {
         let n_ds = self.deepstack.iter().filter(|d| d.is_some()).count();
         self.merger.down.n_out() * (1 + n_ds)
@@ -157,13 +167,18 @@ impl Encoder for Qwen3Vl {
             windows: None,
         };
         let mut features = Vec::new();
-        for (block, ds) in self.blocks.iter().zip(&self.deepstack) {
-            block.forward(&mut x, n, &setup)?;
+        // The tower runs in segments that end at each deepstack tap.
+        let mut start = 0;
+        for (il, ds) in self.deepstack.iter().enumerate() {
             if let Some(ds) = ds {
+                self.tower.run(&mut x, n, start..il + 1, &|_| setup)?;
+                start = il + 1;
                 // Merged rows are 4 consecutive tokens, already adjacent in merge order.
                 features.push(ds.ffn.forward(&ds.norm.forward(&x), n_out)?);
             }
         }
+        self.tower
+            .run(&mut x, n, start..self.tower.len(), &|_| setup)?;
         if let Some(ln) = &self.post_ln {
             x = ln.forward(&x);
         }

@@ -12,6 +12,7 @@ use crate::ClipError;
 use crate::hparams::{EncoderHparams, FfnAct};
 use crate::models::{Embeddings, Encoder};
 use crate::projector::{Defaults, Framing, Input, Projector};
+use crate::tower::Tower;
 use crate::vit::{AttnSetup, Block, Ffn, Linear, Norm, NormKind, WeightLoader};
 
 const NO_DEFAULTS: Defaults = Defaults {
@@ -62,7 +63,7 @@ pub struct Whisper {
     conv2: (Tensor, Vec<f32>),
     /// `[n_ctx, d]` learned positions.
     pos_embd: Vec<f32>,
-    blocks: Vec<Block>,
+    tower: Tower,
     post_ln: Option<Norm>,
     head: Head,
 }
@@ -138,7 +139,7 @@ impl Whisper {
             conv1: conv(wl, "a.conv1d.1", hp.n_mel_bins, d)?,
             conv2: conv(wl, "a.conv1d.2", d, d)?,
             pos_embd: pos.to_f32_vec()?,
-            blocks,
+            tower: Tower::new(blocks),
             post_ln: Norm::opt_load(wl, "a.post_ln", d, NormKind::Layer, hp.eps)?,
             head,
         })
@@ -181,6 +182,15 @@ impl Whisper {
 }
 
 impl Encoder for Whisper {
+    #[cfg(feature = "gpu")]
+    fn offload(&mut self, exec: &tensor::exec::GpuExec) -> Result<(), ClipError> {
+        self.tower.offload(exec)
+    }
+
+    fn on_gpu(&self) -> bool {
+        self.tower.on_gpu()
+    }
+
     fn n_embd_out(&self) -> usize {
         match &self.head {
             Head::PoolLinear(fc) => fc.n_out(),
@@ -214,9 +224,7 @@ impl Encoder for Whisper {
             rope: None,
             windows: None,
         };
-        for block in &self.blocks {
-            block.forward(&mut x, n, &setup)?;
-        }
+        self.tower.run_all(&mut x, n, &setup)?;
         let (data, n_tokens) = match &self.head {
             Head::PoolLinear(fc) => {
                 let pooled_n = n / 2;

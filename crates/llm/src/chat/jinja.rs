@@ -15,6 +15,17 @@ use super::strftime::{DateTime, strftime};
 
 const TEMPLATE_NAME: &str = "chat_template";
 
+/// Instructions one render may execute. Real templates on long conversations with tools use
+/// a few hundred thousand (see the `real_templates_use_little_fuel` test); this bounds a
+/// template that loops (nested `range`s) to a few seconds.
+pub const MAX_FUEL: u64 = 20_000_000;
+/// Depth of macro calls, recursive loops and includes. Real templates nest a few levels (a
+/// JSON-schema printer recursing into properties); deep recursion would exhaust the stack of
+/// a server worker thread before minijinja's default of 500.
+pub const MAX_RECURSION: usize = 64;
+/// Largest rendered prompt. Far beyond any context window, so only a runaway template hits it.
+pub const MAX_OUTPUT_BYTES: usize = 64 << 20;
+
 /// The error `raise_exception(msg)` attaches, so the message can be told from engine errors.
 #[derive(Debug)]
 struct Raised(String);
@@ -61,6 +72,8 @@ fn new_environment() -> Environment<'static> {
         .build()
         .expect("the default delimiters are valid");
     env.set_syntax(syntax);
+    env.set_fuel(Some(MAX_FUEL));
+    env.set_recursion_limit(MAX_RECURSION);
     env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
     env.add_filter("tojson", tojson_filter);
     env.add_function(
@@ -104,8 +117,19 @@ impl JinjaTemplate {
             .env
             .get_template(TEMPLATE_NAME)
             .map_err(|e| ChatError::Render(describe(&e)))?;
-        tmpl.render(Value::from(Serde(context)))
-            .map_err(render_error)
+        let mut out = CappedWriter::default();
+        match tmpl.render_captured_to(Value::from(Serde(context)), &mut out) {
+            Ok(_) => {}
+            Err(_) if out.overflowed => {
+                return Err(ChatError::Render(format!(
+                    "the rendered prompt exceeds {MAX_OUTPUT_BYTES} bytes"
+                )));
+            }
+            Err(e) => return Err(render_error(e)),
+        }
+        // Only `str` pieces are written, and the cut happens between writes.
+        String::from_utf8(out.bytes)
+            .map_err(|_| ChatError::Render("the template wrote invalid UTF-8".into()))
     }
 
     /// How messages should be given to this template.
@@ -253,6 +277,29 @@ pub(crate) fn template_context(
     Json::Object(ctx)
 }
 
+/// The render target: refuses to grow past [`MAX_OUTPUT_BYTES`], so a template printing in a
+/// loop fails instead of filling memory.
+#[derive(Default)]
+struct CappedWriter {
+    bytes: Vec<u8>,
+    overflowed: bool,
+}
+
+impl std::io::Write for CappedWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.bytes.len() + buf.len() > MAX_OUTPUT_BYTES {
+            self.overflowed = true;
+            return Err(std::io::Error::other("output limit"));
+        }
+        self.bytes.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 fn render_error(err: Error) -> ChatError {
     let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(&err);
     while let Some(e) = source {
@@ -372,6 +419,98 @@ mod tests {
         .unwrap();
         assert!(numbered.supports_string_content && numbered.supports_typed_content);
         assert_eq!(numbered.audio_placeholder.as_deref(), Some("<A>"));
+    }
+
+    #[test]
+    fn a_template_that_loops_for_ever_runs_out_of_fuel() {
+        let src = "{% for a in range(100000) %}{% for b in range(100000) %}{% for c in range(100000) %}\
+                   {% endfor %}{% endfor %}{% endfor %}";
+        let start = std::time::Instant::now();
+        let err = render(src, json!({})).unwrap_err();
+        println!("{err} after {:?}", start.elapsed());
+        assert!(
+            matches!(&err, ChatError::Render(m) if m.contains("fuel")),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn unbounded_recursion_is_stopped() {
+        let src = "{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}";
+        let err = render(src, json!({})).unwrap_err();
+        assert!(
+            matches!(&err, ChatError::Render(m) if m.contains("recursion")),
+            "{err}"
+        );
+        let src = "{% for x in xs recursive %}{{ loop(xs) }}{% endfor %}";
+        assert!(render(src, json!({"xs": [1]})).is_err());
+    }
+
+    #[test]
+    fn a_template_that_writes_gigabytes_is_cut_off() {
+        // 100 MB a print (minijinja's own cap on string repetition), for ever.
+        let src = "{% for a in range(100000) %}{{ 'x' * 100000000 }}{% endfor %}";
+        let start = std::time::Instant::now();
+        let err = render(src, json!({})).unwrap_err();
+        println!("{err} after {:?}", start.elapsed());
+        assert!(
+            matches!(&err, ChatError::Render(m) if m.contains("exceeds")),
+            "{err}"
+        );
+        // Small pieces add up the same way.
+        let src = "{% for a in range(100000) %}{% for b in range(1000) %}{{ 'y' * 1000 }}\
+                   {% endfor %}{% endfor %}";
+        assert!(render(src, json!({})).is_err());
+    }
+
+    #[test]
+    fn real_templates_use_little_fuel() {
+        let tool = json!({"type": "function", "function": {"name": "get_weather",
+            "description": "Weather of a city", "parameters": {"type": "object",
+            "properties": {"city": {"type": "string"}, "days": {"type": "integer"}},
+            "required": ["city"]}}});
+        let messages: Vec<Json> = (0..200)
+            .map(|i| {
+                let role = if i % 2 == 0 { "user" } else { "assistant" };
+                json!({"role": role, "content": format!("message {i} with some words in it")})
+            })
+            .collect();
+        let mut most = 0;
+        for fixture in [
+            "gemma3",
+            "qwen2vl",
+            "qwen3vl",
+            "idefics3",
+            "pixtral",
+            "mistral3",
+            "voxtral",
+            "qwen2audio",
+        ] {
+            let file =
+                gguf::GgufFile::open(testkit::fixture(&format!("{fixture}/model.gguf"))).unwrap();
+            let Some(src) = file.opt_str("tokenizer.chat_template").unwrap() else {
+                continue;
+            };
+            let tmpl = JinjaTemplate::new(src).unwrap();
+            let ctx = template_context(
+                messages.clone(),
+                true,
+                "<s>",
+                "</s>",
+                Some(&[tool.clone(), tool.clone()]),
+                &Map::new(),
+            );
+            let t = tmpl.env.get_template(TEMPLATE_NAME).unwrap();
+            let Ok(captured) = t.render_captured(Value::from(Serde(&ctx))) else {
+                // Some templates refuse tools or this shape of conversation: not a fuel matter.
+                continue;
+            };
+            let (used, _) = captured.state().fuel_levels().unwrap();
+            println!("{fixture}: {used} instructions for 200 messages and 2 tools");
+            most = most.max(used);
+        }
+        assert!(most > 0);
+        assert!(most < MAX_FUEL / 10, "{most}");
     }
 
     #[test]

@@ -5,17 +5,20 @@ use std::sync::Arc;
 
 use llm::Model;
 
-/// Where the text model runs: the CPU, or the GPU with `Some(n)` of its layers (`None`:
-/// all and the output head).
+/// Where the model runs: the CPU, or the GPU (the media encoder's blocks, and `Some(n)` of
+/// the text model's layers — `None`: all and the output head).
 #[derive(Clone, Copy)]
 pub enum Place {
     Cpu,
     Gpu(Option<usize>),
+    /// Only the text model on the GPU (lavapipe runs a 1500-frame audio encoder's attention
+    /// slowly: minutes per window).
+    GpuText(Option<usize>),
 }
 
 pub fn load_model(path: std::path::PathBuf, place: Place) -> Option<Arc<Model>> {
     let mut model = Model::load(path).expect("model loads");
-    if let Place::Gpu(layers) = place {
+    if let Place::Gpu(layers) | Place::GpuText(layers) = place {
         let device = match llm::Device::gpu() {
             Ok(d) => d,
             Err(e) => {
@@ -29,3 +32,14 @@ pub fn load_model(path: std::path::PathBuf, place: Place) -> Option<Arc<Model>> 
     Some(Arc::new(model))
 }
 
+/// Context parameters that put the media encoder where `place` says.
+pub fn params(place: Place) -> mtmd::ContextParams {
+    let device = match place {
+        Place::Cpu | Place::GpuText(_) => llm::Device::Cpu,
+        Place::Gpu(_) => llm::Device::gpu().expect("a GPU (load_model checked)"),
+    };
+    mtmd::ContextParams {
+        device,
+        ..mtmd::ContextParams::default()
+    }
+}

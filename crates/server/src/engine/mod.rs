@@ -52,6 +52,8 @@ pub struct EngineConfig {
     pub device: llm::Device,
     /// llama.cpp's `-ngl` count (`None`: every layer and the output head).
     pub n_gpu_layers: Option<usize>,
+    /// Where the media encoder's blocks run (`--no-mmproj-offload` keeps them on the CPU).
+    pub encoder_device: llm::Device,
 }
 
 /// Why [`Engine::load`] / [`Engine::start`] failed.
@@ -135,6 +137,7 @@ impl Engine {
                     n_threads: config.n_threads,
                     image_min_tokens: config.image_min_tokens,
                     image_max_tokens: config.image_max_tokens,
+                    device: config.encoder_device.clone(),
                     ..mtmd::ContextParams::default()
                 };
                 let ctx = mtmd::Context::new(path, model.clone(), params).map_err(|e| {

@@ -25,6 +25,7 @@ pub use state::{
     AppState, DEFAULT_BODY_TIMEOUT, DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_AUDIO_SECONDS,
     DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_QUEUE, DEFAULT_REQUEST_TIMEOUT, ServerOptions,
 };
+pub(crate) use transcribe::check_form as check_transcription_form;
 
 /// The whole HTTP API over `state` (whose backend may be set later: until then the model
 /// endpoints answer 503 "Loading model").

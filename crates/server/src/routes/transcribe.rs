@@ -164,6 +164,17 @@ fn options(form: &Form) -> Result<Options, ApiError> {
     })
 }
 
+/// Everything the handler checks in a form before the model is involved: reading it, its
+/// options and decoding its audio. The fuzzing entry point (`crate::fuzzing`).
+pub(crate) async fn check_form(state: &AppState, multipart: Multipart) -> Result<(), ApiError> {
+    let form = read_form(state, multipart).await?;
+    options(&form)?;
+    if let Some(file) = &form.file {
+        decode_audio(file, &state.media_policy(), "file")?;
+    }
+    Ok(())
+}
+
 /// The chat of a transcription: one user message, the audio then the instruction.
 fn transcription_messages(prompt: Option<&str>) -> Vec<ChatMessage> {
     let instruction = prompt

@@ -2,9 +2,9 @@
 
 use half::f16;
 
-use super::{Exec, KvStore, KvType};
+use super::{Exec, KvStore, KvType, Unary};
 use crate::cpu;
-use crate::ops::attention::{AttnMask, AttnParams};
+use crate::ops::attention::{AttnMask, AttnParams, KvData};
 use crate::ops::rope::RopeConfig;
 use crate::{Result, Tensor, TensorError};
 
@@ -34,6 +34,75 @@ impl Exec for CpuExec {
 
     fn download(&self, x: Vec<f32>) -> Result<Vec<f32>> {
         Ok(x)
+    }
+
+    fn upload_owned(&self, data: Vec<f32>) -> Result<Vec<f32>> {
+        Ok(data)
+    }
+
+    fn on_host(
+        &self,
+        x: &mut Vec<f32>,
+        f: &mut dyn FnMut(&mut Vec<f32>) -> Result<()>,
+    ) -> Result<()> {
+        f(x)
+    }
+
+    fn layer_norm(
+        &self,
+        x: &Vec<f32>,
+        w: &Vec<f32>,
+        b: Option<&Vec<f32>>,
+        eps: f32,
+        cols: usize,
+        out: &mut Vec<f32>,
+    ) -> Result<()> {
+        out.resize(x.len(), 0.0);
+        cpu::layer_norm(x, Some(w), b.map(|b| b.as_slice()), eps, cols, out);
+        Ok(())
+    }
+
+    fn unary(&self, op: Unary, x: &mut Vec<f32>) -> Result<()> {
+        match op {
+            Unary::GeluTanh => cpu::gelu_tanh(x),
+            Unary::GeluErf => cpu::gelu_erf(x),
+            Unary::GeluQuick => cpu::gelu_quick(x),
+            Unary::Silu => cpu::silu(x),
+        }
+        Ok(())
+    }
+
+    fn mul(&self, x: &mut Vec<f32>, y: &Vec<f32>) -> Result<()> {
+        cpu::mul(x, y);
+        Ok(())
+    }
+
+    fn attention_spans(
+        &self,
+        q: &Vec<f32>,
+        k: &Vec<f32>,
+        v: &Vec<f32>,
+        n: usize,
+        spans: &[std::ops::Range<usize>],
+        params: &AttnParams,
+        out: &mut Vec<f32>,
+    ) -> Result<()> {
+        let d = q.len() / n.max(1);
+        out.resize(q.len(), 0.0);
+        // Each span on its own: the work is the sum of the spans' squares, not n².
+        for r in spans {
+            let span = r.start * d..r.end * d;
+            let pos: Vec<i32> = (0..r.len() as i32).collect();
+            cpu::attention(
+                &q[span.clone()],
+                KvData::F32(&k[span.clone()]),
+                KvData::F32(&v[span.clone()]),
+                &AttnMask::full(&pos, &pos),
+                params,
+                &mut out[span],
+            );
+        }
+        Ok(())
     }
 
     fn vector(&self, data: &[f32]) -> Result<Vec<f32>> {
@@ -128,7 +197,13 @@ impl Exec for CpuExec {
         Ok(KvStore::host(kind, rows * width))
     }
 
-    fn kv_write(&self, kv: &mut KvStore, width: usize, first: usize, rows: &Vec<f32>) -> Result<()> {
+    fn kv_write(
+        &self,
+        kv: &mut KvStore,
+        width: usize,
+        first: usize,
+        rows: &Vec<f32>,
+    ) -> Result<()> {
         let at = first * width;
         match kv {
             KvStore::F32(d) => d[at..at + rows.len()].copy_from_slice(rows),

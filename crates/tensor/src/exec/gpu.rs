@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use super::{Exec, KvStore, KvType};
+use super::{Exec, KvStore, KvType, Unary};
 use crate::gpu::{GpuContext, ops};
 use crate::ops::attention::{AttnMask, AttnParams};
 use crate::ops::rope::RopeConfig;
@@ -70,6 +70,81 @@ impl Exec for GpuExec {
 
     fn download(&self, x: Tensor) -> Result<Vec<f32>> {
         x.to_f32_vec()
+    }
+
+    fn on_host(
+        &self,
+        x: &mut Tensor,
+        f: &mut dyn FnMut(&mut Vec<f32>) -> Result<()>,
+    ) -> Result<()> {
+        let mut host = x.to_f32_vec()?;
+        f(&mut host)?;
+        *x = self.upload(&host)?;
+        Ok(())
+    }
+
+    fn layer_norm(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        b: Option<&Tensor>,
+        eps: f32,
+        cols: usize,
+        out: &mut Tensor,
+    ) -> Result<()> {
+        let rows = as_rows(x, x.numel() / cols.max(1))?;
+        *out = flat(ops::layer_norm(&rows, Some(w), b, eps)?)?;
+        Ok(())
+    }
+
+    fn unary(&self, op: Unary, x: &mut Tensor) -> Result<()> {
+        *x = match op {
+            Unary::GeluTanh => ops::gelu_tanh(x)?,
+            Unary::GeluErf => ops::gelu_erf(x)?,
+            Unary::GeluQuick => ops::gelu_quick(x)?,
+            Unary::Silu => ops::silu(x)?,
+        };
+        Ok(())
+    }
+
+    fn mul(&self, x: &mut Tensor, y: &Tensor) -> Result<()> {
+        *x = ops::mul(x, y)?;
+        Ok(())
+    }
+
+    fn attention_spans(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        n: usize,
+        spans: &[std::ops::Range<usize>],
+        params: &AttnParams,
+        out: &mut Tensor,
+    ) -> Result<()> {
+        // One pass with a mask: no key is causally visible (k_pos 1 > q_pos 0), so a token
+        // sees exactly the tokens of its span, which share a group id.
+        let (q_pos, k_pos, groups) = if spans.len() == 1 {
+            let pos: Vec<i32> = (0..n as i32).collect();
+            (pos.clone(), pos, None)
+        } else {
+            let mut group = vec![0u32; n];
+            for (i, r) in spans.iter().enumerate() {
+                group[r.clone()].fill(i as u32 + 1);
+            }
+            (vec![0; n], vec![1; n], Some(group))
+        };
+        let mask = AttnMask {
+            q_pos: &q_pos,
+            k_pos: &k_pos,
+            causal: groups.is_some(),
+            window: None,
+            q_group: groups.as_deref(),
+            k_group: groups.as_deref(),
+        };
+        let (qr, kr, vr) = (as_rows(q, n)?, as_rows(k, n)?, as_rows(v, n)?);
+        *out = flat(ops::attention(&qr, &kr, &vr, n, &mask, params)?)?;
+        Ok(())
     }
 
     fn vector(&self, data: &[f32]) -> Result<Tensor> {

@@ -87,6 +87,15 @@ impl KvStore {
     }
 }
 
+/// Element-wise activations applied in place.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unary {
+    GeluTanh,
+    GeluErf,
+    GeluQuick,
+    Silu,
+}
+
 /// What a model layer needs from a backend. `Act` holds f32 activations (`rows × cols`
 /// values, row-major); `Vector` is a small weight vector (a norm's scale, a bias) kept in
 /// the backend's memory. Matrices are [`Tensor`]s in the backend's memory (memory-mapped
@@ -100,6 +109,17 @@ pub trait Exec {
     fn upload(&self, data: &[f32]) -> Result<Self::Act>;
     /// The values of `x` in host memory (the CPU hands its buffer over without a copy).
     fn download(&self, x: Self::Act) -> Result<Vec<f32>>;
+    /// Like [`Exec::upload`], taking the buffer (the CPU keeps it without a copy).
+    fn upload_owned(&self, data: Vec<f32>) -> Result<Self::Act> {
+        self.upload(&data)
+    }
+    /// Runs `f` on the values of `x` in host memory: the fallback for a step that has no
+    /// kernel on this backend (the GPU pays a download and an upload).
+    fn on_host(
+        &self,
+        x: &mut Self::Act,
+        f: &mut dyn FnMut(&mut Vec<f32>) -> Result<()>,
+    ) -> Result<()>;
     fn vector(&self, data: &[f32]) -> Result<Self::Vector>;
 
     /// `out = rms_norm(x) * w` over rows of `cols`.
@@ -119,6 +139,32 @@ pub trait Exec {
         eps: f32,
         cols: usize,
         tmp: &mut Self::Act,
+    ) -> Result<()>;
+    /// `out = layer_norm(x) * w + b` over rows of `cols`.
+    fn layer_norm(
+        &self,
+        x: &Self::Act,
+        w: &Self::Vector,
+        b: Option<&Self::Vector>,
+        eps: f32,
+        cols: usize,
+        out: &mut Self::Act,
+    ) -> Result<()>;
+    fn unary(&self, op: Unary, x: &mut Self::Act) -> Result<()>;
+    /// `x *= y` element-wise.
+    fn mul(&self, x: &mut Self::Act, y: &Self::Act) -> Result<()>;
+    /// Encoder attention: `q`, `k`, `v` `[n, width]`; each token attends to every token of
+    /// its span (`spans` partition `0..n`; one span for full attention).
+    #[allow(clippy::too_many_arguments)]
+    fn attention_spans(
+        &self,
+        q: &Self::Act,
+        k: &Self::Act,
+        v: &Self::Act,
+        n: usize,
+        spans: &[std::ops::Range<usize>],
+        params: &AttnParams,
+        out: &mut Self::Act,
     ) -> Result<()>;
     /// `out[n, m] = x[n, k] · wᵀ` for `w` `[m, k]`.
     fn matmul(&self, w: &Tensor, x: &Self::Act, n: usize, out: &mut Self::Act) -> Result<()>;
@@ -141,15 +187,19 @@ pub trait Exec {
     ) -> Result<()>;
     fn swiglu(&self, gate: &Self::Act, up: &Self::Act, out: &mut Self::Act) -> Result<()>;
     /// ggml's CPU GEGLU (GELU through the f16 table), for llama.cpp parity.
-    fn geglu_f16_table(&self, gate: &Self::Act, up: &Self::Act, out: &mut Self::Act)
-    -> Result<()>;
+    fn geglu_f16_table(&self, gate: &Self::Act, up: &Self::Act, out: &mut Self::Act) -> Result<()>;
     /// Rows `rows` of `x` (rows of `cols`), gathered into a new buffer.
     fn gather_rows(&self, x: &Self::Act, cols: usize, rows: &[usize]) -> Result<Self::Act>;
     /// A new cache for `len` values of `kind`.
     fn kv_alloc(&self, kind: KvType, rows: usize, width: usize) -> Result<KvStore>;
     /// Stores `rows` (`[n, width]`) at rows `first..first + n` of `kv`.
-    fn kv_write(&self, kv: &mut KvStore, width: usize, first: usize, rows: &Self::Act)
-    -> Result<()>;
+    fn kv_write(
+        &self,
+        kv: &mut KvStore,
+        width: usize,
+        first: usize,
+        rows: &Self::Act,
+    ) -> Result<()>;
     /// Attention of `q` over the first `n_kv` cached rows (contract of `ops::attention`).
     #[allow(clippy::too_many_arguments)]
     fn attention(

@@ -37,6 +37,7 @@ fn config(arch: &str, n_slots: usize, n_ctx: usize, vision: bool) -> EngineConfi
         image_max_tokens: None,
         device: llm::Device::Cpu,
         n_gpu_layers: None,
+        encoder_device: llm::Device::Cpu,
     }
 }
 
