@@ -36,3 +36,9 @@ if [ "${MTMD_SKIP_E2E:-0}" != 1 ]; then
   # change the feature set of shared crates).
   MTMD_PROFILE=ci MTMD_BIN="$PWD/target/ci/mtmd" bash scripts/test-server.sh
 fi
+
+# Every fuzz target for a short while from its seed corpus (docs/fuzzing.md); needs cargo-fuzz
+# (installed from crates.io when missing). MTMD_SKIP_FUZZ=1 skips it.
+if [ "${MTMD_SKIP_FUZZ:-0}" != 1 ]; then
+  FUZZ_SMOKE_SECONDS="${FUZZ_SMOKE_SECONDS:-15}" bash scripts/fuzz-smoke.sh
+fi
