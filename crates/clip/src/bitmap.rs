@@ -133,6 +133,9 @@ impl Bitmap {
         let mut decoder = reader.into_decoder().map_err(decode_error)?;
         let (width, height) = decoder.dimensions();
         check_dims(u64::from(width), u64::from(height))?;
+        if reader_format == Some(image::ImageFormat::Jpeg) {
+            check_jpeg_backed(width, height, bytes.len())?;
+        }
         // A missing or unreadable EXIF block means "no rotation", as in every viewer.
         let orientation = decoder
             .orientation()
@@ -178,6 +181,27 @@ fn check_dims(width: u64, height: u64) -> Result<(), BitmapError> {
             width: width as u32,
             height: height as u32,
         });
+    }
+    Ok(())
+}
+
+/// Pixels a JPEG of `len` bytes may declare: every 8x8 block of the first component costs at
+/// least one bit (its DC code, baseline or progressive), so a file describes at most 512
+/// pixels per byte; the floor keeps tiny valid files of flat colour.
+fn jpeg_pixel_budget(len: usize) -> u64 {
+    (len as u64).saturating_mul(512).max(1 << 20)
+}
+
+/// Refuses a JPEG whose frame is larger than its bytes can describe: decoders (stb_image's
+/// way, and ours) fill missing data with grey, so a few hundred bytes could otherwise claim a
+/// 16384x16384 frame and make the decoder allocate and fill a gigabyte.
+fn check_jpeg_backed(width: u32, height: u32, len: usize) -> Result<(), BitmapError> {
+    let pixels = u64::from(width) * u64::from(height);
+    if pixels > jpeg_pixel_budget(len) {
+        return Err(BitmapError::Decode(format!(
+            "JPEG declares {width}x{height} pixels but holds only {len} bytes \
+             (at least one bit per 8x8 block is needed)"
+        )));
     }
     Ok(())
 }
@@ -251,6 +275,31 @@ mod tests {
         assert_ne!(a.content_hash(), b.content_hash());
         assert_ne!(a.content_hash(), c.content_hash());
         assert_eq!(a.content_hash(), a.clone().content_hash());
+    }
+
+    #[test]
+    fn a_jpeg_frame_larger_than_its_bytes_is_refused_before_decoding() {
+        let dir = testkit::fixture("");
+        let jpg = std::fs::read_dir(&dir)
+            .unwrap()
+            .flat_map(|d| std::fs::read_dir(d.unwrap().path()).into_iter().flatten())
+            .map(|f| f.unwrap().path())
+            .find(|p| p.extension().is_some_and(|e| e == "jpg"))
+            .expect("a JPEG fixture");
+        let mut bytes = std::fs::read(&jpg).unwrap();
+        assert!(Bitmap::from_encoded(&bytes).is_ok());
+        // Claim 16384x16384 in the baseline frame header (FFC0: length, precision, h, w).
+        let sof = bytes.windows(2).position(|w| w == [0xFF, 0xC0]).unwrap();
+        bytes[sof + 5..sof + 9].copy_from_slice(&[0x40, 0x00, 0x40, 0x00]);
+        let started = std::time::Instant::now();
+        let err = Bitmap::from_encoded(&bytes).unwrap_err().to_string();
+        assert!(
+            err.contains("16384x16384") && err.contains("bytes"),
+            "{err}"
+        );
+        assert!(started.elapsed().as_secs() < 2, "refused before decoding");
+        assert!(check_jpeg_backed(1000, 1000, 600).is_ok(), "floor: 1 Mpx");
+        assert!(check_jpeg_backed(4000, 3000, 600_000).is_ok());
     }
 
     #[test]

@@ -216,6 +216,13 @@ impl Decoder<'_> {
         if width > MAX_SIDE || height > MAX_SIDE {
             return Err(JpegError::Unsupported("image side over 16384"));
         }
+        // Every 8x8 block costs at least one bit of entropy-coded data: a frame larger than
+        // the file can describe would only be grey filler, allocated and decoded for nothing.
+        if width * height > self.data.len().saturating_mul(512).max(1 << 20) {
+            return Err(JpegError::Corrupt(
+                "frame larger than the file can describe",
+            ));
+        }
         let count = usize::from(body[5]);
         if count != 1 && count != 3 {
             return Err(JpegError::Unsupported("component count other than 1 or 3"));
