@@ -265,29 +265,39 @@ pub fn rope(x: &Tensor, positions: &[i32], cfg: &RopeConfig) -> Result<Tensor> {
         RopeMode::Vision { .. } => ("rope_neox", head_dim / 2),
         _ => ("rope_neox", cfg.n_dims / 2),
     };
-    // (cos, sin) per token and pair; one dummy pair per token when nothing rotates.
-    let row = n_pairs.max(1);
-    let mut table = vec![0f32; n_tokens * row * 2];
-    let mut cache = vec![(0f32, 0f32); n_pairs];
-    for t in 0..n_tokens {
-        fill_cache(
-            cfg,
-            token_pos(&cfg.mode, positions, n_tokens, t),
-            &mut cache,
-        );
-        for (i, &(c, s)) in cache.iter().enumerate() {
-            table[(t * row + i) * 2] = c;
-            table[(t * row + i) * 2 + 1] = s;
-        }
-    }
-    let tb = ctx.upload(bytemuck::cast_slice(&table))?;
-    let (out, ob) = output(ctx, x.shape())?;
     let shape = RopeShape {
         n_tokens,
         n_heads,
         head_dim,
         n_pairs,
     };
+    rope_with_table(ctx, xb, x.shape(), entry, shape, |t, pairs| {
+        fill_cache(cfg, token_pos(&cfg.mode, positions, n_tokens, t), pairs)
+    })
+}
+
+/// Runs rope shader `entry` with the (cos, sin) table `pairs_of(token, pairs)` fills per token
+/// (one dummy pair per token when nothing rotates), computed on the host as the CPU does.
+pub(super) fn rope_with_table(
+    ctx: &GpuContext,
+    xb: &GpuBuffer,
+    x_shape: &[usize],
+    entry: &'static str,
+    shape: RopeShape,
+    mut pairs_of: impl FnMut(usize, &mut [(f32, f32)]),
+) -> Result<Tensor> {
+    let row = shape.n_pairs.max(1);
+    let mut table = vec![0f32; shape.n_tokens * row * 2];
+    let mut pairs = vec![(0f32, 0f32); shape.n_pairs];
+    for t in 0..shape.n_tokens {
+        pairs_of(t, &mut pairs);
+        for (i, &(c, s)) in pairs.iter().enumerate() {
+            table[(t * row + i) * 2] = c;
+            table[(t * row + i) * 2 + 1] = s;
+        }
+    }
+    let tb = ctx.upload(bytemuck::cast_slice(&table))?;
+    let (out, ob) = output(ctx, x_shape)?;
     kernels::rope(entry, xb, &tb, shape, &ob)?;
     Ok(out)
 }

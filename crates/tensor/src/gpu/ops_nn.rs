@@ -4,7 +4,7 @@
 //! `tensor::cpu` twins named on each function; results are new GPU tensors unless said.
 
 use super::kernels::{self, AttnCall, KvBuf, NormAffine, RopeShape};
-use super::ops::{buffer, f32_buffer, mismatch, output, rows_cols};
+use super::ops::{buffer, f32_buffer, mismatch, output, rope_with_table, rows_cols};
 use super::{GpuBuffer, GpuContext};
 use crate::ops::attention::{AttnMask, AttnParams};
 use crate::ops::rope::{fill_cache, rope_2d_configs};
@@ -356,25 +356,16 @@ pub fn rope_2d(
     }
     let quarter = head_dim / 4;
     let (cfg_a, cfg_b) = rope_2d_configs(head_dim, freq_base, interleave_freq);
-    let row = 2 * quarter;
-    let mut table = vec![0f32; n_tokens * row.max(1) * 2];
-    let (mut ca, mut cb) = (vec![(0f32, 0f32); quarter], vec![(0f32, 0f32); quarter]);
-    for t in 0..n_tokens {
-        fill_cache(&cfg_a, [pos_a[t], 0, 0, 0], &mut ca);
-        fill_cache(&cfg_b, [pos_b[t], 0, 0, 0], &mut cb);
-        for (i, &(c, s)) in ca.iter().chain(&cb).enumerate() {
-            table[(t * row + i) * 2] = c;
-            table[(t * row + i) * 2 + 1] = s;
-        }
-    }
-    let tb = ctx.upload(bytemuck::cast_slice(&table))?;
-    let (out, ob) = output(ctx, x.shape())?;
     let shape = RopeShape {
         n_tokens,
         n_heads,
         head_dim,
-        n_pairs: row,
+        n_pairs: 2 * quarter,
     };
-    kernels::rope("rope_normal", xb, &tb, shape, &ob)?;
-    Ok(out)
+    // The first quarter of pairs rotates by position a, the second by position b.
+    rope_with_table(ctx, xb, x.shape(), "rope_normal", shape, |t, pairs| {
+        let (a, b) = pairs.split_at_mut(quarter);
+        fill_cache(&cfg_a, [pos_a[t], 0, 0, 0], a);
+        fill_cache(&cfg_b, [pos_b[t], 0, 0, 0], b);
+    })
 }
