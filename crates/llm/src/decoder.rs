@@ -62,18 +62,43 @@ impl<A> Scratch<A> {
     }
 }
 
-/// What every layer of one ubatch shares: positions, the mask's inputs and where its cells go.
+/// One sequence's rows of a ubatch: where its cells go and its mask inputs.
+struct SeqCtx {
+    /// Rows of the ubatch that belong to this sequence.
+    rows: std::ops::Range<usize>,
+    first_cell: usize,
+    n_kv: usize,
+    q_rank: Vec<i32>,
+    k_rank: Vec<i32>,
+    q_group: Vec<u32>,
+    k_group: Vec<u32>,
+}
+
+/// What every layer of one ubatch shares: positions, and per sequence the mask's inputs and
+/// where its cells go.
 struct UbatchCtx<'a> {
     n: usize,
     pos: &'a [i32],
-    first_cell: usize,
-    n_kv: usize,
-    q_rank: &'a [i32],
-    k_rank: &'a [i32],
-    q_group: &'a [u32],
-    k_group: &'a [u32],
+    seqs: Vec<SeqCtx>,
     /// Media rows with their deepstack slices (Qwen3-VL), and the row width.
     deepstack: Option<(&'a [f32], usize)>,
+}
+
+/// One sequence's batch in a multi-sequence step ([`Decoder::decode_many`]): its own KV
+/// cache, positions and mask; the weights are read once for all of them.
+pub struct SeqBatch<'a, 'c> {
+    pub cache: &'c mut KvCache,
+    pub batch: Batch<'a>,
+}
+
+/// The rows `start..start + len` of a batch that one forward pass evaluates.
+struct Part<'a, 'b> {
+    batch: &'b Batch<'a>,
+    n_total: usize,
+    start: usize,
+    len: usize,
+    group: u32,
+    want: Logits,
 }
 
 impl Decoder {
@@ -160,7 +185,17 @@ impl Decoder {
                 Logits::Last => Logits::None,
             };
             let cells_before = cache.len();
-            let out = self.forward_ubatch(cache, batch, n, start, len, group, want);
+            let part = Part {
+                batch,
+                n_total: n,
+                start,
+                len,
+                group,
+                want,
+            };
+            let out = self
+                .forward(&mut [&mut *cache], &[part])
+                .map(|mut v| v.pop().unwrap_or_default());
             match out {
                 Ok(out) => logits.extend_from_slice(&out),
                 Err(e) => {
@@ -172,6 +207,62 @@ impl Decoder {
             start += len;
         }
         Ok(logits)
+    }
+
+    /// Runs one step for several sequences at once: every batch's rows go through each
+    /// weight matrix together, while each sequence attends only to its own cache. Returns
+    /// the logits of each sequence, as [`Decoder::decode`] would. Steps larger than
+    /// [`MAX_UBATCH`] rows in all are run sequence by sequence. On error, no sequence keeps
+    /// cells of this step.
+    pub fn decode_many(&self, seqs: &mut [SeqBatch<'_, '_>]) -> Result<Vec<Vec<f32>>> {
+        let mut lens = Vec::with_capacity(seqs.len());
+        for s in seqs.iter() {
+            lens.push(self.batch_len(&s.batch)?);
+        }
+        if seqs.len() == 1 || lens.iter().sum::<usize>() > MAX_UBATCH {
+            let mut out = Vec::with_capacity(seqs.len());
+            for (i, s) in seqs.iter_mut().enumerate() {
+                match self.decode(s.cache, &s.batch) {
+                    Ok(l) => out.push(l),
+                    Err(e) => {
+                        // Undo the sequences that already went through.
+                        for (s, n) in seqs[..i].iter_mut().zip(&lens) {
+                            let len = s.cache.len();
+                            s.cache.truncate(len - n);
+                        }
+                        return Err(e);
+                    }
+                }
+            }
+            return Ok(out);
+        }
+        let before: Vec<usize> = seqs.iter().map(|s| s.cache.len()).collect();
+        let mut caches: Vec<&mut KvCache> = Vec::with_capacity(seqs.len());
+        let mut parts = Vec::with_capacity(seqs.len());
+        for (s, &n) in seqs.iter_mut().zip(&lens) {
+            let SeqBatch { cache, batch } = s;
+            let group = if batch.non_causal {
+                cache.new_group()
+            } else {
+                0
+            };
+            caches.push(&mut **cache);
+            parts.push(Part {
+                batch: &*batch,
+                n_total: n,
+                start: 0,
+                len: n,
+                group,
+                want: batch.logits,
+            });
+        }
+        let out = self.forward(&mut caches, &parts);
+        if out.is_err() {
+            for (c, &n) in caches.iter_mut().zip(&before) {
+                c.truncate(n);
+            }
+        }
+        out
     }
 
     fn batch_len(&self, batch: &Batch) -> Result<usize> {
@@ -217,84 +308,128 @@ impl Decoder {
         out
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn forward_ubatch(
+    /// One forward pass over the parts' rows, concatenated in order; `caches[i]` holds
+    /// part i's sequence. Returns each part's logits.
+    fn forward(
         &self,
-        cache: &mut KvCache,
-        batch: &Batch,
-        n_total: usize,
-        start: usize,
-        n: usize,
-        group: u32,
-        want: Logits,
-    ) -> Result<Vec<f32>> {
+        caches: &mut [&mut KvCache],
+        parts: &[Part<'_, '_>],
+    ) -> Result<Vec<Vec<f32>>> {
         let hp = &self.hp;
         let e = hp.n_embd;
-        let pos = self.ubatch_positions(batch, n_total, start, n);
         let mrope = hp.arch.uses_mrope();
-        let cells: Vec<CellPos> = (0..n)
-            .map(|i| CellPos {
-                t: pos[i],
-                y: if mrope { pos[n + i] } else { 0 },
-                x: if mrope { pos[2 * n + i] } else { 0 },
-                group,
-            })
+        let comp = self.n_pos_comp();
+        let n: usize = parts.iter().map(|p| p.len).sum();
+        let part_pos: Vec<Vec<i32>> = parts
+            .iter()
+            .map(|p| self.ubatch_positions(p.batch, p.n_total, p.start, p.len))
             .collect();
-        let first_cell = cache.len();
-        cache.push_cells(cells)?;
-        let n_kv = cache.len();
-
-        let mut x = vec![0f32; n * e];
-        let mut deepstack = None;
-        match batch.input {
-            BatchInput::Tokens(t) => {
-                cpu::get_rows(&self.w.tok_embd, &t[start..start + n], &mut x)?;
-                if let Some(sc) = hp.embed_scale {
-                    cpu::scale(&mut x, sc);
-                }
-            }
-            BatchInput::Embeddings(all) => {
-                let w = hp.n_embd_inp();
-                let rows = &all[start * w..(start + n) * w];
-                for i in 0..n {
-                    x[i * e..(i + 1) * e].copy_from_slice(&rows[i * w..i * w + e]);
-                }
-                if hp.n_deepstack > 0 {
-                    deepstack = Some((rows, w));
-                }
+        // Rope wants every component's block over all rows: [t.., y.., x.., e..].
+        let mut pos = Vec::with_capacity(n * comp);
+        for c in 0..comp {
+            for (p, pp) in parts.iter().zip(&part_pos) {
+                pos.extend_from_slice(&pp[c * p.len..(c + 1) * p.len]);
             }
         }
 
-        let (q_rank, k_rank) = mask_positions(cache.cells(), first_cell, mrope);
-        let q_group = vec![group; n];
-        let k_group: Vec<u32> = cache.cells().iter().map(|c| c.group).collect();
+        let mut seqs = Vec::with_capacity(parts.len());
+        let mut row = 0;
+        for ((p, pp), cache) in parts.iter().zip(&part_pos).zip(caches.iter_mut()) {
+            let len = p.len;
+            let cells: Vec<CellPos> = (0..len)
+                .map(|i| CellPos {
+                    t: pp[i],
+                    y: if mrope { pp[len + i] } else { 0 },
+                    x: if mrope { pp[2 * len + i] } else { 0 },
+                    group: p.group,
+                })
+                .collect();
+            let first_cell = cache.len();
+            // On error the callers truncate every cache to where it was.
+            cache.push_cells(cells)?;
+            let (q_rank, k_rank) = mask_positions(cache.cells(), first_cell, mrope);
+            seqs.push(SeqCtx {
+                rows: row..row + len,
+                first_cell,
+                n_kv: cache.len(),
+                q_rank,
+                k_rank,
+                q_group: vec![p.group; len],
+                k_group: cache.cells().iter().map(|c| c.group).collect(),
+            });
+            row += len;
+        }
+
+        let mut x = vec![0f32; n * e];
+        let mut deepstack_rows: Option<Vec<f32>> = None;
+        let ds_width = hp.n_embd_inp();
+        for (p, sq) in parts.iter().zip(&seqs) {
+            let xs = &mut x[sq.rows.start * e..sq.rows.end * e];
+            match p.batch.input {
+                BatchInput::Tokens(t) => {
+                    cpu::get_rows(&self.w.tok_embd, &t[p.start..p.start + p.len], xs)?;
+                    if let Some(sc) = hp.embed_scale {
+                        cpu::scale(xs, sc);
+                    }
+                }
+                BatchInput::Embeddings(all) => {
+                    let w = ds_width;
+                    let rows = &all[p.start * w..(p.start + p.len) * w];
+                    for i in 0..p.len {
+                        xs[i * e..(i + 1) * e].copy_from_slice(&rows[i * w..i * w + e]);
+                    }
+                    if hp.n_deepstack > 0 {
+                        // Text rows of other parts add nothing: zeros.
+                        let d = deepstack_rows.get_or_insert_with(|| vec![0f32; n * w]);
+                        d[sq.rows.start * w..sq.rows.end * w].copy_from_slice(rows);
+                    }
+                }
+            }
+        }
         let u = UbatchCtx {
             n,
             pos: &pos,
-            first_cell,
-            n_kv,
-            q_rank: &q_rank,
-            k_rank: &k_rank,
-            q_group: &q_group,
-            k_group: &k_group,
-            deepstack,
+            seqs,
+            deepstack: deepstack_rows.as_deref().map(|r| (r, ds_width)),
         };
+        // Logit rows, in order, and how many belong to each part.
+        let mut rows = Vec::new();
+        let mut counts = Vec::with_capacity(parts.len());
+        for (p, sq) in parts.iter().zip(&u.seqs) {
+            let before = rows.len();
+            match p.want {
+                Logits::None => {}
+                Logits::Last => rows.push(sq.rows.end - 1),
+                Logits::All => rows.extend(sq.rows.clone()),
+            }
+            counts.push(rows.len() - before);
+        }
 
         let split = self.first_gpu_layer();
-        let x = self.run_layers(&CpuExec, &self.w.layers[..split], 0, x, cache, &u)?;
-        #[cfg(feature = "gpu")]
-        if let Some(o) = &self.offload {
-            let x = o.exec.upload(&x)?;
-            let x = self.run_layers(&o.exec, &o.layers, split, x, cache, &u)?;
-            return match &o.head {
-                Some(h) => self.head(&o.exec, &h.norm, &h.output, x, n, want),
-                None => {
-                    let x = o.exec.download(x)?;
-                    self.head(&CpuExec, &self.w.output_norm, &self.w.output, x, n, want)
-                }
-            };
+        let x = self.run_layers(&CpuExec, &self.w.layers[..split], 0, x, caches, &u)?;
+        let logits = 'head: {
+            #[cfg(feature = "gpu")]
+            if let Some(o) = &self.offload {
+                let x = o.exec.upload(&x)?;
+                let x = self.run_layers(&o.exec, &o.layers, split, x, caches, &u)?;
+                break 'head match &o.head {
+                    Some(h) => self.head(&o.exec, &h.norm, &h.output, x, &rows)?,
+                    None => {
+                        let x = o.exec.download(x)?;
+                        self.head(&CpuExec, &self.w.output_norm, &self.w.output, x, &rows)?
+                    }
+                };
+            }
+            self.head(&CpuExec, &self.w.output_norm, &self.w.output, x, &rows)?
+        };
+        let n_vocab = self.n_vocab();
+        let mut out = Vec::with_capacity(parts.len());
+        let mut off = 0;
+        for c in counts {
+            out.push(logits[off * n_vocab..(off + c) * n_vocab].to_vec());
+            off += c;
         }
-        self.head(&CpuExec, &self.w.output_norm, &self.w.output, x, n, want)
+        Ok(out)
     }
 
     /// Layers `first_il..first_il + layers.len()` on backend `e`.
@@ -304,7 +439,7 @@ impl Decoder {
         layers: &[LayerWeights<E::Vector>],
         first_il: usize,
         x: E::Act,
-        cache: &mut KvCache,
+        caches: &mut [&mut KvCache],
         u: &UbatchCtx<'_>,
     ) -> Result<E::Act> {
         if layers.is_empty() {
@@ -315,7 +450,7 @@ impl Decoder {
         let mut s = Scratch::new(e, hp, u.n, x)?;
         for (j, lw) in layers.iter().enumerate() {
             let il = first_il + j;
-            self.attention_block(e, cache, lw, il, &mut s, u)?;
+            self.attention_block(e, caches, lw, il, &mut s, u)?;
             self.ffn_block(e, lw, &mut s, u.n)?;
             if let Some((rows, w)) = u.deepstack
                 && il < hp.n_deepstack
@@ -333,23 +468,20 @@ impl Decoder {
         Ok(s.x)
     }
 
-    /// Final norm and LM head over the rows `want` asks for.
+    /// Final norm and LM head over `rows` of `x`.
     fn head<E: Exec>(
         &self,
         e: &E,
         norm: &E::Vector,
         output: &Tensor,
         x: E::Act,
-        n: usize,
-        want: Logits,
+        rows: &[usize],
     ) -> Result<Vec<f32>> {
         let hp = &self.hp;
-        let rows: Vec<usize> = match want {
-            Logits::None => return Ok(Vec::new()),
-            Logits::Last => vec![n - 1],
-            Logits::All => (0..n).collect(),
-        };
-        let mut h = e.gather_rows(&x, hp.n_embd, &rows)?;
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut h = e.gather_rows(&x, hp.n_embd, rows)?;
         drop(x);
         let mut tmp = e.alloc(0)?;
         e.rms_norm_inplace(&mut h, norm, hp.rms_eps, hp.n_embd, &mut tmp)?;
@@ -364,7 +496,7 @@ impl Decoder {
     fn attention_block<E: Exec>(
         &self,
         e: &E,
-        cache: &mut KvCache,
+        caches: &mut [&mut KvCache],
         lw: &LayerWeights<E::Vector>,
         il: usize,
         s: &mut Scratch<E::Act>,
@@ -402,16 +534,6 @@ impl Decoder {
         if let Some(sc) = hp.q_prescale {
             e.scale(&mut s.q, sc)?;
         }
-        cache.store(e, il, u.first_cell, &s.k, &s.v)?;
-
-        let mask = AttnMask {
-            q_pos: u.q_rank,
-            k_pos: u.k_rank,
-            causal: true,
-            window: if swa { hp.n_swa } else { None },
-            q_group: Some(u.q_group),
-            k_group: Some(u.k_group),
-        };
         let params = AttnParams {
             n_head: hp.n_head,
             n_kv_head: hp.n_head_kv,
@@ -419,17 +541,52 @@ impl Decoder {
             scale: hp.attn_scale,
             softcap: hp.attn_softcap,
         };
-        let (kd, vd) = cache.layer(il);
-        e.attention(
-            &s.q,
-            kd,
-            vd,
-            cache.kv_dim(),
-            u.n_kv,
-            &mask,
-            &params,
-            &mut s.attn,
-        )?;
+        let window = if swa { hp.n_swa } else { None };
+        let single = u.seqs.len() == 1;
+        for (sq, cache) in u.seqs.iter().zip(caches.iter_mut()) {
+            let mask = AttnMask {
+                q_pos: &sq.q_rank,
+                k_pos: &sq.k_rank,
+                causal: true,
+                window,
+                q_group: Some(&sq.q_group),
+                k_group: Some(&sq.k_group),
+            };
+            if single {
+                cache.store(e, il, sq.first_cell, &s.k, &s.v)?;
+                let (kd, vd) = cache.layer(il);
+                e.attention(
+                    &s.q,
+                    kd,
+                    vd,
+                    cache.kv_dim(),
+                    sq.n_kv,
+                    &mask,
+                    &params,
+                    &mut s.attn,
+                )?;
+                continue;
+            }
+            // Several sequences: each one's rows meet only its own cache.
+            let rows: Vec<usize> = sq.rows.clone().collect();
+            let k = e.gather_rows(&s.k, hp.kv_dim(), &rows)?;
+            let v = e.gather_rows(&s.v, hp.kv_dim(), &rows)?;
+            cache.store(e, il, sq.first_cell, &k, &v)?;
+            let q = e.gather_rows(&s.q, hp.q_dim(), &rows)?;
+            let mut out = e.alloc(rows.len() * hp.q_dim())?;
+            let (kd, vd) = cache.layer(il);
+            e.attention(
+                &q,
+                kd,
+                vd,
+                cache.kv_dim(),
+                sq.n_kv,
+                &mask,
+                &params,
+                &mut out,
+            )?;
+            e.copy_rows(&mut s.attn, hp.q_dim(), sq.rows.start, &out)?;
+        }
         e.matmul(&lw.wo, &s.attn, n, &mut s.o)?;
         if let Some(b) = &lw.bo {
             e.add_rows(&mut s.o, b)?;

@@ -93,54 +93,116 @@ pub fn generate(
 pub fn continue_generation(
     model: &Model,
     session: &mut Session,
-    mut logits: Vec<f32>,
+    logits: Vec<f32>,
     prompt_evaluated: usize,
     params: &GenerateParams,
     on_text: &mut dyn FnMut(&str) -> bool,
 ) -> Result<Generation> {
-    let mut sampler = Sampler::new(params.sampling.clone());
-    let mut stops = StopMatcher::new(params.stop.iter().cloned());
-    let mut pieces = StreamDecoder::new(&model.tokenizer, false);
-    let mut out = Generation {
-        prompt_evaluated,
-        tokens: Vec::new(),
-        text: String::new(),
-        finish: FinishReason::Length,
-    };
-    let mut emit = |text: &str, out: &mut Generation| -> bool {
+    let mut generator = Generator::new(model, params, prompt_evaluated);
+    let mut logits = logits;
+    while let Some(token) = generator.step(&logits, session.n_tokens() < session.n_ctx(), on_text) {
+        logits = session.decode_tokens(model, &[token], Logits::Last)?;
+    }
+    Ok(generator.finish())
+}
+
+/// The sampling side of generation, one token at a time, so that a scheduler can decode
+/// many sequences' next tokens in one step: feed it each step's logits, decode the token it
+/// returns, repeat until it returns `None`.
+pub struct Generator<'m> {
+    model: &'m Model,
+    sampler: Sampler,
+    stops: StopMatcher,
+    pieces: StreamDecoder<'m>,
+    max_tokens: usize,
+    ignore_eog: bool,
+    out: Generation,
+    done: bool,
+}
+
+impl<'m> Generator<'m> {
+    pub fn new(model: &'m Model, params: &GenerateParams, prompt_evaluated: usize) -> Self {
+        Self {
+            model,
+            sampler: Sampler::new(params.sampling.clone()),
+            stops: StopMatcher::new(params.stop.iter().cloned()),
+            pieces: StreamDecoder::new(&model.tokenizer, false),
+            max_tokens: params.max_tokens,
+            ignore_eog: params.ignore_eog,
+            out: Generation {
+                prompt_evaluated,
+                tokens: Vec::new(),
+                text: String::new(),
+                finish: FinishReason::Length,
+            },
+            done: false,
+        }
+    }
+
+    /// Tokens sampled so far.
+    pub fn tokens(&self) -> &[u32] {
+        &self.out.tokens
+    }
+
+    /// Samples the next token from `logits` and streams its text to `on_text` (false:
+    /// cancel). Returns the token to decode for the next step, or `None` when generation is
+    /// over (`room`: the session has a free cell for it).
+    pub fn step(
+        &mut self,
+        logits: &[f32],
+        room: bool,
+        on_text: &mut dyn FnMut(&str) -> bool,
+    ) -> Option<u32> {
+        if self.done {
+            return None;
+        }
+        if self.out.tokens.len() >= self.max_tokens {
+            return self.end(FinishReason::Length, on_text);
+        }
+        let token = self.sampler.sample(logits);
+        self.sampler.accept(token);
+        self.out.tokens.push(token);
+        if self.model.tokenizer.is_eog(token) && !self.ignore_eog {
+            return self.end(FinishReason::Stop, on_text);
+        }
+        let piece = self.pieces.push(token);
+        let step = self.stops.push(&piece);
+        if !self.emit(&step.text, on_text) {
+            self.out.finish = FinishReason::Cancelled;
+            self.done = true;
+            return None;
+        }
+        if step.is_stopped() {
+            self.out.finish = FinishReason::Stop;
+            self.done = true;
+            return None;
+        }
+        if self.out.tokens.len() == self.max_tokens || !room {
+            // The token limit, or the context is full: finish as "length".
+            return self.end(FinishReason::Length, on_text);
+        }
+        Some(token)
+    }
+
+    /// Ends with `finish`, flushing text held back for a possible stop string.
+    fn end(&mut self, finish: FinishReason, on_text: &mut dyn FnMut(&str) -> bool) -> Option<u32> {
+        self.out.finish = finish;
+        self.done = true;
+        let rest = self.stops.finish();
+        self.emit(&rest, on_text);
+        None
+    }
+
+    fn emit(&mut self, text: &str, on_text: &mut dyn FnMut(&str) -> bool) -> bool {
         if text.is_empty() {
             return true;
         }
-        out.text.push_str(text);
+        self.out.text.push_str(text);
         on_text(text)
-    };
-    while out.tokens.len() < params.max_tokens {
-        let token = sampler.sample(&logits);
-        sampler.accept(token);
-        out.tokens.push(token);
-        if model.tokenizer.is_eog(token) && !params.ignore_eog {
-            out.finish = FinishReason::Stop;
-            break;
-        }
-        let piece = pieces.push(token);
-        let step = stops.push(&piece);
-        if !emit(&step.text, &mut out) {
-            out.finish = FinishReason::Cancelled;
-            return Ok(out);
-        }
-        if step.is_stopped() {
-            out.finish = FinishReason::Stop;
-            return Ok(out);
-        }
-        if out.tokens.len() == params.max_tokens {
-            break;
-        }
-        if session.n_tokens() + 1 > session.n_ctx() {
-            break; // context full: finish as "length"
-        }
-        logits = session.decode_tokens(model, &[token], Logits::Last)?;
     }
-    let rest = stops.finish();
-    emit(&rest, &mut out);
-    Ok(out)
+
+    /// What was generated and why it ended.
+    pub fn finish(self) -> Generation {
+        self.out
+    }
 }

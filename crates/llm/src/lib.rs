@@ -24,10 +24,10 @@ pub mod weights;
 pub use batch::{Batch, BatchInput, Logits};
 pub use decoder::Decoder;
 pub use error::{LlmError, Result};
-pub use generate::{FinishReason, GenerateParams, Generation, generate};
+pub use generate::{FinishReason, GenerateParams, Generation, Generator, generate};
 pub use hparams::{Arch, HParams};
 pub use kv_cache::{KvCache, KvType};
-pub use model::{Model, Session};
+pub use model::{Model, Session, StepInput};
 #[cfg(feature = "gpu")]
 pub use offload::Placement;
 pub use tensor::Device;

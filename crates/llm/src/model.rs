@@ -4,7 +4,7 @@ use std::path::Path;
 
 use crate::batch::{Batch, BatchInput, Logits, sequential_positions};
 use crate::chat::ChatTemplate;
-use crate::decoder::Decoder;
+use crate::decoder::{Decoder, SeqBatch};
 use crate::error::{LlmError, Result};
 use crate::hparams::HParams;
 use crate::kv_cache::{KvCache, KvType};
@@ -204,21 +204,7 @@ impl Session {
         tokens: &[u32],
         logits: Logits,
     ) -> Result<Vec<f32>> {
-        let comp = model.decoder.n_pos_comp();
-        let start = self.next_pos();
-        let pos = sequential_positions(start, tokens.len(), comp);
-        let batch = Batch {
-            input: BatchInput::Tokens(tokens),
-            pos: &pos,
-            non_causal: false,
-            logits,
-        };
-        let out = model.decoder.decode(&mut self.cache, &batch)?;
-        for (i, &t) in tokens.iter().enumerate() {
-            self.cell_tokens.push(Some(t));
-            self.cell_pos_after.push(start + i as i32 + 1);
-        }
-        Ok(out)
+        self.decode(model, StepInput::Tokens { tokens, logits })
     }
 
     /// Evaluates media embeddings (`[n, n_embd_inp]`) with explicit positions (relative to
@@ -233,32 +219,144 @@ impl Session {
         non_causal: bool,
         logits: Logits,
     ) -> Result<Vec<f32>> {
+        self.decode(
+            model,
+            StepInput::Embeddings {
+                embd,
+                rel_pos,
+                n_pos,
+                non_causal,
+                logits,
+            },
+        )
+    }
+
+    /// Evaluates one step's input at the next positions.
+    pub fn decode(&mut self, model: &Model, input: StepInput<'_>) -> Result<Vec<f32>> {
+        let pos = self.positions(model, &input);
+        let batch = input.batch(&pos);
+        let out = model.decoder.decode(&mut self.cache, &batch)?;
+        self.record(&input);
+        Ok(out)
+    }
+
+    /// Absolute positions of `input`'s rows, in the layout [`Batch::pos`] takes.
+    fn positions(&self, model: &Model, input: &StepInput<'_>) -> Vec<i32> {
         let start = self.next_pos();
         let comp = model.decoder.n_pos_comp();
-        let n = rel_pos.len() / comp.max(1);
-        // The 4th M-RoPE component is not a position (llama.cpp leaves it 0).
-        let pos: Vec<i32> = rel_pos
-            .iter()
-            .enumerate()
-            .map(|(i, &p)| {
-                if comp == 4 && i >= 3 * n {
-                    p
-                } else {
-                    start + p
+        match *input {
+            StepInput::Tokens { tokens, .. } => sequential_positions(start, tokens.len(), comp),
+            StepInput::Embeddings { rel_pos, .. } => {
+                let n = rel_pos.len() / comp.max(1);
+                // The 4th M-RoPE component is not a position (llama.cpp leaves it 0).
+                rel_pos
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &p)| {
+                        if comp == 4 && i >= 3 * n {
+                            p
+                        } else {
+                            start + p
+                        }
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    /// Notes what the cells just added hold.
+    fn record(&mut self, input: &StepInput<'_>) {
+        let start = self.next_pos();
+        match *input {
+            StepInput::Tokens { tokens, .. } => {
+                for (i, &t) in tokens.iter().enumerate() {
+                    self.cell_tokens.push(Some(t));
+                    self.cell_pos_after.push(start + i as i32 + 1);
                 }
-            })
+            }
+            StepInput::Embeddings { embd, n_pos, .. } => {
+                let n = self.cache.len() - self.cell_tokens.len();
+                let _ = embd;
+                let after = start + n_pos as i32;
+                for _ in 0..n {
+                    self.cell_tokens.push(None);
+                    self.cell_pos_after.push(after);
+                }
+            }
+        }
+    }
+}
+
+/// What one sequence evaluates in a step: text tokens, or media embeddings at positions
+/// relative to the sequence's next position.
+#[derive(Debug, Clone, Copy)]
+pub enum StepInput<'a> {
+    Tokens {
+        tokens: &'a [u32],
+        logits: Logits,
+    },
+    Embeddings {
+        /// `[n, n_embd_inp]`.
+        embd: &'a [f32],
+        /// 1 or 4 components per row, as the model takes.
+        rel_pos: &'a [i32],
+        /// How far the sequence's position advances.
+        n_pos: usize,
+        non_causal: bool,
+        logits: Logits,
+    },
+}
+
+impl<'a> StepInput<'a> {
+    fn batch(&self, pos: &'a [i32]) -> Batch<'a> {
+        match *self {
+            StepInput::Tokens { tokens, logits } => Batch {
+                input: BatchInput::Tokens(tokens),
+                pos,
+                non_causal: false,
+                logits,
+            },
+            StepInput::Embeddings {
+                embd,
+                non_causal,
+                logits,
+                ..
+            } => Batch {
+                input: BatchInput::Embeddings(embd),
+                pos,
+                non_causal,
+                logits,
+            },
+        }
+    }
+}
+
+impl Model {
+    /// One step for several sessions at once (continuous batching): their rows share each
+    /// weight read, each session attends only to its own cache. Returns each session's
+    /// logits, bit-identical to evaluating its input alone (the kernels are
+    /// batch-invariant). On error no session keeps cells of this step.
+    pub fn decode_many(
+        &self,
+        steps: &mut [(&mut Session, StepInput<'_>)],
+    ) -> Result<Vec<Vec<f32>>> {
+        let positions: Vec<Vec<i32>> = steps
+            .iter()
+            .map(|(s, input)| s.positions(self, input))
             .collect();
-        let batch = Batch {
-            input: BatchInput::Embeddings(embd),
-            pos: &pos,
-            non_causal,
-            logits,
+        let out = {
+            let mut seqs: Vec<SeqBatch> = steps
+                .iter_mut()
+                .zip(&positions)
+                .map(|((s, input), pos)| SeqBatch {
+                    batch: input.batch(pos),
+                    cache: &mut s.cache,
+                })
+                .collect();
+            self.decoder.decode_many(&mut seqs)?
         };
-        let out = model.decoder.decode(&mut self.cache, &batch)?;
-        let after = start + n_pos as i32;
-        for _ in 0..n {
-            self.cell_tokens.push(None);
-            self.cell_pos_after.push(after);
+        for (s, input) in steps.iter_mut() {
+            s.record(input);
         }
         Ok(out)
     }

@@ -126,7 +126,7 @@ pub enum EngineError {
 }
 
 /// Engine counters for `/metrics` (monotonic totals unless said otherwise).
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct EngineMetrics {
     /// Requests finished (done or failed).
     pub requests_finished: u64,
@@ -153,6 +153,44 @@ pub struct EngineMetrics {
     pub queue_depth: u64,
     /// Gauge: slots busy now.
     pub slots_busy: u64,
+    /// Sequences decoded together per scheduler step (continuous batching).
+    pub step_sequences: Histogram,
+    /// Seconds a request waited in the queue for a slot.
+    pub queue_wait_seconds: Histogram,
+    /// Seconds from a request's arrival to its first generated token.
+    pub time_to_first_token_seconds: Histogram,
+}
+
+/// A Prometheus-style histogram: counts of observations at or below each bound.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Histogram {
+    /// Upper bounds, ascending (the `+Inf` bucket is `count`).
+    pub bounds: Vec<f64>,
+    /// Observations `<= bounds[i]` (cumulative).
+    pub cumulative: Vec<u64>,
+    pub sum: f64,
+    pub count: u64,
+}
+
+impl Histogram {
+    pub fn with_bounds(bounds: &[f64]) -> Self {
+        Self {
+            bounds: bounds.to_vec(),
+            cumulative: vec![0; bounds.len()],
+            sum: 0.0,
+            count: 0,
+        }
+    }
+
+    pub fn observe(&mut self, v: f64) {
+        for (b, c) in self.bounds.iter().zip(&mut self.cumulative) {
+            if v <= *b {
+                *c += 1;
+            }
+        }
+        self.sum += v;
+        self.count += 1;
+    }
 }
 
 /// The engine as the HTTP layer sees it.

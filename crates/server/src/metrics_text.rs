@@ -137,6 +137,31 @@ pub fn render(http: &HttpCounters, engine: Option<EngineMetrics>, slots_total: u
             "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
         );
     }
+    let histograms = [
+        (
+            "mtmd_step_sequences",
+            "Sequences decoded together per scheduler step (continuous batching).",
+            &m.step_sequences,
+        ),
+        (
+            "mtmd_queue_wait_seconds",
+            "Time requests waited in the queue for a slot.",
+            &m.queue_wait_seconds,
+        ),
+        (
+            "mtmd_time_to_first_token_seconds",
+            "Time from a request's arrival to its first generated token.",
+            &m.time_to_first_token_seconds,
+        ),
+    ];
+    for (name, help, h) in histograms {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        for (b, c) in h.bounds.iter().zip(&h.cumulative) {
+            let _ = writeln!(out, "{name}_bucket{{le=\"{b}\"}} {c}");
+        }
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {}", h.count);
+        let _ = writeln!(out, "{name}_sum {}\n{name}_count {}", h.sum, h.count);
+    }
     out
 }
 
@@ -156,9 +181,14 @@ mod tests {
         http.record("/v1/chat/completions", 200);
         http.record("/v1/chat/completions", 200);
         http.record("/v1/models", 401);
+        let mut ttft = crate::backend::Histogram::with_bounds(&[0.1, 1.0]);
+        ttft.observe(0.05);
+        ttft.observe(0.5);
+        ttft.observe(3.0);
         let engine = EngineMetrics {
             images_encoded: 3,
             prompt_seconds: 1.5,
+            time_to_first_token_seconds: ttft,
             ..Default::default()
         };
         let text = render(&http, Some(engine), 4);
@@ -173,6 +203,14 @@ mod tests {
         );
         assert!(text.contains("mtmd_prompt_seconds_total 1.5\n"));
         assert!(text.contains("# TYPE mtmd_slots_total gauge\nmtmd_slots_total 4\n"));
+        assert!(text.contains(
+            "# TYPE mtmd_time_to_first_token_seconds histogram\n\
+             mtmd_time_to_first_token_seconds_bucket{le=\"0.1\"} 1\n\
+             mtmd_time_to_first_token_seconds_bucket{le=\"1\"} 2\n\
+             mtmd_time_to_first_token_seconds_bucket{le=\"+Inf\"} 3\n\
+             mtmd_time_to_first_token_seconds_sum 3.55\n\
+             mtmd_time_to_first_token_seconds_count 3\n"
+        ));
         // Every sample line is `name[{labels}] number`.
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let value = line.rsplit(' ').next().unwrap_or_default();

@@ -5,7 +5,29 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
-use crate::backend::{EngineMetrics, Usage};
+use crate::backend::{EngineMetrics, Histogram, Usage};
+
+/// Bucket bounds: sequences per step, and seconds (queue wait, time to first token).
+const SEQUENCE_BOUNDS: [f64; 8] = [1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0];
+const SECONDS_BOUNDS: [f64; 12] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+struct Histograms {
+    step_sequences: Histogram,
+    queue_wait: Histogram,
+    first_token: Histogram,
+}
+
+impl Default for Histograms {
+    fn default() -> Self {
+        Self {
+            step_sequences: Histogram::with_bounds(&SEQUENCE_BOUNDS),
+            queue_wait: Histogram::with_bounds(&SECONDS_BOUNDS),
+            first_token: Histogram::with_bounds(&SECONDS_BOUNDS),
+        }
+    }
+}
 
 #[derive(Default)]
 struct Seconds {
@@ -26,6 +48,7 @@ pub struct Metrics {
     queue_depth: AtomicU64,
     slots_busy: AtomicU64,
     seconds: Mutex<Seconds>,
+    histograms: Mutex<Histograms>,
 }
 
 fn dec(g: &AtomicU64) {
@@ -81,9 +104,34 @@ impl Metrics {
         });
     }
 
-    /// A request that failed before it had a prompt (template, tokenizing, too long).
+    /// A request that failed (before or after it had a prompt).
     pub fn failed(&self) {
         self.requests_finished.fetch_add(1, Relaxed);
+    }
+
+    /// A request whose client left while it ran.
+    pub fn finished_cancelled(&self) {
+        self.requests_finished.fetch_add(1, Relaxed);
+    }
+
+    /// A request left the queue for a slot after `wait`.
+    pub fn queue_wait(&self, wait: Duration) {
+        self.with_histograms(|h| h.queue_wait.observe(wait.as_secs_f64()));
+    }
+
+    /// A request's first token came `after` its arrival.
+    pub fn first_token(&self, after: Duration) {
+        self.with_histograms(|h| h.first_token.observe(after.as_secs_f64()));
+    }
+
+    /// One scheduler step decoded `sequences` sequences (`rows` rows in all).
+    pub fn step(&self, sequences: usize, _rows: usize, _time: Duration) {
+        self.with_histograms(|h| h.step_sequences.observe(sequences as f64));
+    }
+
+    fn with_histograms(&self, f: impl FnOnce(&mut Histograms)) {
+        let mut h = self.histograms.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut h);
     }
 
     fn with_seconds(&self, f: impl FnOnce(&mut Seconds)) {
@@ -94,7 +142,11 @@ impl Metrics {
 
     pub fn snapshot(&self, media_cache_hits: u64, media_cache_bytes: u64) -> EngineMetrics {
         let s = self.seconds.lock().unwrap_or_else(|p| p.into_inner());
+        let h = self.histograms.lock().unwrap_or_else(|p| p.into_inner());
         EngineMetrics {
+            step_sequences: h.step_sequences.clone(),
+            queue_wait_seconds: h.queue_wait.clone(),
+            time_to_first_token_seconds: h.first_token.clone(),
             requests_finished: self.requests_finished.load(Relaxed),
             prompt_tokens: self.prompt_tokens.load(Relaxed),
             prompt_tokens_evaluated: self.prompt_tokens_evaluated.load(Relaxed),

@@ -1,15 +1,16 @@
-//! The engine: `--parallel` slots on worker threads over one loaded model, a queue, KV prefix
-//! reuse per slot and an LRU cache of media embeddings (images and audio windows) keyed by
-//! content hash and piece.
+//! The engine: `--parallel` slots over one loaded model, decoded together in steps
+//! (continuous batching), a queue, KV prefix reuse per slot and an LRU cache of media
+//! embeddings (images and audio windows) keyed by content hash and piece.
 //!
-//! Threads: `submit` hands the request to the dispatcher (`scheduler.rs`), which owns the
-//! queue and picks a slot for each request; every slot (`slot.rs`) owns its KV cache and
-//! decodes on rayon's global pool. Events go back to the client on a tokio channel, which
-//! std threads can send on without a runtime; a dropped receiver cancels the request.
+//! Threads: `submit` hands the request to the scheduler (`scheduler.rs`), which owns the
+//! queue and every slot (`slot.rs`, each with its KV cache) and runs one batched step after
+//! another on rayon's global pool; media chunks are encoded on the encoder thread
+//! (`encoder.rs`). Events go back to the client on a tokio channel, which std threads can
+//! send on without a runtime; a dropped receiver cancels the request.
 
+mod encoder;
 mod media_cache;
 mod metrics;
-mod reuse;
 mod scheduler;
 mod slot;
 #[cfg(test)]
@@ -19,16 +20,15 @@ use std::path::PathBuf;
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use llm::{KvType, Model};
 use tokio::sync::mpsc;
 
-use crate::backend::{Backend, EngineError, EngineMetrics, Event, ModelInfo, Request};
+use crate::backend::{Backend, EngineMetrics, Event, ModelInfo, Request};
 use media_cache::MediaCache;
 use metrics::Metrics;
-use scheduler::{Job, Msg, SlotHandle};
-use slot::Slot;
+use scheduler::{Job, Msg};
 
 /// What `Engine::load` needs.
 #[derive(Debug, Clone)]
@@ -92,7 +92,7 @@ fn naming(path: &std::path::Path, error: impl std::fmt::Display) -> String {
     }
 }
 
-/// What the dispatcher and every slot share.
+/// What the scheduler and the encoder thread share.
 pub(crate) struct Shared {
     pub model: Arc<Model>,
     pub media: Option<mtmd::Context>,
@@ -110,8 +110,8 @@ pub struct Engine {
     dispatcher: Option<JoinHandle<()>>,
 }
 
-/// Slot threads decode on their own stack: give them what the main thread has.
-const SLOT_STACK: usize = 8 << 20;
+/// The scheduler decodes on its own stack: give it what the main thread has.
+const SCHEDULER_STACK: usize = 8 << 20;
 
 impl Engine {
     /// Loads the model (and the mmproj, when given) and starts the slot threads. Blocking.
@@ -175,45 +175,42 @@ impl Engine {
             metrics: Metrics::default(),
         });
 
-        let (tx, rx) = std::sync::mpsc::channel::<Msg>();
-        let mut handles = Vec::with_capacity(config.n_slots);
+        let mut sessions = Vec::with_capacity(config.n_slots);
         for index in 0..config.n_slots {
-            let (slot_tx, slot_rx) = std::sync::mpsc::channel();
-            let cached = Arc::new(Mutex::new(reuse::CacheState::default()));
-            let slot = Slot {
-                index,
-                shared: shared.clone(),
-                session: shared
-                    .model
-                    .new_session(n_ctx, config.kv_type)
-                    .map_err(|source| LoadError::Cache {
-                        slot: index,
-                        source,
-                    })?,
-                cached: cached.clone(),
-            };
-            let back = tx.clone();
-            std::thread::Builder::new()
-                .name(format!("mtmd-slot-{index}"))
-                .stack_size(SLOT_STACK)
-                .spawn(move || slot.run(slot_rx, back))
-                .map_err(|source| LoadError::Thread {
-                    what: "a slot thread",
+            let session = shared
+                .model
+                .new_session(n_ctx, config.kv_type)
+                .map_err(|source| LoadError::Cache {
+                    slot: index,
                     source,
                 })?;
-            handles.push(SlotHandle {
-                tx: slot_tx,
-                cached,
-                idle: true,
-                last_used: 0,
-            });
+            sessions.push(session);
         }
-        let dispatch_shared = shared.clone();
+        let (tx, rx) = std::sync::mpsc::channel::<Msg>();
+        let encoder = match shared.media {
+            Some(_) => {
+                let (enc_tx, enc_rx) = std::sync::mpsc::channel();
+                let enc_shared = shared.clone();
+                std::thread::Builder::new()
+                    .name("mtmd-encoder".into())
+                    .stack_size(SCHEDULER_STACK)
+                    .spawn(move || encoder::run(enc_shared, enc_rx))
+                    .map_err(|source| LoadError::Thread {
+                        what: "the media encoder thread",
+                        source,
+                    })?;
+                Some(enc_tx)
+            }
+            None => None,
+        };
+        let sched_shared = shared.clone();
+        let back = tx.clone();
         let dispatcher = std::thread::Builder::new()
-            .name("mtmd-dispatch".into())
-            .spawn(move || scheduler::run(dispatch_shared, rx, handles))
+            .name("mtmd-scheduler".into())
+            .stack_size(SCHEDULER_STACK)
+            .spawn(move || scheduler::run(sched_shared, rx, back, sessions, encoder))
             .map_err(|source| LoadError::Thread {
-                what: "the dispatcher thread",
+                what: "the scheduler thread",
                 source,
             })?;
         Ok(Engine {
@@ -273,13 +270,13 @@ impl Backend for Engine {
     fn submit(&self, request: Request) -> mpsc::UnboundedReceiver<Event> {
         let (tx, rx) = mpsc::unbounded_channel();
         self.shared.metrics.queued();
-        if let Err(std::sync::mpsc::SendError(Msg::Submit(job))) =
-            self.tx.send(Msg::Submit(Job { request, tx }))
-        {
+        if let Err(std::sync::mpsc::SendError(Msg::Submit(job))) = self.tx.send(Msg::Submit(Job {
+            request,
+            tx,
+            submitted: Instant::now(),
+        })) {
             self.shared.metrics.dequeued();
-            let _ = job.tx.send(Event::Error(EngineError::Internal(
-                "the engine has stopped".into(),
-            )));
+            let _ = job.tx.send(Event::Error(scheduler::stopped()));
         }
         rx
     }
@@ -298,8 +295,8 @@ impl Backend for Engine {
 }
 
 impl Drop for Engine {
-    /// Stops the dispatcher (queued requests are dropped: their receivers close) and lets
-    /// each slot thread end after its current request, without waiting for them.
+    /// Stops the scheduler: queued and running requests are dropped (their receivers
+    /// close); the encoder thread ends when its queue closes.
     fn drop(&mut self) {
         let _ = self.tx.send(Msg::Shutdown);
         if let Some(h) = self.dispatcher.take() {

@@ -1,31 +1,54 @@
-//! The dispatcher: one thread that owns the queue. Requests start in arrival order; when one
-//! starts, it is rendered and tokenized here (cheap next to decoding, and needed to compare
-//! it with what each slot holds) and handed to the idle slot whose KV cache shares the
-//! longest prefix with it, else to the least recently used idle slot.
+//! The scheduler: one thread that owns the queue and every slot, and runs the model in
+//! steps (continuous batching). Each step evaluates, in one batch, the next token of every
+//! generating slot plus pieces of newly arrived prompts under a token budget, so the weights
+//! are read once for all of them and a long prompt or an image never freezes the other
+//! streams. Media chunks are encoded on the encoder thread (`encoder.rs`) while the other
+//! slots keep decoding.
+//!
+//! Requests start in arrival order; a starting request is rendered and tokenized here and
+//! given to the idle slot whose KV cache shares the longest prefix with it, else to the
+//! least recently used idle slot.
 
 use std::collections::VecDeque;
-use std::sync::mpsc::{Receiver, Sender};
-use std::sync::{Arc, Mutex};
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::time::{Duration, Instant};
 
+use llm::{Session, StepInput};
 use mtmd::{CellKey, Chunk, Chunks, chunk_keys};
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::Shared;
-use super::reuse::{CacheState, safe_prefix};
-use super::slot::{Failure, classify_llm, classify_mtmd, no_encoder};
-use crate::backend::{EngineError, Event, Prompt, Request};
+use super::encoder::EncodeJob;
+use super::media_cache::Embeddings;
+use super::slot::{
+    After, Failure, Outcome, Piece, Slot, classify_llm, classify_mtmd, no_encoder, panic_text,
+};
+use crate::backend::{EngineError, Event, FinishReason, Prompt, Request};
+
+/// Prompt rows one step may take besides the generated tokens: small enough that the
+/// streams of other slots keep flowing while a long prompt is evaluated, large enough that
+/// prompt evaluation runs at GEMM speed.
+pub const STEP_PROMPT_TOKENS: usize = 256;
 
 /// A submitted request and where its events go.
 pub struct Job {
     pub request: Request,
     pub tx: UnboundedSender<Event>,
+    pub submitted: Instant,
 }
 
-/// What the dispatcher hears.
+/// What the scheduler hears.
 pub enum Msg {
     Submit(Job),
-    /// Slot `i` finished its request and waits for the next.
-    Idle(usize),
+    /// The encoder made (or failed to make) the embeddings of media `key` for request
+    /// `serial` on slot `slot`.
+    Encoded {
+        slot: usize,
+        serial: u64,
+        result: Result<Embeddings, Failure>,
+    },
     Shutdown,
 }
 
@@ -33,39 +56,33 @@ pub enum Msg {
 pub struct Prepared {
     pub request: Request,
     pub tx: UnboundedSender<Event>,
+    pub submitted: Instant,
     pub chunks: Chunks,
     pub keys: Vec<CellKey>,
     pub n_prompt: usize,
 }
 
-/// The dispatcher's view of one slot.
-pub struct SlotHandle {
-    pub tx: Sender<Prepared>,
-    /// What the slot's KV cache holds; only read while the slot is idle.
-    pub cached: Arc<Mutex<CacheState>>,
-    pub idle: bool,
-    /// Dispatch counter value when the slot last got a request (0: never).
-    pub last_used: u64,
-}
-
 /// Renders and tokenizes a request's prompt; refuses empty prompts and prompts that do not
 /// fit a slot.
-pub fn prepare(
-    shared: &Shared,
-    request: Request,
-    tx: UnboundedSender<Event>,
-) -> Result<Prepared, Failure> {
+pub fn prepare(shared: &Shared, job: Job) -> Result<Prepared, (Job, Failure)> {
     let model = &shared.model;
-    let chunks = match &request.prompt {
+    let chunks = match &job.request.prompt {
         Prompt::Chat { messages, media } => {
-            let text = model.apply_chat(messages, true).map_err(classify_llm)?;
+            let text = match model.apply_chat(messages, true) {
+                Ok(t) => t,
+                Err(e) => return Err((job, classify_llm(e))),
+            };
             match (&shared.media, media.first()) {
                 (Some(ctx), _) => {
                     let refs: Vec<mtmd::Media> = media.iter().map(|m| m.as_media()).collect();
-                    ctx.tokenize(&text, &refs).map_err(classify_mtmd)?
+                    match ctx.tokenize(&text, &refs) {
+                        Ok(c) => c,
+                        Err(e) => return Err((job, classify_mtmd(e))),
+                    }
                 }
                 (None, Some(item)) => {
-                    return Err(Failure::Invalid(no_encoder(item.as_media().kind())));
+                    let f = Failure::Invalid(no_encoder(item.as_media().kind()));
+                    return Err((job, f));
                 }
                 (None, None) => Chunks {
                     chunks: vec![Chunk::Text(model.tokenizer.tokenize(&text, true, true))],
@@ -78,141 +95,399 @@ pub fn prepare(
     };
     let n_prompt = chunks.n_tokens();
     if n_prompt == 0 {
-        return Err(Failure::Invalid("the prompt is empty".into()));
+        return Err((job, Failure::Invalid("the prompt is empty".into())));
     }
     if n_prompt >= shared.n_ctx {
-        return Err(Failure::Invalid(format!(
+        let f = Failure::Invalid(format!(
             "the prompt has {n_prompt} tokens (media included), the context holds {} per slot",
             shared.n_ctx
-        )));
+        ));
+        return Err((job, f));
     }
     let keys = chunk_keys(&chunks);
     Ok(Prepared {
-        request,
-        tx,
+        request: job.request,
+        tx: job.tx,
+        submitted: job.submitted,
         chunks,
         keys,
         n_prompt,
     })
 }
 
-/// The idle slot to serve `chunks`: longest reusable prefix, then least recently used.
-pub fn pick_slot(slots: &[SlotHandle], chunks: &Chunks, keys: &[CellKey]) -> Option<usize> {
+/// The idle slot to serve a prompt of `keys`: longest reusable prefix, then least recently
+/// used.
+pub fn pick_slot(slots: &[Slot<'_>], keys: &[CellKey]) -> Option<usize> {
     slots
         .iter()
         .enumerate()
-        .filter(|(_, s)| s.idle)
-        .map(|(i, s)| {
-            let cached = s.cached.lock().unwrap_or_else(|p| p.into_inner());
-            (i, safe_prefix(&cached, chunks, keys), s.last_used)
-        })
+        .filter(|(_, s)| s.is_idle())
+        .map(|(i, s)| (i, mtmd::reusable_prefix(&s.cached, keys), s.last_used))
         // Longest prefix wins; among equals the smallest last_used (the oldest) wins.
         .max_by(|a, b| a.1.cmp(&b.1).then(b.2.cmp(&a.2)))
         .map(|(i, _, _)| i)
 }
 
-pub fn run(shared: Arc<Shared>, rx: Receiver<Msg>, mut slots: Vec<SlotHandle>) {
-    let mut queue: VecDeque<Job> = VecDeque::new();
-    let mut counter = 0u64;
-    while let Ok(msg) = rx.recv() {
-        match msg {
-            Msg::Submit(job) => queue.push_back(job),
-            Msg::Idle(i) => {
-                if let Some(s) = slots.get_mut(i) {
-                    s.idle = true;
-                }
+/// The scheduler's state: the queue, the slots and where encode work goes.
+struct Scheduler<'m> {
+    shared: &'m Shared,
+    slots: Vec<Slot<'m>>,
+    queue: VecDeque<Job>,
+    encoder: Option<Sender<EncodeJob>>,
+    back: Sender<Msg>,
+    counter: u64,
+}
+
+pub fn run(
+    shared: Arc<Shared>,
+    rx: Receiver<Msg>,
+    back: Sender<Msg>,
+    sessions: Vec<Session>,
+    encoder: Option<Sender<EncodeJob>>,
+) {
+    let model = shared.model.clone();
+    let slots = sessions.into_iter().map(|s| Slot::new(&model, s)).collect();
+    let mut s = Scheduler {
+        shared: &shared,
+        slots,
+        queue: VecDeque::new(),
+        encoder,
+        back,
+        counter: 0,
+    };
+    loop {
+        // Block only when no slot can make progress; wake up now and then to notice
+        // clients that left.
+        let msg = if s.has_step() {
+            match rx.try_recv() {
+                Ok(m) => Some(m),
+                Err(_) => None,
             }
-            Msg::Shutdown => break,
-        }
-        // Clients that left while waiting: forget them now so the queue gauge is true.
-        let before = queue.len();
-        queue.retain(|job| !job.tx.is_closed());
-        for _ in queue.len()..before {
-            shared.metrics.dequeued();
-        }
-        while slots.iter().any(|s| s.idle) {
-            let Some(job) = queue.pop_front() else { break };
-            shared.metrics.dequeued();
-            // The client left while the request waited: nothing to do.
-            if job.tx.is_closed() {
-                continue;
+        } else {
+            match rx.recv_timeout(Duration::from_millis(200)) {
+                Ok(m) => Some(m),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => break,
             }
-            let prepared = match prepare(&shared, job.request, job.tx.clone()) {
-                Ok(p) => p,
-                Err(f) => {
-                    shared.metrics.failed();
-                    let _ = job.tx.send(Event::Error(f.into()));
-                    continue;
-                }
-            };
-            let Some(i) = pick_slot(&slots, &prepared.chunks, &prepared.keys) else {
-                break; // cannot happen: an idle slot exists
-            };
-            counter += 1;
-            let slot = &mut slots[i];
-            slot.idle = false;
-            slot.last_used = counter;
-            shared.metrics.slot_busy();
-            if let Err(std::sync::mpsc::SendError(p)) = slot.tx.send(prepared) {
-                // The slot thread is gone (it cannot be, short of an abort): never use it again.
-                shared.metrics.slot_idle();
-                let _ = p.tx.send(Event::Error(EngineError::Internal(format!(
-                    "slot {i} stopped"
-                ))));
+        };
+        let mut shutdown = false;
+        for m in msg
+            .into_iter()
+            .chain(std::iter::from_fn(|| rx.try_recv().ok()))
+        {
+            match m {
+                Msg::Submit(job) => s.queue.push_back(job),
+                Msg::Encoded {
+                    slot,
+                    serial,
+                    result,
+                } => s.encoded(slot, serial, result),
+                Msg::Shutdown => shutdown = true,
             }
         }
+        if shutdown {
+            break;
+        }
+        s.drop_departed();
+        s.assign();
+        s.request_media();
+        s.step();
     }
-    // Dropping `slots` closes every slot's channel: each ends after its current request.
     // Requests still queued are dropped, which their receivers see as a closed channel.
-    for _ in 0..queue.len() {
+    for _ in 0..s.queue.len() {
         shared.metrics.dequeued();
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+impl<'m> Scheduler<'m> {
+    /// Whether some slot has a piece for the next step.
+    fn has_step(&self) -> bool {
+        self.slots.iter().any(|sl| {
+            sl.active.as_ref().is_some_and(|a| {
+                a.next_token.is_some()
+                    || matches!(a.work.front(), Some(super::slot::Work::Text { .. }))
+                    || a.media.is_some()
+            })
+        }) || (!self.queue.is_empty() && self.slots.iter().any(Slot::is_idle))
+    }
 
-    fn handle(cached: &[u32], idle: bool, last_used: u64) -> SlotHandle {
-        let chunks = text(cached);
-        SlotHandle {
-            tx: std::sync::mpsc::channel().0,
-            cached: Arc::new(Mutex::new(CacheState {
-                keys: chunk_keys(&chunks),
-                big: super::super::reuse::batch_classes(&chunks, 0),
-            })),
-            idle,
-            last_used,
+    /// Forgets queued requests whose clients left, and stops running ones.
+    fn drop_departed(&mut self) {
+        let before = self.queue.len();
+        self.queue.retain(|job| !job.tx.is_closed());
+        for _ in self.queue.len()..before {
+            self.shared.metrics.dequeued();
+        }
+        for i in 0..self.slots.len() {
+            let gone = self.slots[i]
+                .active
+                .as_ref()
+                .is_some_and(|a| a.job.tx.is_closed());
+            if gone {
+                self.fail(i, Failure::Cancelled);
+            }
         }
     }
 
-    fn text(ids: &[u32]) -> Chunks {
-        Chunks {
-            chunks: vec![Chunk::Text(ids.to_vec())],
+    /// Starts queued requests on idle slots, in arrival order.
+    fn assign(&mut self) {
+        while self.slots.iter().any(Slot::is_idle) {
+            let Some(job) = self.queue.pop_front() else {
+                break;
+            };
+            let metrics = &self.shared.metrics;
+            metrics.dequeued();
+            metrics.queue_wait(job.submitted.elapsed());
+            let prepared = match prepare(self.shared, job) {
+                Ok(p) => p,
+                Err((job, f)) => {
+                    metrics.failed();
+                    let _ = job.tx.send(Event::Error(f.into()));
+                    continue;
+                }
+            };
+            let Some(i) = pick_slot(&self.slots, &prepared.keys) else {
+                break; // cannot happen: an idle slot exists
+            };
+            self.counter += 1;
+            let slot = &mut self.slots[i];
+            slot.last_used = self.counter;
+            metrics.slot_busy();
+            if let Err((job, f)) = slot.start(prepared, self.counter) {
+                metrics.slot_idle();
+                metrics.failed();
+                let _ = job.tx.send(Event::Error(f.into()));
+            }
         }
     }
 
-    fn pick(slots: &[SlotHandle], ids: &[u32]) -> Option<usize> {
-        let chunks = text(ids);
-        pick_slot(slots, &chunks, &chunk_keys(&chunks))
+    /// Gets the embeddings every waiting slot needs: from the media cache, else asks the
+    /// encoder (once per chunk).
+    fn request_media(&mut self) {
+        for i in 0..self.slots.len() {
+            let Some(media) = self.slots[i].wanted_media() else {
+                continue;
+            };
+            let a = self.slots[i].active.as_ref().expect("active");
+            if a.encoding {
+                continue;
+            }
+            let key = format!("{}/{}", media.id, media.piece);
+            let hit = self
+                .shared
+                .media_cache
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&key);
+            let serial = a.serial;
+            if let Some(embd) = hit {
+                self.encoded(i, serial, Ok(embd));
+                continue;
+            }
+            let Some(encoder) = &self.encoder else {
+                let f = Failure::Invalid(no_encoder(media.kind));
+                self.fail(i, f);
+                continue;
+            };
+            let job = EncodeJob {
+                slot: i,
+                serial,
+                key,
+                media: media.clone(),
+                back: self.back.clone(),
+            };
+            if encoder.send(job).is_err() {
+                self.fail(i, Failure::Internal("the media encoder has stopped".into()));
+                continue;
+            }
+            if let Some(a) = self.slots[i].active.as_mut() {
+                a.encoding = true;
+            }
+        }
     }
 
-    #[test]
-    fn picks_longest_prefix_then_least_recently_used() {
-        // Prompts of 20+ tokens so that every batch takes the same kernel path.
-        let base: Vec<u32> = (100..140).collect();
-        let with = |tail: &[u32]| [&base[..], tail].concat();
-        let slots = vec![
-            handle(&base[..20], true, 5),
-            handle(&base[..30], true, 9),
-            handle(&base, false, 1), // busy: never picked
-            handle(&[], true, 2),
-        ];
-        let prompt = with(&(0..20).collect::<Vec<u32>>());
-        assert_eq!(pick(&slots, &prompt[..]), Some(1));
-        // Nothing shared: the least recently used idle slot.
-        assert_eq!(pick(&slots, &(0..30).collect::<Vec<u32>>()), Some(3));
-        let none_idle = vec![handle(&[], false, 0)];
-        assert_eq!(pick(&none_idle, &[1]), None);
+    /// Embeddings for slot `slot`'s front media chunk arrived.
+    fn encoded(&mut self, slot: usize, serial: u64, result: Result<Embeddings, Failure>) {
+        let n_embd = self.shared.model.hparams().n_embd_inp();
+        let Some(sl) = self.slots.get_mut(slot) else {
+            return;
+        };
+        // A late answer for a request that is gone: the media cache has it already.
+        if sl.active.as_ref().is_none_or(|a| a.serial != serial) {
+            return;
+        }
+        let Some(media) = sl.wanted_media() else {
+            return;
+        };
+        let n_tokens = media.n_tokens();
+        let id = media.id.clone();
+        match result {
+            Ok(embd) if embd.len() == n_tokens * n_embd => {
+                if let Some(a) = sl.active.as_mut() {
+                    a.media = Some(embd);
+                }
+            }
+            Ok(embd) => {
+                let f = Failure::Internal(format!(
+                    "media {id}: the encoder gave {} values for {n_tokens} tokens of width {n_embd}",
+                    embd.len()
+                ));
+                self.fail(slot, f);
+            }
+            Err(f) => self.fail(slot, f),
+        }
     }
+
+    /// Ends slot `i`'s request with `f` (nothing is sent for a cancelled one).
+    fn fail(&mut self, i: usize, f: Failure) {
+        let slot = &mut self.slots[i];
+        let Some(job) = slot.abandon() else {
+            return;
+        };
+        let metrics = &self.shared.metrics;
+        metrics.slot_idle();
+        match f {
+            Failure::Cancelled => metrics.finished_cancelled(),
+            f => {
+                metrics.failed();
+                let _ = job.tx.send(Event::Error(f.into()));
+            }
+        }
+    }
+
+    fn finished(&mut self, o: Outcome) {
+        let metrics = &self.shared.metrics;
+        metrics.slot_idle();
+        metrics.finished(&o.usage, o.prompt_time, o.generation_time);
+        if o.finish != FinishReason::Cancelled {
+            let _ = o.tx.send(Event::Done {
+                usage: o.usage,
+                finish: o.finish,
+                prompt_time: o.prompt_time,
+                generation_time: o.generation_time,
+            });
+        }
+    }
+
+    /// One batched step over every slot that has a piece ready.
+    fn step(&mut self) {
+        // Generated tokens first (one row each), then prompt pieces in slot order of arrival.
+        let mut order: Vec<usize> = (0..self.slots.len())
+            .filter(|&i| self.slots[i].active.is_some())
+            .collect();
+        order.sort_by_key(|&i| {
+            let a = self.slots[i].active.as_ref().expect("active");
+            (a.next_token.is_none(), a.serial)
+        });
+        let mut budget = STEP_PROMPT_TOKENS;
+        let mut pieces: Vec<(usize, Piece)> = Vec::new();
+        let mut any_prompt = false;
+        for i in order {
+            if let Some(p) = self.slots[i].next_piece(budget, !any_prompt) {
+                if !matches!(p, Piece::Token(_)) {
+                    budget = budget.saturating_sub(p.n_rows());
+                    any_prompt = true;
+                }
+                pieces.push((i, p));
+            }
+        }
+        if pieces.is_empty() {
+            return;
+        }
+        let started = Instant::now();
+        let results = self.decode(&pieces);
+        let rows: usize = pieces.iter().map(|(_, p)| p.n_rows()).sum();
+        self.shared
+            .metrics
+            .step(pieces.len(), rows, started.elapsed());
+        for ((i, piece), result) in pieces.into_iter().zip(results) {
+            let after = match result {
+                Ok(logits) => self.slots[i].absorb(piece, logits),
+                Err(f) => After::Failed(f),
+            };
+            match after {
+                After::Running => {
+                    let a = self.slots[i].active.as_ref();
+                    if let Some(a) = a
+                        && a.next_token.is_some()
+                        && a.generator.as_ref().is_some_and(|g| g.tokens().len() == 1)
+                    {
+                        self.shared.metrics.first_token(a.job.submitted.elapsed());
+                    }
+                }
+                After::Finished(o) => {
+                    if o.usage.completion_tokens <= 1 {
+                        self.shared.metrics.first_token(o.prompt_time);
+                    }
+                    self.finished(o);
+                }
+                After::Failed(f) => {
+                    self.fail(i, f);
+                }
+            }
+        }
+    }
+
+    /// Decodes every piece in one batch. When the batch fails, each piece is tried alone so
+    /// that only the request at fault fails; a panic fails every request of the step and
+    /// clears their caches (nothing in them can be trusted).
+    fn decode(&mut self, pieces: &[(usize, Piece)]) -> Vec<Result<Vec<f32>, Failure>> {
+        let all: Vec<usize> = (0..pieces.len()).collect();
+        match self.run_batch(pieces, &all) {
+            Ok(Ok(out)) => out.into_iter().map(Ok).collect(),
+            Ok(Err(e)) if pieces.len() == 1 => vec![Err(classify_llm(e))],
+            Ok(Err(_)) => {
+                let mut results = Vec::with_capacity(pieces.len());
+                for k in 0..pieces.len() {
+                    results.push(match self.run_batch(pieces, &[k]) {
+                        Ok(Ok(mut out)) => Ok(out.pop().unwrap_or_default()),
+                        Ok(Err(e)) => Err(classify_llm(e)),
+                        Err(panic) => Err(self.panicked(pieces[k].0, &panic_text(&*panic))),
+                    });
+                }
+                results
+            }
+            Err(panic) => {
+                let what = panic_text(&*panic);
+                pieces
+                    .iter()
+                    .map(|(i, _)| Err(self.panicked(*i, &what)))
+                    .collect()
+            }
+        }
+    }
+
+    /// Decodes pieces `which` together.
+    fn run_batch(
+        &mut self,
+        pieces: &[(usize, Piece)],
+        which: &[usize],
+    ) -> std::thread::Result<llm::Result<Vec<Vec<f32>>>> {
+        let model = self.shared.model.clone();
+        let mut slots: Vec<Option<&mut Slot<'m>>> = self.slots.iter_mut().map(Some).collect();
+        let mut steps: Vec<(&mut Session, StepInput)> = Vec::with_capacity(which.len());
+        for &k in which {
+            let (i, piece) = &pieces[k];
+            let Some(slot) = slots[*i].take() else {
+                continue;
+            };
+            steps.push((&mut slot.session, piece.input()));
+        }
+        std::panic::catch_unwind(AssertUnwindSafe(|| model.decode_many(&mut steps)))
+    }
+
+    /// Clears slot `slot`'s cache after a panic and names the failure.
+    fn panicked(&mut self, slot: usize, what: &str) -> Failure {
+        let sl = &mut self.slots[slot];
+        sl.session.clear();
+        sl.cached.clear();
+        Failure::Internal(format!(
+            "the engine failed while serving this request: {what}"
+        ))
+    }
+}
+
+/// Refuses requests when the engine stopped.
+pub fn stopped() -> EngineError {
+    EngineError::Internal("the engine has stopped".into())
 }

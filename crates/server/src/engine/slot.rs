@@ -1,20 +1,20 @@
-//! One slot: a worker thread with its own KV cache (an `llm::Session`) and the list of what
-//! each cell holds. It serves one request at a time: keeps the cached prefix the new prompt
-//! shares, evaluates the rest (media embeddings from the media cache when it has them),
-//! streams the answer and remembers what is now in the cache for the next request.
+//! One slot: a KV cache (an `llm::Session`), what each of its cells holds, and the request
+//! it serves. Slots have no thread of their own: the scheduler (`scheduler.rs`) asks each
+//! busy slot for its part of the next step, decodes every part in one batch and hands each
+//! slot its logits back.
+//!
+//! A request moves through: prompt pieces (text cut to the step's token budget, media
+//! chunks whole, each waiting for its embeddings when the encoder has not made them yet),
+//! then one generated token per step until the generator stops.
 
-use std::panic::AssertUnwindSafe;
-use std::sync::mpsc::{Receiver, Sender};
-use std::sync::{Arc, Mutex};
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use llm::{GenerateParams, LlmError, Logits, Session};
+use llm::{GenerateParams, Generator, LlmError, Logits, Model, Session};
 use mtmd::{CellKey, Chunk, MediaChunk, MtmdError, chunks_after};
 
-use super::Shared;
 use super::media_cache::Embeddings;
-use super::reuse::{CacheState, batch_classes, safe_prefix};
-use super::scheduler::{Msg, Prepared};
+use super::scheduler::Prepared;
 use crate::backend::{EngineError, Event, FinishReason, Usage};
 
 /// Why a request failed, before it becomes an [`EngineError`].
@@ -68,240 +68,343 @@ pub fn no_encoder(kind: mtmd::MediaKind) -> String {
     )
 }
 
-pub struct Slot {
-    pub index: usize,
-    pub shared: Arc<Shared>,
+/// A panic payload as text.
+pub fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown cause".into())
+}
+
+/// What is left of a prompt.
+pub enum Work {
+    /// Text tokens; `last` when this is the prompt's final chunk.
+    Text { tokens: Vec<u32>, last: bool },
+    /// A media chunk, evaluated whole once its embeddings are there.
+    Media(MediaChunk),
+}
+
+/// A slot's request in progress.
+pub struct Active<'m> {
+    pub job: Prepared,
+    /// Serial number of the request (to recognise late encoder results).
+    pub serial: u64,
+    /// Prompt cells reused from the cache.
+    pub keep: usize,
+    /// Prompt cells in the cache so far (reused or evaluated).
+    pub done_cells: usize,
+    pub work: VecDeque<Work>,
+    /// Embeddings of the media chunk at the front of `work`, once known.
+    pub media: Option<Embeddings>,
+    /// The encoder was asked for the front media chunk.
+    pub encoding: bool,
+    pub assigned: Instant,
+    pub prompt_time: Duration,
+    /// Set when the prompt is evaluated: samples the answer.
+    pub generator: Option<Generator<'m>>,
+    pub gen_start: Option<Instant>,
+    /// The token the next step decodes.
+    pub next_token: Option<u32>,
+}
+
+pub struct Slot<'m> {
+    pub model: &'m Model,
     pub session: Session,
-    /// What each cell of `session` holds; the dispatcher reads it while the slot is idle.
-    pub cached: Arc<Mutex<CacheState>>,
+    /// What each cell of `session` holds.
+    pub cached: Vec<CellKey>,
+    /// Dispatch counter value when the slot last got a request (0: never).
+    pub last_used: u64,
+    pub active: Option<Active<'m>>,
 }
 
-/// The outcome of one request, for its final event and the metrics.
-struct Outcome {
-    usage: Usage,
-    finish: FinishReason,
-    prompt_time: Duration,
-    generation_time: Duration,
+/// What a slot puts into one step.
+pub enum Piece {
+    /// One generated token.
+    Token(u32),
+    /// The next `tokens` of the prompt; logits when it ends the prompt.
+    Prompt { tokens: Vec<u32>, last: bool },
+    /// The front media chunk.
+    Media {
+        embd: Embeddings,
+        rel_pos: Vec<i32>,
+        n_pos: usize,
+        non_causal: bool,
+        n_tokens: usize,
+    },
 }
 
-impl Slot {
-    /// Serves requests until the dispatcher closes the channel or goes away.
-    pub fn run(mut self, rx: Receiver<Prepared>, dispatcher: Sender<Msg>) {
-        while let Ok(job) = rx.recv() {
-            let tx = job.tx.clone();
-            let last = self.serve_guarded(job);
-            // Idle before the last event goes out, so a client that reads the gauges right
-            // after its answer sees this slot free.
-            self.shared.metrics.slot_idle();
-            if let Some(event) = last {
-                let _ = tx.send(event);
-            }
-            if dispatcher.send(Msg::Idle(self.index)).is_err() {
-                break;
-            }
+impl Piece {
+    pub fn n_rows(&self) -> usize {
+        match self {
+            Piece::Token(_) => 1,
+            Piece::Prompt { tokens, .. } => tokens.len(),
+            Piece::Media { n_tokens, .. } => *n_tokens,
         }
     }
 
-    fn set_cached(&self, state: CacheState) {
-        *self.cached.lock().unwrap_or_else(|p| p.into_inner()) = state;
-    }
-
-    fn truncate(&mut self, n: usize) {
-        self.session.truncate(n);
-        self.cached
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .truncate(n);
-    }
-
-    /// Serves one request, turning a panic into an internal error (the slot forgets its
-    /// cache: nothing in it can be trusted). Returns the last event to send, if any.
-    fn serve_guarded(&mut self, job: Prepared) -> Option<Event> {
-        if job.tx.is_closed() {
-            return None;
-        }
-        let result = std::panic::catch_unwind(AssertUnwindSafe(|| self.serve(&job)));
-        let metrics = &self.shared.metrics;
-        match result {
-            Ok(Ok(o)) => {
-                metrics.finished(&o.usage, o.prompt_time, o.generation_time);
-                (o.finish != FinishReason::Cancelled).then_some(Event::Done {
-                    usage: o.usage,
-                    finish: o.finish,
-                    prompt_time: o.prompt_time,
-                    generation_time: o.generation_time,
-                })
-            }
-            Ok(Err(Failure::Cancelled)) => None,
-            Ok(Err(f)) => {
-                metrics.failed();
-                Some(Event::Error(f.into()))
-            }
-            Err(panic) => {
-                self.session.clear();
-                self.set_cached(CacheState::default());
-                metrics.failed();
-                let what = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "unknown cause".into());
-                Some(Event::Error(EngineError::Internal(format!(
-                    "the engine failed while serving this request: {what}"
-                ))))
-            }
-        }
-    }
-
-    fn serve(&mut self, job: &Prepared) -> Result<Outcome, Failure> {
-        let start = Instant::now();
-        let keep = {
-            let cached = self.cached.lock().unwrap_or_else(|p| p.into_inner());
-            safe_prefix(&cached, &job.chunks, &job.keys)
-        };
-        self.truncate(keep);
-        let logits = match self.evaluate(job, keep) {
-            Ok(l) => l,
-            Err(f) => {
-                // Part of the suffix may be in the cache: forget it rather than trust it.
-                self.truncate(keep);
-                return Err(f);
-            }
-        };
-        self.set_cached(CacheState {
-            keys: job.keys.clone(),
-            big: batch_classes(&job.chunks, 0),
-        });
-        let prompt_time = start.elapsed();
-        if job
-            .tx
-            .send(Event::Started {
-                prompt_tokens: job.n_prompt,
-            })
-            .is_err()
-        {
-            return Err(Failure::Cancelled);
-        }
-
-        let model = &self.shared.model;
-        let room = self.session.n_ctx().saturating_sub(self.session.n_tokens());
-        let params = GenerateParams {
-            // A larger max_tokens is clamped to the room (the HTTP layer reports it).
-            max_tokens: job.request.max_tokens.map_or(room, |m| m.min(room)),
-            sampling: job.request.sampling.clone(),
-            stop: job.request.stop.clone(),
-            ignore_eog: false,
-        };
-        let gen_start = Instant::now();
-        let tx = &job.tx;
-        let generation = llm::generate::continue_generation(
-            model,
-            &mut self.session,
-            logits,
-            job.n_prompt - keep,
-            &params,
-            &mut |piece| tx.send(Event::Text(piece.to_string())).is_ok(),
-        );
-        let generation = match generation {
-            Ok(g) => g,
-            Err(e) => {
-                self.truncate(keep);
-                return Err(classify_llm(e));
-            }
-        };
-        let generation_time = gen_start.elapsed();
-        // Every generated token but the last went through the decoder (as in `mtmd chat`).
-        {
-            let mut cached = self.cached.lock().unwrap_or_else(|p| p.into_inner());
-            let decoded = self.session.n_tokens().saturating_sub(cached.keys.len());
-            cached.keys.extend(
-                generation
-                    .tokens
-                    .iter()
-                    .take(decoded)
-                    .map(|&t| CellKey::Token(t)),
-            );
-            // Decoded one at a time: the few-rows kernel path.
-            cached.big.extend(std::iter::repeat_n(false, decoded));
-        }
-        Ok(Outcome {
-            usage: Usage {
-                prompt_tokens: job.n_prompt,
-                cached_tokens: keep,
-                completion_tokens: generation.tokens.len(),
+    pub fn input(&self) -> llm::StepInput<'_> {
+        match self {
+            Piece::Token(t) => llm::StepInput::Tokens {
+                tokens: std::slice::from_ref(t),
+                logits: Logits::Last,
             },
-            finish: generation.finish,
-            prompt_time,
-            generation_time,
-        })
+            Piece::Prompt { tokens, last } => llm::StepInput::Tokens {
+                tokens,
+                logits: if *last { Logits::Last } else { Logits::None },
+            },
+            Piece::Media {
+                embd,
+                rel_pos,
+                n_pos,
+                non_causal,
+                ..
+            } => llm::StepInput::Embeddings {
+                embd,
+                rel_pos,
+                n_pos: *n_pos,
+                non_causal: *non_causal,
+                logits: Logits::None,
+            },
+        }
+    }
+}
+
+/// How a request ended, for its final event and the metrics.
+pub struct Outcome {
+    pub usage: Usage,
+    pub finish: FinishReason,
+    pub prompt_time: Duration,
+    pub generation_time: Duration,
+    pub tx: tokio::sync::mpsc::UnboundedSender<Event>,
+}
+
+impl<'m> Slot<'m> {
+    pub fn new(model: &'m Model, session: Session) -> Self {
+        Self {
+            model,
+            session,
+            cached: Vec::new(),
+            last_used: 0,
+            active: None,
+        }
     }
 
-    /// Evaluates the prompt after its first `keep` cells, one chunk at a time so a client
-    /// that left is noticed between chunks. Returns the last token's logits.
-    fn evaluate(&mut self, job: &Prepared, keep: usize) -> Result<Vec<f32>, Failure> {
-        let model = self.shared.model.clone();
-        let suffix = chunks_after(&job.chunks, keep);
-        let mut logits = None;
-        let n = suffix.len();
-        for (i, chunk) in suffix.iter().enumerate() {
-            if job.tx.is_closed() {
-                return Err(Failure::Cancelled);
-            }
-            let want = if i + 1 == n {
-                Logits::Last
-            } else {
-                Logits::None
-            };
+    pub fn is_idle(&self) -> bool {
+        self.active.is_none()
+    }
+
+    /// Forgets every cell from `n` on.
+    pub fn truncate(&mut self, n: usize) {
+        self.session.truncate(n);
+        self.cached.truncate(n.min(self.session.n_tokens()));
+    }
+
+    /// Takes `job`: keeps the cached prefix it shares and queues the rest of its prompt.
+    pub fn start(&mut self, job: Prepared, serial: u64) -> Result<(), (Prepared, Failure)> {
+        let keep = mtmd::reusable_prefix(&self.cached, &job.keys);
+        self.truncate(keep);
+        let rest = chunks_after(&job.chunks, keep);
+        if !matches!(rest.chunks.last(), Some(Chunk::Text(t)) if !t.is_empty()) {
+            let f = Failure::Invalid("the prompt must end with text".into());
+            return Err((job, f));
+        }
+        let n = rest.chunks.len();
+        let mut work = VecDeque::with_capacity(n);
+        for (i, chunk) in rest.chunks.into_iter().enumerate() {
             match chunk {
                 Chunk::Text(tokens) if tokens.is_empty() => {}
-                Chunk::Text(tokens) => {
-                    let out = self
-                        .session
-                        .decode_tokens(&model, tokens, want)
-                        .map_err(classify_llm)?;
-                    logits = (want == Logits::Last).then_some(out);
-                }
-                Chunk::Image(media) | Chunk::Audio(media) => {
-                    let embd = self.embeddings_for(media)?;
-                    mtmd::eval_media(&model, &mut self.session, media, &embd)
-                        .map_err(classify_mtmd)?;
-                    logits = None;
-                }
+                Chunk::Text(tokens) => work.push_back(Work::Text {
+                    tokens,
+                    last: i + 1 == n,
+                }),
+                Chunk::Image(m) | Chunk::Audio(m) => work.push_back(Work::Media(m)),
                 _ => {
-                    return Err(Failure::Invalid(
-                        "this kind of media is not supported".into(),
-                    ));
+                    let f = Failure::Invalid("this kind of media is not supported".into());
+                    return Err((job, f));
                 }
             }
         }
-        logits.ok_or_else(|| Failure::Invalid("the prompt must end with text".into()))
+        self.active = Some(Active {
+            job,
+            serial,
+            keep,
+            done_cells: keep,
+            work,
+            media: None,
+            encoding: false,
+            assigned: Instant::now(),
+            prompt_time: Duration::ZERO,
+            generator: None,
+            gen_start: None,
+            next_token: None,
+        });
+        Ok(())
     }
 
-    /// A media chunk's embeddings: from the media cache, else from the encoder (then cached).
-    /// The key is the item's id (its content hash) and the piece (tile, audio window).
-    fn embeddings_for(&self, media: &MediaChunk) -> Result<Embeddings, Failure> {
-        let shared = &self.shared;
-        let key = format!("{}/{}", media.id, media.piece);
-        let cached = shared
-            .media_cache
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&key);
-        if let Some(e) = cached {
-            return Ok(e);
+    /// The media chunk this slot waits for, if its embeddings are not there yet.
+    pub fn wanted_media(&self) -> Option<&MediaChunk> {
+        let a = self.active.as_ref()?;
+        match a.work.front() {
+            Some(Work::Media(m)) if a.media.is_none() => Some(m),
+            _ => None,
         }
-        let ctx = shared
-            .media
-            .as_ref()
-            .ok_or_else(|| Failure::Invalid(no_encoder(media.kind)))?;
-        let start = Instant::now();
-        let embd = Arc::new(ctx.encode(media).map_err(classify_mtmd)?);
-        shared.metrics.media_encoded(media.kind, start.elapsed());
-        shared
-            .media_cache
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(&key, embd.clone());
-        Ok(embd)
     }
+
+    /// This slot's part of the next step, taking at most `budget` prompt rows (a media
+    /// chunk goes whole, over budget only when `may_exceed`). `None`: nothing to do now.
+    pub fn next_piece(&mut self, budget: usize, may_exceed: bool) -> Option<Piece> {
+        let a = self.active.as_mut()?;
+        if let Some(t) = a.next_token {
+            return Some(Piece::Token(t));
+        }
+        match a.work.front_mut()? {
+            Work::Text { tokens, last } => {
+                if budget == 0 {
+                    return None;
+                }
+                let take = budget.min(tokens.len());
+                let piece: Vec<u32> = tokens.drain(..take).collect();
+                let last = *last && tokens.is_empty();
+                if tokens.is_empty() {
+                    a.work.pop_front();
+                }
+                Some(Piece::Prompt {
+                    tokens: piece,
+                    last,
+                })
+            }
+            Work::Media(m) => {
+                let embd = a.media.clone()?;
+                if m.n_tokens() > budget && !may_exceed {
+                    return None;
+                }
+                let piece = Piece::Media {
+                    embd,
+                    rel_pos: m.decoder_positions(self.model.decoder.n_pos_comp()),
+                    n_pos: m.n_pos(),
+                    non_causal: m.non_causal,
+                    n_tokens: m.n_tokens(),
+                };
+                a.work.pop_front();
+                a.media = None;
+                a.encoding = false;
+                Some(piece)
+            }
+        }
+    }
+
+    /// Takes the output of this slot's piece of a step: records what its cells hold, and
+    /// samples the next token once the prompt is in.
+    pub fn absorb(&mut self, piece: Piece, logits: Vec<f32>) -> After {
+        let Some(a) = self.active.as_mut() else {
+            return After::Running;
+        };
+        match piece {
+            Piece::Token(t) => {
+                self.cached.push(CellKey::Token(t));
+                a.next_token = None;
+                self.sample(&logits)
+            }
+            Piece::Prompt { tokens, last } => {
+                let from = a.done_cells;
+                a.done_cells += tokens.len();
+                self.cached
+                    .extend_from_slice(&a.job.keys[from..a.done_cells]);
+                if last {
+                    self.begin_generation(&logits)
+                } else {
+                    After::Running
+                }
+            }
+            Piece::Media { n_tokens, .. } => {
+                let from = a.done_cells;
+                a.done_cells += n_tokens;
+                self.cached
+                    .extend_from_slice(&a.job.keys[from..a.done_cells]);
+                After::Running
+            }
+        }
+    }
+
+    fn begin_generation(&mut self, logits: &[f32]) -> After {
+        let model = self.model;
+        let room = self.session.n_ctx().saturating_sub(self.session.n_tokens());
+        let Some(a) = self.active.as_mut() else {
+            return After::Running;
+        };
+        a.prompt_time = a.assigned.elapsed();
+        let started = Event::Started {
+            prompt_tokens: a.job.n_prompt,
+        };
+        if a.job.tx.send(started).is_err() {
+            return After::Failed(Failure::Cancelled);
+        }
+        let request = &a.job.request;
+        let params = GenerateParams {
+            // A larger max_tokens is clamped to the room (the HTTP layer reports it).
+            max_tokens: request.max_tokens.map_or(room, |m| m.min(room)),
+            sampling: request.sampling.clone(),
+            stop: request.stop.clone(),
+            ignore_eog: false,
+        };
+        a.generator = Some(Generator::new(model, &params, a.job.n_prompt - a.keep));
+        a.gen_start = Some(Instant::now());
+        self.sample(logits)
+    }
+
+    fn sample(&mut self, logits: &[f32]) -> After {
+        let room = self.session.n_tokens() < self.session.n_ctx();
+        let Some(a) = self.active.as_mut() else {
+            return After::Running;
+        };
+        let Some(generator) = a.generator.as_mut() else {
+            return After::Failed(Failure::Internal("sampling before the prompt".into()));
+        };
+        let tx = &a.job.tx;
+        let next = generator.step(logits, room, &mut |piece| {
+            tx.send(Event::Text(piece.to_string())).is_ok()
+        });
+        match next {
+            Some(t) => {
+                a.next_token = Some(t);
+                After::Running
+            }
+            None => After::Finished(self.finish()),
+        }
+    }
+
+    /// Ends the slot's request after its generator stopped.
+    fn finish(&mut self) -> Outcome {
+        let a = self.active.take().expect("an active request");
+        let generation_time = a.gen_start.map(|t| t.elapsed()).unwrap_or_default();
+        let generation = a.generator.map(|g| g.finish());
+        let (completion_tokens, finish) = generation
+            .map(|g| (g.tokens.len(), g.finish))
+            .unwrap_or((0, FinishReason::Cancelled));
+        Outcome {
+            usage: Usage {
+                prompt_tokens: a.job.n_prompt,
+                cached_tokens: a.keep,
+                completion_tokens,
+            },
+            finish,
+            prompt_time: a.prompt_time,
+            generation_time,
+            tx: a.job.tx,
+        }
+    }
+
+    /// Drops the slot's request (failed or cancelled), keeping the cells that are sound:
+    /// after a failed step those of the step are gone already.
+    pub fn abandon(&mut self) -> Option<Prepared> {
+        self.active.take().map(|a| a.job)
+    }
+}
+
+/// What a slot's request did with its share of a step.
+pub enum After {
+    Running,
+    Finished(Outcome),
+    Failed(Failure),
 }

@@ -193,6 +193,30 @@ impl Exec for CpuExec {
         Ok(out)
     }
 
+    fn copy_rows(
+        &self,
+        dst: &mut Vec<f32>,
+        cols: usize,
+        first: usize,
+        src: &Vec<f32>,
+    ) -> Result<()> {
+        let start = first * cols;
+        match dst.get_mut(start..start + src.len()) {
+            Some(d) if src.len().is_multiple_of(cols.max(1)) => {
+                d.copy_from_slice(src);
+                Ok(())
+            }
+            _ => Err(TensorError::ShapeMismatch {
+                op: "copy_rows",
+                detail: format!(
+                    "{} values as rows of {cols} at row {first} of {} values",
+                    src.len(),
+                    dst.len()
+                ),
+            }),
+        }
+    }
+
     fn kv_alloc(&self, kind: KvType, rows: usize, width: usize) -> Result<KvStore> {
         Ok(KvStore::host(kind, rows * width))
     }

@@ -233,6 +233,12 @@ impl Exec for GpuExec {
         flat(ops::get_rows(&shaped, &ids)?)
     }
 
+    fn copy_rows(&self, dst: &mut Tensor, cols: usize, first: usize, src: &Tensor) -> Result<()> {
+        let rows = dst.numel() / cols.max(1);
+        let n = src.numel() / cols.max(1);
+        ops::write_rows(&as_rows(dst, rows)?, first, &as_rows(src, n)?)
+    }
+
     fn kv_alloc(&self, kind: KvType, rows: usize, width: usize) -> Result<KvStore> {
         let dtype = match kind {
             KvType::F32 => DType::F32,

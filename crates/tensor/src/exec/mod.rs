@@ -190,6 +190,14 @@ pub trait Exec {
     fn geglu_f16_table(&self, gate: &Self::Act, up: &Self::Act, out: &mut Self::Act) -> Result<()>;
     /// Rows `rows` of `x` (rows of `cols`), gathered into a new buffer.
     fn gather_rows(&self, x: &Self::Act, cols: usize, rows: &[usize]) -> Result<Self::Act>;
+    /// Rows `first..first + n` of `dst` (rows of `cols`) become the `n` rows of `src`.
+    fn copy_rows(
+        &self,
+        dst: &mut Self::Act,
+        cols: usize,
+        first: usize,
+        src: &Self::Act,
+    ) -> Result<()>;
     /// A new cache for `len` values of `kind`.
     fn kv_alloc(&self, kind: KvType, rows: usize, width: usize) -> Result<KvStore>;
     /// Stores `rows` (`[n, width]`) at rows `first..first + n` of `kv`.

@@ -17,7 +17,7 @@ mod real;
 mod vision;
 
 use super::*;
-use crate::backend::{FinishReason, MediaItem, Prompt, Usage};
+use crate::backend::{EngineError, FinishReason, MediaItem, Prompt, Usage};
 
 fn fixture(arch: &str, file: &str) -> PathBuf {
     testkit::fixture(arch).join(file)
