@@ -45,6 +45,10 @@ pub struct Args {
     /// Audio file whose first 30 s window is encoded and prefilled for the audio row.
     #[arg(long)]
     audio: Option<PathBuf>,
+    /// Continuous batching instead: for each batch size, that many sequences prefill -p
+    /// tokens and generate -n tokens together (aggregate and per-sequence t/s).
+    #[arg(long, value_delimiter = ',', num_args = 1..)]
+    parallel: Vec<usize>,
 }
 
 /// The media row: encoder time and how fast the embeddings go through the text model.
@@ -174,6 +178,11 @@ pub fn run(args: Args) -> Result<()> {
         (None, None) => None,
     };
     let model = Arc::new(load_model(&resolved.model, &args.compute)?);
+    if !args.parallel.is_empty() {
+        let kv = args.compute.kv_type;
+        let (p, n) = (args.n_prompt, args.n_gen);
+        return super::bench_parallel::run(&model, &args.parallel, p, n, kv, args.json);
+    }
     // Warm-up: touch every weight page and JIT nothing; not timed.
     time_pp(&model, 8.min(args.n_prompt.max(1)), args.compute.kv_type)?;
 

@@ -1,6 +1,7 @@
 //! One module per `mtmd` subcommand, each with `Args` (clap) and `run(Args)`.
 
 pub mod bench;
+pub mod bench_parallel;
 pub mod chat;
 pub mod common;
 pub mod dump;

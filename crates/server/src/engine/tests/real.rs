@@ -160,3 +160,101 @@ fn real_long_prompts_and_repeats_match_fresh() {
 }
 
 // Audio, on the tiny random-weight Qwen2-Audio fixture (its mmproj is an audio encoder).
+
+#[test]
+fn real_sixteen_concurrent_greedy_answers_equal_alone() {
+    let Some(path) = real_model("qwen2.5-coder-0.5b-instruct-q4_k_m.gguf") else {
+        return;
+    };
+    let cfg = |n_slots| EngineConfig {
+        model_path: path.clone(),
+        mmproj_path: None,
+        ..config("gemma3", n_slots, 512, false)
+    };
+    let topics = [
+        "rain", "stars", "bread", "rivers", "cats", "trains", "snow", "bees",
+    ];
+    let requests: Vec<Request> = topics
+        .iter()
+        .flat_map(|t| {
+            [
+                chat_request(
+                    vec![ChatMessage::user(format!("One line about {t}."))],
+                    vec![],
+                    12,
+                ),
+                text_request(&format!("A short story about {t}:"), 12),
+            ]
+        })
+        .collect();
+    assert_eq!(requests.len(), 16);
+    let alone_engine = Engine::load(cfg(1)).unwrap();
+    let alone: Vec<Outcome> = requests
+        .iter()
+        .map(|r| {
+            // A fresh cache for each: nothing reused.
+            let out = run_one(&alone_engine, r.clone());
+            assert_eq!(out.usage.unwrap().cached_tokens, 0);
+            out
+        })
+        .collect();
+    let engine = Engine::load(cfg(8)).unwrap();
+    let receivers: Vec<_> = requests.iter().map(|r| engine.submit(r.clone())).collect();
+    let together: Vec<Outcome> = receivers.into_iter().map(collect).collect();
+    assert_eq!(texts(&together), texts(&alone));
+    let m = engine.metrics();
+    let mean = m.step_sequences.sum / m.step_sequences.count.max(1) as f64;
+    println!(
+        "16 requests on 8 slots: {} steps, {mean:.2} sequences per step",
+        m.step_sequences.count
+    );
+    assert!(
+        mean > 1.5,
+        "requests were not batched: {:?}",
+        m.step_sequences
+    );
+}
+
+#[test]
+fn real_four_turn_conversation_evaluates_only_new_tokens() {
+    let Some(path) = real_model("qwen2.5-coder-0.5b-instruct-q4_k_m.gguf") else {
+        return;
+    };
+    let cfg = EngineConfig {
+        model_path: path,
+        mmproj_path: None,
+        ..config("gemma3", 2, 2048, false)
+    };
+    let engine = Engine::load(cfg.clone()).unwrap();
+    let mut messages = vec![ChatMessage::system("You are a helpful assistant.")];
+    let mut previous: Option<Usage> = None;
+    for question in [
+        "Name a primary color.",
+        "Name another one.",
+        "And a third?",
+        "Which of them is warmest?",
+    ] {
+        messages.push(ChatMessage::user(question));
+        let out = run_one(&engine, chat_request(messages.clone(), vec![], 12));
+        let usage = out.usage.unwrap();
+        if let Some(prev) = previous {
+            // Everything of the previous turn stays: its prompt and its answer, except
+            // the last sampled token, which was never decoded.
+            let held = prev.prompt_tokens + prev.completion_tokens - 1;
+            println!(
+                "turn: prompt {} cached {} (previous turn held {held}), evaluated {}",
+                usage.prompt_tokens,
+                usage.cached_tokens,
+                usage.prompt_tokens - usage.cached_tokens
+            );
+            assert!(usage.cached_tokens >= held, "{usage:?} after {prev:?}");
+        }
+        let fresh = run_one(
+            &Engine::load(cfg.clone()).unwrap(),
+            chat_request(messages.clone(), vec![], 12),
+        );
+        assert_eq!(out.text, fresh.text, "reused vs fresh");
+        messages.push(ChatMessage::assistant(out.text.clone()));
+        previous = Some(usage);
+    }
+}
