@@ -319,8 +319,9 @@ pub fn mmproj_plan(p: &Preset, enc: &EncoderSpec, n_text: usize) -> FilePlan {
     let patch = |ts: &mut Tensors, name: &str, ty: GgmlType| {
         ts.add(name, &[enc.patch, enc.patch, 3, w], ty, Fill::Weight)
     };
-    // Gemma 3 keeps its embeddings in F32 (the converter forces it).
-    let emb_type = if kind == K::Gemma3 {
+    // SigLIP towers (Gemma 3, Idefics3) keep patch and position embeddings in F32, as the
+    // converter forces: ggml adds the position table to F32 activations, and has no F32 + F16 add.
+    let emb_type = if matches!(kind, K::Gemma3 | K::Idefics3) {
         GgmlType::F32
     } else {
         GgmlType::F16
@@ -423,10 +424,11 @@ pub fn mmproj_plan(p: &Preset, enc: &EncoderSpec, n_text: usize) -> FilePlan {
             patch(&mut ts, "v.patch_embd.weight", GgmlType::F16);
             patch(&mut ts, "v.patch_embd.weight.1", GgmlType::F16);
             if kind == K::Qwen3Vl {
+                // F32: ggml interpolates the table to the image's grid, in F32 only.
                 ts.add(
                     "v.position_embd.weight",
                     &[w, enc.n_pos],
-                    GgmlType::F16,
+                    GgmlType::F32,
                     Fill::Weight,
                 );
             }

@@ -231,3 +231,18 @@ fn unknown_preset_lists_the_valid_names_and_bad_dirs_are_clear() {
     assert!(err.to_string().contains("not-a-dir"), "{err}");
     std::fs::remove_file(&file).unwrap();
 }
+
+/// llama.cpp adds (or interpolates) position tables into F32 activations and has no F32 +
+/// F16 kernel for it: every position embedding must be F32, SigLIP patch embeddings too.
+#[test]
+fn position_embeddings_are_f32_for_llama_cpp() {
+    for name in NAMES {
+        let p = resolve(name, false).unwrap();
+        let plan = crate::cmd::synth_layout::mmproj_plan(&p, &p.encoder, p.text.n_embd);
+        for t in &plan.tensors {
+            if t.name.contains("position_embd") {
+                assert_eq!(t.ggml_type, gguf::GgmlType::F32, "{name}: {}", t.name);
+            }
+        }
+    }
+}
