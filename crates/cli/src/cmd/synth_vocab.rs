@@ -33,10 +33,15 @@ fn byte_chars() -> Vec<char> {
 
 /// `n` unique pieces over `alphabet`: the letters themselves, then every pair, then every
 /// pair followed by a letter. Each multi-letter piece comes with the merge "left right"
-/// that builds it from two earlier pieces.
-fn pieces(alphabet: &[char], n: usize) -> (Vec<String>, Vec<String>) {
+/// that builds it from two earlier pieces. Pairs start with the letters of `first` (space
+/// and newline stand-ins): llama.cpp looks up whole tokens such as "\n\n" by text
+/// (Idefics3's image framing), and real vocabularies all have them.
+fn pieces(alphabet: &[char], first: &[char], n: usize) -> (Vec<String>, Vec<String>) {
     let mut tokens: Vec<String> = alphabet.iter().take(n).map(|c| c.to_string()).collect();
     let mut merges = Vec::new();
+    let mut ordered: Vec<char> = first.to_vec();
+    ordered.extend(alphabet.iter().filter(|c| !first.contains(c)));
+    let alphabet = &ordered[..];
     let a = alphabet.len();
     let mut level2 = 0;
     'outer: for i in 0..a {
@@ -85,7 +90,8 @@ fn push(t: &mut Table, text: &str, ty: i32) {
 /// Appends byte-level BPE pieces until the table holds `until` tokens.
 fn fill_bpe(t: &mut Table, until: usize) {
     let need = until.saturating_sub(t.tokens.len());
-    let (tokens, merges) = pieces(&byte_chars(), need);
+    // GPT-2's stand-ins for space, newline and tab.
+    let (tokens, merges) = pieces(&byte_chars(), &['Ġ', 'Ċ', 'ĉ'], need);
     for tok in tokens {
         push(t, &tok, NORMAL);
     }
@@ -265,12 +271,12 @@ fn gemma_table(n_vocab: usize) -> (Table, Vec<f32>) {
     for b in 0..256 {
         push(&mut t, &format!("<0x{b:02X}>"), BYTE);
     }
-    let mut alphabet: Vec<char> = vec!['▁'];
+    let mut alphabet: Vec<char> = vec!['▁', '\n'];
     alphabet.extend((33u8..=126).map(char::from));
     // Latin-1 letters and more widen the alphabet so three-letter pieces suffice.
     alphabet.extend((0xC0u32..0x250).filter_map(char::from_u32));
     let n_pieces = n_vocab - t.tokens.len() - late.len() - if real { 63 } else { 0 };
-    let (pieces, _) = pieces(&alphabet, n_pieces);
+    let (pieces, _) = pieces(&alphabet, &['▁', '\n'], n_pieces);
     let mut scores = vec![-1000.0f32; t.tokens.len()];
     let mut pieces = pieces.into_iter().enumerate();
     while t.tokens.len() < n_vocab {
@@ -410,7 +416,7 @@ mod tests {
 
     #[test]
     fn pieces_are_unique_and_merges_build_them() {
-        let (tokens, merges) = pieces(&byte_chars(), 70_000);
+        let (tokens, merges) = pieces(&byte_chars(), &['Ġ', 'Ċ'], 70_000);
         assert_eq!(tokens.len(), 70_000);
         let set: std::collections::HashSet<_> = tokens.iter().collect();
         assert_eq!(set.len(), tokens.len());
@@ -429,6 +435,10 @@ mod tests {
         assert_eq!(t.id("<|endoftext|>"), 151_643);
         assert_eq!(t.id("<|im_end|>"), 151_645);
         assert_eq!(t.id("<|image_pad|>"), 151_655);
+        let s = smollm_table(49_280);
+        for whole in ["Ċ", "ĊĊ", "ĠĠ", "Ġa"] {
+            assert!(s.tokens.iter().any(|t| t == whole), "{whole}");
+        }
         let (g, scores) = gemma_table(262_208);
         assert_eq!((g.tokens.len(), scores.len()), (262_208, 262_208));
         assert_eq!(g.id("<end_of_turn>"), 106);
