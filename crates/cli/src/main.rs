@@ -36,6 +36,9 @@ enum Command {
     Dump(cmd::dump::Args),
     /// Serve the model over an OpenAI-compatible HTTP API with a web chat page.
     Serve(cmd::serve::Args),
+    /// Write a text-model GGUF and an mmproj GGUF with random weights and a real model's
+    /// dimensions, keys and tensor names (for speed comparisons).
+    Synth(cmd::synth::Args),
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -47,6 +50,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Chat(args) => cmd::chat::run(args),
         Command::Dump(args) => cmd::dump::run(args),
         Command::Serve(args) => cmd::serve::run(args),
+        Command::Synth(args) => cmd::synth::run(args),
     }
 }
 

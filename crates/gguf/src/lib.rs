@@ -15,6 +15,8 @@ pub use file::{GgufFile, TensorInfo};
 pub use ggml_type::GgmlType;
 pub use mapped::MappedBytes;
 pub use value::{Array, Value, ValueType};
-pub use writer::GgufWriter;
+pub use writer::{
+    GgufStreamWriter, GgufWriteError, GgufWriter, StreamError, StreamTensor, TensorSink,
+};
 
 pub type Result<T, E = GgufError> = std::result::Result<T, E>;

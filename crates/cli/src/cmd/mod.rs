@@ -12,4 +12,8 @@ pub mod run;
 pub mod runtime_args;
 pub mod sampling_args;
 pub mod serve;
+pub mod synth;
+pub mod synth_layout;
+pub mod synth_presets;
+pub mod synth_vocab;
 pub mod tokenize;
