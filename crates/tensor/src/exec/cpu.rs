@@ -229,10 +229,19 @@ impl Exec for CpuExec {
         rows: &Vec<f32>,
     ) -> Result<()> {
         let at = first * width;
+        let end = at + rows.len();
         match kv {
-            KvStore::F32(d) => d[at..at + rows.len()].copy_from_slice(rows),
+            KvStore::F32(d) => {
+                if d.len() < end {
+                    d.resize(end, 0.0);
+                }
+                d[at..end].copy_from_slice(rows)
+            }
             KvStore::F16(d) => {
-                for (o, &v) in d[at..at + rows.len()].iter_mut().zip(rows) {
+                if d.len() < end {
+                    d.resize(end, f16::ZERO);
+                }
+                for (o, &v) in d[at..end].iter_mut().zip(rows) {
                     *o = f16::from_f32(v);
                 }
             }

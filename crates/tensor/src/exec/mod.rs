@@ -60,10 +60,13 @@ pub enum KvStore {
 }
 
 impl KvStore {
+    /// Host rows for up to `len` values. Memory is taken as rows are written, not up front,
+    /// so a slot's cache costs what its conversation holds, not its context size.
     pub fn host(kind: KvType, len: usize) -> Self {
+        let _ = len;
         match kind {
-            KvType::F32 => KvStore::F32(vec![0.0; len]),
-            KvType::F16 => KvStore::F16(vec![f16::ZERO; len]),
+            KvType::F32 => KvStore::F32(Vec::new()),
+            KvType::F16 => KvStore::F16(Vec::new()),
         }
     }
 
