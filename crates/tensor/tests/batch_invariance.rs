@@ -84,20 +84,16 @@ fn float_weight(t: DType, m: usize, k: usize, rng: &mut Rng) -> Tensor {
     Tensor::new(t, &[m, k], Storage::Host(HostBytes::from_bytes(&bytes))).unwrap()
 }
 
+/// `mm(x, n, out)`: the matmul under test.
+type MatmulFn<'a> = dyn Fn(&[f32], usize, &mut [f32]) + 'a;
+
 fn bits(v: &[f32]) -> Vec<u32> {
     v.iter().map(|x| x.to_bits()).collect()
 }
 
 /// Checks that every window `x[s..s + n]` (n in 1..=rows) gives, row for row, the bits of
 /// `matmul(x[i])` alone. `mm(x, n, out)` is the matmul under test.
-fn check_windows(
-    what: &str,
-    x: &[f32],
-    rows: usize,
-    k: usize,
-    m: usize,
-    mm: &dyn Fn(&[f32], usize, &mut [f32]),
-) {
+fn check_windows(what: &str, x: &[f32], rows: usize, k: usize, m: usize, mm: &MatmulFn) {
     let single: Vec<Vec<u32>> = (0..rows)
         .map(|i| {
             let mut o = vec![0f32; m];
@@ -191,4 +187,78 @@ fn every_float_type_is_batch_invariant_on_threaded_shapes() {
     {
         float_case(t, 301, 523, 2000 + i as u64);
     }
+}
+
+/// Queries at positions `n_kv - n_q..n_kv` over one cache of `n_kv` keys (causal, optional
+/// sliding window and soft cap): each query's output row, computed alone, in every window of
+/// up to `max_batch` queries and with the whole batch, is bit-identical.
+#[allow(clippy::too_many_arguments)]
+fn attention_case(
+    n_head: usize,
+    n_kv_head: usize,
+    d: usize,
+    n_kv: usize,
+    n_q: usize,
+    window: Option<usize>,
+    softcap: Option<f32>,
+    f16_kv: bool,
+    seed: u64,
+) {
+    use tensor::cpu::{AttnMask, AttnParams, KvData, attention};
+    let mut rng = Rng(seed | 1);
+    let p = AttnParams {
+        n_kv_head,
+        softcap,
+        ..AttnParams::mha(n_head, d)
+    };
+    let q: Vec<f32> = (0..n_q * n_head * d).map(|_| rng.normal()).collect();
+    let k: Vec<f32> = (0..n_kv * n_kv_head * d).map(|_| rng.normal()).collect();
+    let v: Vec<f32> = (0..n_kv * n_kv_head * d).map(|_| rng.normal()).collect();
+    let (k16, v16): (Vec<half::f16>, Vec<half::f16>) = (
+        k.iter().map(|&x| half::f16::from_f32(x)).collect(),
+        v.iter().map(|&x| half::f16::from_f32(x)).collect(),
+    );
+    let kv = |x: &'static str| -> KvData<'_> {
+        match (x, f16_kv) {
+            ("k", false) => KvData::F32(&k),
+            ("k", true) => KvData::F16(&k16),
+            (_, false) => KvData::F32(&v),
+            _ => KvData::F16(&v16),
+        }
+    };
+    let k_pos: Vec<i32> = (0..n_kv as i32).collect();
+    let q_pos: Vec<i32> = (n_kv - n_q..n_kv).map(|p| p as i32).collect();
+    let row = n_head * d;
+    let run = |a: usize, b: usize| {
+        let mut mask = AttnMask::causal(&q_pos[a..b], &k_pos);
+        mask.window = window;
+        let mut out = vec![f32::NAN; (b - a) * row];
+        attention(&q[a * row..b * row], kv("k"), kv("v"), &mask, &p, &mut out);
+        bits(&out)
+    };
+    let single: Vec<Vec<u32>> = (0..n_q).map(|i| run(i, i + 1)).collect();
+    let mut windows: Vec<(usize, usize)> = (1..=n_q).map(|len| (0, len)).collect();
+    windows.extend((1..n_q).map(|a| (a, n_q)));
+    windows.extend((0..n_q).step_by(3).map(|a| (a, (a + 3).min(n_q))));
+    for (a, b) in windows {
+        let out = run(a, b);
+        for i in a..b {
+            assert!(
+                out[(i - a) * row..(i - a + 1) * row] == single[i][..],
+                "attention h{n_head}/{n_kv_head} d{d} kv{n_kv} window {window:?} cap {softcap:?} \
+                 f16 {f16_kv}: query {i} in batch {a}..{b} differs from it alone"
+            );
+        }
+    }
+}
+
+#[test]
+fn attention_rows_do_not_depend_on_the_batch() {
+    // Gemma 3 270m (4 / 1 heads of 256, sliding window, soft cap variant), Qwen2.5 0.5B
+    // (14 / 2 heads of 64), odd head dims; caches across one and several key chunks.
+    attention_case(4, 1, 256, 300, 20, None, None, true, 1);
+    attention_case(4, 1, 256, 700, 12, Some(512), Some(30.0), false, 2);
+    attention_case(14, 2, 64, 600, 20, None, None, true, 3);
+    attention_case(3, 3, 72, 129, 17, None, None, false, 4);
+    attention_case(8, 2, 33, 1100, 9, Some(100), None, true, 5);
 }
