@@ -14,7 +14,8 @@
 //! [`CHUNK_KEYS`] from key 0; each chunk gets its own online softmax from a fresh state and
 //! the chunk states are merged in order (in parallel when there are fewer tasks than threads,
 //! as in decode, else one after the other in the task). Every score is one dot product of the
-//! query and key rows in the same order (`simd::scores_rows`) for any number of rows, and the
+//! query and key rows in the same order (`simd::scores` on a transposed key block) for any
+//! number of rows, and the
 //! softmax and `P·V` kernels work row by row.
 
 pub mod simd;
@@ -62,7 +63,9 @@ struct Scratch {
     acc: Vec<f32>,
     /// Scores, then weights `[rows_pad, KB]`.
     s: Vec<f32>,
-    /// Key block `[KB, d]`.
+    /// Transposed key block `[d, KB]`.
+    kt: Vec<f32>,
+    /// Key block `[KB, d]`, packed before transposing.
     kp: Vec<f32>,
     /// Value block `[KB, d]`.
     v: Vec<f32>,
@@ -274,6 +277,7 @@ fn attend(
     }
     resize_zeroed(&mut sc.acc, rows_pad * d);
     resize_zeroed(&mut sc.s, rows_pad * KB);
+    resize_zeroed(&mut sc.kt, d * KB);
     resize_zeroed(&mut sc.kp, KB * d);
     resize_zeroed(&mut sc.v, KB * d);
     resize_zeroed(&mut sc.bias, n_tq * KB);
@@ -300,15 +304,15 @@ fn attend(
             let start = (j0 + jj) * kv_stride + g * d;
             copy_kv(k, isa, start, &mut sc.kp[jj * d..(jj + 1) * d]);
         }
-        // Direct dot products for any number of rows (a transposed block, faster for many
-        // rows, would sum in another order than the few rows of a decode step). Scores of
-        // keys past nk stay 0: finite, and masked.
+        // Keys across SIMD lanes for any number of rows: every score is one FMA chain over
+        // the head dimension in order. (Direct dot products, cheaper for the few rows of a
+        // decode step, would sum in another order.) Keys past nk stay 0 in kt: their
+        // (masked) scores are finite.
         if nk < KB {
-            for r in 0..rows_pad {
-                sc.s[r * KB + nk..(r + 1) * KB].fill(0.0);
-            }
+            sc.kt.fill(0.0);
         }
-        simd::scores_rows(isa, &sc.q, rows_pad, &sc.kp, nk, d, &mut sc.s);
+        simd::transpose_keys(isa, &sc.kp, nk, d, &mut sc.kt);
+        simd::scores(isa, &sc.q, rows_pad, &sc.kt, d, &mut sc.s);
 
         for r in 0..rows_pad {
             let s = &mut sc.s[r * KB..(r + 1) * KB];
