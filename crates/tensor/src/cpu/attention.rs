@@ -2,13 +2,21 @@
 //! the `n_q × n_kv` score matrix.
 //!
 //! Work is split into tasks of (a block of queries) × (one KV head with the query heads that
-//! share it, GQA), so each packed K/V block is reused by up to 64 query rows; when there are
-//! fewer tasks than threads (decode with few KV heads) the keys are split as well and the
-//! partial softmax states merged. Keys are visited in blocks of 64 with an online softmax
-//! (running max `m`, running sum `l`, output rescaled when the max grows), as ggml-cpu's tiled
-//! flash-attention does: scores are scaled, soft-capped (`c · tanh(s / c)`), masked to `-inf`
-//! through an additive bias row, and rows that see no key at all give 0. Blocks no query of a
-//! task can see are skipped (causal and sliding-window prefill).
+//! share it, GQA), so each packed K/V block is reused by up to 64 query rows. Keys are visited
+//! in blocks of 64 with an online softmax (running max `m`, running sum `l`, output rescaled
+//! when the max grows), as ggml-cpu's tiled flash-attention does: scores are scaled,
+//! soft-capped (`c · tanh(s / c)`), masked to `-inf` through an additive bias row, and rows
+//! that see no key at all give 0. Blocks no query of a task can see are skipped (causal and
+//! sliding-window prefill).
+//!
+//! Batch invariance: a query row's output is a fixed function of that row, the keys and the
+//! mask, whatever else is in the batch. The keys are cut into fixed chunks of
+//! [`CHUNK_KEYS`] from key 0; each chunk gets its own online softmax from a fresh state and
+//! the chunk states are merged in order (in parallel when there are fewer tasks than threads,
+//! as in decode, else one after the other in the task). Every score is one dot product of the
+//! query and key rows in the same order (`simd::scores` on a transposed key block) for any
+//! number of rows, and the
+//! softmax and `P·V` kernels work row by row.
 
 pub mod simd;
 
@@ -32,12 +40,11 @@ const ROWS_PER_TASK: usize = 64;
 /// Fewer tasks than this per thread and tasks shrink, so every core gets work.
 const TASKS_PER_THREAD: usize = 4;
 
-/// Keys per block (the transposed K block's width).
+/// Keys per block.
 const KB: usize = simd::KEYS;
-/// Each split of the keys (when there are fewer tasks than threads) covers at least this many.
-const MIN_SPLIT_KEYS: usize = 256;
-/// Up to this many rows (decode) dot K rows directly; more rows amortise a transpose.
-const FEW_ROWS: usize = 8;
+/// Keys per softmax chunk (a multiple of [`KB`]): the unit of the key split, fixed so that
+/// the split never depends on the batch or the thread count.
+pub const CHUNK_KEYS: usize = 4 * KB;
 
 /// One unit of parallel work: queries `q0..q0 + outs.len()` against KV head `g`.
 /// `outs[i]` is the output of query `q0 + i` for the heads of group `g`, `group * d` long.
@@ -128,28 +135,49 @@ pub fn attention(
             tasks[g * n_blocks + qi / q_per_task].outs.push(heads);
         }
     }
-    // Too few tasks for the threads (decode with few KV heads): split the keys too.
-    let threads = rayon::current_num_threads();
-    let splits = if tasks.len() < threads {
-        threads
-            .div_ceil(tasks.len())
-            .min(n_kv / MIN_SPLIT_KEYS)
-            .max(1)
-    } else {
-        1
-    };
+    // Too few tasks for the threads (decode with few KV heads): run the key chunks in
+    // parallel too.
+    let parallel_chunks = tasks.len() < rayon::current_num_threads();
     tasks
         .into_par_iter()
         .for_each_init(Scratch::default, |scratch, mut task| {
-            run_task(isa, q, k, v, mask, p, &mut task, splits, scratch);
+            run_task(isa, q, k, v, mask, p, &mut task, parallel_chunks, scratch);
         });
 }
 
-/// A split's softmax state for the rows of one task: running max, sum and unnormalised output.
+/// A chunk's softmax state for the rows of one task: running max, sum and unnormalised output.
 struct Partial {
     m: Vec<f32>,
     l: Vec<f32>,
     acc: Vec<f32>,
+}
+
+impl Partial {
+    fn empty(rows: usize, d: usize) -> Self {
+        Self {
+            m: vec![f32::NEG_INFINITY; rows],
+            l: vec![0.0; rows],
+            acc: vec![0.0; rows * d],
+        }
+    }
+
+    /// Folds in the next chunk's state, rescaling both to the common maximum. Merging into an
+    /// empty state copies the chunk exactly (factors 0 and 1).
+    fn merge(&mut self, m: &[f32], l: &[f32], acc: &[f32], d: usize) {
+        for r in 0..self.m.len() {
+            if m[r] == f32::NEG_INFINITY {
+                continue;
+            }
+            let mx = self.m[r].max(m[r]);
+            let (a, b) = ((self.m[r] - mx).exp(), (m[r] - mx).exp());
+            self.l[r] = self.l[r] * a + l[r] * b;
+            let dst = &mut self.acc[r * d..(r + 1) * d];
+            for (x, y) in dst.iter_mut().zip(&acc[r * d..(r + 1) * d]) {
+                *x = *x * a + y * b;
+            }
+            self.m[r] = mx;
+        }
+    }
 }
 
 fn run_task(
@@ -160,12 +188,12 @@ fn run_task(
     mask: &AttnMask,
     p: &AttnParams,
     task: &mut Task,
-    splits: usize,
+    parallel_chunks: bool,
     sc: &mut Scratch,
 ) {
     let (n_kv, d) = (mask.n_kv(), p.head_dim);
     let rows = task.outs.len() * (p.n_head / p.n_kv_head);
-    let run = |keys: std::ops::Range<usize>, sc: &mut Scratch| {
+    let run = |j: usize, sc: &mut Scratch| {
         attend(
             isa,
             q,
@@ -176,47 +204,31 @@ fn run_task(
             task.g,
             task.q0,
             task.outs.len(),
-            keys,
+            j..(j + CHUNK_KEYS).min(n_kv),
             sc,
         );
     };
-    if splits <= 1 {
-        run(0..n_kv, sc);
-        write_out(task, p, &sc.acc, &sc.l);
-        return;
-    }
-    let chunk = n_kv.div_ceil(splits).next_multiple_of(KB);
-    let starts: Vec<usize> = (0..n_kv).step_by(chunk).collect();
-    let partials: Vec<Partial> = starts
-        .into_par_iter()
-        .map_init(Scratch::default, |sc, j| {
-            run(j..(j + chunk).min(n_kv), sc);
-            Partial {
-                m: sc.m.clone(),
-                l: sc.l.clone(),
-                acc: sc.acc[..rows * d].to_vec(),
-            }
-        })
-        .collect();
-    // Merge: rescale every split to the common maximum.
-    let mut total = Partial {
-        m: vec![f32::NEG_INFINITY; rows],
-        l: vec![0.0; rows],
-        acc: vec![0.0; rows * d],
-    };
-    for part in &partials {
-        for r in 0..rows {
-            if part.m[r] == f32::NEG_INFINITY {
-                continue;
-            }
-            let m = total.m[r].max(part.m[r]);
-            let (a, b) = ((total.m[r] - m).exp(), (part.m[r] - m).exp());
-            total.l[r] = total.l[r] * a + part.l[r] * b;
-            let dst = &mut total.acc[r * d..(r + 1) * d];
-            for (x, y) in dst.iter_mut().zip(&part.acc[r * d..(r + 1) * d]) {
-                *x = *x * a + y * b;
-            }
-            total.m[r] = m;
+    let mut total = Partial::empty(rows, d);
+    if parallel_chunks && n_kv > CHUNK_KEYS {
+        let starts: Vec<usize> = (0..n_kv).step_by(CHUNK_KEYS).collect();
+        let partials: Vec<Partial> = starts
+            .into_par_iter()
+            .map_init(Scratch::default, |sc, j| {
+                run(j, sc);
+                Partial {
+                    m: sc.m.clone(),
+                    l: sc.l.clone(),
+                    acc: sc.acc[..rows * d].to_vec(),
+                }
+            })
+            .collect();
+        for part in &partials {
+            total.merge(&part.m, &part.l, &part.acc, d);
+        }
+    } else {
+        for j in (0..n_kv).step_by(CHUNK_KEYS) {
+            run(j, sc);
+            total.merge(&sc.m, &sc.l, &sc.acc[..rows * d], d);
         }
     }
     write_out(task, p, &total.acc, &total.l);
@@ -292,21 +304,15 @@ fn attend(
             let start = (j0 + jj) * kv_stride + g * d;
             copy_kv(k, isa, start, &mut sc.kp[jj * d..(jj + 1) * d]);
         }
-        if rows_pad <= FEW_ROWS {
-            simd::scores_rows(isa, &sc.q, rows_pad, &sc.kp, nk, d, &mut sc.s);
-        } else {
-            // Keys across SIMD lanes: transpose within L1, kt[c][jj] = k[j0 + jj][c]; keys
-            // past nk stay 0 so their (masked) scores are finite.
-            if nk < KB {
-                sc.kt.fill(0.0);
-            }
-            for (c, kt_row) in sc.kt.chunks_exact_mut(KB).enumerate() {
-                for (jj, x) in kt_row[..nk].iter_mut().enumerate() {
-                    *x = sc.kp[jj * d + c];
-                }
-            }
-            simd::scores(isa, &sc.q, rows_pad, &sc.kt, d, &mut sc.s);
+        // Keys across SIMD lanes for any number of rows: every score is one FMA chain over
+        // the head dimension in order. (Direct dot products, cheaper for the few rows of a
+        // decode step, would sum in another order.) Keys past nk stay 0 in kt: their
+        // (masked) scores are finite.
+        if nk < KB {
+            sc.kt.fill(0.0);
         }
+        simd::transpose_keys(isa, &sc.kp, nk, d, &mut sc.kt);
+        simd::scores(isa, &sc.q, rows_pad, &sc.kt, d, &mut sc.s);
 
         for r in 0..rows_pad {
             let s = &mut sc.s[r * KB..(r + 1) * KB];

@@ -1,20 +1,19 @@
 //! `matmul`: `out[n, m] = x[n, k] · w[m, k]ᵀ` for f32 / f16 / bf16 weights (quantized weights
 //! go to `quant::dot`). Contract and scalar twin in `ops::matmul`.
 //!
-//! Few activation rows (decode: n = 1) are bandwidth-bound: each weight row is streamed
-//! once and dotted with every x row while in registers ([`dot_rows`]). More rows go through
-//! the blocked, packed GEMM in [`super::gemm`], which converts f16 / bf16 while packing.
+//! Every batch size runs the same row-dot kernel ([`dot_block`]: register tiles of 4 weight
+//! rows x up to 4 x rows, x in L2-resident blocks), so an output's f32 summation order never
+//! depends on the batch: a token gets the same bits alone or in a prompt of any size. (A
+//! packed GEMM with the weight rows across lanes sums in another order; it was dropped for
+//! this invariance.) Decode (n = 1) is bandwidth-bound: each weight row is streamed once.
 #![allow(unsafe_code)]
 
 use half::{bf16, f16};
 use rayon::prelude::*;
 
-use super::gemm;
 use super::simd::{Isa, Simd, dispatch, isa};
 use crate::{DType, Result, Tensor, TensorError};
 
-/// Up to this many activation rows use the streaming dot path instead of the GEMM.
-const DOT_MAX_ROWS: usize = 4;
 /// Weight elements (m·k) below which the dot path stays on the calling thread.
 const PARALLEL_MIN: usize = 1 << 16;
 
@@ -147,14 +146,12 @@ fn run<T: WeightElem>(w: &[T], x: &[f32], n: usize, k: usize, m: usize, out: &mu
     if isa == Isa::Scalar {
         let wf: Vec<f32> = w.iter().map(|v| v.to_f32()).collect();
         crate::ops::matmul::reference(&wf, x, n, k, m, out);
-    } else if n <= DOT_MAX_ROWS {
-        dot_path(isa, w, x, n, k, m, out);
     } else {
-        gemm::gemm(isa, w, x, n, k, m, out);
+        dot_path(isa, w, x, n, k, m, out);
     }
 }
 
-/// Few activation rows: weight rows split across threads, each streamed once.
+/// Weight rows split across threads, each streamed once per block of x rows.
 fn dot_path<T: WeightElem>(
     isa: Isa,
     w: &[T],
@@ -244,52 +241,79 @@ fn dot_rows<S: Simd, T: WeightElem>(
     j0: usize,
     out_t: &mut [f32],
 ) {
-    match n {
-        1 => dot_rows_n::<S, T, 1>(s, w, x, k, j0, out_t),
-        2 => dot_rows_n::<S, T, 2>(s, w, x, k, j0, out_t),
-        3 => dot_rows_n::<S, T, 3>(s, w, x, k, j0, out_t),
-        _ => dot_rows_n::<S, T, 4>(s, w, x, k, j0, out_t),
-    }
+    dot_rows_all::<S, T>(s, w, x, n, k, j0, out_t)
 }
 
 /// Weight rows handled together: each x vector load feeds `WEIGHT_ROWS` FMAs, and as many
 /// weight streams are in flight.
 const WEIGHT_ROWS: usize = 4;
+/// x rows per pass over a task's weight rows: a block of x stays in L2 while every group of
+/// weight rows (in L1) sweeps over it.
+const X_BLOCK: usize = 64;
 
 #[inline(always)]
-fn dot_rows_n<S: Simd, T: WeightElem, const N: usize>(
+fn dot_rows_all<S: Simd, T: WeightElem>(
     s: S,
     w: &[T],
     x: &[f32],
+    n: usize,
     k: usize,
     j0: usize,
     out_t: &mut [f32],
 ) {
-    let rows = out_t.len() / N;
-    let grouped = rows - rows % WEIGHT_ROWS;
-    for jj in (0..grouped).step_by(WEIGHT_ROWS) {
-        let o = &mut out_t[jj * N..(jj + WEIGHT_ROWS) * N];
-        dot_block::<S, T, N, WEIGHT_ROWS>(s, w, x, k, j0 + jj, o);
-    }
-    for jj in grouped..rows {
-        dot_block::<S, T, N, 1>(s, w, x, k, j0 + jj, &mut out_t[jj * N..(jj + 1) * N]);
+    let rows = out_t.len() / n;
+    for xb in (0..n).step_by(X_BLOCK) {
+        let xe = (xb + X_BLOCK).min(n);
+        let mut jj = 0;
+        while jj < rows {
+            let grouped = rows - jj >= WEIGHT_ROWS;
+            let o = &mut out_t[jj * n..];
+            let mut i = xb;
+            while i < xe {
+                let nc = (xe - i).min(4);
+                macro_rules! block {
+                    ($r:literal) => {
+                        match nc {
+                            1 => dot_block::<S, T, 1, $r>(s, w, x, k, j0 + jj, i, n, o),
+                            2 => dot_block::<S, T, 2, $r>(s, w, x, k, j0 + jj, i, n, o),
+                            3 => dot_block::<S, T, 3, $r>(s, w, x, k, j0 + jj, i, n, o),
+                            _ => dot_block::<S, T, 4, $r>(s, w, x, k, j0 + jj, i, n, o),
+                        }
+                    };
+                }
+                if grouped {
+                    block!(4)
+                } else {
+                    block!(1)
+                }
+                i += nc;
+            }
+            jj += if grouped { WEIGHT_ROWS } else { 1 };
+        }
     }
 }
 
-/// `o[r * N + i] = dot(w[j + r], x[i])` for `R` weight rows and `N` x rows.
+/// `o[r * stride + i0 + i] = dot(w[j + r], x[i0 + i])` for `R` weight rows and `N` x rows.
+///
+/// The numeric contract of the float matmul: one accumulator vector per output, lane `t`
+/// summing `w[p] * x[p]` for `p = t mod LANES` in order with FMAs (the partial last vector
+/// zero-padded), then `reduce_sum`. It does not depend on `N`, `R` or the batch.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn dot_block<S: Simd, T: WeightElem, const N: usize, const R: usize>(
     s: S,
     w: &[T],
     x: &[f32],
     k: usize,
     j: usize,
+    i0: usize,
+    stride: usize,
     o: &mut [f32],
 ) {
     let l = S::LANES;
     let full = k - k % l;
     let ws: [&[T]; R] = std::array::from_fn(|r| &w[(j + r) * k..(j + r + 1) * k]);
-    let xs: [&[f32]; N] = std::array::from_fn(|i| &x[i * k..(i + 1) * k]);
+    let xs: [&[f32]; N] = std::array::from_fn(|i| &x[(i0 + i) * k..(i0 + i + 1) * k]);
     let mut acc = [[s.zero(); N]; R];
     let mut p = 0;
     while p < full {
@@ -313,7 +337,7 @@ fn dot_block<S: Simd, T: WeightElem, const N: usize, const R: usize>(
     }
     for r in 0..R {
         for i in 0..N {
-            o[r * N + i] = s.reduce_sum(acc[r][i]);
+            o[r * stride + i0 + i] = s.reduce_sum(acc[r][i]);
         }
     }
 }

@@ -7,7 +7,6 @@
 // "cpu-core" kernels.
 pub mod act;
 pub mod elementwise;
-mod gemm;
 pub mod get_rows;
 mod math;
 pub mod matmul_float;

@@ -88,6 +88,108 @@ pub fn f16_to_f32(isa: Isa, src: &[half::f16], dst: &mut [f32]) {
     dispatch!(usable(isa), f16_to_f32_simd, f16_to_f32_scalar, (src: &[half::f16], dst: &mut [f32]))
 }
 
+/// `kt[c * KEYS + j] = k[j * d + c]` for `j < keys`, `c < d` (the other entries of `kt` are
+/// left alone): a key block `[keys, d]` to keys across lanes. 16 x 16 tiles go through
+/// registers on AVX-512, the rest in 8 x 8 tiles of scalars.
+pub fn transpose_keys(isa: Isa, k: &[f32], keys: usize, d: usize, kt: &mut [f32]) {
+    assert!(keys <= KEYS && k.len() >= keys * d && kt.len() >= d * KEYS);
+    let (mut keys16, mut d16) = (0, 0);
+    #[cfg(target_arch = "x86_64")]
+    if usable(isa) >= Isa::Avx512 {
+        keys16 = keys - keys % 16;
+        d16 = d - d % 16;
+        // SAFETY: AVX-512 F is present (`usable`); the tiles stay below keys16 x d16, inside
+        // the lengths checked above.
+        unsafe { x86::transpose16(k, keys16, d, d16, kt) };
+    }
+    let _ = isa;
+    // The parts the register tiles left: columns past d16 of every key, keys past keys16.
+    transpose_scalar(k, 0, keys16, d16, d, d, kt);
+    transpose_scalar(k, keys16, keys, 0, d, d, kt);
+}
+
+/// Scalar transpose of keys `j0..j1`, columns `c0..c1`, in 8 x 8 tiles for locality.
+fn transpose_scalar(
+    k: &[f32],
+    j0: usize,
+    j1: usize,
+    c0: usize,
+    c1: usize,
+    d: usize,
+    kt: &mut [f32],
+) {
+    const T: usize = 8;
+    for cb in (c0..c1).step_by(T) {
+        let ce = (cb + T).min(c1);
+        for jb in (j0..j1).step_by(T) {
+            let je = (jb + T).min(j1);
+            for c in cb..ce {
+                for j in jb..je {
+                    kt[c * KEYS + j] = k[j * d + c];
+                }
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    #![allow(unsafe_code)]
+    use super::KEYS;
+    use std::arch::x86_64::*;
+
+    /// 16 x 16 register transposes of keys `0..keys16`, columns `0..d16` (multiples of 16).
+    ///
+    /// # Safety
+    /// AVX-512 F available; `k` holds `keys16` rows of `d`, `kt` `d16` rows of `KEYS`.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn transpose16(
+        k: &[f32],
+        keys16: usize,
+        d: usize,
+        d16: usize,
+        kt: &mut [f32],
+    ) {
+        unsafe {
+            for j0 in (0..keys16).step_by(16) {
+                for c0 in (0..d16).step_by(16) {
+                    let src = k.as_ptr().add(j0 * d + c0);
+                    let r: [__m512; 16] = std::array::from_fn(|i| _mm512_loadu_ps(src.add(i * d)));
+                    // Within 128-bit lanes: pairs of rows interleaved, then quads.
+                    let mut t = [_mm512_setzero_ps(); 16];
+                    for i in 0..8 {
+                        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+                        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+                    }
+                    let mut u = [_mm512_setzero_ps(); 16];
+                    for i in 0..4 {
+                        let pd = |x: __m512| _mm512_castps_pd(x);
+                        let (a, b) = (pd(t[4 * i]), pd(t[4 * i + 2]));
+                        let (c, e) = (pd(t[4 * i + 1]), pd(t[4 * i + 3]));
+                        u[4 * i] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, b));
+                        u[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, b));
+                        u[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(c, e));
+                        u[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(c, e));
+                    }
+                    // u[4q + m], 128-bit lane l: column 4l + m of rows 4q..4q + 4.
+                    let dst = kt.as_mut_ptr().add(c0 * KEYS + j0);
+                    for m in 0..4 {
+                        let v0 = _mm512_shuffle_f32x4::<0x88>(u[m], u[4 + m]);
+                        let w0 = _mm512_shuffle_f32x4::<0xDD>(u[m], u[4 + m]);
+                        let v1 = _mm512_shuffle_f32x4::<0x88>(u[8 + m], u[12 + m]);
+                        let w1 = _mm512_shuffle_f32x4::<0xDD>(u[8 + m], u[12 + m]);
+                        let col = |c: usize| dst.add(c * KEYS);
+                        _mm512_storeu_ps(col(m), _mm512_shuffle_f32x4::<0x88>(v0, v1));
+                        _mm512_storeu_ps(col(8 + m), _mm512_shuffle_f32x4::<0xDD>(v0, v1));
+                        _mm512_storeu_ps(col(4 + m), _mm512_shuffle_f32x4::<0x88>(w0, w1));
+                        _mm512_storeu_ps(col(12 + m), _mm512_shuffle_f32x4::<0xDD>(w0, w1));
+                    }
+                }
+            }
+        }
+    }
+}
+
 // ---------------------------------------------------------------- scalar twins (reference)
 
 pub fn scores_scalar(q: &[f32], rows: usize, kt: &[f32], d: usize, s: &mut [f32]) {
@@ -432,6 +534,35 @@ mod tests {
             .zip(b)
             .map(|(x, y)| (x - y).abs() / y.abs().max(1.0))
             .fold(0.0, f32::max)
+    }
+
+    #[test]
+    fn key_transpose_is_exact_on_every_level() {
+        for isa in [Isa::Scalar, Isa::Avx2, Isa::Avx512] {
+            for (keys, d) in [
+                (64, 256),
+                (64, 64),
+                (13, 33),
+                (48, 16),
+                (64, 72),
+                (1, 1),
+                (17, 15),
+            ] {
+                let k = data(keys * d, 9);
+                let mut kt = vec![f32::NAN; d * KEYS];
+                transpose_keys(isa, &k, keys, d, &mut kt);
+                for c in 0..d {
+                    for j in 0..KEYS {
+                        let got = kt[c * KEYS + j];
+                        if j < keys {
+                            assert_eq!(got.to_bits(), k[j * d + c].to_bits(), "{isa:?} {keys}x{d}");
+                        } else {
+                            assert!(got.is_nan(), "{isa:?}: wrote past the keys");
+                        }
+                    }
+                }
+            }
+        }
     }
 
     #[test]

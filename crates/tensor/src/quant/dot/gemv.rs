@@ -1,10 +1,16 @@
-//! AVX-512 VNNI row dot products of the 32-element formats against prepared activations.
+//! AVX-512 VNNI row dot products of the 32-element formats for few activation columns, in the
+//! GEMM's f32 order.
 //!
-//! For a matmul, the per-block activation tables the GEMM uses (`GemmActs`: the f32 scale and
-//! `-offset * sum(x)` of every block) are computed once and shared by every weight row, so a
-//! block costs only the weight unpack (to the unsigned stored level), one `dpbusd` and the
-//! scaling: the Q8_0 block's f16 scale conversion and the `sum(x)` dot product leave the loop.
-//! Integer sums equal the scalar reference's; only the f32 summation order differs.
+//! Batch invariance: a weight row's result must not depend on whether its column went through
+//! this path (n < `gemm_min_cols`) or the panel GEMM. The GEMM gives every weight row one f32
+//! lane and folds block b in as `f = fma(float(isum_b), d_w[b] * d_x[b], f)` for b in order;
+//! this kernel does exactly that, with 8 weight rows in the 8 f32 lanes of a ymm. The integer
+//! sums (exact, so their order is free) are formed per row with `dpbusd` on the unpacked block
+//! and reduced across lanes into "lane = row" order with a short transpose-add, so the f32
+//! chain costs one FMA per block per 8 rows and its latency hides behind the integer work.
+//!
+//! The activation tables the GEMM uses (`GemmActs`: the f32 scale and `-offset * sum(x)` of
+//! every block) are computed once and shared by every weight row.
 #![allow(unsafe_code)]
 
 use std::arch::x86_64::*;
@@ -15,18 +21,23 @@ use super::x86_convert::IQ4_UNSIGNED;
 use crate::DType;
 use crate::quant::blocks::QK32;
 
+/// Weight rows per call (one f32 lane each).
+pub(super) const GROUP_ROWS: usize = 8;
+
 /// The legacy format tags the kernel is instantiated for.
 const Q4_0: u8 = 0;
 const Q5_0: u8 = 1;
 const Q8_0: u8 = 2;
 const IQ4_NL: u8 = 3;
 
-/// Dot products of weight row `w` (blocks of `weight`) with activation rows `cols` of `acts`
-/// (prepared for the type's offset, see `pack::gemm_acts`), written to `out[i]` for `cols[i]`.
+/// Dot products of `rows` consecutive weight rows (`w`: their bytes, `row_bytes` each, at most
+/// [`GROUP_ROWS`]) with activation rows `cols` of `acts` (prepared for the type's offset, see
+/// `pack::gemm_acts`): `out[i * GROUP_ROWS + r]` = row r against `cols.start + i`.
 /// Returns false (doing nothing) for other types, mismatched sizes or without AVX-512 VNNI.
-pub(super) fn dot_rows(
+pub(super) fn dot_group(
     weight: DType,
     w: &[u8],
+    row_bytes: usize,
     acts: &GemmActs,
     cols: std::ops::Range<usize>,
     out: &mut [f32],
@@ -39,10 +50,15 @@ pub(super) fn dot_rows(
         _ => return false,
     };
     let blocks = acts.k / QK32;
+    let rows = w.len().checked_div(row_bytes).unwrap_or(0);
     let fits = has_avx512_vnni()
-        && w.len() == blocks * weight.type_size()
+        && (1..=GROUP_ROWS).contains(&rows)
+        && w.len() == rows * row_bytes
+        && row_bytes == blocks * weight.type_size()
+        // The scale gather addresses rows with i32 offsets.
+        && i32::try_from(GROUP_ROWS * row_bytes).is_ok()
         && cols.end <= acts.n
-        && out.len() >= cols.len()
+        && out.len() >= cols.len() * GROUP_ROWS
         && acts.d.len() == acts.n * blocks
         && acts.sums.len() == acts.n * blocks
         && acts.blocks.len() == acts.n * blocks * acts.block_bytes
@@ -50,22 +66,81 @@ pub(super) fn dot_rows(
     if !fits {
         return false;
     }
-    for (o, c) in out.iter_mut().zip(cols) {
+    let mut c = cols.start;
+    let mut o = out;
+    while c < cols.end {
+        let two = cols.end - c >= 2;
         // SAFETY: features and all lengths checked above.
-        *o = unsafe {
-            match tag {
-                Q4_0 => row::<Q4_0>(w, acts, c),
-                Q5_0 => row::<Q5_0>(w, acts, c),
-                Q8_0 => row::<Q8_0>(w, acts, c),
-                _ => row::<IQ4_NL>(w, acts, c),
+        unsafe {
+            macro_rules! by_tag {
+                ($c:literal) => {
+                    match tag {
+                        Q4_0 => group::<Q4_0, $c>(w, row_bytes, rows, acts, c, o),
+                        Q5_0 => group::<Q5_0, $c>(w, row_bytes, rows, acts, c, o),
+                        Q8_0 => group::<Q8_0, $c>(w, row_bytes, rows, acts, c, o),
+                        _ => group::<IQ4_NL, $c>(w, row_bytes, rows, acts, c, o),
+                    }
+                };
             }
-        };
+            if two { by_tag!(2) } else { by_tag!(1) }
+        }
+        let step = if two { 2 } else { 1 };
+        c += step;
+        o = &mut o[step * GROUP_ROWS..];
     }
     true
 }
 
+/// The unsigned stored levels of the block at `x` (the GEMM panel's values).
+#[inline(always)]
+unsafe fn levels<const T: u8>(x: *const u8) -> __m256i {
+    unsafe {
+        match T {
+            Q4_0 => nibbles_32(x.add(2)),
+            Q5_0 => {
+                let nib = nibbles_32(x.add(6));
+                let qh = u32::from_le_bytes(std::ptr::read_unaligned(x.add(2).cast()));
+                _mm256_mask_add_epi8(nib, qh, nib, _mm256_set1_epi8(16))
+            }
+            Q8_0 => _mm256_xor_si256(load256(x.add(2)), _mm256_set1_epi8(-128)),
+            _ => _mm256_shuffle_epi8(
+                _mm256_broadcastsi128_si256(load128(IQ4_UNSIGNED.as_ptr())),
+                nibbles_32(x.add(2)),
+            ),
+        }
+    }
+}
+
+/// `v[i]` holds rows i (low half) and i + 4 (high half), 8 partial i32 sums each; returns the
+/// 8 row totals in row order.
+#[inline(always)]
+unsafe fn reduce_rows(v: [__m512i; 4]) -> __m256i {
+    unsafe {
+        let u0 = _mm512_add_epi32(
+            _mm512_unpacklo_epi32(v[0], v[1]),
+            _mm512_unpackhi_epi32(v[0], v[1]),
+        );
+        let u1 = _mm512_add_epi32(
+            _mm512_unpacklo_epi32(v[2], v[3]),
+            _mm512_unpackhi_epi32(v[2], v[3]),
+        );
+        // Per 128-bit lane: the 4-lane sums of v0, v1, v2, v3.
+        let w = _mm512_add_epi32(_mm512_unpacklo_epi64(u0, u1), _mm512_unpackhi_epi64(u0, u1));
+        // 128-bit lanes (0, 2, 1, 3): adding the halves joins the two quarters of each row.
+        let w = _mm512_shuffle_i64x2::<0b11_01_10_00>(w, w);
+        _mm256_add_epi32(_mm512_castsi512_si256(w), _mm512_extracti64x4_epi64::<1>(w))
+    }
+}
+
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn row<const T: u8>(w: &[u8], a: &GemmActs, c: usize) -> f32 {
+unsafe fn group<const T: u8, const C: usize>(
+    w: &[u8],
+    row_bytes: usize,
+    rows: usize,
+    a: &GemmActs,
+    c0: usize,
+    out: &mut [f32],
+) {
     unsafe {
         let size = match T {
             Q4_0 | IQ4_NL => 18,
@@ -73,45 +148,51 @@ unsafe fn row<const T: u8>(w: &[u8], a: &GemmActs, c: usize) -> f32 {
             _ => 34,
         };
         let blocks = a.k / QK32;
-        let x_blocks = a.blocks.as_ptr().add(c * blocks * a.block_bytes + a.qs_at);
-        let d = a.d.as_ptr().add(c * blocks);
-        let sums = a.sums.as_ptr().add(c * blocks);
-        let table = _mm256_broadcastsi128_si256(load128(IQ4_UNSIGNED.as_ptr()));
-        let sixteen = _mm256_set1_epi8(16);
-        let flip = _mm256_set1_epi8(-128);
-        let block = |b: usize, acc: __m256| {
-            let x = w.as_ptr().add(b * size);
-            let levels = match T {
-                Q4_0 => nibbles_32(x.add(2)),
-                Q5_0 => {
-                    let nib = nibbles_32(x.add(6));
-                    let qh = u32::from_le_bytes(std::ptr::read_unaligned(x.add(2).cast()));
-                    _mm256_mask_add_epi8(nib, qh, nib, sixteen)
+        // Missing rows of a last, partial group repeat the last row (their lanes are dropped).
+        let row_at = |r: usize| r.min(rows - 1) * row_bytes;
+        let p: [*const u8; GROUP_ROWS] = std::array::from_fn(|r| w.as_ptr().add(row_at(r)));
+        let idx = _mm256_setr_epi32(
+            row_at(0) as i32,
+            row_at(1) as i32,
+            row_at(2) as i32,
+            row_at(3) as i32,
+            row_at(4) as i32,
+            row_at(5) as i32,
+            row_at(6) as i32,
+            row_at(7) as i32,
+        );
+        let xs: [*const u8; C] = std::array::from_fn(|c| {
+            a.blocks
+                .as_ptr()
+                .add((c0 + c) * blocks * a.block_bytes + a.qs_at)
+        });
+        let ds: [*const f32; C] = std::array::from_fn(|c| a.d.as_ptr().add((c0 + c) * blocks));
+        let sums: [*const i32; C] = std::array::from_fn(|c| a.sums.as_ptr().add((c0 + c) * blocks));
+        let mut f = [_mm256_setzero_ps(); C];
+        for b in 0..blocks {
+            let at = b * size;
+            let mut wz = [_mm512_setzero_si512(); 4];
+            for (i, wz) in wz.iter_mut().enumerate() {
+                let (lo, hi) = (levels::<T>(p[i].add(at)), levels::<T>(p[i + 4].add(at)));
+                *wz = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi);
+            }
+            // The f16 scale of each row's block (4 bytes read: the scale and 2 level bytes).
+            let raw = _mm256_i32gather_epi32::<1>(w.as_ptr().add(at).cast(), idx);
+            let dw = _mm256_cvtph_ps(_mm256_cvtepi32_epi16(raw));
+            for c in 0..C {
+                let x = _mm512_broadcast_i64x4(load256(xs[c].add(b * a.block_bytes)));
+                let mut v = [_mm512_setzero_si512(); 4];
+                for (v, wz) in v.iter_mut().zip(wz) {
+                    *v = _mm512_dpbusd_epi32(*v, wz, x);
                 }
-                Q8_0 => _mm256_xor_si256(load256(x.add(2)), flip),
-                _ => _mm256_shuffle_epi8(table, nibbles_32(x.add(2))),
-            };
-            // Lane 0 starts at -offset * sum(x); the lanes are summed at the end anyway.
-            let start = _mm256_zextsi128_si256(_mm_cvtsi32_si128(*sums.add(b)));
-            let isum = _mm256_dpbusd_epi32(start, levels, load256(x_blocks.add(b * a.block_bytes)));
-            let dw = _mm256_cvtph_ps(_mm_set1_epi16(std::ptr::read_unaligned(x.cast::<i16>())));
-            let scale = _mm256_mul_ps(dw, _mm256_set1_ps(*d.add(b)));
-            _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), scale, acc)
-        };
-        // Two accumulators so consecutive blocks do not wait on each other's FMA.
-        let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-        let mut b = 0;
-        while b + 2 <= blocks {
-            acc0 = block(b, acc0);
-            acc1 = block(b + 1, acc1);
-            b += 2;
+                // Adds -offset * sum(x): the unsigned levels' offset, removed.
+                let isum = _mm256_add_epi32(reduce_rows(v), _mm256_set1_epi32(*sums[c].add(b)));
+                let scale = _mm256_mul_ps(dw, _mm256_set1_ps(*ds[c].add(b)));
+                f[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), scale, f[c]);
+            }
         }
-        if b < blocks {
-            acc0 = block(b, acc0);
+        for (c, f) in f.into_iter().enumerate() {
+            _mm256_storeu_ps(out.as_mut_ptr().add(c * GROUP_ROWS), f);
         }
-        let v = _mm256_add_ps(acc0, acc1);
-        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-        _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
     }
 }

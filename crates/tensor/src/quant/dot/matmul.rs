@@ -5,9 +5,16 @@
 //! - GEMM path (AVX-512 VNNI, n >= [`gemm_min_cols`], a packable type): 16 rows at a time are
 //!   unpacked into a panel and multiplied with every activation row by the register-tiled
 //!   micro-kernel (16 rows x 8 columns).
-//! - Dot path (everything else): the row dot product per (row, column), columns in tiles that
+//! - Dot path (everything else): row dot products per (row, column), columns in tiles that
 //!   stay in L2 while every weight row of the task sweeps over them (a weight row stays in L1
 //!   across a tile).
+//!
+//! Batch invariance: the result for one (weight row, activation row) never depends on the
+//! other activation rows, the batch size or the threading. Every path computes a fixed
+//! function of the two rows: on AVX-512 VNNI the dot path of a packable type uses the GEMM's
+//! own f32 order (`gemv` for the 32-element formats; the K-quant row kernels fold each
+//! super-block in as `fma(isum, d_w * d_x, f)` like the GEMM lanes; Q2_K / Q3_K, which have
+//! no SIMD row kernel, always take the GEMM); on other levels there is only the dot path.
 
 use std::ops::Range;
 
@@ -21,12 +28,14 @@ use super::{
 use crate::{DType, Result, Tensor, TensorError};
 
 /// From this many activation rows on, packing panels pays for itself (measured on Zen 4:
-/// legacy blocks unpack with SIMD, K-quant super-blocks partly in scalar code).
+/// legacy blocks unpack with SIMD, K-quant super-blocks partly in scalar code). Q2_K and Q3_K
+/// have no SIMD row kernel in the GEMM's f32 order, so they always take the GEMM.
 #[cfg(target_arch = "x86_64")]
-fn gemm_min_cols(kind: PanelKind) -> usize {
-    match kind {
-        PanelKind::Legacy { .. } => 3,
-        PanelKind::KQuant { .. } => 5,
+fn gemm_min_cols(weight: DType, kind: PanelKind) -> usize {
+    match (weight, kind) {
+        (DType::Q2K | DType::Q3K, _) => 1,
+        (_, PanelKind::Legacy { .. }) => 3,
+        (_, PanelKind::KQuant { .. }) => 5,
     }
 }
 /// Activation bytes per column tile on the dot path (L2-resident).
@@ -117,18 +126,22 @@ fn run(isa: Isa, weights: &Weights, acts: &QuantizedActivations, out: &mut [f32]
         && let Some(kind) = pack::panel_kind(weights.dtype)
         && let Some(prepared) = pack::gemm_acts(acts, kind)
     {
-        if n >= gemm_min_cols(kind) {
+        if n >= gemm_min_cols(weights.dtype, kind) {
             return run_gemm(weights, kind, &prepared, out);
         }
         if let PanelKind::Legacy { .. } = kind {
-            // Few columns of a 32-element format: row dot products on the prepared tables.
-            return run_rows(weights, acts, out, |w_row, cols, o| {
-                super::gemv::dot_rows(weights.dtype, w_row, &prepared, cols, o)
+            // Few columns of a 32-element format: groups of rows on the prepared tables.
+            let group = super::gemv::GROUP_ROWS;
+            return run_rows(weights, acts, out, group, |rows, cols, o| {
+                let bytes =
+                    &weights.bytes[rows.start * weights.row_bytes..rows.end * weights.row_bytes];
+                super::gemv::dot_group(weights.dtype, bytes, weights.row_bytes, &prepared, cols, o)
             });
         }
     }
     let dot = kernel_for(isa, weights.dtype)?;
-    run_rows(weights, acts, out, |w_row, cols, o| {
+    run_rows(weights, acts, out, 1, |rows, cols, o| {
+        let w_row = weights.row(rows.start);
         for (o, c) in o.iter_mut().zip(cols) {
             *o = dot(w_row, acts.row(c));
         }
@@ -136,31 +149,35 @@ fn run(isa: Isa, weights: &Weights, acts: &QuantizedActivations, out: &mut [f32]
     })
 }
 
-/// The dot path: `dots(weight row, column range, out)` per weight row and column tile, rows
-/// split over rayon tasks; columns in tiles that stay in L2 while the task's weight rows sweep
-/// over them (a weight row stays in L1 across a tile).
+/// The dot path: `dots(weight rows, column range, out)` per group of `group` weight rows (the
+/// last one may be shorter) and column tile, `out[i * group + r]` for column `cols.start + i`
+/// and row `rows.start + r`; rows split over rayon tasks; columns in tiles that stay in L2
+/// while the task's weight rows sweep over them (a weight row stays in L1 across a tile).
 fn run_rows(
     weights: &Weights,
     acts: &QuantizedActivations,
     out: &mut [f32],
-    dots: impl Fn(&[u8], Range<usize>, &mut [f32]) -> bool + Sync,
+    group: usize,
+    dots: impl Fn(Range<usize>, Range<usize>, &mut [f32]) -> bool + Sync,
 ) -> Result<()> {
     let (n, m) = (acts.rows(), weights.m);
     let act_row_bytes = acts.row(0).len();
     let tile = (DOT_TILE_BYTES / act_row_bytes.max(1)).clamp(1, n);
-    let bounds = row_ranges(m, 1, (MIN_TASK_BYTES / weights.row_bytes.max(1)).max(1));
+    let min_rows = (MIN_TASK_BYTES / weights.row_bytes.max(1)).max(group);
+    let bounds = row_ranges(m, group, min_rows);
     let per_task = column_slices(out, m, &bounds);
     let failed = for_each_task(per_task, |t, mut cols| {
         let rows = bounds[t]..bounds[t + 1];
-        let mut values = vec![0f32; tile];
+        let mut values = vec![0f32; tile * group];
         for c0 in (0..n).step_by(tile) {
             let c1 = (c0 + tile).min(n);
-            for r in rows.clone() {
-                if !dots(weights.row(r), c0..c1, &mut values) {
+            for r0 in rows.clone().step_by(group) {
+                let r1 = (r0 + group).min(rows.end);
+                if !dots(r0..r1, c0..c1, &mut values) {
                     return true;
                 }
-                for (c, &v) in (c0..c1).zip(&values) {
-                    cols[c][r - rows.start] = v;
+                for (c, v) in (c0..c1).zip(values.chunks_exact(group)) {
+                    cols[c][r0 - rows.start..r1 - rows.start].copy_from_slice(&v[..r1 - r0]);
                 }
             }
         }

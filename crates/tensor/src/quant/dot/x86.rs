@@ -5,6 +5,11 @@
 //! `#[target_feature]` entry points. Every kernel forms the same integer sums per block (or
 //! super-block) as the scalar reference and scales them in f32; they read only whole blocks
 //! inside the slices they are given, so a short slice can never be read past its end.
+//!
+//! The K-quant kernels (Q4_K, Q5_K, Q6_K, IQ4_XS) scale in the packed GEMM's f32 order, so a
+//! matmul row gives the same bits whichever path its batch size picks (see `matmul`): per
+//! super-block, in order, `f = fma(isum, d_w * d_x, f)` (with mins, then
+//! `f = fma(-msum, dmin_w * d_x, f)`), on scalars from exact integer sums.
 #![allow(unsafe_code)]
 
 use std::arch::x86_64::*;
@@ -181,6 +186,12 @@ macro_rules! two_chains {
         }
         hsum_ps(_mm256_add_ps(a0, a1))
     }};
+}
+
+/// `a * b + c` with one rounding (the GEMM lanes' `vfmadd`).
+#[inline(always)]
+unsafe fn fma_s(a: f32, b: f32, c: f32) -> f32 {
+    unsafe { _mm_cvtss_f32(_mm_fmadd_ss(_mm_set_ss(a), _mm_set_ss(b), _mm_set_ss(c))) }
 }
 
 #[inline(always)]
@@ -389,8 +400,7 @@ mod bodies {
         unsafe {
             let low = _mm256_set1_epi8(0x0F);
             let bit4 = _mm256_set1_epi8(0x10);
-            let mut acc = _mm256_setzero_ps();
-            let mut mins_total = 0f32;
+            let mut acc = 0f32;
             for i in 0..nb {
                 let x = w.as_ptr().add(i * block_bytes);
                 let y = a.as_ptr().add(i * Q8K_BYTES);
@@ -416,10 +426,11 @@ mod bodies {
                     isum = O::madd_i16(isum, p1, splat_u8_as_i16(sc, 2 * j + 1));
                 }
                 let (d, dmin) = fp16_pair(x);
-                acc = _mm256_fmadd_ps(_mm256_set1_ps(d * yd), _mm256_cvtepi32_ps(isum), acc);
-                mins_total += dmin * yd * mins_dot_bsums(mins, y.add(Q8K_BSUMS)) as f32;
+                let msum = mins_dot_bsums(mins, y.add(Q8K_BSUMS));
+                acc = fma_s(hsum_epi32(isum) as f32, d * yd, acc);
+                acc = fma_s(-(msum as f32), dmin * yd, acc);
             }
-            hsum_ps(acc) - mins_total
+            acc
         }
     }
 
@@ -439,7 +450,7 @@ mod bodies {
         unsafe {
             let low = _mm256_set1_epi8(0x0F);
             let two = _mm256_set1_epi8(0x03);
-            let mut acc = _mm256_setzero_ps();
+            let mut acc = 0f32;
             for i in 0..nb {
                 let x = w.as_ptr().add(i * Q6K_BYTES);
                 let y = a.as_ptr().add(i * Q8K_BYTES);
@@ -484,9 +495,9 @@ mod bodies {
                     }
                 }
                 let d = fp16(x.add(208)) * f32_at(y);
-                acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(isum), acc);
+                acc = fma_s(hsum_epi32(isum) as f32, d, acc);
             }
-            hsum_ps(acc)
+            acc
         }
     }
 
@@ -495,7 +506,7 @@ mod bodies {
         let nb = (w.len() / IQ4XS_BYTES).min(a.len() / Q8K_BYTES);
         unsafe {
             let table = _mm256_broadcastsi128_si256(load128(KVALUES_IQ4NL.as_ptr().cast()));
-            let mut acc = _mm256_setzero_ps();
+            let mut acc = 0f32;
             for i in 0..nb {
                 let x = w.as_ptr().add(i * IQ4XS_BYTES);
                 let y = a.as_ptr().add(i * Q8K_BYTES);
@@ -511,9 +522,9 @@ mod bodies {
                     isum = O::madd_i16(isum, p, _mm256_set1_epi16(ls));
                 }
                 let d = fp16(x) * f32_at(y);
-                acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(isum), acc);
+                acc = fma_s(hsum_epi32(isum) as f32, d, acc);
             }
-            hsum_ps(acc)
+            acc
         }
     }
 }
