@@ -9,7 +9,8 @@ use crate::bitmap::Bitmap;
 use crate::hparams::EncoderHparams;
 use crate::models::{Embeddings, Encoder};
 use crate::preprocess::{ImagePiece, Placement, PreprocessParams, PreprocessedImage};
-use crate::projector::{Input, Projector};
+use crate::projector::{Input, Modality, Projector};
+use crate::tower::Progress;
 use crate::vit::WeightLoader;
 use crate::{ClipError, registry};
 
@@ -171,13 +172,107 @@ impl ClipModel {
         width: usize,
         height: usize,
     ) -> Result<Embeddings, ClipError> {
-        self.encoder.encode(input, width, height)
+        self.encoder.encode(input, width, height, &|_, _| {})
+    }
+
+    /// [`encode`](Self::encode), calling `progress(done, total)` after each transformer block
+    /// (`total` = blocks in the tower, `done` = 1..=total in order).
+    pub fn encode_with_progress(
+        &self,
+        input: &[f32],
+        width: usize,
+        height: usize,
+        progress: Progress<'_>,
+    ) -> Result<Embeddings, ClipError> {
+        self.encoder.encode(input, width, height, progress)
+    }
+
+    /// Approximate floating-point operations (one multiply-add = 2) of encoding an input of
+    /// `width` × `height` (pixels for vision; frames × mel bins for audio) into `n_out` rows:
+    /// the stem (patch embedding or the audio convolutions), every weight matrix of the
+    /// transformer blocks at the tower's token count, attention (`4·n·n_kv·n_embd` per layer,
+    /// over the window for windowed layers) and the projector's matrices at `n_out` rows.
+    /// Norms, activations, rope and pooling are left out: they are a few percent at most.
+    pub fn encode_flops(&self, width: usize, height: usize, n_out: usize) -> u64 {
+        let hp = &self.hparams;
+        let (prefix, mm) = match hp.modality {
+            Modality::Vision => ("v.", "mm."),
+            Modality::Audio => ("a.", "mm.a."),
+        };
+        let matrices = |keep: &dyn Fn(&str) -> bool| -> u64 {
+            self._file
+                .tensors()
+                .iter()
+                .filter(|t| {
+                    let shape = t.shape();
+                    shape.len() >= 2
+                        && shape[shape.len() - 1] > 1
+                        && !t.name.contains("bias")
+                        && !t.name.contains("position_embd")
+                        && keep(&t.name)
+                })
+                .map(|t| t.n_elements())
+                .sum()
+        };
+        let (n, stem) = match hp.modality {
+            Modality::Vision => {
+                let p = hp.patch_size.max(1);
+                let n = (width / p) * (height / p);
+                let stem = 2 * n as u64 * matrices(&|name| name.starts_with("v.patch_embd"));
+                (n, stem)
+            }
+            Modality::Audio => {
+                // Stride 1 then stride 2 (Whisper's stem).
+                let n = width.div_ceil(2);
+                let conv = |name: &str| matrices(&|t| t.starts_with(name));
+                let stem =
+                    2 * (width as u64 * conv("a.conv1d.1.") + n as u64 * conv("a.conv1d.2."));
+                (n, stem)
+            }
+        };
+        let blocks = 2 * n as u64 * matrices(&|name| name.starts_with(&format!("{prefix}blk.")));
+        let projector = 2
+            * n_out as u64
+            * matrices(&|name| match hp.modality {
+                Modality::Vision => {
+                    (name.starts_with(mm) && !name.starts_with("mm.a."))
+                        || (name.starts_with(prefix)
+                            && !name.starts_with("v.blk.")
+                            && !name.starts_with("v.patch_embd"))
+                }
+                Modality::Audio => name.starts_with(mm),
+            });
+        // Qwen2.5-VL: all but every `n_wa_pattern`-th layer attend inside windows of
+        // (window / patch)² tokens.
+        let window = if hp.window_size == 0 {
+            crate::models::qwen2vl::DEFAULT_WINDOW
+        } else {
+            hp.window_size
+        } / hp.patch_size.max(1);
+        let attention: u64 = (0..hp.n_layer)
+            .map(|il| {
+                let full = hp.n_wa_pattern == 0 || (il + 1).is_multiple_of(hp.n_wa_pattern);
+                let n_kv = if full { n } else { n.min(window * window) };
+                4 * (n * n_kv * hp.n_embd) as u64
+            })
+            .sum();
+        stem + blocks + attention + projector
     }
 
     /// Encodes a preprocessed image and checks that the encoder made the tokens preprocessing
     /// planned.
     pub fn encode_image(&self, image: &PreprocessedImage) -> Result<Embeddings, ClipError> {
-        let embd = self.encode(&image.data, image.width as usize, image.height as usize)?;
+        self.encode_image_with_progress(image, &|_, _| {})
+    }
+
+    /// [`encode_image`](Self::encode_image) with a per-block progress callback.
+    pub fn encode_image_with_progress(
+        &self,
+        image: &PreprocessedImage,
+        progress: Progress<'_>,
+    ) -> Result<Embeddings, ClipError> {
+        let (w, h) = (image.width as usize, image.height as usize);
+        let embd = self.encode_with_progress(&image.data, w, h, progress)?;
         let planned = image.token_grid.nx as usize * image.token_grid.ny as usize;
         if embd.n_tokens != planned {
             return Err(ClipError::BadImage(format!(

@@ -8,6 +8,10 @@ use std::ops::Range;
 use crate::ClipError;
 use crate::vit::{AttnSetup, Block};
 
+/// Called after each block of a run with (blocks done, blocks in the tower): an encode of a
+/// large image takes tens of seconds, and front ends show how far it got.
+pub type Progress<'a> = &'a (dyn Fn(usize, usize) + Sync);
+
 pub struct Tower {
     pub blocks: Vec<Block>,
     #[cfg(feature = "gpu")]
@@ -38,33 +42,44 @@ impl Tower {
     }
 
     /// Runs blocks `layers` in place on `x` `[n, n_embd]`; `setup(il)` says how layer `il`
-    /// attends.
+    /// attends. `progress(il + 1, len)` follows each block (on a GPU: once its work is
+    /// queued, which runs ahead of the device by at most a block or two).
     pub fn run<'s>(
         &self,
         x: &mut Vec<f32>,
         n: usize,
         layers: Range<usize>,
         setup: &dyn Fn(usize) -> AttnSetup<'s>,
+        progress: Progress<'_>,
     ) -> Result<(), ClipError> {
+        let total = self.len();
         #[cfg(feature = "gpu")]
         if let Some(g) = &self.gpu {
             use tensor::exec::Exec;
             let mut on_gpu = g.exec.upload(x)?;
             for il in layers {
                 g.blocks[il].forward_on(&g.exec, &mut on_gpu, n, &setup(il))?;
+                progress(il + 1, total);
             }
             *x = g.exec.download(on_gpu)?;
             return Ok(());
         }
         for il in layers {
             self.blocks[il].forward(x, n, &setup(il))?;
+            progress(il + 1, total);
         }
         Ok(())
     }
 
     /// Runs every block with the same setup.
-    pub fn run_all(&self, x: &mut Vec<f32>, n: usize, setup: &AttnSetup) -> Result<(), ClipError> {
-        self.run(x, n, 0..self.len(), &|_| *setup)
+    pub fn run_all(
+        &self,
+        x: &mut Vec<f32>,
+        n: usize,
+        setup: &AttnSetup,
+        progress: Progress<'_>,
+    ) -> Result<(), ClipError> {
+        self.run(x, n, 0..self.len(), &|_| *setup, progress)
     }
 
     /// Uploads every block's weights to the GPU of `exec` (quantized blocks as stored); later

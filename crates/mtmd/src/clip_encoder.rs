@@ -7,7 +7,9 @@ use std::sync::Arc;
 use clip::ClipModel;
 use clip::preprocess::{PreprocessParams, PreprocessedImage};
 
-use crate::encoder::{EncoderError, Framing, MediaEncoder, Placement, PreparedMedia};
+use crate::encoder::{
+    EncodeProgress, EncoderError, Framing, MediaEncoder, Placement, PreparedMedia,
+};
 use crate::media::{Audio, Media, MediaKind};
 use audio::MelWindow;
 
@@ -171,8 +173,19 @@ impl MediaEncoder for ClipEncoder {
     }
 
     fn encode(&self, piece: &PreparedMedia) -> Result<Vec<f32>, EncoderError> {
+        self.encode_with_progress(piece, &|_, _| {})
+    }
+
+    fn encode_with_progress(
+        &self,
+        piece: &PreparedMedia,
+        progress: EncodeProgress<'_>,
+    ) -> Result<Vec<f32>, EncoderError> {
         if let Some(mel) = piece.data.downcast_ref::<MelWindow>() {
-            let run = || self.model.encode(&mel.data, mel.n_frames, mel.n_mel);
+            let run = || {
+                self.model
+                    .encode_with_progress(&mel.data, mel.n_frames, mel.n_mel, progress)
+            };
             let embd = match &self.pool {
                 Some(pool) => pool.install(run)?,
                 None => run()?,
@@ -183,11 +196,26 @@ impl MediaEncoder for ClipEncoder {
             .data
             .downcast_ref::<PreprocessedImage>()
             .ok_or("prepared media was not made by this encoder")?;
-        let run = || self.model.encode_image(pixels);
+        let run = || self.model.encode_image_with_progress(pixels, progress);
         let embd = match &self.pool {
             Some(pool) => pool.install(run)?,
             None => run()?,
         };
         Ok(embd.data)
+    }
+
+    fn flops(&self, piece: &PreparedMedia) -> Option<u64> {
+        if let Some(mel) = piece.data.downcast_ref::<MelWindow>() {
+            return Some(
+                self.model
+                    .encode_flops(mel.n_frames, mel.n_mel, piece.n_tokens),
+            );
+        }
+        let pixels = piece.data.downcast_ref::<PreprocessedImage>()?;
+        Some(self.model.encode_flops(
+            pixels.width as usize,
+            pixels.height as usize,
+            piece.n_tokens,
+        ))
     }
 }

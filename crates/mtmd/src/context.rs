@@ -8,7 +8,7 @@ use llm::{Model, Session};
 
 use crate::chunk::{Chunk, Chunks, ImagePositions, MediaChunk};
 use crate::clip_encoder::{ClipEncoder, LoadError};
-use crate::encoder::{Framing, MediaEncoder};
+use crate::encoder::{EncodeProgress, Framing, MediaEncoder};
 use crate::error::{MtmdError, Result};
 use crate::eval::{EvalOutput, eval_chunks};
 use crate::media::{Media, MediaKind};
@@ -67,7 +67,12 @@ pub struct Context {
     framing: Framing,
     positions: ImagePositions,
     params: ContextParams,
+    progress: Option<ChunkProgress>,
 }
+
+/// Called with (chunk, layers done, layers in all) while a media chunk encodes; see
+/// [`Context::set_encode_progress`].
+pub type ChunkProgress = Arc<dyn Fn(&MediaChunk, usize, usize) + Send + Sync>;
 
 impl Context {
     /// Loads the media encoder of `mmproj_path` for `model`. Fails with one clear message when
@@ -126,7 +131,14 @@ impl Context {
             framing,
             positions,
             params,
+            progress: None,
         })
+    }
+
+    /// Every later [`encode`](Self::encode) (and so [`eval_chunks`](Self::eval_chunks))
+    /// reports its layers to `progress` (`None`: nothing is reported).
+    pub fn set_encode_progress(&mut self, progress: Option<ChunkProgress>) {
+        self.progress = progress;
     }
 
     pub fn model(&self) -> &Arc<Model> {
@@ -214,9 +226,28 @@ impl Context {
 
     /// Runs the encoder on one media chunk: `[n_tokens, n_embd_inp]`.
     pub fn encode(&self, image: &MediaChunk) -> Result<Vec<f32>> {
+        match &self.progress {
+            Some(hook) => self.encode_with_progress(image, &|done, total| hook(image, done, total)),
+            None => self.encode_with_progress(image, &|_, _| {}),
+        }
+    }
+
+    /// Approximate floating-point operations of encoding `image` (`None`: the encoder
+    /// cannot tell).
+    pub fn encode_flops(&self, image: &MediaChunk) -> Option<u64> {
+        self.encoder.flops(&image.prepared)
+    }
+
+    /// [`encode`](Self::encode) reporting `progress(done, total)` as the encoder's layers
+    /// finish (instead of the hook of [`set_encode_progress`](Self::set_encode_progress)).
+    pub fn encode_with_progress(
+        &self,
+        image: &MediaChunk,
+        progress: EncodeProgress<'_>,
+    ) -> Result<Vec<f32>> {
         let embd = self
             .encoder
-            .encode(&image.prepared)
+            .encode_with_progress(&image.prepared, progress)
             .map_err(|source| MtmdError::Encoder {
                 id: image.id.clone(),
                 source,

@@ -4,6 +4,7 @@
 use std::any::Any;
 use std::sync::Arc;
 
+pub use clip::tower::Progress as EncodeProgress;
 pub use clip::{Framing, Placement, TileFraming};
 
 use crate::media::{Media, MediaKind};
@@ -62,4 +63,22 @@ pub trait MediaEncoder: Send + Sync {
     /// Runs the encoder on one piece: `[n_tokens, n_embd_out]` row-major embeddings, rows in
     /// grid order (row `y * nx + x`).
     fn encode(&self, piece: &PreparedMedia) -> Result<Vec<f32>, EncoderError>;
+
+    /// [`encode`](Self::encode), calling `progress(done, total)` as the encoder's layers
+    /// finish (encoders without layers to report just encode).
+    fn encode_with_progress(
+        &self,
+        piece: &PreparedMedia,
+        progress: EncodeProgress<'_>,
+    ) -> Result<Vec<f32>, EncoderError> {
+        let _ = progress;
+        self.encode(piece)
+    }
+
+    /// Approximate floating-point operations of encoding `piece` (for throughput figures);
+    /// `None` when the encoder cannot tell.
+    fn flops(&self, piece: &PreparedMedia) -> Option<u64> {
+        let _ = piece;
+        None
+    }
 }

@@ -20,8 +20,10 @@ pub mod tokenize;
 
 pub use chunk::{Chunk, Chunks, ImagePositions, MediaChunk};
 pub use clip_encoder::{ClipEncoder, LoadError};
-pub use context::{Context, ContextParams, DEFAULT_MEDIA_MARKER};
-pub use encoder::{EncoderError, Framing, MediaEncoder, Placement, PreparedMedia, TileFraming};
+pub use context::{ChunkProgress, Context, ContextParams, DEFAULT_MEDIA_MARKER};
+pub use encoder::{
+    EncodeProgress, EncoderError, Framing, MediaEncoder, Placement, PreparedMedia, TileFraming,
+};
 pub use error::{MtmdError, Result};
 pub use eval::{EvalOutput, eval_chunks, eval_media};
 pub use media::{

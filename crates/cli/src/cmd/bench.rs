@@ -1,7 +1,9 @@
 //! `mtmd bench`: llama-bench-style throughput of prompt processing (ppN) and token
 //! generation (tgN), median over repetitions; with `--mmproj` and `--image` (or `--audio`),
 //! also the encode time of the image (or of one 30 s audio window) and the prefill speed of its
-//! embeddings in the text model.
+//! embeddings in the text model. Under the table: this machine's peaks (measured by
+//! `tensor::cpu::probe` in the same run), pp and the encode as a fraction of the f32 FMA peak,
+//! tg as a fraction of the memory-bandwidth bound.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -59,6 +61,14 @@ struct ImageRow {
     encode_spread: f64,
     prefill_tokens_per_s: f64,
     prefill_spread: f64,
+    /// The encoder's estimate of one encode's floating-point operations.
+    flops: Option<u64>,
+}
+
+impl ImageRow {
+    fn gflops_per_s(&self) -> Option<f64> {
+        self.flops.map(|f| f as f64 / (self.encode_ms * 1e6))
+    }
 }
 
 /// Encodes the first media chunk of `item` and prefills its embeddings into a fresh session,
@@ -80,7 +90,11 @@ fn time_media(
         bail!("{}: no media chunk came out of tokenizing", item.id());
     };
     let model = ctx.model().clone();
-    let embd = ctx.encode(&chunk)?; // warm-up
+    // Warm-up, with the layer progress bar on a terminal (the timed runs go without).
+    let embd = match super::media::encode_progress() {
+        Some(hook) => ctx.encode_with_progress(&chunk, &|done, total| hook(&chunk, done, total))?,
+        None => ctx.encode(&chunk)?,
+    };
     let mut encode_ms = Vec::with_capacity(args.repetitions);
     let mut prefill = Vec::with_capacity(args.repetitions);
     for _ in 0..args.repetitions {
@@ -102,6 +116,7 @@ fn time_media(
         encode_spread,
         prefill_tokens_per_s,
         prefill_spread,
+        flops: ctx.encode_flops(&chunk),
     })
 }
 
@@ -155,6 +170,102 @@ fn time_tg(model: &Model, n: usize, kv: KvType) -> Result<f64> {
         session.decode_tokens(model, std::slice::from_ref(t), Logits::Last)?;
     }
     Ok(n as f64 / t0.elapsed().as_secs_f64())
+}
+
+/// What the text model's weights and K/V cost per token, for the roofline figures.
+struct TextCost {
+    /// FLOP per prompt token in the layers' matmuls and attention (average context n/2).
+    pp_flops_per_token: f64,
+    /// Bytes read per decoded token: layer weights + output head + K/V at the average
+    /// context of the tg run.
+    tg_weight_bytes: f64,
+    tg_kv_bytes: f64,
+}
+
+impl TextCost {
+    fn new(model: &Model, n_prompt: usize, n_gen: usize, kv: KvType) -> Self {
+        let hp = model.hparams();
+        let tensors = model.file.tensors();
+        let layer = |t: &&gguf::TensorInfo| t.name.starts_with("blk.");
+        let layer_elems: u64 = tensors
+            .iter()
+            .filter(layer)
+            .filter(|t| t.dims.len() >= 2)
+            .map(|t| t.n_elements())
+            .sum();
+        let layer_bytes: u64 = tensors.iter().filter(layer).map(|t| t.n_bytes).sum();
+        // The head: `output.weight`, or the token embeddings when they are tied.
+        let head = model
+            .file
+            .tensor("output.weight")
+            .or_else(|| model.file.tensor("token_embd.weight"))
+            .map_or(0, |t| t.n_bytes);
+        let q_dim = (hp.n_head * hp.head_dim) as f64;
+        let n_layer = hp.n_layer as f64;
+        Self {
+            pp_flops_per_token: 2.0 * layer_elems as f64
+                + 4.0 * (n_prompt as f64 / 2.0) * q_dim * n_layer,
+            tg_weight_bytes: (layer_bytes + head) as f64,
+            tg_kv_bytes: 2.0 * (hp.kv_dim() * kv.bytes()) as f64 * n_layer * (n_gen as f64 / 2.0),
+        }
+    }
+}
+
+/// "1.23 GFLOP" or, below one, "45.6 MFLOP".
+fn flop_text(flop: f64) -> String {
+    if flop >= 1e9 {
+        format!("{:.2} GFLOP", flop / 1e9)
+    } else {
+        format!("{:.1} MFLOP", flop / 1e6)
+    }
+}
+
+/// The machine-peak lines under the table: pp and the media encode against the FMA peak, tg
+/// against the memory-bandwidth bound (bytes per token ÷ read bandwidth).
+fn peak_lines(
+    rows: &[Row],
+    image: Option<&ImageRow>,
+    cost: &TextCost,
+    peaks: &tensor::cpu::probe::MachinePeaks,
+) -> Vec<String> {
+    let mut lines = vec![peaks.to_string()];
+    for r in rows {
+        if r.test.starts_with("pp") {
+            let gflops = r.tokens_per_s * cost.pp_flops_per_token / 1e9;
+            lines.push(format!(
+                "{}: {} per token, {gflops:.1} GFLOP/s = {:.0}% of the f32 FMA peak",
+                r.test,
+                flop_text(cost.pp_flops_per_token),
+                100.0 * gflops / peaks.fma_gflops
+            ));
+        } else if r.test.starts_with("tg") {
+            let bytes = cost.tg_weight_bytes + cost.tg_kv_bytes;
+            let bound = peaks.read_gbps * 1e9 / bytes;
+            let fraction = r.tokens_per_s / bound;
+            lines.push(format!(
+                "{}: {:.1} MB read per token ({:.1} MB weights + {:.2} MB K/V), bound {bound:.1} t/s \
+                 at {:.1} GB/s: {:.0}% of the bandwidth bound{}",
+                r.test,
+                bytes / 1e6,
+                cost.tg_weight_bytes / 1e6,
+                cost.tg_kv_bytes / 1e6,
+                peaks.read_gbps,
+                100.0 * fraction,
+                if fraction > 1.0 { " (the weights fit in the caches)" } else { "" }
+            ));
+        }
+    }
+    if let Some(img) = image
+        && let (Some(flops), Some(gflops)) = (img.flops, img.gflops_per_s())
+    {
+        lines.push(format!(
+            "{} encode: {}, {gflops:.1} GFLOP/s = {:.0}% of the f32 FMA peak",
+            img.kind.name(),
+            flop_text(flops as f64),
+            100.0 * gflops / peaks.fma_gflops
+        ));
+    }
+    lines
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -213,19 +324,33 @@ pub fn run(args: Args) -> Result<()> {
         (Some(mmproj), Some(item)) => Some(time_media(model.clone(), &args, mmproj, item)?),
         _ => None,
     };
+    // Measured in the same run, after the timed tests, so they do not heat or crowd them.
+    let peaks = tensor::cpu::probe::MachinePeaks::measure(threads);
+    let cost = TextCost::new(&model, args.n_prompt, args.n_gen, args.compute.kv_type);
 
     if args.json {
         let mut arr: Vec<_> = rows
             .iter()
             .map(|r| {
-                serde_json::json!({
+                let mut row = serde_json::json!({
                     "test": r.test,
                     "threads": threads,
                     "backend": backend,
                     "device": model.device_summary(),
                     "tokens_per_s": r.tokens_per_s,
                     "spread": r.spread,
-                })
+                });
+                if r.test.starts_with("pp") {
+                    let gflops = r.tokens_per_s * cost.pp_flops_per_token / 1e9;
+                    row["gflops_per_s"] = gflops.into();
+                    row["fma_peak_fraction"] = (gflops / peaks.fma_gflops).into();
+                } else if r.test.starts_with("tg") {
+                    let bytes = cost.tg_weight_bytes + cost.tg_kv_bytes;
+                    row["bytes_per_token"] = bytes.into();
+                    row["bandwidth_bound_fraction"] =
+                        (r.tokens_per_s * bytes / (peaks.read_gbps * 1e9)).into();
+                }
+                row
             })
             .collect();
         if let Some(img) = &image_row {
@@ -235,8 +360,18 @@ pub fn run(args: Args) -> Result<()> {
                 "n_tokens": img.n_tokens,
                 "encode_ms": img.encode_ms,
                 "prefill_tokens_per_s": img.prefill_tokens_per_s,
+                "encode_flops": img.flops,
+                "encode_gflops_per_s": img.gflops_per_s(),
+                "encode_fma_peak_fraction": img.gflops_per_s().map(|g| g / peaks.fma_gflops),
             }));
         }
+        arr.push(serde_json::json!({
+            "test": "machine_peak",
+            "threads": peaks.threads,
+            "fma_gflops": peaks.fma_gflops,
+            "bf16_gflops": peaks.bf16_gflops,
+            "read_gbps": peaks.read_gbps,
+        }));
         println!("{}", serde_json::to_string_pretty(&arr)?);
         return Ok(());
     }
@@ -301,6 +436,10 @@ pub fn run(args: Args) -> Result<()> {
             img.n_tokens,
             img.prefill_tokens_per_s
         );
+    }
+    println!();
+    for line in peak_lines(&rows, image_row.as_ref(), &cost, &peaks) {
+        println!("{line}");
     }
     Ok(())
 }

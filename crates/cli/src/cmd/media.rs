@@ -93,9 +93,40 @@ impl MediaArgs {
             device,
             ..ContextParams::default()
         };
-        let ctx = Context::new(mmproj, model.clone(), params)?;
+        let mut ctx = Context::new(mmproj, model.clone(), params)?;
+        ctx.set_encode_progress(encode_progress());
         Ok(Some(ctx))
     }
+}
+
+/// A bar on stderr that follows each media chunk's encoder layers ("encoding image x.png
+/// [####   ] 12/27 layers"), cleared when the chunk is done; `None` when stderr is not a
+/// terminal (logs and pipes stay clean).
+pub fn encode_progress() -> Option<mtmd::ChunkProgress> {
+    use std::io::IsTerminal;
+    use std::sync::Mutex;
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar: Mutex<Option<indicatif::ProgressBar>> = Mutex::new(None);
+    Some(Arc::new(move |chunk: &mtmd::MediaChunk, done, total| {
+        let Ok(mut slot) = bar.lock() else { return };
+        let pb = slot.get_or_insert_with(|| {
+            let pb = indicatif::ProgressBar::new(total as u64);
+            if let Ok(style) =
+                indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} layers")
+            {
+                pb.set_style(style.progress_chars("#> "));
+            }
+            pb.set_message(format!("encoding {} {}", chunk.kind.name(), chunk.id));
+            pb
+        });
+        pb.set_position(done as u64);
+        if done >= total {
+            pb.finish_and_clear();
+            *slot = None;
+        }
+    }))
 }
 
 /// Decodes an image file; its id is the file name.

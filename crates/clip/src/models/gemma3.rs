@@ -9,7 +9,7 @@ use crate::hparams::EncoderHparams;
 use crate::models::{Embeddings, Encoder};
 use crate::preprocess::fixed_square;
 use crate::projector::{Defaults, Framing, Input, Projector};
-use crate::tower::Tower;
+use crate::tower::{Progress, Tower};
 use crate::vit::{self, AttnSetup, Block, Norm, NormKind, WeightLoader};
 
 pub const PROJECTOR: Projector = Projector {
@@ -106,7 +106,13 @@ impl Encoder for Gemma3 {
         self.input_proj.shape()[0]
     }
 
-    fn encode(&self, pixels: &[f32], width: usize, height: usize) -> Result<Embeddings, ClipError> {
+    fn encode(
+        &self,
+        pixels: &[f32],
+        width: usize,
+        height: usize,
+        progress: Progress<'_>,
+    ) -> Result<Embeddings, ClipError> {
         vit::check_pixels(pixels, width, height, self.patch)?;
         let side = width / self.patch;
         let n = side * side;
@@ -127,7 +133,7 @@ impl Encoder for Gemma3 {
             rope: None,
             windows: None,
         };
-        self.tower.run_all(&mut x, n, &setup)?;
+        self.tower.run_all(&mut x, n, &setup, progress)?;
         if let Some(ln) = &self.post_ln {
             x = ln.forward(&x);
         }

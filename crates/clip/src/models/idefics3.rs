@@ -16,7 +16,7 @@ use crate::preprocess::{
     TokenGrid, crop, normalize_planar, resize::resize,
 };
 use crate::projector::{Defaults, Framing, Input, Projector, TileFraming};
-use crate::tower::Tower;
+use crate::tower::{Progress, Tower};
 use crate::vit::{self, AttnSetup, Block, Linear, Norm, NormKind, WeightLoader};
 
 pub const PROJECTOR: Projector = Projector {
@@ -212,7 +212,13 @@ impl Encoder for Idefics3 {
         self.fc.n_out()
     }
 
-    fn encode(&self, pixels: &[f32], width: usize, height: usize) -> Result<Embeddings, ClipError> {
+    fn encode(
+        &self,
+        pixels: &[f32],
+        width: usize,
+        height: usize,
+        progress: Progress<'_>,
+    ) -> Result<Embeddings, ClipError> {
         vit::check_pixels(pixels, width, height, self.patch * self.scale)?;
         let d = self.n_embd;
         let side = width / self.patch;
@@ -236,7 +242,7 @@ impl Encoder for Idefics3 {
             rope: None,
             windows: None,
         };
-        self.tower.run_all(&mut x, n, &setup)?;
+        self.tower.run_all(&mut x, n, &setup, progress)?;
         if let Some(ln) = &self.post_ln {
             x = ln.forward(&x);
         }

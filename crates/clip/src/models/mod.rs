@@ -9,6 +9,7 @@ pub mod qwen3vl;
 pub mod whisper;
 
 use crate::ClipError;
+use crate::tower::Progress;
 
 /// Projector output for one image: `n_tokens` rows of `n_embd_out` values.
 #[derive(Clone, Debug, PartialEq)]
@@ -25,7 +26,14 @@ pub struct Embeddings {
 /// planar `[3, height, width]` pixels; audio encoders will take a `[n_mel, n_frames]` log-mel
 /// window (`height` = mel bins, `width` = frames).
 pub trait Encoder: Send + Sync {
-    fn encode(&self, input: &[f32], width: usize, height: usize) -> Result<Embeddings, ClipError>;
+    /// `progress` is called after each transformer block (see [`Progress`]).
+    fn encode(
+        &self,
+        input: &[f32],
+        width: usize,
+        height: usize,
+        progress: Progress<'_>,
+    ) -> Result<Embeddings, ClipError>;
     /// Width of each output row (for Qwen3-VL, `n_embd * (1 + n_deepstack)`).
     fn n_embd_out(&self) -> usize;
     /// Moves the encoder's transformer blocks to the GPU of `exec`.

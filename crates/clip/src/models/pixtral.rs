@@ -13,7 +13,7 @@ use crate::preprocess::{
     PreprocessError, PreprocessParams, PreprocessedImage, TokenGrid, dynamic_resolution,
 };
 use crate::projector::{Defaults, Framing, Input, Projector, TokenLimits};
-use crate::tower::Tower;
+use crate::tower::{Progress, Tower};
 use crate::vit::{self, AttnSetup, Block, Ffn, Linear, Norm, NormKind, VisionRope, WeightLoader};
 
 pub const PROJECTOR: Projector = Projector {
@@ -148,7 +148,13 @@ impl Encoder for Pixtral {
         self.img_break.len()
     }
 
-    fn encode(&self, pixels: &[f32], width: usize, height: usize) -> Result<Embeddings, ClipError> {
+    fn encode(
+        &self,
+        pixels: &[f32],
+        width: usize,
+        height: usize,
+        progress: Progress<'_>,
+    ) -> Result<Embeddings, ClipError> {
         let merge = self.merger.as_ref().map_or(1, |m| m.merge);
         vit::check_pixels(pixels, width, height, self.patch * merge)?;
         let d = self.n_embd;
@@ -172,7 +178,7 @@ impl Encoder for Pixtral {
             }),
             windows: None,
         };
-        self.tower.run_all(&mut x, n, &setup)?;
+        self.tower.run_all(&mut x, n, &setup, progress)?;
         if let Some(ln) = &self.post_ln {
             x = ln.forward(&x);
         }

@@ -13,14 +13,14 @@ use crate::hparams::{EncoderHparams, FfnAct};
 use crate::models::{Embeddings, Encoder};
 use crate::preprocess::dynamic_resolution;
 use crate::projector::{Defaults, Framing, Input, Projector, TokenLimits};
-use crate::tower::Tower;
+use crate::tower::{Progress, Tower};
 use crate::vit::{self, AttnSetup, Block, Ffn, Linear, Norm, NormKind, VisionRope, WeightLoader};
 
 /// Patches merged per side by the Qwen mergers (llama.cpp hard-codes 2 as well).
 pub const MERGE: usize = 2;
 
 /// Window attention default of llama.cpp when the file gives no `clip.vision.window_size`.
-const DEFAULT_WINDOW: usize = 112;
+pub(crate) const DEFAULT_WINDOW: usize = 112;
 
 /// What every Qwen-VL generation shares: `<|vision_start|>` … `<|vision_end|>` around a
 /// dynamic-resolution image of 8 to 4096 merged tokens (llama.cpp's defaults).
@@ -194,7 +194,13 @@ impl Encoder for Qwen2Vl {
         self.merger.down.n_out()
     }
 
-    fn encode(&self, pixels: &[f32], width: usize, height: usize) -> Result<Embeddings, ClipError> {
+    fn encode(
+        &self,
+        pixels: &[f32],
+        width: usize,
+        height: usize,
+        progress: Progress<'_>,
+    ) -> Result<Embeddings, ClipError> {
         vit::check_pixels(pixels, width, height, self.patch * MERGE)?;
         let d = self.n_embd;
         let (px, py) = (width / self.patch, height / self.patch);
@@ -230,7 +236,8 @@ impl Encoder for Qwen2Vl {
                 windows: if full { None } else { Some(&token_spans) },
             }
         };
-        self.tower.run(&mut x, n, 0..self.tower.len(), &setup)?;
+        self.tower
+            .run(&mut x, n, 0..self.tower.len(), &setup, progress)?;
         if let Some(ln) = &self.post_ln {
             x = ln.forward(&x);
         }

@@ -14,7 +14,7 @@ use crate::models::qwen2vl::{
 };
 use crate::models::{Embeddings, Encoder};
 use crate::projector::Projector;
-use crate::tower::Tower;
+use crate::tower::{Progress, Tower};
 use crate::vit::{self, AttnSetup, Block, Ffn, Linear, Norm, NormKind, VisionRope, WeightLoader};
 
 pub const PROJECTOR: Projector = qwen_vl_projector("qwen3vl_merger", build);
@@ -144,7 +144,13 @@ impl Encoder for Qwen3Vl {
         self.merger.down.n_out() * (1 + n_ds)
     }
 
-    fn encode(&self, pixels: &[f32], width: usize, height: usize) -> Result<Embeddings, ClipError> {
+    fn encode(
+        &self,
+        pixels: &[f32],
+        width: usize,
+        height: usize,
+        progress: Progress<'_>,
+    ) -> Result<Embeddings, ClipError> {
         vit::check_pixels(pixels, width, height, self.patch * MERGE)?;
         let d = self.n_embd;
         let (px, py) = (width / self.patch, height / self.patch);
@@ -171,14 +177,15 @@ impl Encoder for Qwen3Vl {
         let mut start = 0;
         for (il, ds) in self.deepstack.iter().enumerate() {
             if let Some(ds) = ds {
-                self.tower.run(&mut x, n, start..il + 1, &|_| setup)?;
+                self.tower
+                    .run(&mut x, n, start..il + 1, &|_| setup, progress)?;
                 start = il + 1;
                 // Merged rows are 4 consecutive tokens, already adjacent in merge order.
                 features.push(ds.ffn.forward(&ds.norm.forward(&x), n_out)?);
             }
         }
         self.tower
-            .run(&mut x, n, start..self.tower.len(), &|_| setup)?;
+            .run(&mut x, n, start..self.tower.len(), &|_| setup, progress)?;
         if let Some(ln) = &self.post_ln {
             x = ln.forward(&x);
         }

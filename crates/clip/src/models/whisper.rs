@@ -12,7 +12,7 @@ use crate::ClipError;
 use crate::hparams::{EncoderHparams, FfnAct};
 use crate::models::{Embeddings, Encoder};
 use crate::projector::{Defaults, Framing, Input, Projector};
-use crate::tower::Tower;
+use crate::tower::{Progress, Tower};
 use crate::vit::{AttnSetup, Block, Ffn, Linear, Norm, NormKind, WeightLoader};
 
 const NO_DEFAULTS: Defaults = Defaults {
@@ -199,7 +199,13 @@ impl Encoder for Whisper {
     }
 
     /// `input` is one log-mel window `[n_mel, n_frames]` (`height` = mel bins).
-    fn encode(&self, input: &[f32], width: usize, height: usize) -> Result<Embeddings, ClipError> {
+    fn encode(
+        &self,
+        input: &[f32],
+        width: usize,
+        height: usize,
+        progress: Progress<'_>,
+    ) -> Result<Embeddings, ClipError> {
         let d = self.n_embd;
         if height != self.n_mel || width < 3 || input.len() != width * height {
             return Err(ClipError::BadImage(format!(
@@ -224,7 +230,7 @@ impl Encoder for Whisper {
             rope: None,
             windows: None,
         };
-        self.tower.run_all(&mut x, n, &setup)?;
+        self.tower.run_all(&mut x, n, &setup, progress)?;
         let (data, n_tokens) = match &self.head {
             Head::PoolLinear(fc) => {
                 let pooled_n = n / 2;

@@ -11,6 +11,7 @@ pub mod get_rows;
 mod math;
 pub mod matmul_float;
 pub mod norm;
+pub mod probe;
 pub mod simd;
 pub use act::{
     geglu, geglu_f16_table, gelu_erf, gelu_f16_table, gelu_quick, gelu_tanh, silu, swiglu,

@@ -1,0 +1,173 @@
+//! Speed at real size: the encoders' GEMMs and attention, the decoders' matvecs per weight
+//! type, and Whisper's log-mel, each with its throughput as a fraction of this machine's
+//! peak (f32 FMA GFLOP/s or read GB/s, probed in the same run); the table is printed last.
+//!
+//! Run: `cargo bench -p benches` (about 5 minutes on 2 cores; filter with e.g.
+//! `cargo bench -p benches -- matvec`). Without `--bench` (`cargo test -p benches`) every
+//! bench runs once at small shapes, as a smoke test.
+
+use criterion::{Criterion, SamplingMode};
+use std::hint::black_box;
+use std::time::Duration;
+use tensor::DType;
+use tensor::cpu;
+use tensor::cpu::probe::MachinePeaks;
+use tensor::ops::attention::{AttnMask, AttnParams, KvData};
+
+use benches::{Group, Recorder, Work, data, weight};
+
+/// Shapes are divided by this in smoke mode.
+struct Scale(usize);
+
+impl Scale {
+    fn tokens(&self, n: usize) -> usize {
+        (n / self.0).max(1)
+    }
+}
+
+/// Big shapes: few samples of one iteration each (criterion's minimum of 10).
+fn heavy(g: &mut Group<'_>) {
+    g.inner.sample_size(10);
+    g.inner.sampling_mode(SamplingMode::Flat);
+    g.inner.warm_up_time(Duration::from_millis(500));
+    g.inner.measurement_time(Duration::from_secs(2));
+}
+
+/// `x [n, k] · w [m, k]ᵀ` at the encoders' shapes.
+fn gemm(c: &mut Criterion, rec: &Recorder, s: &Scale) {
+    // (name, tokens, k, m)
+    let shapes = [
+        ("siglip_ffn_up", 4096, 1152, 4304),
+        ("qwen25vl_ffn_up", 1024, 1280, 3420),
+        ("whisper_ffn_up", 1500, 1280, 5120),
+    ];
+    let mut g = Group::new(c, "gemm");
+    heavy(&mut g);
+    for (name, n, k, m) in shapes {
+        let n = s.tokens(n);
+        let x = data(n * k, 2);
+        let mut out = vec![0f32; n * m];
+        for dtype in [DType::F32, DType::F16, DType::BF16] {
+            let w = weight(dtype, m, k);
+            let id = format!("{name}_{n}x{k}x{m}_{}", dtype.name());
+            let flop = 2.0 * (n * k * m) as f64;
+            rec.bench(&mut g, &id, Work::Flop(flop), || {
+                cpu::matmul(&w, black_box(&x), n, &mut out).expect("matmul")
+            });
+        }
+    }
+    g.finish();
+}
+
+/// Non-causal attention over `windows` independent runs of `n` tokens.
+fn attention(c: &mut Criterion, rec: &Recorder, s: &Scale) {
+    // (name, tokens per window, windows, heads, head dim)
+    let shapes = [
+        ("siglip", 4096, 1, 16, 72),
+        ("whisper", 1500, 1, 20, 64),
+        ("qwen25vl_full", 1024, 1, 16, 80),
+        ("qwen25vl_window64", 64, 16, 16, 80),
+    ];
+    let mut g = Group::new(c, "attention");
+    heavy(&mut g);
+    for (name, n, windows, n_head, d) in shapes {
+        let n = if windows > 1 { n } else { s.tokens(n) };
+        let len = n * n_head * d;
+        let (q, k, v) = (data(len, 1), data(len, 2), data(len, 3));
+        let pos: Vec<i32> = (0..n as i32).collect();
+        let mask = AttnMask::full(&pos, &pos);
+        let p = AttnParams::mha(n_head, d);
+        let mut out = vec![0f32; len];
+        let id = format!("{name}_{windows}x{n}_h{n_head}_d{d}");
+        let flop = (windows * 4 * n * n * d * n_head) as f64;
+        rec.bench(&mut g, &id, Work::Flop(flop), || {
+            for _ in 0..windows {
+                cpu::attention(
+                    black_box(&q),
+                    KvData::F32(&k),
+                    KvData::F32(&v),
+                    &mask,
+                    &p,
+                    &mut out,
+                );
+            }
+        });
+    }
+    g.finish();
+}
+
+/// One token through a decoder's FFN matrix (`n = 1`): bandwidth-bound, so throughput is
+/// bytes of weight read per second.
+fn matvec(c: &mut Criterion, rec: &Recorder, s: &Scale) {
+    let types = [
+        DType::F16,
+        DType::Q8_0,
+        DType::Q4_0,
+        DType::Q4K,
+        DType::Q5K,
+        DType::Q6K,
+        DType::IQ4XS,
+    ];
+    // (name, k, m): Qwen2.5-0.5B and Gemma-3-4B feed-forward down projections (their k is a
+    // multiple of the 256-value k-quant blocks; the up projections of 896 are not, and
+    // llama.cpp quantizes them with 32-value blocks).
+    let shapes = [
+        ("qwen25_0p5b_ffn_down", 4864, 896),
+        ("gemma3_4b_ffn_down", 10240, 2560),
+    ];
+    let mut g = Group::new(c, "matvec");
+    g.inner.warm_up_time(Duration::from_millis(300));
+    g.inner.measurement_time(Duration::from_secs(1));
+    for (name, k, m) in shapes {
+        let m = s.tokens(m).next_multiple_of(16);
+        let x = data(k, 2);
+        let mut out = vec![0f32; m];
+        for dtype in types {
+            let w = weight(dtype, m, k);
+            let bytes = w.host_bytes().expect("host weight").len() as f64;
+            let id = format!("{name}_{k}x{m}_{}", dtype.name());
+            rec.bench(&mut g, &id, Work::Bytes(bytes), || {
+                cpu::matmul(&w, black_box(&x), 1, &mut out).expect("matmul")
+            });
+        }
+    }
+    g.finish();
+}
+
+/// Whisper's log-mel of one 30 s window (128 bins). FLOP counted as a radix-2 FFT of the
+/// 400-sample frame (5·N·log₂N) plus the filterbank product, per frame.
+fn log_mel(c: &mut Criterion, rec: &Recorder, s: &Scale) {
+    let params = audio::MelParams::whisper(128);
+    let seconds = (30 / s.0).max(1);
+    let n = seconds * params.sample_rate as usize;
+    let pcm = audio::Pcm {
+        samples: (0..n).map(|i| (i as f32 * 0.05).sin() * 0.3).collect(),
+        sample_rate: params.sample_rate,
+    };
+    let frames = n / params.hop_length;
+    let n_fft = params.n_fft as f64;
+    let n_freq = (params.n_fft / 2 + 1) as f64;
+    let per_frame = 5.0 * n_fft * n_fft.log2() + 2.0 * n_freq * params.n_mel as f64;
+    let mut g = Group::new(c, "log_mel");
+    g.inner.sample_size(10);
+    g.inner.measurement_time(Duration::from_secs(2));
+    let id = format!("whisper_{seconds}s_{}bins", params.n_mel);
+    rec.bench(&mut g, &id, Work::Flop(frames as f64 * per_frame), || {
+        black_box(audio::log_mel_windows(black_box(&pcm), &params).expect("log-mel"));
+    });
+    g.finish();
+}
+
+fn main() {
+    let bench_mode = std::env::args().any(|a| a == "--bench");
+    let scale = Scale(if bench_mode { 1 } else { 64 });
+    let mut c = Criterion::default().configure_from_args();
+    let rec = Recorder::default();
+    gemm(&mut c, &rec, &scale);
+    attention(&mut c, &rec, &scale);
+    matvec(&mut c, &rec, &scale);
+    log_mel(&mut c, &rec, &scale);
+    c.final_summary();
+    let peaks = MachinePeaks::measure(rayon::current_num_threads());
+    println!("{}", rec.table(&peaks));
+}
