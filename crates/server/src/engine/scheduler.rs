@@ -64,6 +64,8 @@ pub struct Prepared {
 
 /// Renders and tokenizes a request's prompt; refuses empty prompts and prompts that do not
 /// fit a slot.
+// The job comes back with the failure so its client can be told; this runs once per request.
+#[allow(clippy::result_large_err)]
 pub fn prepare(shared: &Shared, job: Job) -> Result<Prepared, (Job, Failure)> {
     let model = &shared.model;
     let chunks = match &job.request.prompt {
@@ -159,10 +161,7 @@ pub fn run(
         // Block only when no slot can make progress; wake up now and then to notice
         // clients that left.
         let msg = if s.has_step() {
-            match rx.try_recv() {
-                Ok(m) => Some(m),
-                Err(_) => None,
-            }
+            rx.try_recv().ok()
         } else {
             match rx.recv_timeout(Duration::from_millis(200)) {
                 Ok(m) => Some(m),

@@ -201,6 +201,8 @@ impl<'m> Slot<'m> {
     }
 
     /// Takes `job`: keeps the cached prefix it shares and queues the rest of its prompt.
+    // The job comes back with the failure so its client can be told; once per request.
+    #[allow(clippy::result_large_err)]
     pub fn start(&mut self, job: Prepared, serial: u64) -> Result<(), (Prepared, Failure)> {
         let keep = mtmd::reusable_prefix(&self.cached, &job.keys);
         self.truncate(keep);
