@@ -43,6 +43,10 @@ if [ -z "${MTMD_BIN:-}" ]; then
 fi
 export MTMD_BIN
 
+# The server is tested on the CPU: with Mesa's software Vulkan allowed (scripts/test.sh allows
+# it for the kernel tests), `--device auto` would run every model here on it, far slower.
+unset MTMD_GPU_ALLOW_CPU_ADAPTER
+
 status=0
 echo "== server end-to-end tests (openai client, $MTMD_BIN)"
 "$venv/bin/python" -m pytest tests/server --junitxml="$MTMD_ARTIFACTS_DIR/server-junit.xml" "$@" \

@@ -3,9 +3,17 @@ killed at the end; a failing test gets the tail of every running server's log in
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from helpers import API_KEY, GEMMA3, LIVE_SERVERS, QWEN2AUDIO, Server
+
+# These tests check the server, on the CPU. scripts/test.sh lets Mesa's software Vulkan count
+# as a GPU for the kernel tests; left in the environment, `--device auto` (the default) would
+# run every server and `mtmd run` here on it, hundreds of times slower than the CPU (the GPU
+# paths have their own tests in the Rust suite).
+os.environ.pop("MTMD_GPU_ALLOW_CPU_ADAPTER", None)
 
 VISION_ALIAS = "tiny-gemma3"
 # Small enough that the 413 test stays cheap, large enough for two fixture photos.

@@ -136,6 +136,9 @@ def test_64_streaming_clients_at_parallel_8():
     )
     try:
         server.wait_ready()
+        device = server.get("/props").json()["device"]
+        say(f"mtmd serve: model on {device}")
+        assert device.startswith("cpu"), f"the load test measures the CPU engine, got {device}"
         ours = run_load(f"{server.url}/v1", server.proc.pid)
         report("mtmd serve", ours)
         m = server.metrics()
