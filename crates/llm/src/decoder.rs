@@ -412,13 +412,17 @@ impl Decoder {
             if let Some(o) = &self.offload {
                 let x = o.exec.upload(&x)?;
                 let x = self.run_layers(&o.exec, &o.layers, split, x, caches, &u)?;
-                break 'head match &o.head {
+                let logits = match &o.head {
                     Some(h) => self.head(&o.exec, &h.norm, &h.output, x, &rows)?,
                     None => {
                         let x = o.exec.download(x)?;
                         self.head(&CpuExec, &self.w.output_norm, &self.w.output, x, &rows)?
                     }
                 };
+                // A step without logits (a prompt piece) leaves its KV writes recorded:
+                // send them now rather than with the next step.
+                o.exec.context().flush()?;
+                break 'head logits;
             }
             self.head(&CpuExec, &self.w.output_norm, &self.w.output, x, &rows)?
         };

@@ -29,7 +29,23 @@ pub(crate) struct Shared {
     /// Compute dispatches and submits recorded so far (for `mtmd bench`'s per-token figures).
     pub dispatches: std::sync::atomic::AtomicU64,
     pub submits: std::sync::atomic::AtomicU64,
+    /// The command buffer being recorded: kernels append to it and it goes to the queue only
+    /// when the host needs a result (a download), before a queue write (an upload), or when
+    /// it holds [`FLUSH_DISPATCHES`] dispatches. A decoded token is one submit, not hundreds.
+    pending: Mutex<Pending>,
 }
+
+/// The open command encoder and how many dispatches it holds.
+#[derive(Default)]
+struct Pending {
+    encoder: Option<wgpu::CommandEncoder>,
+    dispatches: usize,
+}
+
+/// Dispatches one command buffer may collect before it is submitted anyway: bounds the
+/// bind groups and parameter buffers held while recording a long prefill or an image encode,
+/// and lets a real GPU start before the host has recorded everything.
+const FLUSH_DISPATCHES: usize = 2048;
 
 /// A handle on a GPU device (cheap to clone). `binding_limit` is how many bytes one storage
 /// binding may cover; ops split tensors above it.
@@ -120,6 +136,7 @@ impl GpuContext {
             max_binding,
             dispatches: Default::default(),
             submits: Default::default(),
+            pending: Mutex::new(Pending::default()),
         };
         Ok(Self {
             shared: Arc::new(shared),
@@ -182,13 +199,7 @@ impl GpuContext {
 
     /// An uninitialised device buffer for `len` bytes of tensor data.
     pub(crate) fn alloc(&self, len: usize) -> Result<GpuBuffer> {
-        let padded = (len as u64).div_ceil(4).max(1) * 4;
-        let max = self.shared.device.limits().max_buffer_size;
-        if padded > max {
-            return Err(TensorError::Gpu(format!(
-                "a tensor of {len} bytes is larger than the device's {max}-byte buffer limit"
-            )));
-        }
+        let padded = self.checked_size(len)?;
         let buffer = self.capture(|| {
             Ok(self
                 .shared
@@ -198,8 +209,30 @@ impl GpuContext {
         Ok(GpuBuffer::new(self.clone(), buffer, len))
     }
 
+    /// `len` rounded up to whole 4-byte words, if one buffer of the device can hold it.
+    fn checked_size(&self, len: usize) -> Result<u64> {
+        let padded = (len as u64).div_ceil(4).max(1) * 4;
+        let max = self.shared.device.limits().max_buffer_size;
+        if padded > max {
+            return Err(TensorError::Gpu(format!(
+                "a tensor of {len} bytes is larger than the device's {max}-byte buffer limit"
+            )));
+        }
+        Ok(padded)
+    }
+
     /// Copies `bytes` into a new device buffer.
     pub fn upload(&self, bytes: &[u8]) -> Result<GpuBuffer> {
+        self.checked_size(bytes.len())?;
+        let pending = self.lock_pending();
+        if pending.encoder.is_some() {
+            // A queue write would run before the commands recorded so far, which may still
+            // use a pooled buffer's previous contents: fill a new buffer instead (this is
+            // how the small per-layer tables of a step, positions and rope angles, go up).
+            let shared = &self.shared;
+            let buffer = self.capture(|| shared.pool.create_filled(&shared.device, bytes))?;
+            return Ok(GpuBuffer::new(self.clone(), buffer, bytes.len()));
+        }
         let buf = self.alloc(bytes.len())?;
         // Queue writes must be whole 4-byte words: write the aligned part, then a padded tail.
         let whole = bytes.len() / 4 * 4;
@@ -218,6 +251,60 @@ impl GpuContext {
         Ok(buf)
     }
 
+    fn lock_pending(&self) -> std::sync::MutexGuard<'_, Pending> {
+        self.shared
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Appends commands to the device's open command buffer (`dispatches` of them compute
+    /// dispatches). Commands of every thread go into the one buffer in the order recorded,
+    /// which is the order the device runs them.
+    pub(crate) fn record(
+        &self,
+        dispatches: usize,
+        f: impl FnOnce(&mut wgpu::CommandEncoder),
+    ) -> Result<()> {
+        let mut pending = self.lock_pending();
+        let device = &self.shared.device;
+        let encoder = pending.encoder.get_or_insert_with(|| {
+            device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("mtmd commands"),
+            })
+        });
+        f(encoder);
+        pending.dispatches += dispatches;
+        use std::sync::atomic::Ordering::Relaxed;
+        self.shared.dispatches.fetch_add(dispatches as u64, Relaxed);
+        if pending.dispatches >= FLUSH_DISPATCHES {
+            self.submit_pending(&mut pending)?;
+        }
+        Ok(())
+    }
+
+    /// Submits what is recorded so far (without waiting for it). Downloads and uploads do
+    /// this themselves; a caller flushes at the end of a step so the device starts at once.
+    pub fn flush(&self) -> Result<()> {
+        let mut pending = self.lock_pending();
+        self.submit_pending(&mut pending)
+    }
+
+    /// Submits `pending` (under its lock, so submits keep the order commands were recorded).
+    fn submit_pending(&self, pending: &mut Pending) -> Result<()> {
+        let Some(encoder) = pending.encoder.take() else {
+            return Ok(());
+        };
+        pending.dispatches = 0;
+        self.capture(|| {
+            self.shared.queue.submit([encoder.finish()]);
+            Ok(())
+        })?;
+        use std::sync::atomic::Ordering::Relaxed;
+        self.shared.submits.fetch_add(1, Relaxed);
+        Ok(())
+    }
+
     /// Copies a buffer's tensor bytes back to the host (waits for queued work).
     pub(crate) fn download(&self, buf: &GpuBuffer) -> Result<Vec<u8>> {
         let len = buf.len_bytes();
@@ -226,15 +313,21 @@ impl GpuContext {
         }
         let padded = (len as u64).div_ceil(4) * 4;
         let shared = &self.shared;
-        let staging = self.capture(|| {
-            let staging = shared
-                .pool
-                .take(&shared.device, padded, BufferKind::Readback);
-            let mut encoder = shared.device.create_command_encoder(&Default::default());
+        let staging = shared
+            .pool
+            .take(&shared.device, padded, BufferKind::Readback);
+        {
+            let mut pending = self.lock_pending();
+            let encoder = pending.encoder.get_or_insert_with(|| {
+                shared
+                    .device
+                    .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                        label: Some("mtmd commands"),
+                    })
+            });
             encoder.copy_buffer_to_buffer(buf.raw(), 0, &staging, 0, padded);
-            shared.queue.submit([encoder.finish()]);
-            Ok(staging)
-        })?;
+            self.submit_pending(&mut pending)?;
+        }
         let (tx, rx) = std::sync::mpsc::channel();
         staging.map_async(wgpu::MapMode::Read, ..padded, move |r| {
             let _ = tx.send(r);

@@ -2,7 +2,7 @@
 //!
 //! A size class is the request rounded up to one of four steps per power of two (at most 25 %
 //! waste). A released buffer goes back to its class's free list unless the pool already
-//! caches `max_cached_bytes`, in which case it is destroyed. Reuse is safe without waiting
+//! caches `max_cached_bytes`, in which case it is dropped. Reuse is safe without waiting
 //! because every use goes through the one queue, whose operations run in submission order.
 
 use std::collections::HashMap;
@@ -97,11 +97,44 @@ impl BufferPool {
         })
     }
 
-    /// Returns a buffer from [`take`](Self::take) to its free list (or destroys it when full).
+    /// A new storage buffer holding `bytes` (written through a mapping at creation, so no
+    /// queue write is involved), sized so that it can join the pool later.
+    pub fn create_filled(
+        &self,
+        device: &wgpu::Device,
+        bytes: &[u8],
+    ) -> crate::Result<wgpu::Buffer> {
+        let padded = (bytes.len() as u64).div_ceil(4).max(1) * 4;
+        let mut class = size_class(padded);
+        if class > device.limits().max_buffer_size {
+            class = padded;
+        }
+        self.created.fetch_add(1, Ordering::Relaxed);
+        let buffer = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("mtmd upload"),
+            size: class,
+            usage: BufferKind::Storage.usage(),
+            mapped_at_creation: true,
+        });
+        {
+            let mut view = buffer
+                .slice(..padded)
+                .get_mapped_range_mut()
+                .map_err(|e| crate::TensorError::Gpu(format!("filling an upload: {e}")))?;
+            // wgpu zeroes a buffer mapped at creation: the padding needs no write.
+            view.slice(..bytes.len()).copy_from_slice(bytes);
+        }
+        buffer.unmap();
+        Ok(buffer)
+    }
+
+    /// Returns a buffer from [`take`](Self::take) to its free list (or drops it when full).
     pub fn give_back(&self, buffer: wgpu::Buffer, kind: BufferKind) {
         let class = buffer.size();
         if self.cached_bytes.load(Ordering::Relaxed) + class > self.max_cached_bytes {
-            buffer.destroy();
+            // Dropped, not destroyed: a command buffer still being recorded may use it, and
+            // wgpu frees it once no submitted work does.
+            drop(buffer);
             return;
         }
         self.cached_bytes.fetch_add(class, Ordering::Relaxed);

@@ -155,7 +155,7 @@ pub(crate) fn attention(
             let groups = to_u32((c.rows * call.n_head) as u64, "workgroups")?;
             dispatches.push(prepare(ctx, &pipeline, &storage, &params, groups));
         }
-        submit(ctx, &dispatches);
+        submit(ctx, &dispatches)?;
         Ok(())
     })
 }

@@ -105,7 +105,7 @@ pub(crate) fn binary(
                 dispatches.push(prepare(ctx, &pipeline, &storage, &params, groups));
             }
         }
-        submit(ctx, &dispatches);
+        submit(ctx, &dispatches)?;
         Ok(())
     })
 }
@@ -144,7 +144,7 @@ pub(crate) fn unary(entry: &'static str, x: &GpuBuffer, len: usize, out: &GpuBuf
             let groups = to_u32((c.rows as u64).div_ceil(WORKGROUP), "workgroups")?;
             dispatches.push(prepare(ctx, &pipeline, &storage, &params, groups));
         }
-        submit(ctx, &dispatches);
+        submit(ctx, &dispatches)?;
         Ok(())
     })
 }

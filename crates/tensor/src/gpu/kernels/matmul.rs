@@ -159,7 +159,7 @@ pub(crate) fn matmul(
                 dispatches.push(prepare(ctx, &pipeline, &storage, &params, groups));
             }
         }
-        submit(ctx, &dispatches);
+        submit(ctx, &dispatches)?;
         Ok(())
     })
 }

@@ -104,12 +104,9 @@ pub(crate) fn prepare<P: bytemuck::Pod>(
     }
 }
 
-/// Records every dispatch into one compute pass and submits it (without waiting).
-pub(crate) fn submit(ctx: &GpuContext, dispatches: &[Dispatch]) {
-    let device = ctx.device();
-    let mut encoder =
-        device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
-    {
+/// Records every dispatch into one compute pass of the device's open command buffer.
+pub(crate) fn submit(ctx: &GpuContext, dispatches: &[Dispatch]) -> Result<()> {
+    ctx.record(dispatches.len(), |encoder| {
         let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor::default());
         for d in dispatches {
             let (x, y) = grid_2d(d.groups, ctx.max_workgroups());
@@ -117,11 +114,5 @@ pub(crate) fn submit(ctx: &GpuContext, dispatches: &[Dispatch]) {
             pass.set_bind_group(0, &d.bind_group, &[]);
             pass.dispatch_workgroups(x, y, 1);
         }
-    }
-    ctx.shared.queue.submit([encoder.finish()]);
-    use std::sync::atomic::Ordering::Relaxed;
-    ctx.shared
-        .dispatches
-        .fetch_add(dispatches.len() as u64, Relaxed);
-    ctx.shared.submits.fetch_add(1, Relaxed);
+    })
 }

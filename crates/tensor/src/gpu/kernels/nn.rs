@@ -106,7 +106,7 @@ pub(crate) fn pointwise(
             let n = groups(c.rows as u64)?;
             dispatches.push(prepare(ctx, &pipeline, &storage, &params, n));
         }
-        submit(ctx, &dispatches);
+        submit(ctx, &dispatches)?;
         Ok(())
     })
 }
@@ -163,7 +163,7 @@ pub(crate) fn glu(
             let n = groups(c.rows as u64)?;
             dispatches.push(prepare(ctx, &pipeline, &storage, &params, n));
         }
-        submit(ctx, &dispatches);
+        submit(ctx, &dispatches)?;
         Ok(())
     })
 }
@@ -238,7 +238,7 @@ pub(crate) fn layer_norm(
             ];
             dispatches.push(prepare(ctx, &pipeline, &storage, &params, params.rows));
         }
-        submit(ctx, &dispatches);
+        submit(ctx, &dispatches)?;
         Ok(())
     })
 }
@@ -291,7 +291,7 @@ pub(crate) fn write_rows_f16(
             ];
             dispatches.push(prepare(ctx, &pipeline, &storage, &params, groups(words)?));
         }
-        submit(ctx, &dispatches);
+        submit(ctx, &dispatches)?;
         Ok(())
     })
 }
@@ -312,22 +312,14 @@ pub(crate) fn copy_ranges(
             bad.2, bad.0, bad.1
         )));
     }
-    ctx.capture(|| {
-        let mut encoder = ctx.device().create_command_encoder(&Default::default());
+    ctx.record(0, |encoder| {
         for &(s, d, n) in ranges.iter().filter(|r| r.2 > 0) {
             encoder.copy_buffer_to_buffer(src.raw(), s, dst.raw(), d, n);
         }
-        ctx.shared.queue.submit([encoder.finish()]);
-        Ok(())
     })
 }
 
 /// Zeroes the whole buffer (its padding too).
 pub(crate) fn clear(ctx: &GpuContext, buf: &GpuBuffer) -> Result<()> {
-    ctx.capture(|| {
-        let mut encoder = ctx.device().create_command_encoder(&Default::default());
-        encoder.clear_buffer(buf.raw(), 0, None);
-        ctx.shared.queue.submit([encoder.finish()]);
-        Ok(())
-    })
+    ctx.record(0, |encoder| encoder.clear_buffer(buf.raw(), 0, None))
 }

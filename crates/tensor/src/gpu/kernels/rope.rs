@@ -110,7 +110,7 @@ pub(crate) fn rope(
             let groups = to_u32(elements.div_ceil(WORKGROUP), "workgroups")?;
             dispatches.push(prepare(ctx, &pipeline, &storage, &params, groups));
         }
-        submit(ctx, &dispatches);
+        submit(ctx, &dispatches)?;
         Ok(())
     })
 }

@@ -117,7 +117,7 @@ pub(crate) fn rms_norm(
             ];
             dispatches.push(prepare(ctx, &pipeline, &storage, &params, params.rows));
         }
-        submit(ctx, &dispatches);
+        submit(ctx, &dispatches)?;
         Ok(())
     })
 }
@@ -184,7 +184,7 @@ pub(crate) fn softmax(
             ];
             dispatches.push(prepare(ctx, &pipeline, &storage, &params, params.rows));
         }
-        submit(ctx, &dispatches);
+        submit(ctx, &dispatches)?;
         Ok(())
     })
 }
