@@ -30,6 +30,16 @@ pub enum TensorError {
     Safetensors(String),
     #[error("gpu: {0}")]
     Gpu(String),
+    /// The device could not allocate: the model (or this step) needs more GPU memory than
+    /// is free. Nothing of the failed step was kept.
+    #[error(
+        "gpu out of memory: {0} (try fewer GPU layers with -ngl, a smaller context or --device cpu)"
+    )]
+    GpuOutOfMemory(String),
+    /// The device stopped working (driver reset, GPU removed): every later GPU call fails
+    /// at once with this error.
+    #[error("gpu device lost: {0}; restart on another device (--device cpu)")]
+    GpuLost(String),
     #[error(transparent)]
     Io(#[from] std::io::Error),
 }

@@ -33,6 +33,21 @@ pub(crate) struct Shared {
     /// when the host needs a result (a download), before a queue write (an upload), or when
     /// it holds [`FLUSH_DISPATCHES`] dispatches. A decoded token is one submit, not hundreds.
     pending: Mutex<Pending>,
+    /// Why the device was lost, once it was (wgpu's callback, or an injected fault).
+    lost: Arc<Mutex<Option<String>>>,
+    /// An injected out-of-memory fault: allocations still allowed before they fail
+    /// (`u64::MAX`: none injected).
+    allocs_before_oom: std::sync::atomic::AtomicU64,
+}
+
+/// A device failure to simulate, so that tests can check what users get when a real GPU
+/// fails mid-run (see [`GpuContext::inject_fault`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GpuFault {
+    /// Allocations fail once `n` more have succeeded, until the fault is cleared.
+    OutOfMemoryAfter(u64),
+    /// The device is lost now: every later call fails.
+    Lost,
 }
 
 /// The open command encoder and how many dispatches it holds.
@@ -121,6 +136,12 @@ impl GpuContext {
         device.on_uncaptured_error(Arc::new(|e| {
             eprintln!("mtmd gpu: uncaptured wgpu error: {e}")
         }));
+        let lost: Arc<Mutex<Option<String>>> = Arc::default();
+        let on_lost = lost.clone();
+        device.set_device_lost_callback(move |reason, message| {
+            let mut lost = on_lost.lock().unwrap_or_else(|e| e.into_inner());
+            lost.get_or_insert(format!("{message} ({reason:?})"));
+        });
         let max_binding = limits
             .max_storage_buffer_binding_size
             .min(limits.max_buffer_size);
@@ -137,6 +158,8 @@ impl GpuContext {
             dispatches: Default::default(),
             submits: Default::default(),
             pending: Mutex::new(Pending::default()),
+            lost,
+            allocs_before_oom: std::sync::atomic::AtomicU64::new(u64::MAX),
         };
         Ok(Self {
             shared: Arc::new(shared),
@@ -200,6 +223,7 @@ impl GpuContext {
     /// An uninitialised device buffer for `len` bytes of tensor data.
     pub(crate) fn alloc(&self, len: usize) -> Result<GpuBuffer> {
         let padded = self.checked_size(len)?;
+        self.check_injected_oom(len)?;
         let buffer = self.capture(|| {
             Ok(self
                 .shared
@@ -211,6 +235,7 @@ impl GpuContext {
 
     /// `len` rounded up to whole 4-byte words, if one buffer of the device can hold it.
     fn checked_size(&self, len: usize) -> Result<u64> {
+        self.alive()?;
         let padded = (len as u64).div_ceil(4).max(1) * 4;
         let max = self.shared.device.limits().max_buffer_size;
         if padded > max {
@@ -226,6 +251,7 @@ impl GpuContext {
         self.checked_size(bytes.len())?;
         let pending = self.lock_pending();
         if pending.encoder.is_some() {
+            self.check_injected_oom(bytes.len())?;
             // A queue write would run before the commands recorded so far, which may still
             // use a pooled buffer's previous contents: fill a new buffer instead (this is
             // how the small per-layer tables of a step, positions and rope angles, go up).
@@ -266,6 +292,7 @@ impl GpuContext {
         dispatches: usize,
         f: impl FnOnce(&mut wgpu::CommandEncoder),
     ) -> Result<()> {
+        self.alive()?;
         let mut pending = self.lock_pending();
         let device = &self.shared.device;
         let encoder = pending.encoder.get_or_insert_with(|| {
@@ -296,6 +323,8 @@ impl GpuContext {
             return Ok(());
         };
         pending.dispatches = 0;
+        // A lost device runs nothing: what was recorded is dropped with the error.
+        self.alive()?;
         self.capture(|| {
             self.shared.queue.submit([encoder.finish()]);
             Ok(())
@@ -335,7 +364,12 @@ impl GpuContext {
         shared
             .device
             .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| TensorError::Gpu(format!("waiting for a download: {e}")))?;
+            .map_err(|e| {
+                self.alive()
+                    .err()
+                    .unwrap_or_else(|| TensorError::Gpu(format!("waiting for a download: {e}")))
+            })?;
+        self.alive()?;
         rx.recv()
             .map_err(|_| TensorError::Gpu("download callback never ran".into()))?
             .map_err(|e| TensorError::Gpu(format!("mapping a download: {e}")))?;
@@ -411,10 +445,59 @@ impl GpuContext {
         let value = f();
         let validation_error = pollster::block_on(validation.pop());
         let oom_error = pollster::block_on(oom.pop());
-        if let Some(e) = validation_error.or(oom_error) {
+        self.alive()?;
+        if let Some(e) = oom_error {
+            return Err(TensorError::GpuOutOfMemory(e.to_string()));
+        }
+        if let Some(e) = validation_error {
             return Err(TensorError::Gpu(e.to_string()));
         }
         value
+    }
+
+    /// `Err(GpuLost)` once the device is lost.
+    fn alive(&self) -> Result<()> {
+        let lost = self.shared.lost.lock().unwrap_or_else(|e| e.into_inner());
+        match &*lost {
+            Some(why) => Err(TensorError::GpuLost(format!(
+                "{} stopped working: {why}",
+                self.shared.info.name
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    fn check_injected_oom(&self, len: usize) -> Result<()> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let left = &self.shared.allocs_before_oom;
+        let fail = left
+            .fetch_update(Relaxed, Relaxed, |n| match n {
+                u64::MAX | 0 => None,
+                n => Some(n - 1),
+            })
+            .is_err_and(|n| n == 0);
+        if fail {
+            return Err(TensorError::GpuOutOfMemory(format!(
+                "could not allocate {len} bytes on {} (injected fault)",
+                self.shared.info.name
+            )));
+        }
+        Ok(())
+    }
+
+    /// Makes the device fail as a real one can (tests only: what a user sees when a GPU runs
+    /// out of memory or is lost mid-run); `None` clears an out-of-memory fault. A lost device
+    /// stays lost: use a context of its own (`GpuContext::new`) for that.
+    pub fn inject_fault(&self, fault: Option<GpuFault>) {
+        use std::sync::atomic::Ordering::Relaxed;
+        match fault {
+            None => self.shared.allocs_before_oom.store(u64::MAX, Relaxed),
+            Some(GpuFault::OutOfMemoryAfter(n)) => self.shared.allocs_before_oom.store(n, Relaxed),
+            Some(GpuFault::Lost) => {
+                let mut lost = self.shared.lost.lock().unwrap_or_else(|e| e.into_inner());
+                lost.get_or_insert_with(|| "injected fault".into());
+            }
+        }
     }
 }
 

@@ -21,7 +21,7 @@ mod transfer;
 
 use std::sync::Arc;
 
-pub use context::{ALLOW_CPU_ADAPTER_ENV, GpuContext};
+pub use context::{ALLOW_CPU_ADAPTER_ENV, GpuContext, GpuFault};
 pub use kernels::{
     AttentionParams, BinaryParams, GluParams, LayerNormParams, MatmulParams, PointwiseParams,
     RmsNormParams, RopeParams, SoftmaxParams, UnaryParams, WriteRowsParams,
