@@ -94,7 +94,7 @@ impl<V> Linear<V> {
         n: usize,
     ) -> Result<E::Act, ClipError> {
         let mut out = e.alloc(n * self.n_out())?;
-        e.matmul(&self.w, x, n, &mut out)?;
+        e.matmul_wide(&self.w, x, n, &mut out)?;
         if let Some(b) = &self.b {
             e.add_rows(&mut out, b)?;
         }
@@ -140,7 +140,7 @@ impl Linear {
     /// `x` is `[n, in]`; returns `[n, out]`.
     pub fn forward(&self, x: &[f32], n: usize) -> Result<Vec<f32>, ClipError> {
         let mut out = vec![0f32; n * self.n_out()];
-        cpu::matmul(&self.w, x, n, &mut out)?;
+        cpu::matmul_wide(&self.w, x, n, &mut out)?;
         if let Some(b) = &self.b {
             cpu::add_rows(&mut out, b);
         }

@@ -95,15 +95,21 @@ fn check_matmul(dtype: DType, n: usize, m: usize, k: usize, w: &[f32], x: &[f32]
     let (wt, wf) = weight(dtype, m, k, w);
     let mut want = vec![0f32; n * m];
     ops::matmul::reference(&wf, x, n, k, m, &mut want);
+    // `matmul` (row-dot, batch-invariant) and `matmul_wide` (the encoders' packed GEMM).
+    type MatmulFn = fn(&tensor::Tensor, &[f32], usize, &mut [f32]) -> tensor::Result<()>;
+    let kernels: [(&str, MatmulFn); 2] =
+        [("matmul", cpu::matmul), ("matmul_wide", cpu::matmul_wide)];
     for path in paths() {
-        let mut got = vec![f32::NAN; n * m];
-        cpu::with_isa(path, || cpu::matmul(&wt, x, n, &mut got)).unwrap();
-        assert_close(
-            &format!("matmul {dtype} n={n} m={m} k={k}"),
-            path,
-            &got,
-            &want,
-        );
+        for (name, kernel) in kernels {
+            let mut got = vec![f32::NAN; n * m];
+            cpu::with_isa(path, || kernel(&wt, x, n, &mut got)).unwrap();
+            assert_close(
+                &format!("{name} {dtype} n={n} m={m} k={k}"),
+                path,
+                &got,
+                &want,
+            );
+        }
     }
 }
 

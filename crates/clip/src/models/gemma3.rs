@@ -155,7 +155,7 @@ impl Encoder for Gemma3 {
         cpu::rms_norm(&tokens, Some(&self.soft_emb_norm), self.eps, d, &mut normed);
         let out_dim = self.n_embd_out();
         let mut data = vec![0f32; g * g * out_dim];
-        cpu::matmul(&self.input_proj, &normed, g * g, &mut data)?;
+        cpu::matmul_wide(&self.input_proj, &normed, g * g, &mut data)?;
         Ok(Embeddings {
             n_tokens: g * g,
             // Not an M-RoPE model: llama.cpp reports the tokens as one row.

@@ -6,12 +6,20 @@
 //! depends on the batch: a token gets the same bits alone or in a prompt of any size. (A
 //! packed GEMM with the weight rows across lanes sums in another order; it was dropped for
 //! this invariance.) Decode (n = 1) is bandwidth-bound: each weight row is streamed once.
+//!
+//! [`matmul_wide`] is the same product for callers that see a whole input at once and need
+//! no invariance (the media encoders): above a few rows it runs the blocked, packed GEMM in
+//! [`super::gemm`] (f16 / bf16 converted while packing), several times the row-dot speed.
 #![allow(unsafe_code)]
 
 use half::{bf16, f16};
 use rayon::prelude::*;
 
+use super::gemm;
 use super::simd::{Isa, Simd, dispatch, isa};
+
+/// Up to this many activation rows `matmul_wide` streams the weights like `matmul`.
+const DOT_MAX_ROWS: usize = 4;
 use crate::{DType, Result, Tensor, TensorError};
 
 /// Weight elements (m·k) below which the dot path stays on the calling thread.
@@ -71,6 +79,23 @@ impl WeightElem for bf16 {
 /// `out[n, m] = x[n, k] · wᵀ` for a weight `w` of shape `[m, k]` (leading dimensions are
 /// flattened into m) in any dtype held on the host.
 pub fn matmul(w: &Tensor, x: &[f32], n: usize, out: &mut [f32]) -> Result<()> {
+    matmul_with(w, x, n, out, Path::Invariant)
+}
+
+/// [`matmul`] whose f32 summation order may depend on `n`: the packed GEMM for many rows.
+/// For encoders, which always evaluate a whole image or audio window; a decoder needs
+/// [`matmul`]'s batch invariance.
+pub fn matmul_wide(w: &Tensor, x: &[f32], n: usize, out: &mut [f32]) -> Result<()> {
+    matmul_with(w, x, n, out, Path::Wide)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Path {
+    Invariant,
+    Wide,
+}
+
+fn matmul_with(w: &Tensor, x: &[f32], n: usize, out: &mut [f32], path: Path) -> Result<()> {
     let k = w.shape().last().copied().unwrap_or(1);
     let m = w.numel().checked_div(k).unwrap_or(0);
     if x.len() != n * k || out.len() != n * m {
@@ -112,6 +137,7 @@ pub fn matmul(w: &Tensor, x: &[f32], n: usize, out: &mut [f32]) -> Result<()> {
             k,
             m,
             out,
+            path,
         ),
         DType::F16 => run(
             bytemuck::try_cast_slice::<u8, f16>(bytes).map_err(|_| typed("f16"))?,
@@ -120,6 +146,7 @@ pub fn matmul(w: &Tensor, x: &[f32], n: usize, out: &mut [f32]) -> Result<()> {
             k,
             m,
             out,
+            path,
         ),
         DType::BF16 => run(
             bytemuck::try_cast_slice::<u8, bf16>(bytes).map_err(|_| typed("bf16"))?,
@@ -128,6 +155,7 @@ pub fn matmul(w: &Tensor, x: &[f32], n: usize, out: &mut [f32]) -> Result<()> {
             k,
             m,
             out,
+            path,
         ),
         d if d.is_quantized() => crate::quant::dot::matmul_quant(w, x, n, out)?,
         d => {
@@ -141,11 +169,21 @@ pub fn matmul(w: &Tensor, x: &[f32], n: usize, out: &mut [f32]) -> Result<()> {
     Ok(())
 }
 
-fn run<T: WeightElem>(w: &[T], x: &[f32], n: usize, k: usize, m: usize, out: &mut [f32]) {
+fn run<T: WeightElem>(
+    w: &[T],
+    x: &[f32],
+    n: usize,
+    k: usize,
+    m: usize,
+    out: &mut [f32],
+    path: Path,
+) {
     let isa = isa();
     if isa == Isa::Scalar {
         let wf: Vec<f32> = w.iter().map(|v| v.to_f32()).collect();
         crate::ops::matmul::reference(&wf, x, n, k, m, out);
+    } else if path == Path::Wide && n > DOT_MAX_ROWS {
+        gemm::gemm(isa, w, x, n, k, m, out);
     } else {
         dot_path(isa, w, x, n, k, m, out);
     }

@@ -7,6 +7,7 @@
 // "cpu-core" kernels.
 pub mod act;
 pub mod elementwise;
+mod gemm;
 pub mod get_rows;
 mod math;
 pub mod matmul_float;
@@ -18,7 +19,7 @@ pub use act::{
 };
 pub use elementwise::{add, add_rows, mul, mul_rows, scale};
 pub use get_rows::get_rows;
-pub use matmul_float::matmul;
+pub use matmul_float::{matmul, matmul_wide};
 pub use norm::{layer_norm, rms_norm, softmax_rows};
 pub use simd::{CpuFeatures, Isa, features, isa, with_isa};
 

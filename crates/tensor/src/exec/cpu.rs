@@ -140,6 +140,10 @@ impl Exec for CpuExec {
         cpu::matmul(w, x, n, out)
     }
 
+    fn matmul_wide(&self, w: &Tensor, x: &Vec<f32>, n: usize, out: &mut Vec<f32>) -> Result<()> {
+        cpu::matmul_wide(w, x, n, out)
+    }
+
     fn add_rows(&self, x: &mut Vec<f32>, b: &Vec<f32>) -> Result<()> {
         cpu::add_rows(x, b);
         Ok(())

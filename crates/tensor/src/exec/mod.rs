@@ -171,6 +171,11 @@ pub trait Exec {
     ) -> Result<()>;
     /// `out[n, m] = x[n, k] · wᵀ` for `w` `[m, k]`.
     fn matmul(&self, w: &Tensor, x: &Self::Act, n: usize, out: &mut Self::Act) -> Result<()>;
+    /// [`Exec::matmul`] for a whole input at once (encoders): the summation order may depend
+    /// on `n`, so the CPU can use its packed GEMM. A decoder keeps `matmul` (batch invariance).
+    fn matmul_wide(&self, w: &Tensor, x: &Self::Act, n: usize, out: &mut Self::Act) -> Result<()> {
+        self.matmul(w, x, n, out)
+    }
     /// `x += b` on every row.
     fn add_rows(&self, x: &mut Self::Act, b: &Self::Vector) -> Result<()>;
     /// `x += y` element-wise.
