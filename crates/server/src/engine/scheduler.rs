@@ -201,13 +201,8 @@ pub fn run(
 impl<'m> Scheduler<'m> {
     /// Whether some slot has a piece for the next step.
     fn has_step(&self) -> bool {
-        self.slots.iter().any(|sl| {
-            sl.active.as_ref().is_some_and(|a| {
-                a.next_token.is_some()
-                    || matches!(a.work.front(), Some(super::slot::Work::Text { .. }))
-                    || a.media.is_some()
-            })
-        }) || (!self.queue.is_empty() && self.slots.iter().any(Slot::is_idle))
+        self.slots.iter().any(Slot::ready)
+            || (!self.queue.is_empty() && self.slots.iter().any(Slot::is_idle))
     }
 
     /// Forgets queued requests whose clients left, and stops running ones.

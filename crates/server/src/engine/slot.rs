@@ -244,6 +244,16 @@ impl<'m> Slot<'m> {
         Ok(())
     }
 
+    /// Whether [`Slot::next_piece`] has something for the next step (budget permitting): a
+    /// generated token, prompt text, or a media chunk whose embeddings are there.
+    pub fn ready(&self) -> bool {
+        self.active.as_ref().is_some_and(|a| {
+            a.next_token.is_some()
+                || matches!(a.work.front(), Some(Work::Text { .. }))
+                || a.media.is_some()
+        })
+    }
+
     /// The media chunk this slot waits for, if its embeddings are not there yet.
     pub fn wanted_media(&self) -> Option<&MediaChunk> {
         let a = self.active.as_ref()?;

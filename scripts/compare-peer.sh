@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Side-by-side speed against llama.cpp on the same files, same machine, same run
+# (docs/performance.md). Needs a llama.cpp build (see docs/performance.md for how):
+#   PEER_BIN=/path/to/llama.cpp/build/bin  bash scripts/compare-peer.sh [encoders|text|all]
+# and the shape-true synthetic models from `mtmd synth` in $SYNTH (default /tmp/synth).
+# Runs are interleaved (peer, ours) so drift on a shared machine hits both.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+what="${1:-all}"
+peer="${PEER_BIN:?set PEER_BIN to the build/bin directory of llama.cpp}"
+synth="${SYNTH:-/tmp/synth}"
+models="${MTMD_MODELS_DIR:-$HOME/.cache/mtmd-rs/models}"
+mtmd="${MTMD_BIN:-target/release/mtmd}"
+export LD_LIBRARY_PATH="$peer${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+threads=2
+
+ensure_synth() { # preset dir
+  [ -f "$synth/$2/mmproj-$1.gguf" ] || "$mtmd" synth --preset "$1" --out "$synth/$2" >/dev/null
+}
+image() { # w h -> path (the gemma3 fixture photo resized)
+  local out="$synth/img_$1x$2.png"
+  [ -f "$out" ] || python3 -c "from PIL import Image; Image.open('tests/fixtures/gemma3/photo.png').convert('RGB').resize(($1,$2)).save('$out')"
+  echo "$out"
+}
+peer_encode_ms() { # text mmproj image
+  "$peer/llama-mtmd-cli" -m "$1" --mmproj "$2" --image "$3" -p x -n 1 --temp 0 -t $threads --no-warmup 2>&1 \
+    | sed -n 's/.*encoding done in \([0-9]*\) ms.*/\1/p' | tail -1
+}
+our_encode_ms() {
+  "$mtmd" bench -m "$1" --mmproj "$2" --image "$3" -p 0 -n 0 -r 1 -t $threads 2>/dev/null \
+    | sed -n 's/^image: encode \([0-9.]*\) .*/\1/p'
+}
+row_encode() { # label text mmproj image
+  local p o
+  p=$(peer_encode_ms "$2" "$3" "$4"); o=$(our_encode_ms "$2" "$3" "$4")
+  awk -v l="$1" -v p="$p" -v o="$o" 'BEGIN { printf "| %s | %.2f s | %.2f s | %.2f× |\n", l, p/1000, o/1000, p/o }'
+}
+if [ "$what" = encoders ] || [ "$what" = all ]; then
+  ensure_synth qwen2.5-vl-3b qwen25vl
+  ensure_synth gemma3-4b gemma3
+  echo "| encoder, input | llama.cpp | mtmd-rs | speed-up |"
+  echo "|---|---|---|---|"
+  q="$synth/qwen25vl"; g="$synth/gemma3"
+  row_encode "Qwen2.5-VL-3B vision, 448²" "$q/qwen2.5-vl-3b.gguf" "$q/mmproj-qwen2.5-vl-3b.gguf" "$(image 448 448)"
+  row_encode "Qwen2.5-VL-3B vision, 896×672" "$q/qwen2.5-vl-3b.gguf" "$q/mmproj-qwen2.5-vl-3b.gguf" "$(image 896 672)"
+  row_encode "Gemma 3 4B vision, 896²" "$g/gemma3-4b.gguf" "$g/mmproj-gemma3-4b.gguf" "$(image 896 896)"
+fi
+if [ "$what" = text ] || [ "$what" = all ]; then
+  for m in gemma-3-270m-q4_k_m.gguf qwen2.5-coder-0.5b-instruct-q4_k_m.gguf; do
+    echo "== $m"
+    "$peer/llama-bench" -m "$models/$m" -p 512 -n 64 -r 3 -t $threads 2>/dev/null | grep -E "pp512|tg64"
+    "$mtmd" bench -m "$models/$m" -p 512 -n 64 -r 3 -t $threads 2>/dev/null | grep -E "pp512|tg64|bound"
+  done
+fi
