@@ -36,7 +36,7 @@ fn copy_kv(kv: KvData, isa: Isa, start: usize, dst: &mut [f32]) {
 
 /// Query rows one task aims at (queries × heads sharing a KV head): enough to amortise
 /// packing and transposing each K/V block.
-const ROWS_PER_TASK: usize = 64;
+const ROWS_PER_TASK: usize = 128;
 /// Fewer tasks than this per thread and tasks shrink, so every core gets work.
 const TASKS_PER_THREAD: usize = 4;
 
@@ -293,8 +293,10 @@ fn attend(
     for j0 in keys.clone().step_by(KB) {
         let nk = KB.min(keys.end - j0);
         let mut any = false;
+        let range = mask.key_range(j0, nk);
         for qi in 0..n_tq {
-            any |= mask.fill_bias(q0 + qi, j0, nk, &mut sc.bias[qi * KB..(qi + 1) * KB]);
+            let bias = &mut sc.bias[qi * KB..(qi + 1) * KB];
+            any |= mask.fill_bias_in(q0 + qi, j0, nk, range, bias);
         }
         if !any {
             continue;

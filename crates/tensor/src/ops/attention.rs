@@ -100,16 +100,31 @@ impl<'a> AttnMask<'a> {
         (g != 0 && self.k_group.is_some()).then_some(g)
     }
 
-    /// Writes the additive mask of query `i` against keys `j0..j0 + nk` into `bias[..nk]`
-    /// (0 visible, -inf hidden; the rest of `bias` hidden); returns whether any is visible.
-    pub(crate) fn fill_bias(&self, i: usize, j0: usize, nk: usize, bias: &mut [f32]) -> bool {
+    /// The smallest and largest position of keys `j0..j0 + nk` (for [`Self::fill_bias_in`],
+    /// computed once per key block for all its queries).
+    pub(crate) fn key_range(&self, j0: usize, nk: usize) -> (i64, i64) {
+        self.k_pos[j0..j0 + nk]
+            .iter()
+            .fold((i64::MAX, i64::MIN), |(a, b), &p| {
+                (a.min(p as i64), b.max(p as i64))
+            })
+    }
+
+    /// Writes the additive mask of query `i` against keys `j0..j0 + nk` (whose positions span
+    /// `key_range(j0, nk)`) into `bias[..nk]` (0 visible, -inf hidden; the rest of `bias`
+    /// hidden); returns whether any is visible.
+    pub(crate) fn fill_bias_in(
+        &self,
+        i: usize,
+        j0: usize,
+        nk: usize,
+        (kmin, kmax): (i64, i64),
+        bias: &mut [f32],
+    ) -> bool {
         let k_pos = &self.k_pos[j0..j0 + nk];
         let (lo, hi) = self.position_range(i);
         let group = self.group_of(i);
         bias[nk..].fill(f32::NEG_INFINITY);
-        let (kmin, kmax) = k_pos.iter().fold((i64::MAX, i64::MIN), |(a, b), &p| {
-            (a.min(p as i64), b.max(p as i64))
-        });
         if lo <= kmin && kmax <= hi {
             bias[..nk].fill(0.0);
             return nk > 0;
