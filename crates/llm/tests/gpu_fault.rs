@@ -21,13 +21,19 @@ fn own_device() -> Option<Arc<GpuContext>> {
     }
 }
 
+/// Fixture `arch`'s text model with every layer on `ctx`.
+fn on_device(ctx: &Arc<GpuContext>, arch: &str) -> Model {
+    let mut model = Model::load(fixture(&format!("{arch}/model.gguf"))).unwrap();
+    model.place(&llm::Device::Gpu(ctx.clone()), None).unwrap();
+    model
+}
+
 const PROMPT: [u32; 6] = [1, 2, 3, 4, 5, 6];
 
 #[test]
 fn out_of_memory_mid_step_fails_the_step_and_keeps_the_session() {
     let Some(ctx) = own_device() else { return };
-    let mut model = Model::load(fixture("gemma3/model.gguf")).unwrap();
-    model.place(&llm::Device::Gpu(ctx.clone()), None).unwrap();
+    let model = on_device(&ctx, "gemma3");
     let mut session = model.new_session(64, KvType::F16).unwrap();
     session
         .decode_tokens(&model, &PROMPT[..4], Logits::None)
@@ -64,8 +70,7 @@ fn out_of_memory_mid_step_fails_the_step_and_keeps_the_session() {
 #[test]
 fn a_lost_device_fails_every_later_call_at_once() {
     let Some(ctx) = own_device() else { return };
-    let mut model = Model::load(fixture("qwen2vl/model.gguf")).unwrap();
-    model.place(&llm::Device::Gpu(ctx.clone()), None).unwrap();
+    let model = on_device(&ctx, "qwen2vl");
     let mut session = model.new_session(64, KvType::F16).unwrap();
     session
         .decode_tokens(&model, &PROMPT[..3], Logits::Last)

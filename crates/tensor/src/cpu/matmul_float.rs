@@ -17,10 +17,10 @@ use rayon::prelude::*;
 
 use super::gemm;
 use super::simd::{Isa, Simd, dispatch, isa};
+use crate::{DType, Result, Tensor, TensorError};
 
 /// Up to this many activation rows `matmul_wide` streams the weights like `matmul`.
 const DOT_MAX_ROWS: usize = 4;
-use crate::{DType, Result, Tensor, TensorError};
 
 /// Weight elements (m·k) below which the dot path stays on the calling thread.
 const PARALLEL_MIN: usize = 1 << 16;

@@ -345,18 +345,10 @@ impl GpuContext {
         let staging = shared
             .pool
             .take(&shared.device, padded, BufferKind::Readback);
-        {
-            let mut pending = self.lock_pending();
-            let encoder = pending.encoder.get_or_insert_with(|| {
-                shared
-                    .device
-                    .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                        label: Some("mtmd commands"),
-                    })
-            });
-            encoder.copy_buffer_to_buffer(buf.raw(), 0, &staging, 0, padded);
-            self.submit_pending(&mut pending)?;
-        }
+        self.record(0, |encoder| {
+            encoder.copy_buffer_to_buffer(buf.raw(), 0, &staging, 0, padded)
+        })?;
+        self.flush()?;
         let (tx, rx) = std::sync::mpsc::channel();
         staging.map_async(wgpu::MapMode::Read, ..padded, move |r| {
             let _ = tx.send(r);

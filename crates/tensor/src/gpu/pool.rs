@@ -31,6 +31,17 @@ impl BufferKind {
     }
 }
 
+/// The size of a new pooled buffer for `len` bytes: its size class, or near the device's
+/// maximum the exact (4-byte rounded) size, which still fits.
+fn buffer_size(device: &wgpu::Device, len: u64) -> u64 {
+    let class = size_class(len);
+    if class > device.limits().max_buffer_size {
+        len.div_ceil(4) * 4
+    } else {
+        class
+    }
+}
+
 /// Smallest size class holding `len` bytes.
 pub fn size_class(len: u64) -> u64 {
     const MIN: u64 = 256;
@@ -72,11 +83,7 @@ impl BufferPool {
     /// A buffer of at least `len` bytes (usually `size_class(len)`); the caller checked `len`
     /// against the device's maximum buffer size.
     pub fn take(&self, device: &wgpu::Device, len: u64, kind: BufferKind) -> wgpu::Buffer {
-        let mut class = size_class(len);
-        if class > device.limits().max_buffer_size {
-            // Near the device maximum: an exact (4-byte rounded) size still fits.
-            class = len.div_ceil(4) * 4;
-        }
+        let class = buffer_size(device, len);
         let reused = self
             .free
             .lock()
@@ -105,10 +112,7 @@ impl BufferPool {
         bytes: &[u8],
     ) -> crate::Result<wgpu::Buffer> {
         let padded = (bytes.len() as u64).div_ceil(4).max(1) * 4;
-        let mut class = size_class(padded);
-        if class > device.limits().max_buffer_size {
-            class = padded;
-        }
+        let class = buffer_size(device, padded);
         self.created.fetch_add(1, Ordering::Relaxed);
         let buffer = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("mtmd upload"),
