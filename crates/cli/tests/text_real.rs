@@ -140,3 +140,33 @@ fn greedy_run_matches_llama_cpp_continuations() {
         }
     }
 }
+
+#[test]
+fn no_mmap_reads_the_same_model() {
+    for (file, _) in MODELS {
+        let Some(model) = real_model(file) else {
+            continue;
+        };
+        let model = model.to_str().unwrap();
+        let run = |extra: &[&str]| {
+            let mut args = vec![
+                "run",
+                "-m",
+                model,
+                "-p",
+                "The capital of France",
+                "--temp",
+                "0",
+                "-n",
+                "8",
+                "--device",
+                "cpu",
+                "--json",
+            ];
+            args.extend_from_slice(extra);
+            let out: Json = serde_json::from_str(mtmd(&args).trim()).unwrap();
+            ids(&out["tokens"])
+        };
+        assert_eq!(run(&[]), run(&["--no-mmap"]), "{file}");
+    }
+}

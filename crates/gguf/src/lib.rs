@@ -13,7 +13,7 @@ mod writer;
 pub use error::{GgufError, TensorSpan};
 pub use file::{GgufFile, TensorInfo};
 pub use ggml_type::GgmlType;
-pub use mapped::MappedBytes;
+pub use mapped::{LoadMode, MappedBytes, load_mode, set_load_mode};
 pub use value::{Array, Value, ValueType};
 pub use writer::{
     GgufStreamWriter, GgufWriteError, GgufWriter, StreamError, StreamTensor, TensorSink,

@@ -2,9 +2,40 @@
 #![allow(unsafe_code)]
 
 use std::fs::File;
+use std::io::Read;
 use std::ops::{Deref, Range};
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// How model files are brought into memory (process-wide, like llama.cpp's `--no-mmap`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoadMode {
+    /// Map the file read-only: zero-copy, pages shared with the page cache and with other
+    /// processes, a model larger than RAM still runs. The default.
+    Map,
+    /// Read the file into anonymous memory backed by transparent huge pages. Costs a copy
+    /// at load and makes the model private to the process, but the weights then always sit
+    /// in 2 MiB pages: a memory-bound decode streams them ~15% faster than from page-cache
+    /// pages written in 4 KiB pieces (a freshly downloaded file), see docs/performance.md.
+    Read,
+}
+
+static READ_FILES: AtomicBool = AtomicBool::new(false);
+
+/// Sets how later [`MappedBytes::map_file`] calls load files.
+pub fn set_load_mode(mode: LoadMode) {
+    READ_FILES.store(mode == LoadMode::Read, Ordering::Relaxed);
+}
+
+/// The mode [`MappedBytes::map_file`] uses.
+pub fn load_mode() -> LoadMode {
+    if READ_FILES.load(Ordering::Relaxed) {
+        LoadMode::Read
+    } else {
+        LoadMode::Map
+    }
+}
 
 /// Whole-file bytes: a read-only memory map, or an owned buffer (tests, files built in memory).
 enum Backing {
@@ -21,13 +52,27 @@ pub struct MappedBytes {
 }
 
 impl MappedBytes {
-    /// Maps `path` read-only.
+    /// Maps `path` read-only (or reads it, per [`load_mode`]).
     pub fn map_file(path: &Path) -> std::io::Result<Self> {
+        Self::load_file(path, load_mode())
+    }
+
+    /// Brings `path` into memory the way `mode` says.
+    pub fn load_file(path: &Path, mode: LoadMode) -> std::io::Result<Self> {
         let file = File::open(path)?;
-        // SAFETY: the map is read-only. Like every mmap-based model loader (llama.cpp
-        // included) we rely on the file not being truncated while it is in use; a
-        // truncation by another process would fault, not corrupt memory we write.
-        let map = unsafe { memmap2::Mmap::map(&file)? };
+        let map = match mode {
+            LoadMode::Map => {
+                // SAFETY: the map is read-only. Like every mmap-based model loader (llama.cpp
+                // included) we rely on the file not being truncated while it is in use; a
+                // truncation by another process would fault, not corrupt memory we write.
+                let map = unsafe { memmap2::Mmap::map(&file)? };
+                // Lets the page cache use huge folios for what it reads in from now on
+                // (faster streaming of the weights); refused on some systems: no harm.
+                let _ = map.advise(memmap2::Advice::HugePage);
+                map
+            }
+            LoadMode::Read => read_into_huge_pages(file)?,
+        };
         let len = map.len();
         Ok(Self {
             backing: Arc::new(Backing::Map(map)),
@@ -55,10 +100,25 @@ impl MappedBytes {
         })
     }
 
-    /// True when the bytes come from a memory map (not copied into the heap).
+    /// True when the bytes come from a file (mapped or read), not from a `Vec`.
     pub fn is_mapped(&self) -> bool {
         matches!(*self.backing, Backing::Map(_))
     }
+}
+
+/// The whole of `file` in anonymous memory advised for transparent huge pages.
+fn read_into_huge_pages(mut file: File) -> std::io::Result<memmap2::Mmap> {
+    let len = usize::try_from(file.metadata()?.len())
+        .map_err(|_| std::io::Error::other("file larger than the address space"))?;
+    if len == 0 {
+        // Nothing to copy (the GGUF header check then fails with a clear message).
+        // SAFETY: as in `map_file`.
+        return unsafe { memmap2::Mmap::map(&file) };
+    }
+    let mut map = memmap2::MmapMut::map_anon(len)?;
+    let _ = map.advise(memmap2::Advice::HugePage);
+    file.read_exact(&mut map)?;
+    map.make_read_only()
 }
 
 impl Deref for MappedBytes {
@@ -78,5 +138,27 @@ impl std::fmt::Debug for MappedBytes {
             .field("mapped", &self.is_mapped())
             .field("range", &self.range)
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_and_map_give_the_same_bytes() {
+        let dir = std::env::temp_dir().join(format!("gguf-load-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for len in [0usize, 1, 4095, 3 << 20] {
+            let path = dir.join(format!("f{len}"));
+            let bytes: Vec<u8> = (0..len).map(|i| (i * 31 % 251) as u8).collect();
+            std::fs::write(&path, &bytes).unwrap();
+            let mapped = MappedBytes::load_file(&path, LoadMode::Map).unwrap();
+            let read = MappedBytes::load_file(&path, LoadMode::Read).unwrap();
+            assert_eq!(&*mapped, &bytes[..], "mapped, {len} bytes");
+            assert_eq!(&*read, &bytes[..], "read, {len} bytes");
+            assert!(read.is_mapped());
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -309,8 +309,17 @@ impl Decoder {
     }
 
     /// One forward pass over the parts' rows, concatenated in order; `caches[i]` holds
-    /// part i's sequence. Returns each part's logits.
+    /// part i's sequence. Returns each part's logits. Runs on a compute-pool thread
+    /// ([`tensor::cpu::on_compute_pool`]).
     fn forward(
+        &self,
+        caches: &mut [&mut KvCache],
+        parts: &[Part<'_, '_>],
+    ) -> Result<Vec<Vec<f32>>> {
+        tensor::cpu::on_compute_pool(|| self.forward_here(caches, parts))
+    }
+
+    fn forward_here(
         &self,
         caches: &mut [&mut KvCache],
         parts: &[Part<'_, '_>],

@@ -29,11 +29,18 @@ pub struct ComputeArgs {
     /// Keep the media encoder (mmproj) on the CPU when the text model runs on a GPU.
     #[arg(long)]
     pub no_mmproj_offload: bool,
+    /// Read model files into (huge-page) memory instead of mapping them: a copy at load,
+    /// faster generation when the file's cached pages are small (e.g. just downloaded).
+    #[arg(long)]
+    pub no_mmap: bool,
 }
 
 impl ComputeArgs {
     /// Sizes the compute thread pool (once per process).
     pub fn apply(&self) -> Result<()> {
+        if self.no_mmap {
+            gguf::set_load_mode(gguf::LoadMode::Read);
+        }
         set_threads(self.threads)
     }
 

@@ -41,3 +41,13 @@ pub use conv::{Conv1dParams, Conv2dParams, conv1d, conv2d};
 pub use interp::{InterpMode, interpolate_bicubic, interpolate_bilinear};
 pub use pool::{PoolKind, avg_pool2d};
 pub use transpose::transpose;
+
+/// Runs `work` on a thread of rayon's global pool (directly if the caller is one) and waits.
+///
+/// A model step is hundreds of short parallel ops. Issued from outside the pool, each op
+/// wakes the workers and puts the caller to sleep until they finish (futex round trips of
+/// several µs per op); issued from a worker, the other workers are still spinning for work
+/// when the next op arrives. Decode at 2 threads gains ~10% from this.
+pub fn on_compute_pool<R: Send>(work: impl FnOnce() -> R + Send) -> R {
+    rayon::scope(|_| work())
+}

@@ -24,6 +24,10 @@ use crate::quant::blocks::QK32;
 /// Weight rows per call (one f32 lane each).
 pub(super) const GROUP_ROWS: usize = 8;
 
+/// How far ahead of the group being read the kernel prefetches (tuned on the 178 MB Q8_0
+/// output matrix of Gemma 3 270M: one group ahead is too close, 4 too far).
+const PREFETCH_BYTES: usize = 12 * 1024;
+
 /// The legacy format tags the kernel is instantiated for.
 const Q4_0: u8 = 0;
 const Q5_0: u8 = 1;
@@ -169,8 +173,20 @@ unsafe fn group<const T: u8, const C: usize>(
         let ds: [*const f32; C] = std::array::from_fn(|c| a.d.as_ptr().add((c0 + c) * blocks));
         let sums: [*const i32; C] = std::array::from_fn(|c| a.sums.as_ptr().add((c0 + c) * blocks));
         let mut f = [_mm256_setzero_ps(); C];
+        // The 8 rows are read as 8 short streams, which the hardware prefetcher does not
+        // follow far enough ahead; fetch the rows PREFETCH_BYTES on (the same bytes
+        // in address order) at the pace they are consumed. Addresses past the matrix are
+        // never dereferenced: a prefetch does not fault.
+        let group_bytes = GROUP_ROWS * row_bytes;
+        let ahead = w.as_ptr().wrapping_add(group_bytes.max(PREFETCH_BYTES));
+        let per_block = GROUP_ROWS * size;
         for b in 0..blocks {
             let at = b * size;
+            let mut line = b * per_block;
+            while line < (b + 1) * per_block {
+                _mm_prefetch::<_MM_HINT_T1>(ahead.wrapping_add(line).cast());
+                line += 64;
+            }
             let mut wz = [_mm512_setzero_si512(); 4];
             for (i, wz) in wz.iter_mut().enumerate() {
                 let (lo, hi) = (levels::<T>(p[i].add(at)), levels::<T>(p[i + 4].add(at)));
