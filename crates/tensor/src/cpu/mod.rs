@@ -42,12 +42,72 @@ pub use interp::{InterpMode, interpolate_bicubic, interpolate_bilinear};
 pub use pool::{PoolKind, avg_pool2d};
 pub use transpose::transpose;
 
-/// Runs `work` on a thread of rayon's global pool (directly if the caller is one) and waits.
+/// Runs `work` on a thread of rayon's global pool (directly if the caller is one) and waits,
+/// with the pool's other threads kept awake for the duration.
 ///
-/// A model step is hundreds of short parallel ops. Issued from outside the pool, each op
-/// wakes the workers and puts the caller to sleep until they finish (futex round trips of
-/// several µs per op); issued from a worker, the other workers are still spinning for work
-/// when the next op arrives. Decode at 2 threads gains ~10% from this.
+/// A model step is hundreds of short parallel ops separated by short serial ones. Left
+/// alone, rayon's idle workers fall asleep within microseconds, and every op then starts with
+/// a futex wake-up that costs about as much as the op itself (a decode step of Gemma 3 270M
+/// made ~125 of them per token, and 2 threads were no faster than 1 on the layer matrices).
+/// Here every other worker runs a job that executes whatever the step queues and otherwise
+/// spins (yielding the core now and then), until the step ends, like llama.cpp's spinning
+/// thread pool.
 pub fn on_compute_pool<R: Send>(work: impl FnOnce() -> R + Send) -> R {
-    rayon::scope(|_| work())
+    let helpers = rayon::current_num_threads().saturating_sub(1);
+    let done = std::sync::atomic::AtomicBool::new(false);
+    rayon::scope(|s| {
+        let leader = rayon::current_thread_index();
+        for _ in 0..helpers {
+            let done = &done;
+            s.spawn(move |_| stay_awake(done, leader));
+        }
+        // Set even if `work` panics, so the helpers return and the scope can end.
+        struct Finish<'a>(&'a std::sync::atomic::AtomicBool);
+        impl Drop for Finish<'_> {
+            fn drop(&mut self) {
+                self.0.store(true, std::sync::atomic::Ordering::Release);
+            }
+        }
+        let _finish = Finish(&done);
+        work()
+    })
 }
+
+/// A helper of [`on_compute_pool`]: runs the pool's pending jobs until `done`, spinning
+/// between them. Leaves at once on the leader's own thread (it picked its own helper job
+/// while waiting for a join) and after [`STAY_AWAKE_IDLE`] without work (the step is in a
+/// long serial stretch, or another step holds the thread), so nothing can wait on it forever.
+fn stay_awake(done: &std::sync::atomic::AtomicBool, leader: Option<usize>) {
+    use std::sync::atomic::Ordering;
+    if rayon::current_thread_index() == leader {
+        return;
+    }
+    let mut idle_since: Option<std::time::Instant> = None;
+    let mut idle_rounds = 0u32;
+    while !done.load(Ordering::Acquire) {
+        match rayon::yield_now() {
+            Some(rayon::Yield::Executed) => {
+                idle_since = None;
+                idle_rounds = 0;
+            }
+            Some(rayon::Yield::Idle) => {
+                idle_rounds += 1;
+                if idle_rounds.is_multiple_of(64) {
+                    let since = *idle_since.get_or_insert_with(std::time::Instant::now);
+                    if since.elapsed() > STAY_AWAKE_IDLE {
+                        return;
+                    }
+                    // Lets anything else that wants this core run.
+                    std::thread::yield_now();
+                } else {
+                    std::hint::spin_loop();
+                }
+            }
+            None => return,
+        }
+    }
+}
+
+/// How long an [`on_compute_pool`] helper spins without work before it goes back to
+/// rayon's own (sleeping) idle loop.
+const STAY_AWAKE_IDLE: std::time::Duration = std::time::Duration::from_millis(2);

@@ -40,9 +40,10 @@ fn gemm_min_cols(weight: DType, kind: PanelKind) -> usize {
 }
 /// Activation bytes per column tile on the dot path (L2-resident).
 const DOT_TILE_BYTES: usize = 256 * 1024;
-/// Weight bytes below which a dot-path task is not worth a rayon hand-off (~8 us of work;
-/// waking a pool thread from outside the pool costs about that much).
-const MIN_TASK_BYTES: usize = 128 * 1024;
+/// Weight bytes below which a dot-path task is not worth a rayon hand-off (~1.5 us of
+/// streaming; a decode step keeps the pool's workers awake, `cpu::on_compute_pool`, so a
+/// hand-off is a steal, not a wake-up).
+const MIN_TASK_BYTES: usize = 32 * 1024;
 
 /// `out[n, m] = x[n, k] · w[m, k]ᵀ` for a quantized host tensor `w` (any rank; the last
 /// dimension is k), with the detected kernels.
