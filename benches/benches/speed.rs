@@ -141,6 +141,37 @@ fn matvec(c: &mut Criterion, rec: &Recorder, s: &Scale) {
     g.finish();
 }
 
+/// A decode step of several sequences (`n` = 1..16 rows, the server's batch): still
+/// bandwidth-bound, so throughput is bytes of weight read per second; the rows-per-call at
+/// which it stops being so shows where the row kernels should hand over to the GEMM.
+fn matmul_few_rows(c: &mut Criterion, rec: &Recorder, s: &Scale) {
+    // (name, k, m, type): Qwen2.5-0.5B's up projection (Q5_0 in its Q4_K_M file) and down
+    // projection (Q4_K / Q6_K).
+    let cases = [
+        ("qwen25_0p5b_ffn_up", 896, 4864, DType::Q5_0),
+        ("qwen25_0p5b_ffn_up", 896, 4864, DType::Q8_0),
+        ("qwen25_0p5b_ffn_down", 4864, 896, DType::Q4K),
+        ("qwen25_0p5b_ffn_down", 4864, 896, DType::Q6K),
+    ];
+    let mut g = Group::new(c, "matmul_few_rows");
+    g.inner.warm_up_time(Duration::from_millis(300));
+    g.inner.measurement_time(Duration::from_secs(1));
+    for (name, k, m, dtype) in cases {
+        let m = s.tokens(m).next_multiple_of(16);
+        let w = weight(dtype, m, k);
+        let bytes = w.host_bytes().expect("host weight").len() as f64;
+        for n in [1, 2, 4, 8, 16] {
+            let x = data(n * k, 2);
+            let mut out = vec![0f32; n * m];
+            let id = format!("{name}_{k}x{m}_{}_n{n}", dtype.name());
+            rec.bench(&mut g, &id, Work::Bytes(bytes), || {
+                cpu::matmul(&w, black_box(&x), n, &mut out).expect("matmul")
+            });
+        }
+    }
+    g.finish();
+}
+
 /// Whisper's log-mel of one 30 s window (128 bins). FLOP counted as a radix-2 FFT of the
 /// 400-sample frame (5·N·log₂N) plus the filterbank product, per frame.
 fn log_mel(c: &mut Criterion, rec: &Recorder, s: &Scale) {
@@ -173,6 +204,7 @@ fn main() {
     gemm(&mut c, &rec, &scale);
     attention(&mut c, &rec, &scale);
     matvec(&mut c, &rec, &scale);
+    matmul_few_rows(&mut c, &rec, &scale);
     log_mel(&mut c, &rec, &scale);
     c.final_summary();
     let peaks = MachinePeaks::measure(rayon::current_num_threads());

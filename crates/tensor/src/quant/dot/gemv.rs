@@ -73,7 +73,13 @@ pub(super) fn dot_group(
     let mut c = cols.start;
     let mut o = out;
     while c < cols.end {
-        let two = cols.end - c >= 2;
+        // Several columns per pass share the unpacked weight blocks.
+        let step = match cols.end - c {
+            8.. => 8,
+            4..=7 => 4,
+            2 | 3 => 2,
+            _ => 1,
+        };
         // SAFETY: features and all lengths checked above.
         unsafe {
             macro_rules! by_tag {
@@ -86,9 +92,13 @@ pub(super) fn dot_group(
                     }
                 };
             }
-            if two { by_tag!(2) } else { by_tag!(1) }
+            match step {
+                8 => by_tag!(8),
+                4 => by_tag!(4),
+                2 => by_tag!(2),
+                _ => by_tag!(1),
+            }
         }
-        let step = if two { 2 } else { 1 };
         c += step;
         o = &mut o[step * GROUP_ROWS..];
     }
