@@ -152,6 +152,16 @@ pub(super) fn pack_panel(weight: DType, rows: &[&[u8]], k: usize, panel: &mut Pa
         return false;
     }
     panel.reset(k, rows.len(), kind);
+    // The panel's rows are read one after another, then the GEMM computes for a while: the
+    // hardware prefetcher does not run far enough ahead for a small batch (unpacking is then
+    // most of the time). Each row asks for the same row of the next panel (the weight matrix
+    // is contiguous; past its end the hint is simply wasted).
+    for row in rows {
+        super::x86_convert::prefetch_l2(
+            row.as_ptr().wrapping_add(PANEL_ROWS * row_bytes),
+            row_bytes,
+        );
+    }
     if let PanelKind::Legacy { .. } = kind {
         if !pack_legacy(weight, rows, k, panel) {
             return false;

@@ -203,3 +203,15 @@ unsafe fn unpack_legacy_avx2(
         }
     }
 }
+
+/// Asks for the `len` bytes at `start` to be brought into L2. Safe for any address: the
+/// pointer is only offset with wrapping arithmetic and never dereferenced (a prefetch does
+/// not fault).
+pub(super) fn prefetch_l2(start: *const u8, len: usize) {
+    let mut at = 0;
+    while at < len {
+        // SAFETY: SSE is part of x86-64; a prefetch of any address is harmless.
+        unsafe { _mm_prefetch::<_MM_HINT_T1>(start.wrapping_add(at).cast()) };
+        at += 64;
+    }
+}
