@@ -407,7 +407,9 @@ mod bodies {
                 let yd = f32_at(y);
                 let (sc, mins) = k4_scales_mins(x.add(4));
                 let sc = _mm_cvtsi64_si128(sc as i64);
-                let mut isum = _mm256_setzero_si256();
+                // Two integer chains (exact, so the split changes nothing): one chain of
+                // eight dependent multiply-adds was the row kernel's critical path.
+                let (mut isum, mut isum_hi) = (_mm256_setzero_si256(), _mm256_setzero_si256());
                 for j in 0..4 {
                     // 64-value chunk j: low nibbles are sub-block 2j, high nibbles 2j+1.
                     let q = load256(x.add(qs_at + 32 * j));
@@ -423,8 +425,9 @@ mod bodies {
                     let p0 = _mm256_maddubs_epi16(lo, load256(y.add(Q8K_QS + 64 * j)));
                     let p1 = _mm256_maddubs_epi16(hi, load256(y.add(Q8K_QS + 64 * j + 32)));
                     isum = O::madd_i16(isum, p0, splat_u8_as_i16(sc, 2 * j));
-                    isum = O::madd_i16(isum, p1, splat_u8_as_i16(sc, 2 * j + 1));
+                    isum_hi = O::madd_i16(isum_hi, p1, splat_u8_as_i16(sc, 2 * j + 1));
                 }
+                let isum = _mm256_add_epi32(isum, isum_hi);
                 let (d, dmin) = fp16_pair(x);
                 let msum = mins_dot_bsums(mins, y.add(Q8K_BSUMS));
                 acc = fma_s(hsum_epi32(isum) as f32, d * yd, acc);
@@ -460,6 +463,8 @@ mod bodies {
                 let offset = _mm256_madd_epi16(load256(y.add(Q8K_BSUMS)), sc16);
                 let mut isum =
                     _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(offset, 5));
+                // A second integer chain (see `k_with_mins`).
+                let mut isum_odd = _mm256_setzero_si256();
                 for h in 0..2 {
                     let ql0 = load256(x.add(64 * h));
                     let ql1 = load256(x.add(64 * h + 32));
@@ -491,9 +496,14 @@ mod bodies {
                             0x0101_0101_0101_0101 * (2 * run as i64),
                         );
                         let s = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(sc, pick));
-                        isum = O::madd_i16(isum, p, s);
+                        if t % 2 == 0 {
+                            isum = O::madd_i16(isum, p, s);
+                        } else {
+                            isum_odd = O::madd_i16(isum_odd, p, s);
+                        }
                     }
                 }
+                let isum = _mm256_add_epi32(isum, isum_odd);
                 let d = fp16(x.add(208)) * f32_at(y);
                 acc = fma_s(hsum_epi32(isum) as f32, d, acc);
             }
@@ -511,7 +521,8 @@ mod bodies {
                 let x = w.as_ptr().add(i * IQ4XS_BYTES);
                 let y = a.as_ptr().add(i * Q8K_BYTES);
                 let scales_h = u16::from_le_bytes([*x.add(2), *x.add(3)]);
-                let mut isum = _mm256_setzero_si256();
+                // Two integer chains (see `k_with_mins`).
+                let (mut isum, mut isum_odd) = (_mm256_setzero_si256(), _mm256_setzero_si256());
                 for ib in 0..8 {
                     let low = (*x.add(4 + ib / 2) >> (4 * (ib % 2))) & 0x0F;
                     let high = (scales_h >> (2 * ib)) & 3;
@@ -519,8 +530,13 @@ mod bodies {
                     let v = _mm256_shuffle_epi8(table, nibbles_32(x.add(8 + 16 * ib)));
                     let yq = load256(y.add(Q8K_QS + 32 * ib));
                     let p = _mm256_maddubs_epi16(_mm256_sign_epi8(v, v), _mm256_sign_epi8(yq, v));
-                    isum = O::madd_i16(isum, p, _mm256_set1_epi16(ls));
+                    if ib % 2 == 0 {
+                        isum = O::madd_i16(isum, p, _mm256_set1_epi16(ls));
+                    } else {
+                        isum_odd = O::madd_i16(isum_odd, p, _mm256_set1_epi16(ls));
+                    }
                 }
+                let isum = _mm256_add_epi32(isum, isum_odd);
                 let d = fp16(x) * f32_at(y);
                 acc = fma_s(hsum_epi32(isum) as f32, d, acc);
             }
