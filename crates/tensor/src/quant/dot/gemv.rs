@@ -92,9 +92,19 @@ pub(super) fn dot_group(
                     }
                 };
             }
+            macro_rules! wide_by_tag {
+                ($c:literal) => {
+                    match tag {
+                        Q4_0 => group_wide::<Q4_0, $c>(w, row_bytes, rows, acts, c, o),
+                        Q5_0 => group_wide::<Q5_0, $c>(w, row_bytes, rows, acts, c, o),
+                        Q8_0 => group_wide::<Q8_0, $c>(w, row_bytes, rows, acts, c, o),
+                        _ => group_wide::<IQ4_NL, $c>(w, row_bytes, rows, acts, c, o),
+                    }
+                };
+            }
             match step {
-                8 => by_tag!(8),
-                4 => by_tag!(4),
+                8 => wide_by_tag!(8),
+                4 => wide_by_tag!(4),
                 2 => by_tag!(2),
                 _ => by_tag!(1),
             }
@@ -213,6 +223,117 @@ unsafe fn group<const T: u8, const C: usize>(
                 }
                 // Adds -offset * sum(x): the unsigned levels' offset, removed.
                 let isum = _mm256_add_epi32(reduce_rows(v), _mm256_set1_epi32(*sums[c].add(b)));
+                let scale = _mm256_mul_ps(dw, _mm256_set1_ps(*ds[c].add(b)));
+                f[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), scale, f[c]);
+            }
+        }
+        for (c, f) in f.into_iter().enumerate() {
+            _mm256_storeu_ps(out.as_mut_ptr().add(c * GROUP_ROWS), f);
+        }
+    }
+}
+
+/// `l[r]` = the 32 levels of row r; returns `q[j]` with lane r = bytes 4j..4j+4 of row r (an
+/// 8x8 transpose of 32-bit elements).
+#[inline(always)]
+unsafe fn quads_by_row(l: [__m256i; 8]) -> [__m256i; 8] {
+    unsafe {
+        let t = [
+            _mm256_unpacklo_epi32(l[0], l[1]),
+            _mm256_unpackhi_epi32(l[0], l[1]),
+            _mm256_unpacklo_epi32(l[2], l[3]),
+            _mm256_unpackhi_epi32(l[2], l[3]),
+            _mm256_unpacklo_epi32(l[4], l[5]),
+            _mm256_unpackhi_epi32(l[4], l[5]),
+            _mm256_unpacklo_epi32(l[6], l[7]),
+            _mm256_unpackhi_epi32(l[6], l[7]),
+        ];
+        // Per 128-bit half: u[0] = quad 0 (4) of rows 0-3, u[1] quad 1 (5), u[2] 2 (6), u[3] 3 (7);
+        // u[4..8] the same for rows 4-7.
+        let u = [
+            _mm256_unpacklo_epi64(t[0], t[2]),
+            _mm256_unpackhi_epi64(t[0], t[2]),
+            _mm256_unpacklo_epi64(t[1], t[3]),
+            _mm256_unpackhi_epi64(t[1], t[3]),
+            _mm256_unpacklo_epi64(t[4], t[6]),
+            _mm256_unpackhi_epi64(t[4], t[6]),
+            _mm256_unpacklo_epi64(t[5], t[7]),
+            _mm256_unpackhi_epi64(t[5], t[7]),
+        ];
+        [
+            _mm256_permute2x128_si256::<0x20>(u[0], u[4]),
+            _mm256_permute2x128_si256::<0x20>(u[1], u[5]),
+            _mm256_permute2x128_si256::<0x20>(u[2], u[6]),
+            _mm256_permute2x128_si256::<0x20>(u[3], u[7]),
+            _mm256_permute2x128_si256::<0x31>(u[0], u[4]),
+            _mm256_permute2x128_si256::<0x31>(u[1], u[5]),
+            _mm256_permute2x128_si256::<0x31>(u[2], u[6]),
+            _mm256_permute2x128_si256::<0x31>(u[3], u[7]),
+        ]
+    }
+}
+
+/// [`group`] for many columns: the 8 rows' levels are transposed once per block so that a
+/// `dpbusd` against 4 broadcast activation bytes leaves row r's partial sum in lane r (no
+/// per-column reduction). The integer sums are exact and the f32 fold is `group`'s, so the
+/// results are bit-identical to it.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn group_wide<const T: u8, const C: usize>(
+    w: &[u8],
+    row_bytes: usize,
+    rows: usize,
+    a: &GemmActs,
+    c0: usize,
+    out: &mut [f32],
+) {
+    unsafe {
+        let size = match T {
+            Q4_0 | IQ4_NL => 18,
+            Q5_0 => 22,
+            _ => 34,
+        };
+        let blocks = a.k / QK32;
+        let row_at = |r: usize| r.min(rows - 1) * row_bytes;
+        let p: [*const u8; GROUP_ROWS] = std::array::from_fn(|r| w.as_ptr().add(row_at(r)));
+        let idx = _mm256_setr_epi32(
+            row_at(0) as i32,
+            row_at(1) as i32,
+            row_at(2) as i32,
+            row_at(3) as i32,
+            row_at(4) as i32,
+            row_at(5) as i32,
+            row_at(6) as i32,
+            row_at(7) as i32,
+        );
+        let xs: [*const u8; C] = std::array::from_fn(|c| {
+            a.blocks
+                .as_ptr()
+                .add((c0 + c) * blocks * a.block_bytes + a.qs_at)
+        });
+        let ds: [*const f32; C] = std::array::from_fn(|c| a.d.as_ptr().add((c0 + c) * blocks));
+        let sums: [*const i32; C] = std::array::from_fn(|c| a.sums.as_ptr().add((c0 + c) * blocks));
+        let mut f = [_mm256_setzero_ps(); C];
+        let group_bytes = GROUP_ROWS * row_bytes;
+        let ahead = w.as_ptr().wrapping_add(group_bytes.max(PREFETCH_BYTES));
+        let per_block = GROUP_ROWS * size;
+        for b in 0..blocks {
+            let at = b * size;
+            let mut line = b * per_block;
+            while line < (b + 1) * per_block {
+                _mm_prefetch::<_MM_HINT_T1>(ahead.wrapping_add(line).cast());
+                line += 64;
+            }
+            let q = quads_by_row(std::array::from_fn(|r| levels::<T>(p[r].add(at))));
+            let raw = _mm256_i32gather_epi32::<1>(w.as_ptr().add(at).cast(), idx);
+            let dw = _mm256_cvtph_ps(_mm256_cvtepi32_epi16(raw));
+            for c in 0..C {
+                let x = xs[c].add(b * a.block_bytes);
+                // Starts from -offset * sum(x): the unsigned levels' offset, removed.
+                let mut isum = _mm256_set1_epi32(*sums[c].add(b));
+                for (j, q) in q.iter().enumerate() {
+                    let quad = std::ptr::read_unaligned(x.add(4 * j).cast::<i32>());
+                    isum = _mm256_dpbusd_epi32(isum, *q, _mm256_set1_epi32(quad));
+                }
                 let scale = _mm256_mul_ps(dw, _mm256_set1_ps(*ds[c].add(b)));
                 f[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), scale, f[c]);
             }

@@ -28,16 +28,17 @@ use super::{
 use crate::{DType, Result, Tensor, TensorError};
 
 /// From this many activation rows on, packing panels pays for itself. The legacy row-group
-/// kernel takes up to 8 columns per pass over its unpacked blocks and, on weights streamed
-/// from memory, beats pack + GEMM up to 8 rows (a decode step of 8 sequences; at 16 the GEMM
-/// wins: `mtmd bench --parallel`, `cargo bench -p benches -- matmul_few_rows`). K-quant
-/// super-blocks unpack partly in scalar code per column. Q2_K and Q3_K have no SIMD row
-/// kernel in the GEMM's f32 order, so they always take the GEMM.
+/// kernel takes up to 8 columns per pass over its unpacked (and, from 4 columns, transposed)
+/// blocks and, on weights streamed from memory, beats pack + GEMM up to 16 rows: a decode
+/// step of 16 sequences of Qwen2.5-Coder 0.5B, 197 -> 220 t/s aggregate (`mtmd bench
+/// --parallel`; `cargo bench -p benches -- matmul_few_rows` for cache-resident shapes).
+/// K-quant super-blocks unpack partly in scalar code per column. Q2_K and Q3_K have no SIMD
+/// row kernel in the GEMM's f32 order, so they always take the GEMM.
 #[cfg(target_arch = "x86_64")]
 fn gemm_min_cols(weight: DType, kind: PanelKind) -> usize {
     match (weight, kind) {
         (DType::Q2K | DType::Q3K, _) => 1,
-        (_, PanelKind::Legacy { .. }) => 9,
+        (_, PanelKind::Legacy { .. }) => 17,
         (_, PanelKind::KQuant { .. }) => 5,
     }
 }
