@@ -310,12 +310,17 @@ impl Decoder {
 
     /// One forward pass over the parts' rows, concatenated in order; `caches[i]` holds
     /// part i's sequence. Returns each part's logits. Runs on a compute-pool thread
-    /// ([`tensor::cpu::on_compute_pool`]).
+    /// ([`tensor::cpu::on_compute_pool`]) when any layer is on the CPU.
     fn forward(
         &self,
         caches: &mut [&mut KvCache],
         parts: &[Part<'_, '_>],
     ) -> Result<Vec<Vec<f32>>> {
+        if self.first_gpu_layer() == 0 {
+            // The GPU does the work: spinning CPU workers would only take cores from the
+            // driver (or from lavapipe, which is the CPU).
+            return self.forward_here(caches, parts);
+        }
         tensor::cpu::on_compute_pool(|| self.forward_here(caches, parts))
     }
 
