@@ -56,6 +56,8 @@ pub struct Args {
 /// The media row: encoder time and how fast the embeddings go through the text model.
 struct ImageRow {
     kind: mtmd::MediaKind,
+    /// Media chunks of the item: an image's tiles, a clip's 30 s windows.
+    n_chunks: usize,
     n_tokens: usize,
     encode_ms: f64,
     encode_spread: f64,
@@ -71,8 +73,8 @@ impl ImageRow {
     }
 }
 
-/// Encodes the first media chunk of `item` and prefills its embeddings into a fresh session,
-/// `repetitions` times.
+/// Encodes every media chunk of `item` (an image's tiles, a clip's 30 s windows) and prefills
+/// their embeddings into a fresh session, `repetitions` times.
 fn time_media(
     model: Arc<Model>,
     args: &Args,
@@ -86,37 +88,52 @@ fn time_media(
     let ctx = mtmd::Context::new(mmproj, model, params)?;
     let marker = ctx.media_marker().to_string();
     let chunks = ctx.tokenize(&marker, &[item])?;
-    let Some(chunk) = chunks.iter().find_map(|c| c.as_media().cloned()) else {
+    let media: Vec<_> = chunks
+        .iter()
+        .filter_map(|c| c.as_media().cloned())
+        .collect();
+    if media.is_empty() {
         bail!("{}: no media chunk came out of tokenizing", item.id());
-    };
+    }
+    let n_tokens: usize = media.iter().map(|c| c.n_tokens()).sum();
     let model = ctx.model().clone();
     // Warm-up, with the layer progress bar on a terminal (the timed runs go without).
-    let embd = match super::media::encode_progress() {
-        Some(hook) => ctx.encode_with_progress(&chunk, &|done, total| hook(&chunk, done, total))?,
-        None => ctx.encode(&chunk)?,
-    };
+    let mut embds = Vec::with_capacity(media.len());
+    for chunk in &media {
+        embds.push(match super::media::encode_progress() {
+            Some(hook) => {
+                ctx.encode_with_progress(chunk, &|done, total| hook(chunk, done, total))?
+            }
+            None => ctx.encode(chunk)?,
+        });
+    }
     let mut encode_ms = Vec::with_capacity(args.repetitions);
     let mut prefill = Vec::with_capacity(args.repetitions);
     for _ in 0..args.repetitions {
         let t0 = Instant::now();
-        let fresh = ctx.encode(&chunk)?;
+        for chunk in &media {
+            drop(ctx.encode(chunk)?);
+        }
         encode_ms.push(t0.elapsed().as_secs_f64() * 1e3);
-        drop(fresh);
-        let mut session = model.new_session(chunk.n_tokens() + 1, args.compute.kv_type)?;
+        let mut session = model.new_session(n_tokens + 1, args.compute.kv_type)?;
         let t0 = Instant::now();
-        mtmd::eval_media(&model, &mut session, &chunk, &embd)?;
-        prefill.push(chunk.n_tokens() as f64 / t0.elapsed().as_secs_f64());
+        for (chunk, embd) in media.iter().zip(&embds) {
+            mtmd::eval_media(&model, &mut session, chunk, embd)?;
+        }
+        prefill.push(n_tokens as f64 / t0.elapsed().as_secs_f64());
     }
     let (encode_ms, encode_spread) = stats(&encode_ms);
     let (prefill_tokens_per_s, prefill_spread) = stats(&prefill);
+    let flops: Option<Vec<u64>> = media.iter().map(|c| ctx.encode_flops(c)).collect();
     Ok(ImageRow {
         kind: item.kind(),
-        n_tokens: chunk.n_tokens(),
+        n_chunks: media.len(),
+        n_tokens,
         encode_ms,
         encode_spread,
         prefill_tokens_per_s,
         prefill_spread,
-        flops: ctx.encode_flops(&chunk),
+        flops: flops.map(|f| f.iter().sum()),
     })
 }
 
@@ -424,9 +441,11 @@ pub fn run(args: Args) -> Result<()> {
                 img.prefill_tokens_per_s, img.prefill_spread
             )
         );
-        let what = match img.kind {
-            mtmd::MediaKind::Image => "image",
-            mtmd::MediaKind::Audio => "audio (one 30 s window)",
+        let what = match (img.kind, img.n_chunks) {
+            (mtmd::MediaKind::Image, 1) => "image".to_string(),
+            (mtmd::MediaKind::Image, n) => format!("image ({n} tiles)"),
+            (mtmd::MediaKind::Audio, 1) => "audio (one 30 s window)".to_string(),
+            (mtmd::MediaKind::Audio, n) => format!("audio ({n} windows of 30 s)"),
         };
         println!(
             "\n{what}: encode {:.2} ± {:.2} ms (median of {}), prefill of {} tokens {:.2} t/s",
