@@ -167,6 +167,8 @@ fn no_mmap_reads_the_same_model() {
             let out: Json = serde_json::from_str(mtmd(&args).trim()).unwrap();
             ids(&out["tokens"])
         };
-        assert_eq!(run(&[]), run(&["--no-mmap"]), "{file}");
+        let default = run(&[]);
+        assert_eq!(default, run(&["--no-mmap"]), "{file}");
+        assert_eq!(default, run(&["--mmap"]), "{file}");
     }
 }

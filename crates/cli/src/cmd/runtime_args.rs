@@ -29,18 +29,24 @@ pub struct ComputeArgs {
     /// Keep the media encoder (mmproj) on the CPU when the text model runs on a GPU.
     #[arg(long)]
     pub no_mmproj_offload: bool,
-    /// Read model files into (huge-page) memory instead of mapping them: a copy at load,
-    /// faster generation when the file's cached pages are small (e.g. just downloaded).
-    #[arg(long)]
+    /// Always read model files into (huge-page) memory instead of mapping them. The
+    /// default does so when a file takes at most half of the available memory (generation
+    /// streams huge pages faster), and maps it otherwise.
+    #[arg(long, conflicts_with = "mmap")]
     pub no_mmap: bool,
+    /// Always map model files (zero-copy, shared with the page cache and other processes).
+    #[arg(long)]
+    pub mmap: bool,
 }
 
 impl ComputeArgs {
     /// Sizes the compute thread pool (once per process).
     pub fn apply(&self) -> Result<()> {
-        if self.no_mmap {
-            gguf::set_load_mode(gguf::LoadMode::Read);
-        }
+        gguf::set_load_mode(match (self.mmap, self.no_mmap) {
+            (true, _) => gguf::LoadMode::Map,
+            (_, true) => gguf::LoadMode::Read,
+            _ => gguf::LoadMode::Auto,
+        });
         set_threads(self.threads)
     }
 
