@@ -156,6 +156,114 @@ unsafe fn reduce_rows(v: [__m512i; 4]) -> __m256i {
     }
 }
 
+/// What [`group`] and [`group_wide`] share: the rows' and columns' pointers, the scale
+/// gather, and the prefetch of the rows ahead.
+struct Group<const C: usize> {
+    /// Bytes per block of the format.
+    size: usize,
+    blocks: usize,
+    /// Row r's first byte (missing rows of a last, partial group repeat the last row; their
+    /// lanes are dropped).
+    p: [*const u8; GROUP_ROWS],
+    /// Byte offsets of the 8 rows from `base`, for the scale gather.
+    idx: __m256i,
+    base: *const u8,
+    /// Per column: its first block's levels, its block scales, its `-offset * sum(x)` terms.
+    xs: [*const u8; C],
+    ds: [*const f32; C],
+    sums: [*const i32; C],
+    block_bytes: usize,
+    ahead: *const u8,
+}
+
+impl<const C: usize> Group<C> {
+    /// SAFETY: the caller (`dot_group`) checked that `w` holds `rows` (1..=8) rows of
+    /// `row_bytes` and that the activation tables cover columns `c0..c0 + C`.
+    #[inline(always)]
+    unsafe fn new<const T: u8>(
+        w: &[u8],
+        row_bytes: usize,
+        rows: usize,
+        a: &GemmActs,
+        c0: usize,
+    ) -> Self {
+        unsafe {
+            let size = match T {
+                Q4_0 | IQ4_NL => 18,
+                Q5_0 => 22,
+                _ => 34,
+            };
+            let blocks = a.k / QK32;
+            let row_at = |r: usize| r.min(rows - 1) * row_bytes;
+            let idx = _mm256_setr_epi32(
+                row_at(0) as i32,
+                row_at(1) as i32,
+                row_at(2) as i32,
+                row_at(3) as i32,
+                row_at(4) as i32,
+                row_at(5) as i32,
+                row_at(6) as i32,
+                row_at(7) as i32,
+            );
+            // The 8 rows are read as 8 short streams, which the hardware prefetcher does not
+            // follow far enough ahead; `prefetch` fetches the rows PREFETCH_BYTES on (the same
+            // bytes in address order) at the pace they are consumed. Addresses past the matrix
+            // are never dereferenced: a prefetch does not fault.
+            let ahead = w
+                .as_ptr()
+                .wrapping_add((GROUP_ROWS * row_bytes).max(PREFETCH_BYTES));
+            Self {
+                size,
+                blocks,
+                p: std::array::from_fn(|r| w.as_ptr().add(row_at(r))),
+                idx,
+                base: w.as_ptr(),
+                xs: std::array::from_fn(|c| {
+                    a.blocks
+                        .as_ptr()
+                        .add((c0 + c) * blocks * a.block_bytes + a.qs_at)
+                }),
+                ds: std::array::from_fn(|c| a.d.as_ptr().add((c0 + c) * blocks)),
+                sums: std::array::from_fn(|c| a.sums.as_ptr().add((c0 + c) * blocks)),
+                block_bytes: a.block_bytes,
+                ahead,
+            }
+        }
+    }
+
+    /// Prefetches the part of the rows ahead that block `b` of this group corresponds to.
+    #[inline(always)]
+    fn prefetch(&self, b: usize) {
+        let per_block = GROUP_ROWS * self.size;
+        let mut line = b * per_block;
+        while line < (b + 1) * per_block {
+            // SAFETY: a prefetch of any address is harmless; the pointer only wraps.
+            unsafe { _mm_prefetch::<_MM_HINT_T1>(self.ahead.wrapping_add(line).cast()) };
+            line += 64;
+        }
+    }
+
+    /// The f16 scales of the 8 rows' block at byte `at` of each row, as f32 lanes (4 bytes
+    /// read per row: the scale and 2 level bytes).
+    #[inline(always)]
+    unsafe fn row_scales(&self, at: usize) -> __m256 {
+        unsafe {
+            let raw = _mm256_i32gather_epi32::<1>(self.base.add(at).cast(), self.idx);
+            _mm256_cvtph_ps(_mm256_cvtepi32_epi16(raw))
+        }
+    }
+
+    /// Folds block `b`'s integer sums `isum` (lane = row) of column `c` into `f` in the
+    /// GEMM's order: `f = fma(float(isum), d_w * d_x, f)`.
+    #[inline(always)]
+    unsafe fn fold(&self, c: usize, b: usize, isum: __m256i, dw: __m256, f: __m256) -> __m256 {
+        unsafe {
+            let scale = _mm256_mul_ps(dw, _mm256_set1_ps(*self.ds[c].add(b)));
+            _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), scale, f)
+        }
+    }
+}
+
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 unsafe fn group<const T: u8, const C: usize>(
     w: &[u8],
@@ -166,65 +274,26 @@ unsafe fn group<const T: u8, const C: usize>(
     out: &mut [f32],
 ) {
     unsafe {
-        let size = match T {
-            Q4_0 | IQ4_NL => 18,
-            Q5_0 => 22,
-            _ => 34,
-        };
-        let blocks = a.k / QK32;
-        // Missing rows of a last, partial group repeat the last row (their lanes are dropped).
-        let row_at = |r: usize| r.min(rows - 1) * row_bytes;
-        let p: [*const u8; GROUP_ROWS] = std::array::from_fn(|r| w.as_ptr().add(row_at(r)));
-        let idx = _mm256_setr_epi32(
-            row_at(0) as i32,
-            row_at(1) as i32,
-            row_at(2) as i32,
-            row_at(3) as i32,
-            row_at(4) as i32,
-            row_at(5) as i32,
-            row_at(6) as i32,
-            row_at(7) as i32,
-        );
-        let xs: [*const u8; C] = std::array::from_fn(|c| {
-            a.blocks
-                .as_ptr()
-                .add((c0 + c) * blocks * a.block_bytes + a.qs_at)
-        });
-        let ds: [*const f32; C] = std::array::from_fn(|c| a.d.as_ptr().add((c0 + c) * blocks));
-        let sums: [*const i32; C] = std::array::from_fn(|c| a.sums.as_ptr().add((c0 + c) * blocks));
+        let g = Group::<C>::new::<T>(w, row_bytes, rows, a, c0);
         let mut f = [_mm256_setzero_ps(); C];
-        // The 8 rows are read as 8 short streams, which the hardware prefetcher does not
-        // follow far enough ahead; fetch the rows PREFETCH_BYTES on (the same bytes
-        // in address order) at the pace they are consumed. Addresses past the matrix are
-        // never dereferenced: a prefetch does not fault.
-        let group_bytes = GROUP_ROWS * row_bytes;
-        let ahead = w.as_ptr().wrapping_add(group_bytes.max(PREFETCH_BYTES));
-        let per_block = GROUP_ROWS * size;
-        for b in 0..blocks {
-            let at = b * size;
-            let mut line = b * per_block;
-            while line < (b + 1) * per_block {
-                _mm_prefetch::<_MM_HINT_T1>(ahead.wrapping_add(line).cast());
-                line += 64;
-            }
+        for b in 0..g.blocks {
+            g.prefetch(b);
+            let at = b * g.size;
             let mut wz = [_mm512_setzero_si512(); 4];
             for (i, wz) in wz.iter_mut().enumerate() {
-                let (lo, hi) = (levels::<T>(p[i].add(at)), levels::<T>(p[i + 4].add(at)));
+                let (lo, hi) = (levels::<T>(g.p[i].add(at)), levels::<T>(g.p[i + 4].add(at)));
                 *wz = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi);
             }
-            // The f16 scale of each row's block (4 bytes read: the scale and 2 level bytes).
-            let raw = _mm256_i32gather_epi32::<1>(w.as_ptr().add(at).cast(), idx);
-            let dw = _mm256_cvtph_ps(_mm256_cvtepi32_epi16(raw));
-            for c in 0..C {
-                let x = _mm512_broadcast_i64x4(load256(xs[c].add(b * a.block_bytes)));
+            let dw = g.row_scales(at);
+            for (c, f) in f.iter_mut().enumerate() {
+                let x = _mm512_broadcast_i64x4(load256(g.xs[c].add(b * g.block_bytes)));
                 let mut v = [_mm512_setzero_si512(); 4];
                 for (v, wz) in v.iter_mut().zip(wz) {
                     *v = _mm512_dpbusd_epi32(*v, wz, x);
                 }
                 // Adds -offset * sum(x): the unsigned levels' offset, removed.
-                let isum = _mm256_add_epi32(reduce_rows(v), _mm256_set1_epi32(*sums[c].add(b)));
-                let scale = _mm256_mul_ps(dw, _mm256_set1_ps(*ds[c].add(b)));
-                f[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), scale, f[c]);
+                let isum = _mm256_add_epi32(reduce_rows(v), _mm256_set1_epi32(*g.sums[c].add(b)));
+                *f = g.fold(c, b, isum, dw, *f);
             }
         }
         for (c, f) in f.into_iter().enumerate() {
@@ -287,55 +356,22 @@ unsafe fn group_wide<const T: u8, const C: usize>(
     out: &mut [f32],
 ) {
     unsafe {
-        let size = match T {
-            Q4_0 | IQ4_NL => 18,
-            Q5_0 => 22,
-            _ => 34,
-        };
-        let blocks = a.k / QK32;
-        let row_at = |r: usize| r.min(rows - 1) * row_bytes;
-        let p: [*const u8; GROUP_ROWS] = std::array::from_fn(|r| w.as_ptr().add(row_at(r)));
-        let idx = _mm256_setr_epi32(
-            row_at(0) as i32,
-            row_at(1) as i32,
-            row_at(2) as i32,
-            row_at(3) as i32,
-            row_at(4) as i32,
-            row_at(5) as i32,
-            row_at(6) as i32,
-            row_at(7) as i32,
-        );
-        let xs: [*const u8; C] = std::array::from_fn(|c| {
-            a.blocks
-                .as_ptr()
-                .add((c0 + c) * blocks * a.block_bytes + a.qs_at)
-        });
-        let ds: [*const f32; C] = std::array::from_fn(|c| a.d.as_ptr().add((c0 + c) * blocks));
-        let sums: [*const i32; C] = std::array::from_fn(|c| a.sums.as_ptr().add((c0 + c) * blocks));
+        let g = Group::<C>::new::<T>(w, row_bytes, rows, a, c0);
         let mut f = [_mm256_setzero_ps(); C];
-        let group_bytes = GROUP_ROWS * row_bytes;
-        let ahead = w.as_ptr().wrapping_add(group_bytes.max(PREFETCH_BYTES));
-        let per_block = GROUP_ROWS * size;
-        for b in 0..blocks {
-            let at = b * size;
-            let mut line = b * per_block;
-            while line < (b + 1) * per_block {
-                _mm_prefetch::<_MM_HINT_T1>(ahead.wrapping_add(line).cast());
-                line += 64;
-            }
-            let q = quads_by_row(std::array::from_fn(|r| levels::<T>(p[r].add(at))));
-            let raw = _mm256_i32gather_epi32::<1>(w.as_ptr().add(at).cast(), idx);
-            let dw = _mm256_cvtph_ps(_mm256_cvtepi32_epi16(raw));
-            for c in 0..C {
-                let x = xs[c].add(b * a.block_bytes);
+        for b in 0..g.blocks {
+            g.prefetch(b);
+            let at = b * g.size;
+            let q = quads_by_row(std::array::from_fn(|r| levels::<T>(g.p[r].add(at))));
+            let dw = g.row_scales(at);
+            for (c, f) in f.iter_mut().enumerate() {
+                let x = g.xs[c].add(b * g.block_bytes);
                 // Starts from -offset * sum(x): the unsigned levels' offset, removed.
-                let mut isum = _mm256_set1_epi32(*sums[c].add(b));
+                let mut isum = _mm256_set1_epi32(*g.sums[c].add(b));
                 for (j, q) in q.iter().enumerate() {
                     let quad = std::ptr::read_unaligned(x.add(4 * j).cast::<i32>());
                     isum = _mm256_dpbusd_epi32(isum, *q, _mm256_set1_epi32(quad));
                 }
-                let scale = _mm256_mul_ps(dw, _mm256_set1_ps(*ds[c].add(b)));
-                f[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), scale, f[c]);
+                *f = g.fold(c, b, isum, dw, *f);
             }
         }
         for (c, f) in f.into_iter().enumerate() {
