@@ -82,31 +82,23 @@ pub(super) fn dot_group(
         };
         // SAFETY: features and all lengths checked above.
         unsafe {
+            // One instantiation per (format, columns-per-pass); the 4- and 8-column passes
+            // use the transposing kernel.
             macro_rules! by_tag {
-                ($c:literal) => {
+                ($kernel:ident, $c:literal) => {
                     match tag {
-                        Q4_0 => group::<Q4_0, $c>(w, row_bytes, rows, acts, c, o),
-                        Q5_0 => group::<Q5_0, $c>(w, row_bytes, rows, acts, c, o),
-                        Q8_0 => group::<Q8_0, $c>(w, row_bytes, rows, acts, c, o),
-                        _ => group::<IQ4_NL, $c>(w, row_bytes, rows, acts, c, o),
-                    }
-                };
-            }
-            macro_rules! wide_by_tag {
-                ($c:literal) => {
-                    match tag {
-                        Q4_0 => group_wide::<Q4_0, $c>(w, row_bytes, rows, acts, c, o),
-                        Q5_0 => group_wide::<Q5_0, $c>(w, row_bytes, rows, acts, c, o),
-                        Q8_0 => group_wide::<Q8_0, $c>(w, row_bytes, rows, acts, c, o),
-                        _ => group_wide::<IQ4_NL, $c>(w, row_bytes, rows, acts, c, o),
+                        Q4_0 => $kernel::<Q4_0, $c>(w, row_bytes, rows, acts, c, o),
+                        Q5_0 => $kernel::<Q5_0, $c>(w, row_bytes, rows, acts, c, o),
+                        Q8_0 => $kernel::<Q8_0, $c>(w, row_bytes, rows, acts, c, o),
+                        _ => $kernel::<IQ4_NL, $c>(w, row_bytes, rows, acts, c, o),
                     }
                 };
             }
             match step {
-                8 => wide_by_tag!(8),
-                4 => wide_by_tag!(4),
-                2 => by_tag!(2),
-                _ => by_tag!(1),
+                8 => by_tag!(group_wide, 8),
+                4 => by_tag!(group_wide, 4),
+                2 => by_tag!(group, 2),
+                _ => by_tag!(group, 1),
             }
         }
         c += step;
