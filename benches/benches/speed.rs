@@ -52,7 +52,7 @@ fn gemm(c: &mut Criterion, rec: &Recorder, s: &Scale) {
             let id = format!("{name}_{n}x{k}x{m}_{}", dtype.name());
             let flop = 2.0 * (n * k * m) as f64;
             rec.bench(&mut g, &id, Work::Flop(flop), || {
-                cpu::matmul(&w, black_box(&x), n, &mut out).expect("matmul")
+                cpu::matmul_wide(&w, black_box(&x), n, &mut out).expect("matmul")
             });
         }
     }
@@ -165,7 +165,7 @@ fn matmul_few_rows(c: &mut Criterion, rec: &Recorder, s: &Scale) {
             let mut out = vec![0f32; n * m];
             let id = format!("{name}_{k}x{m}_{}_n{n}", dtype.name());
             rec.bench(&mut g, &id, Work::Bytes(bytes), || {
-                cpu::matmul(&w, black_box(&x), n, &mut out).expect("matmul")
+                cpu::matmul_wide(&w, black_box(&x), n, &mut out).expect("matmul")
             });
         }
     }

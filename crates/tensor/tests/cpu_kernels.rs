@@ -283,10 +283,17 @@ fn large_inputs_take_the_parallel_paths() {
     assert_close("softmax (parallel)", cpu::isa(), &got, &want);
 }
 
-/// GEMM shapes with several k slices, column blocks and row blocks, odd everywhere.
+/// GEMM shapes with several k slices, column blocks and row blocks (and several cache blocks
+/// of rows and of k in one task), odd everywhere.
 #[test]
 fn matmul_blocked_shapes() {
-    for &(n, m, k) in &[(37, 301, 517), (5, 1000, 130), (130, 70, 64), (9, 33, 1)] {
+    for &(n, m, k) in &[
+        (37, 301, 517),
+        (5, 1000, 130),
+        (130, 70, 64),
+        (9, 33, 1),
+        (900, 70, 700),
+    ] {
         let w: Vec<f32> = (0..m * k)
             .map(|i| ((i * 31) % 199) as f32 / 199.0 - 0.5)
             .collect();
