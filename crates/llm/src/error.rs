@@ -28,6 +28,14 @@ pub enum LlmError {
         "context is full: {needed} positions needed, context size is {n_ctx} (use a larger -c)"
     )]
     ContextFull { needed: usize, n_ctx: usize },
+    #[error(
+        "the shared KV cache pool is full: {needed} more cells needed, {free} of {capacity} free"
+    )]
+    KvPoolFull {
+        needed: usize,
+        free: usize,
+        capacity: usize,
+    },
     #[error("token id {id} is outside the vocabulary (size {n_vocab})")]
     BadToken { id: u32, n_vocab: usize },
     #[error("batch is malformed: {0}")]

@@ -184,6 +184,14 @@ impl<'m> Generator<'m> {
         Some(token)
     }
 
+    /// Ends generation early with `finish` (e.g. `Length` when the KV cache has no room for
+    /// the next token), flushing held-back text to `on_text`.
+    pub fn stop(&mut self, finish: FinishReason, on_text: &mut dyn FnMut(&str) -> bool) {
+        if !self.done {
+            self.end(finish, on_text);
+        }
+    }
+
     /// Ends with `finish`, flushing text held back for a possible stop string.
     fn end(&mut self, finish: FinishReason, on_text: &mut dyn FnMut(&str) -> bool) -> Option<u32> {
         self.out.finish = finish;

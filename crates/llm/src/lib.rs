@@ -12,6 +12,7 @@ pub mod error;
 pub mod generate;
 pub mod hparams;
 pub mod kv_cache;
+pub mod kv_pool;
 pub mod model;
 #[cfg(feature = "gpu")]
 pub mod offload;
@@ -27,6 +28,7 @@ pub use error::{LlmError, Result};
 pub use generate::{FinishReason, GenerateParams, Generation, Generator, generate};
 pub use hparams::{Arch, HParams};
 pub use kv_cache::{KvCache, KvType};
+pub use kv_pool::{KV_PAGE, KvPool};
 pub use model::{Model, Session, StepInput};
 #[cfg(feature = "gpu")]
 pub use offload::Placement;

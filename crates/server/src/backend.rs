@@ -21,6 +21,8 @@ pub struct ModelInfo {
     /// The model's training context.
     pub n_ctx_train: usize,
     pub n_slots: usize,
+    /// KV cells shared by all slots (a slot holds cells only while it needs them).
+    pub kv_pool_cells: usize,
     pub n_vocab: usize,
     pub n_params: u64,
     pub size_bytes: u64,
@@ -153,6 +155,12 @@ pub struct EngineMetrics {
     pub queue_depth: u64,
     /// Gauge: slots busy now.
     pub slots_busy: u64,
+    /// Gauge: KV cells in the pool shared by the slots (`--kv-pool`).
+    pub kv_pool_cells: u64,
+    /// Gauge: of those, cells leased to slots now (running requests and kept prefixes).
+    pub kv_pool_cells_used: u64,
+    /// Idle slots' cached prefixes dropped to make room in the pool.
+    pub kv_evictions: u64,
     /// Sequences decoded together per scheduler step (continuous batching).
     pub step_sequences: Histogram,
     /// Seconds a request waited in the queue for a slot.

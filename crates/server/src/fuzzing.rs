@@ -27,6 +27,7 @@ fn model_info() -> ModelInfo {
         n_ctx: 4096,
         n_ctx_train: 4096,
         n_slots: 1,
+        kv_pool_cells: 4096,
         n_vocab: 32000,
         n_params: 0,
         size_bytes: 0,

@@ -39,7 +39,7 @@ pub fn render(http: &HttpCounters, engine: Option<EngineMetrics>, slots_total: u
         );
     }
     let m = engine.unwrap_or_default();
-    let series: [(&str, &str, &str, f64); 15] = [
+    let series: [(&str, &str, &str, f64); 18] = [
         (
             "mtmd_requests_finished_total",
             "counter",
@@ -129,6 +129,24 @@ pub fn render(http: &HttpCounters, engine: Option<EngineMetrics>, slots_total: u
             "gauge",
             "Slots (--parallel).",
             slots_total as f64,
+        ),
+        (
+            "mtmd_kv_pool_cells",
+            "gauge",
+            "KV cells shared by the slots (--kv-pool).",
+            m.kv_pool_cells as f64,
+        ),
+        (
+            "mtmd_kv_pool_cells_used",
+            "gauge",
+            "KV cells leased to slots (running requests and kept prefixes).",
+            m.kv_pool_cells_used as f64,
+        ),
+        (
+            "mtmd_kv_evictions_total",
+            "counter",
+            "Idle slots' cached prefixes dropped to make room in the KV pool.",
+            m.kv_evictions as f64,
         ),
     ];
     for (name, kind, help, value) in series {

@@ -82,11 +82,12 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
             Ok(engine) => {
                 let info = engine.info().clone();
                 eprintln!(
-                    "model loaded: {} ({}), {} slots x {} tokens",
+                    "model loaded: {} ({}), {} slots x {} tokens, KV pool of {} cells",
                     info.id,
                     info.modalities().join(", "),
                     info.n_slots,
-                    info.n_ctx
+                    info.n_ctx,
+                    info.kv_pool_cells
                 );
                 state.set_backend(Arc::new(engine));
             }

@@ -62,6 +62,7 @@ fn quick() -> Arc<Quick> {
             n_ctx: 256,
             n_ctx_train: 256,
             n_slots: 1,
+            kv_pool_cells: 0,
             n_vocab: 10,
             n_params: 1,
             size_bytes: 1,

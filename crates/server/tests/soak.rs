@@ -245,6 +245,7 @@ async fn soak() {
         alias: None,
         n_ctx: N_CTX,
         n_slots: 4,
+        kv_pool_cells: 0,
         kv_type: llm::KvType::F16,
         media_cache_bytes: 32 << 20,
         n_threads: None,

@@ -25,6 +25,11 @@ pub struct Args {
     /// Requests served at once (slots); later ones wait in a queue. Also spelled `-np`.
     #[arg(long, visible_alias = "np", default_value_t = 4)]
     pub parallel: usize,
+    /// KV cells shared by all slots (0: parallel x ctx-size). A slot takes cells as its
+    /// request grows, up to ctx-size; idle slots' kept conversations are dropped (least
+    /// recently used first) when running requests need the room.
+    #[arg(long, value_name = "CELLS", default_value_t = 0)]
+    pub kv_pool: usize,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
     /// Require `Authorization: Bearer KEY` on /v1/* and /props (default: $MTMD_API_KEY).
@@ -97,6 +102,7 @@ pub fn run(args: Args) -> Result<()> {
             alias: args.alias,
             n_ctx: args.runtime.ctx_size,
             n_slots: args.parallel,
+            kv_pool_cells: args.kv_pool,
             kv_type: args.runtime.kv_type(),
             media_cache_bytes: args.media_cache_mb.saturating_mul(1 << 20),
             n_threads: args.runtime.threads(),

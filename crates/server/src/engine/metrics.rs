@@ -47,6 +47,7 @@ pub struct Metrics {
     audio_encoded: AtomicU64,
     queue_depth: AtomicU64,
     slots_busy: AtomicU64,
+    kv_evictions: AtomicU64,
     seconds: Mutex<Seconds>,
     histograms: Mutex<Histograms>,
 }
@@ -71,6 +72,11 @@ impl Metrics {
 
     pub fn slot_idle(&self) {
         dec(&self.slots_busy);
+    }
+
+    /// An idle slot's cached prefix was dropped to make room in the KV pool.
+    pub fn kv_evicted(&self) {
+        self.kv_evictions.fetch_add(1, Relaxed);
     }
 
     /// One media chunk ran through the encoder for `time`.
@@ -161,6 +167,8 @@ impl Metrics {
             media_cache_bytes,
             queue_depth: self.queue_depth.load(Relaxed),
             slots_busy: self.slots_busy.load(Relaxed),
+            kv_evictions: self.kv_evictions.load(Relaxed),
+            ..EngineMetrics::default()
         }
     }
 }

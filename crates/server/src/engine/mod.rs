@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use llm::{KvType, Model};
+use llm::{KvPool, KvType, Model};
 use tokio::sync::mpsc;
 
 use crate::backend::{Backend, EngineMetrics, Event, ModelInfo, Request};
@@ -41,6 +41,10 @@ pub struct EngineConfig {
     pub n_ctx: usize,
     /// Slots: requests served at once.
     pub n_slots: usize,
+    /// KV cells shared by all slots (0: `n_slots` x the context size). Each slot still holds
+    /// at most `n_ctx`; idle slots' kept prefixes are dropped, least recently used first,
+    /// when a running request needs their cells.
+    pub kv_pool_cells: usize,
     pub kv_type: KvType,
     /// Bound of the media-embedding cache (images and audio), in bytes (0: no cache).
     pub media_cache_bytes: usize,
@@ -98,6 +102,8 @@ pub(crate) struct Shared {
     pub media: Option<mtmd::Context>,
     /// Cells per slot.
     pub n_ctx: usize,
+    /// The cells all slots lease from.
+    pub kv_pool: Arc<KvPool>,
     pub media_cache: Mutex<MediaCache>,
     pub metrics: Metrics,
 }
@@ -164,26 +170,37 @@ impl Engine {
             return Err(LoadError::NoSlots);
         }
         let n_ctx = model.resolve_n_ctx(config.n_ctx);
+        let pool_cells = match config.kv_pool_cells {
+            0 => n_ctx.saturating_mul(config.n_slots),
+            n => n,
+        };
         let vision = media.as_ref().is_some_and(|m| m.supports_vision());
         let audio = media.as_ref().is_some_and(|m| m.supports_audio());
-        let info = model_info(config, &model, n_ctx, vision, audio);
+        let mut info = model_info(config, &model, n_ctx, vision, audio);
+        info.kv_pool_cells = pool_cells;
         let shared = Arc::new(Shared {
             model,
             media,
             n_ctx,
+            kv_pool: Arc::new(KvPool::new(pool_cells)),
             media_cache: Mutex::new(MediaCache::new(config.media_cache_bytes)),
             metrics: Metrics::default(),
         });
 
         let mut sessions = Vec::with_capacity(config.n_slots);
         for index in 0..config.n_slots {
-            let session = shared
+            let cache_error = |source| LoadError::Cache {
+                slot: index,
+                source,
+            };
+            let mut session = shared
                 .model
                 .new_session(n_ctx, config.kv_type)
-                .map_err(|source| LoadError::Cache {
-                    slot: index,
-                    source,
-                })?;
+                .map_err(cache_error)?;
+            session
+                .cache
+                .attach_pool(shared.kv_pool.clone())
+                .map_err(cache_error)?;
             sessions.push(session);
         }
         let (tx, rx) = std::sync::mpsc::channel::<Msg>();
@@ -250,6 +267,7 @@ fn model_info(
         n_ctx,
         n_ctx_train: model.hparams().n_ctx_train,
         n_slots: config.n_slots,
+        kv_pool_cells: 0,
         n_vocab: model.tokenizer.n_vocab(),
         n_params: model.n_params(),
         device: model.device_summary(),
@@ -290,7 +308,10 @@ impl Backend for Engine {
                 .unwrap_or_else(|p| p.into_inner());
             (c.hits(), c.bytes() as u64)
         };
-        self.shared.metrics.snapshot(hits, bytes)
+        let mut m = self.shared.metrics.snapshot(hits, bytes);
+        m.kv_pool_cells = self.shared.kv_pool.capacity() as u64;
+        m.kv_pool_cells_used = self.shared.kv_pool.used() as u64;
+        m
     }
 }
 

@@ -106,6 +106,13 @@ pub fn prepare(shared: &Shared, job: Job) -> Result<Prepared, (Job, Failure)> {
         ));
         return Err((job, f));
     }
+    let pool = shared.kv_pool.capacity();
+    if n_prompt >= pool {
+        let f = Failure::Invalid(format!(
+            "the prompt has {n_prompt} tokens (media included), the KV pool of all slots holds {pool} (--kv-pool)"
+        ));
+        return Err((job, f));
+    }
     let keys = chunk_keys(&chunks);
     Ok(Prepared {
         request: job.request,
@@ -135,6 +142,8 @@ struct Scheduler<'m> {
     shared: &'m Shared,
     slots: Vec<Slot<'m>>,
     queue: VecDeque<Job>,
+    /// Requests taken from the queue that wait for room in the KV pool (ahead of the queue).
+    held: VecDeque<Prepared>,
     encoder: Option<Sender<EncodeJob>>,
     back: Sender<Msg>,
     counter: u64,
@@ -153,6 +162,7 @@ pub fn run(
         shared: &shared,
         slots,
         queue: VecDeque::new(),
+        held: VecDeque::new(),
         encoder,
         back,
         counter: 0,
@@ -203,10 +213,16 @@ impl<'m> Scheduler<'m> {
     fn has_step(&self) -> bool {
         self.slots.iter().any(Slot::ready)
             || (!self.queue.is_empty() && self.slots.iter().any(Slot::is_idle))
+            || (!self.held.is_empty() && self.slots.iter().all(Slot::is_idle))
     }
 
     /// Forgets queued requests whose clients left, and stops running ones.
     fn drop_departed(&mut self) {
+        let held = self.held.len();
+        self.held.retain(|job| !job.tx.is_closed());
+        for _ in self.held.len()..held {
+            self.shared.metrics.finished_cancelled();
+        }
         let before = self.queue.len();
         self.queue.retain(|job| !job.tx.is_closed());
         for _ in self.queue.len()..before {
@@ -223,25 +239,33 @@ impl<'m> Scheduler<'m> {
         }
     }
 
-    /// Starts queued requests on idle slots, in arrival order.
+    /// Starts queued requests on idle slots, in arrival order, each once the KV pool has
+    /// room for its whole prompt and first token (leased up front, so a prompt never stalls
+    /// half-way for want of cells).
     fn assign(&mut self) {
         while self.slots.iter().any(Slot::is_idle) {
-            let Some(job) = self.queue.pop_front() else {
-                break;
-            };
             let metrics = &self.shared.metrics;
-            metrics.dequeued();
-            metrics.queue_wait(job.submitted.elapsed());
-            let prepared = match prepare(self.shared, job) {
-                Ok(p) => p,
-                Err((job, f)) => {
-                    metrics.failed();
-                    let _ = job.tx.send(Event::Error(f.into()));
-                    continue;
+            let prepared = match self.held.pop_front() {
+                Some(p) => p,
+                None => {
+                    let Some(job) = self.queue.pop_front() else {
+                        break;
+                    };
+                    metrics.dequeued();
+                    metrics.queue_wait(job.submitted.elapsed());
+                    match prepare(self.shared, job) {
+                        Ok(p) => p,
+                        Err((job, f)) => {
+                            metrics.failed();
+                            let _ = job.tx.send(Event::Error(f.into()));
+                            continue;
+                        }
+                    }
                 }
             };
             let Some(i) = pick_slot(&self.slots, &prepared.keys) else {
-                break; // cannot happen: an idle slot exists
+                self.held.push_front(prepared); // cannot happen: an idle slot exists
+                break;
             };
             self.counter += 1;
             let slot = &mut self.slots[i];
@@ -251,7 +275,44 @@ impl<'m> Scheduler<'m> {
                 metrics.slot_idle();
                 metrics.failed();
                 let _ = job.tx.send(Event::Error(f.into()));
+                continue;
             }
+            let need = slot
+                .active
+                .as_ref()
+                .map_or(0, |a| a.job.n_prompt - a.keep + 1);
+            if !self.make_room(i, need) {
+                // Running requests hold the pool: wait until one ends.
+                if let Some(job) = self.slots[i].abandon() {
+                    self.shared.metrics.slot_idle();
+                    self.held.push_front(job);
+                }
+                break;
+            }
+        }
+    }
+
+    /// Leases `extra` more cells to slot `i`'s cache, dropping idle slots' kept prefixes
+    /// (least recently used first) while the pool is short. False when only running
+    /// requests hold the rest.
+    fn make_room(&mut self, i: usize, extra: usize) -> bool {
+        loop {
+            match self.slots[i].session.cache.reserve(extra) {
+                Err(llm::LlmError::KvPoolFull { .. }) => {}
+                // Context overflow is the decode's to report (with the request's numbers).
+                _ => return true,
+            }
+            let victim = (0..self.slots.len())
+                .filter(|&j| j != i && self.slots[j].is_idle())
+                .filter(|&j| self.slots[j].session.cache.leased() > 0)
+                .min_by_key(|&j| self.slots[j].last_used);
+            let Some(j) = victim else {
+                return false;
+            };
+            let sl = &mut self.slots[j];
+            sl.truncate(0);
+            sl.session.cache.release_unused();
+            self.shared.metrics.kv_evicted();
         }
     }
 
@@ -376,7 +437,17 @@ impl<'m> Scheduler<'m> {
         let mut budget = STEP_PROMPT_TOKENS;
         let mut pieces: Vec<(usize, Piece)> = Vec::new();
         let mut any_prompt = false;
+        // Slots whose next token has no cell in the KV pool (prompts are leased at start).
+        let mut blocked: Vec<usize> = Vec::new();
         for i in order {
+            let generating = self.slots[i]
+                .active
+                .as_ref()
+                .is_some_and(|a| a.next_token.is_some());
+            if generating && !self.make_room(i, 1) {
+                blocked.push(i);
+                continue;
+            }
             if let Some(p) = self.slots[i].next_piece(budget, !any_prompt) {
                 if !matches!(p, Piece::Token(_)) {
                     budget = budget.saturating_sub(p.n_rows());
@@ -384,6 +455,20 @@ impl<'m> Scheduler<'m> {
                 }
                 pieces.push((i, p));
             }
+        }
+        let running = self.slots.iter().filter(|s| !s.is_idle()).count();
+        if pieces.is_empty() && !blocked.is_empty() && blocked.len() == running {
+            // Every running request waits for a cell that only another could give back: the
+            // newest ends as if its context were full, and its cells free the others.
+            let newest = blocked
+                .into_iter()
+                .max_by_key(|&i| self.slots[i].active.as_ref().map_or(0, |a| a.serial));
+            if let Some(i) = newest {
+                let o = self.slots[i].stop_for_room();
+                self.finished(o);
+                self.slots[i].session.cache.release_unused();
+            }
+            return;
         }
         if pieces.is_empty() {
             return;
@@ -419,6 +504,10 @@ impl<'m> Scheduler<'m> {
                     self.fail(i, f);
                 }
             }
+        }
+        // Finished requests keep their cells for prefix reuse but not the rest of a page.
+        for slot in self.slots.iter_mut().filter(|s| s.is_idle()) {
+            slot.session.cache.release_unused();
         }
     }
 

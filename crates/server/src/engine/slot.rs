@@ -386,6 +386,21 @@ impl<'m> Slot<'m> {
         }
     }
 
+    /// Ends the running request as if its context were full ("length"): the shared KV pool
+    /// has no cell for its next token and nothing else can give one back.
+    pub fn stop_for_room(&mut self) -> Outcome {
+        if let Some(a) = self.active.as_mut() {
+            a.next_token = None;
+            let tx = &a.job.tx;
+            if let Some(g) = a.generator.as_mut() {
+                g.stop(FinishReason::Length, &mut |piece| {
+                    tx.send(Event::Text(piece.to_string())).is_ok()
+                });
+            }
+        }
+        self.finish()
+    }
+
     /// Ends the slot's request after its generator stopped.
     fn finish(&mut self) -> Outcome {
         let a = self.active.take().expect("an active request");

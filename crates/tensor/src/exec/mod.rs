@@ -80,6 +80,22 @@ impl KvStore {
         }
     }
 
+    /// Frees host rows past the first `len` values (GPU stores keep their allocation).
+    pub fn shrink_to(&mut self, len: usize) {
+        match self {
+            KvStore::F32(d) => {
+                d.truncate(len);
+                d.shrink_to_fit();
+            }
+            KvStore::F16(d) => {
+                d.truncate(len);
+                d.shrink_to_fit();
+            }
+            #[cfg(feature = "gpu")]
+            KvStore::Gpu(_) => {}
+        }
+    }
+
     pub fn size_bytes(&self) -> usize {
         match self {
             KvStore::F32(d) => d.len() * 4,

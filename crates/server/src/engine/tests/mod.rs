@@ -12,6 +12,7 @@ use tokio::sync::mpsc::UnboundedReceiver;
 
 mod audio;
 mod faults;
+mod kv_pool;
 mod lifecycle;
 mod real;
 mod vision;
@@ -30,6 +31,7 @@ fn config(arch: &str, n_slots: usize, n_ctx: usize, vision: bool) -> EngineConfi
         alias: None,
         n_ctx,
         n_slots,
+        kv_pool_cells: 0,
         kv_type: KvType::F16,
         media_cache_bytes: 64 << 20,
         n_threads: None,

@@ -73,6 +73,7 @@ fn info_with(vision: bool, audio: bool) -> ModelInfo {
         n_ctx: 512,
         n_ctx_train: 2048,
         n_slots: 2,
+        kv_pool_cells: 1024,
         n_vocab: 100,
         n_params: 1000,
         size_bytes: 4000,
