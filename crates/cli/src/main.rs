@@ -96,6 +96,11 @@ fn rewrite_short_flags(args: impl IntoIterator<Item = OsString>) -> Vec<OsString
         .collect()
 }
 
+/// Freed large activation buffers are reused instead of being unmapped and faulted back in
+/// each encoder layer (`tensor::alloc`).
+#[global_allocator]
+static ALLOC: tensor::alloc::ReuseLarge = tensor::alloc::ReuseLarge;
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse_from(rewrite_short_flags(std::env::args_os())) {
         Ok(cli) => cli,

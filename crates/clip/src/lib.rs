@@ -23,6 +23,6 @@ pub use bitmap::{Bitmap, BitmapError};
 pub use error::ClipError;
 pub use hparams::EncoderHparams;
 pub use model::ClipModel;
-pub use models::{Embeddings, Encoder};
+pub use models::{Embeddings, EncodeInput, Encoder};
 pub use preprocess::{ImagePiece, Placement};
 pub use projector::{Defaults, Framing, Input, Modality, Projector, TileFraming, TokenLimits};

@@ -7,7 +7,7 @@ use gguf::GgufFile;
 
 use crate::bitmap::Bitmap;
 use crate::hparams::EncoderHparams;
-use crate::models::{Embeddings, Encoder};
+use crate::models::{Embeddings, EncodeInput, Encoder};
 use crate::preprocess::{ImagePiece, Placement, PreprocessParams, PreprocessedImage};
 use crate::projector::{Input, Modality, Projector};
 use crate::tower::Progress;
@@ -165,6 +165,11 @@ impl ClipModel {
         }
     }
 
+    /// The encoder graph (for batched encodes of raw inputs, see [`Encoder::encode_batch`]).
+    pub fn encoder(&self) -> &dyn Encoder {
+        &*self.encoder
+    }
+
     /// Encodes the encoder's input (planar `[3, height, width]` pixels for vision).
     pub fn encode(
         &self,
@@ -271,15 +276,42 @@ impl ClipModel {
         image: &PreprocessedImage,
         progress: Progress<'_>,
     ) -> Result<Embeddings, ClipError> {
-        let (w, h) = (image.width as usize, image.height as usize);
-        let embd = self.encode_with_progress(&image.data, w, h, progress)?;
-        let planned = image.token_grid.nx as usize * image.token_grid.ny as usize;
-        if embd.n_tokens != planned {
+        let mut out = self.encode_images_with_progress(&[image], progress)?;
+        Ok(out.pop().expect("one image, one output"))
+    }
+
+    /// Encodes several preprocessed images (an image's tiles, or several images) in as few
+    /// passes as the encoder allows (see [`Encoder::encode_batch`]), one result each.
+    pub fn encode_images_with_progress(
+        &self,
+        images: &[&PreprocessedImage],
+        progress: Progress<'_>,
+    ) -> Result<Vec<Embeddings>, ClipError> {
+        let inputs: Vec<EncodeInput<'_>> = images
+            .iter()
+            .map(|image| EncodeInput {
+                data: &image.data,
+                width: image.width as usize,
+                height: image.height as usize,
+            })
+            .collect();
+        let out = self.encoder.encode_batch(&inputs, progress)?;
+        if out.len() != images.len() {
             return Err(ClipError::BadImage(format!(
-                "encoder made {} tokens, preprocessing planned {planned}",
-                embd.n_tokens
+                "encoder made {} results for {} images",
+                out.len(),
+                images.len()
             )));
         }
-        Ok(embd)
+        for (embd, image) in out.iter().zip(images) {
+            let planned = image.token_grid.nx as usize * image.token_grid.ny as usize;
+            if embd.n_tokens != planned {
+                return Err(ClipError::BadImage(format!(
+                    "encoder made {} tokens, preprocessing planned {planned}",
+                    embd.n_tokens
+                )));
+            }
+        }
+        Ok(out)
     }
 }

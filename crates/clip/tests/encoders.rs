@@ -57,6 +57,58 @@ fn gemma3_golden() {
     golden("gemma3");
 }
 
+/// Every image of the gemma3 cases in one batched encode (two per tower pass when the
+/// images are large, all at once here) against the reference of each.
+#[test]
+fn gemma3_batched_matches_each_image() {
+    let dir = fixture("gemma3");
+    let model = ClipModel::load(dir.join("mmproj.gguf")).expect("load mmproj");
+    let refs = RefTensors::load(&dir.join("reference.safetensors"));
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("reference.json")).unwrap()).unwrap();
+    let mut inputs = Vec::new();
+    let mut wants = Vec::new();
+    for c in json["cases"].as_object().unwrap().values() {
+        for chunk in c["chunks"].as_array().unwrap() {
+            if chunk["type"] == "image" {
+                let (pshape, pixels) = refs.get(chunk["pixels_tensor"].as_str().unwrap());
+                inputs.push((pixels, pshape[3], pshape[2]));
+                wants.push(refs.get(chunk["embd_tensor"].as_str().unwrap()).1);
+            }
+        }
+    }
+    // Twice over, so that the batch has more than one image even with one case.
+    let inputs: Vec<clip::EncodeInput> = inputs
+        .iter()
+        .chain(&inputs)
+        .map(|&(data, width, height)| clip::EncodeInput {
+            data,
+            width,
+            height,
+        })
+        .collect();
+    assert!(inputs.len() >= 2);
+    let out = model.encoder().encode_batch(&inputs, &|_, _| {}).unwrap();
+    for (k, (got, want)) in out.iter().zip(wants.iter().cycle()).enumerate() {
+        let alone = model
+            .encode(inputs[k].data, inputs[k].width, inputs[k].height)
+            .unwrap();
+        assert_eq!(
+            got.data, alone.data,
+            "image {k}: batched differs from alone"
+        );
+        let max_ref = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let rel = got
+            .data
+            .iter()
+            .zip(want.iter())
+            .fold(0f32, |m, (a, b)| m.max((a - b).abs()))
+            / max_ref;
+        println!("gemma3 batched image {k}: rel {rel:.3e}");
+        assert!(rel <= 3e-3, "image {k}: rel error {rel:.3e}");
+    }
+}
+
 #[test]
 fn unsupported_projector_is_named() {
     let err = clip::registry::lookup("no_such_projector").expect_err("must fail");
@@ -215,6 +267,29 @@ fn golden_from_files(arch: &str) {
         println!(
             "{arch}/{case}: {} pieces, pixels max abs {worst_px:.3e}, embeddings worst rel {worst_rel:.3e}",
             ours.len()
+        );
+        // All pieces in one batched encode: the same values as one by one.
+        let images: Vec<&clip::preprocess::PreprocessedImage> =
+            ours.iter().map(|p| &p.image).collect();
+        let batched = model
+            .encode_images_with_progress(&images, &|_, _| {})
+            .expect("batched encode");
+        for (k, (b, image)) in batched.iter().zip(&images).enumerate() {
+            let alone = model.encode_image(image).expect("encode");
+            assert_eq!(b.n_tokens, alone.n_tokens, "{arch}/{case}/{k}: tokens");
+            let diff = b
+                .data
+                .iter()
+                .zip(&alone.data)
+                .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+            assert!(
+                diff == 0.0,
+                "{arch}/{case}/{k}: batched differs by {diff:.3e}"
+            );
+        }
+        println!(
+            "{arch}/{case}: batched encode of {} pieces equals one by one",
+            images.len()
         );
     }
     assert!(checked > 0);

@@ -204,6 +204,31 @@ impl MediaEncoder for ClipEncoder {
         Ok(embd.data)
     }
 
+    /// Images go through the tower together (see `clip::Encoder::encode_batch`); audio
+    /// windows one by one.
+    fn encode_batch(
+        &self,
+        pieces: &[&PreparedMedia],
+        progress: EncodeProgress<'_>,
+    ) -> Result<Vec<Vec<f32>>, EncoderError> {
+        let images: Option<Vec<&PreprocessedImage>> = pieces
+            .iter()
+            .map(|p| p.data.downcast_ref::<PreprocessedImage>())
+            .collect();
+        let Some(images) = images.filter(|i| i.len() > 1) else {
+            return pieces
+                .iter()
+                .map(|p| self.encode_with_progress(p, progress))
+                .collect();
+        };
+        let run = || self.model.encode_images_with_progress(&images, progress);
+        let out = match &self.pool {
+            Some(pool) => pool.install(run)?,
+            None => run()?,
+        };
+        Ok(out.into_iter().map(|e| e.data).collect())
+    }
+
     fn flops(&self, piece: &PreparedMedia) -> Option<u64> {
         if let Some(mel) = piece.data.downcast_ref::<MelWindow>() {
             return Some(

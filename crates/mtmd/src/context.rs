@@ -8,7 +8,7 @@ use llm::{Model, Session};
 
 use crate::chunk::{Chunk, Chunks, ImagePositions, MediaChunk};
 use crate::clip_encoder::{ClipEncoder, LoadError};
-use crate::encoder::{EncodeProgress, Framing, MediaEncoder};
+use crate::encoder::{EncodeProgress, Framing, MediaEncoder, PreparedMedia};
 use crate::error::{MtmdError, Result};
 use crate::eval::{EvalOutput, eval_chunks};
 use crate::media::{Media, MediaKind};
@@ -264,18 +264,77 @@ impl Context {
         Ok(embd)
     }
 
-    /// Encodes and decodes every chunk into `session`; see [`eval_chunks`].
+    /// Encodes several media chunks in as few encoder passes as the encoder allows (the
+    /// tiles of an image, the images of a prompt or of several requests; libmtmd's batched
+    /// encode), one result each as [`encode`](Self::encode) gives it. Progress (the hook of
+    /// [`set_encode_progress`](Self::set_encode_progress)) is reported against the first
+    /// chunk.
+    pub fn encode_batch(&self, chunks: &[&MediaChunk]) -> Result<Vec<Vec<f32>>> {
+        let Some(first) = chunks.first() else {
+            return Ok(Vec::new());
+        };
+        if chunks.len() == 1 {
+            return Ok(vec![self.encode(first)?]);
+        }
+        let pieces: Vec<&PreparedMedia> = chunks.iter().map(|c| &c.prepared).collect();
+        let hook = |done, total| {
+            if let Some(h) = &self.progress {
+                h(first, done, total)
+            }
+        };
+        let out = self
+            .encoder
+            .encode_batch(&pieces, &hook)
+            .map_err(|source| MtmdError::Encoder {
+                id: first.id.clone(),
+                source,
+            })?;
+        let n_embd = self.encoder.n_embd_out();
+        if out.len() != chunks.len() {
+            return Err(MtmdError::Encoder {
+                id: first.id.clone(),
+                source: format!("{} results for {} chunks", out.len(), chunks.len()).into(),
+            });
+        }
+        for (embd, chunk) in out.iter().zip(chunks) {
+            if embd.len() != chunk.n_tokens() * n_embd {
+                return Err(MtmdError::EmbeddingSize {
+                    id: chunk.id.clone(),
+                    n_tokens: chunk.n_tokens(),
+                    n_embd,
+                    got: embd.len(),
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Encodes and decodes every chunk into `session`; see [`eval_chunks`]. The media
+    /// chunks are encoded first, together ([`encode_batch`](Self::encode_batch)).
     pub fn eval_chunks(
         &self,
         session: &mut Session,
         chunks: &Chunks,
         logits_last: bool,
     ) -> Result<EvalOutput> {
+        let media: Vec<&MediaChunk> = chunks
+            .iter()
+            .filter_map(|c| match c {
+                Chunk::Image(m) | Chunk::Audio(m) => Some(m),
+                Chunk::Text(_) => None,
+            })
+            .collect();
+        let mut embeddings = self.encode_batch(&media)?.into_iter();
         eval_chunks(
             &self.model,
             session,
             chunks,
-            |img| self.encode(img),
+            |m| {
+                embeddings.next().ok_or_else(|| MtmdError::Encoder {
+                    id: m.id.clone(),
+                    source: "this media chunk was not encoded".into(),
+                })
+            },
             logits_last,
         )
     }

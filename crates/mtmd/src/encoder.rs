@@ -75,6 +75,20 @@ pub trait MediaEncoder: Send + Sync {
         self.encode(piece)
     }
 
+    /// Encodes several pieces (an image's tiles, the media of several requests), one result
+    /// each in order, equal to [`encode_with_progress`](Self::encode_with_progress) of each;
+    /// encoders that can run same-size pieces through their tower together override this.
+    fn encode_batch(
+        &self,
+        pieces: &[&PreparedMedia],
+        progress: EncodeProgress<'_>,
+    ) -> Result<Vec<Vec<f32>>, EncoderError> {
+        pieces
+            .iter()
+            .map(|p| self.encode_with_progress(p, progress))
+            .collect()
+    }
+
     /// Approximate floating-point operations of encoding `piece` (for throughput figures);
     /// `None` when the encoder cannot tell.
     fn flops(&self, piece: &PreparedMedia) -> Option<u64> {

@@ -163,6 +163,8 @@ pub struct EngineMetrics {
     pub kv_evictions: u64,
     /// Sequences decoded together per scheduler step (continuous batching).
     pub step_sequences: Histogram,
+    /// Media chunks per encoder pass (an image's tiles and requests' images go together).
+    pub encode_batch_chunks: Histogram,
     /// Seconds a request waited in the queue for a slot.
     pub queue_wait_seconds: Histogram,
     /// Seconds from a request's arrival to its first generated token.

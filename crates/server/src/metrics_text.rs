@@ -162,6 +162,11 @@ pub fn render(http: &HttpCounters, engine: Option<EngineMetrics>, slots_total: u
             &m.step_sequences,
         ),
         (
+            "mtmd_encode_batch_chunks",
+            "Media chunks (images, tiles, audio windows) per batched encoder pass.",
+            &m.encode_batch_chunks,
+        ),
+        (
             "mtmd_queue_wait_seconds",
             "Time requests waited in the queue for a slot.",
             &m.queue_wait_seconds,

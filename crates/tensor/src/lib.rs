@@ -8,6 +8,7 @@
 //! - [`cpu`]: the fast CPU kernels (SIMD picked once at start-up, rayon for threads).
 //! - [`gpu`]: the wgpu backend and its WGSL kernels (`shaders/` in this crate).
 
+pub mod alloc;
 pub mod cpu;
 pub mod exec;
 #[cfg(feature = "gpu")]

@@ -85,7 +85,7 @@ fn time_media(
         device: args.compute.encoder_device()?,
         ..mtmd::ContextParams::default()
     };
-    let ctx = mtmd::Context::new(mmproj, model, params)?;
+    let mut ctx = mtmd::Context::new(mmproj, model, params)?;
     let marker = ctx.media_marker().to_string();
     let chunks = ctx.tokenize(&marker, &[item])?;
     let media: Vec<_> = chunks
@@ -97,23 +97,17 @@ fn time_media(
     }
     let n_tokens: usize = media.iter().map(|c| c.n_tokens()).sum();
     let model = ctx.model().clone();
-    // Warm-up, with the layer progress bar on a terminal (the timed runs go without).
-    let mut embds = Vec::with_capacity(media.len());
-    for chunk in &media {
-        embds.push(match super::media::encode_progress() {
-            Some(hook) => {
-                ctx.encode_with_progress(chunk, &|done, total| hook(chunk, done, total))?
-            }
-            None => ctx.encode(chunk)?,
-        });
-    }
+    // All chunks in one batched encode (as `run` and the server do). Warm-up with the layer
+    // progress bar on a terminal; the timed runs go without.
+    let refs: Vec<&mtmd::MediaChunk> = media.iter().collect();
+    ctx.set_encode_progress(super::media::encode_progress());
+    let embds = ctx.encode_batch(&refs)?;
+    ctx.set_encode_progress(None);
     let mut encode_ms = Vec::with_capacity(args.repetitions);
     let mut prefill = Vec::with_capacity(args.repetitions);
     for _ in 0..args.repetitions {
         let t0 = Instant::now();
-        for chunk in &media {
-            drop(ctx.encode(chunk)?);
-        }
+        drop(ctx.encode_batch(&refs)?);
         encode_ms.push(t0.elapsed().as_secs_f64() * 1e3);
         let mut session = model.new_session(n_tokens + 1, args.compute.kv_type)?;
         let t0 = Instant::now();

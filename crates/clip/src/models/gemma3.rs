@@ -6,11 +6,11 @@ use tensor::cpu;
 
 use crate::ClipError;
 use crate::hparams::EncoderHparams;
-use crate::models::{Embeddings, Encoder};
+use crate::models::{Embeddings, EncodeInput, Encoder, encode_batched};
 use crate::preprocess::fixed_square;
 use crate::projector::{Defaults, Framing, Input, Projector};
 use crate::tower::{Progress, Tower};
-use crate::vit::{self, AttnSetup, Block, Norm, NormKind, WeightLoader};
+use crate::vit::{self, Block, Norm, NormKind, WeightLoader};
 
 pub const PROJECTOR: Projector = Projector {
     name: "gemma3",
@@ -113,6 +113,37 @@ impl Encoder for Gemma3 {
         height: usize,
         progress: Progress<'_>,
     ) -> Result<Embeddings, ClipError> {
+        let input = EncodeInput {
+            data: pixels,
+            width,
+            height,
+        };
+        let mut out = self.encode_batch(&[input], progress)?;
+        Ok(out.pop().expect("one input, one output"))
+    }
+
+    fn encode_batch(
+        &self,
+        inputs: &[EncodeInput<'_>],
+        progress: Progress<'_>,
+    ) -> Result<Vec<Embeddings>, ClipError> {
+        let stem = |i: &EncodeInput<'_>| self.stem(i.data, i.width, i.height);
+        let tail = |x: &[f32], i: &EncodeInput<'_>| self.tail(x, i.width / self.patch);
+        encode_batched(
+            inputs,
+            &self.tower,
+            self.n_embd,
+            self.n_head,
+            &stem,
+            &tail,
+            progress,
+        )
+    }
+}
+
+impl Gemma3 {
+    /// Patch embedding and positions: `[n, n_embd]` tokens.
+    fn stem(&self, pixels: &[f32], width: usize, height: usize) -> Result<Vec<f32>, ClipError> {
         vit::check_pixels(pixels, width, height, self.patch)?;
         let side = width / self.patch;
         let n = side * side;
@@ -122,25 +153,31 @@ impl Encoder for Gemma3 {
                 self.pos_embd.len() / self.n_embd
             )));
         }
-        let d = self.n_embd;
         let mut x = vit::patch_embed(pixels, width, height, &self.patch_w, self.patch)?;
         if let Some(b) = &self.patch_b {
             cpu::add_rows(&mut x, b);
         }
         cpu::add(&mut x, &self.pos_embd);
-        let setup = AttnSetup {
-            n_head: self.n_head,
-            rope: None,
-            windows: None,
+        Ok(x)
+    }
+
+    /// Post-norm, 2-D average pooling, soft-embedding norm and the input projection of the
+    /// tower's output for a `side x side` patch grid.
+    fn tail(&self, x: &[f32], side: usize) -> Result<Embeddings, ClipError> {
+        let d = self.n_embd;
+        let n = side * side;
+        let normed_x;
+        let x = match &self.post_ln {
+            Some(ln) => {
+                normed_x = ln.forward(x);
+                &normed_x[..]
+            }
+            None => x,
         };
-        self.tower.run_all(&mut x, n, &setup, progress)?;
-        if let Some(ln) = &self.post_ln {
-            x = ln.forward(&x);
-        }
         // Pool the patch grid channel by channel: [n, d] -> [d, side, side] -> [d, g, g].
         let g = side / self.n_merge;
         let mut chw = vec![0f32; n * d];
-        cpu::transpose(&x, n, d, &mut chw);
+        cpu::transpose(x, n, d, &mut chw);
         let mut pooled = vec![0f32; d * g * g];
         cpu::avg_pool2d(
             &chw,

@@ -10,14 +10,14 @@ use tensor::cpu;
 use crate::ClipError;
 use crate::bitmap::Bitmap;
 use crate::hparams::EncoderHparams;
-use crate::models::{Embeddings, Encoder};
+use crate::models::{Embeddings, EncodeInput, Encoder, encode_batched};
 use crate::preprocess::{
     ImagePiece, Placement, PreprocessError, PreprocessParams, PreprocessedImage, ResizeFilter,
     TokenGrid, crop, normalize_planar, resize::resize,
 };
 use crate::projector::{Defaults, Framing, Input, Projector, TileFraming};
 use crate::tower::{Progress, Tower};
-use crate::vit::{self, AttnSetup, Block, Linear, Norm, NormKind, WeightLoader};
+use crate::vit::{self, Block, Linear, Norm, NormKind, WeightLoader};
 
 pub const PROJECTOR: Projector = Projector {
     name: "idefics3",
@@ -219,6 +219,38 @@ impl Encoder for Idefics3 {
         height: usize,
         progress: Progress<'_>,
     ) -> Result<Embeddings, ClipError> {
+        let input = EncodeInput {
+            data: pixels,
+            width,
+            height,
+        };
+        let mut out = self.encode_batch(&[input], progress)?;
+        Ok(out.pop().expect("one input, one output"))
+    }
+
+    /// The tiles of an image (and the overview) go through the tower in one pass.
+    fn encode_batch(
+        &self,
+        inputs: &[EncodeInput<'_>],
+        progress: Progress<'_>,
+    ) -> Result<Vec<Embeddings>, ClipError> {
+        let stem = |i: &EncodeInput<'_>| self.stem(i.data, i.width, i.height);
+        let tail = |x: &[f32], i: &EncodeInput<'_>| self.tail(x, i.width / self.patch);
+        encode_batched(
+            inputs,
+            &self.tower,
+            self.n_embd,
+            self.n_head,
+            &stem,
+            &tail,
+            progress,
+        )
+    }
+}
+
+impl Idefics3 {
+    /// Patch embedding, positions and the optional pre-norm: `[n, n_embd]` tokens.
+    fn stem(&self, pixels: &[f32], width: usize, height: usize) -> Result<Vec<f32>, ClipError> {
         vit::check_pixels(pixels, width, height, self.patch * self.scale)?;
         let d = self.n_embd;
         let side = width / self.patch;
@@ -237,17 +269,22 @@ impl Encoder for Idefics3 {
         if let Some(ln) = &self.pre_ln {
             x = ln.forward(&x);
         }
-        let setup = AttnSetup {
-            n_head: self.n_head,
-            rope: None,
-            windows: None,
+        Ok(x)
+    }
+
+    /// Post-norm, pixel shuffle and projection of the tower's output for a `side x side`
+    /// patch grid.
+    fn tail(&self, x: &[f32], side: usize) -> Result<Embeddings, ClipError> {
+        let normed_x;
+        let x = match &self.post_ln {
+            Some(ln) => {
+                normed_x = ln.forward(x);
+                &normed_x[..]
+            }
+            None => x,
         };
-        self.tower.run_all(&mut x, n, &setup, progress)?;
-        if let Some(ln) = &self.post_ln {
-            x = ln.forward(&x);
-        }
         let g = side / self.scale;
-        let merged = pixel_shuffle(&x, side, d, self.scale);
+        let merged = pixel_shuffle(x, side, self.n_embd, self.scale);
         let data = self.fc.forward(&merged, g * g)?;
         Ok(Embeddings {
             n_tokens: g * g,

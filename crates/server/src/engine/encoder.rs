@@ -1,6 +1,8 @@
 //! The media encoder thread: runs images and audio windows through the mmproj beside the
-//! scheduler, so an upload never stalls the other requests' streams. Results go into the
-//! media cache and back to the scheduler.
+//! scheduler, so an upload never stalls the other requests' streams. The chunks waiting
+//! when it looks (an image's tiles, the images of one request or of requests that arrived
+//! together) go through the encoder in one batched pass. Results go into the media cache
+//! and back to the scheduler.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -23,51 +25,115 @@ pub struct EncodeJob {
     pub back: Sender<Msg>,
 }
 
+/// Chunks taken into one batched encode at most (the encoder bounds its passes by tokens).
+const MAX_BATCH: usize = 32;
+
 pub fn run(shared: Arc<Shared>, rx: Receiver<EncodeJob>) {
-    while let Ok(job) = rx.recv() {
-        // Someone else may have encoded the same piece meanwhile.
-        let hit = shared
-            .media_cache
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&job.key);
-        let result = match hit {
-            Some(e) => Ok(e),
-            None => encode(&shared, &job.key, &job.media),
-        };
-        let msg = Msg::Encoded {
-            slot: job.slot,
-            serial: job.serial,
-            result,
-        };
-        if job.back.send(msg).is_err() {
-            break;
+    while let Ok(first) = rx.recv() {
+        let mut jobs = vec![first];
+        while jobs.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => jobs.push(job),
+                Err(_) => break,
+            }
+        }
+        // Someone else may have encoded the same pieces meanwhile.
+        let mut todo = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            let hit = shared
+                .media_cache
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&job.key);
+            match hit {
+                Some(e) => {
+                    if !answer(&job, Ok(e)) {
+                        return;
+                    }
+                }
+                None => todo.push(job),
+            }
+        }
+        for (job, result) in encode_jobs(&shared, &todo) {
+            if !answer(job, result) {
+                return;
+            }
         }
     }
 }
 
-fn encode(shared: &Shared, key: &str, media: &MediaChunk) -> Result<Arc<Vec<f32>>, Failure> {
-    let ctx = shared
-        .media
-        .as_ref()
-        .ok_or_else(|| Failure::Invalid(no_encoder(media.kind)))?;
-    let start = Instant::now();
-    let out = std::panic::catch_unwind(AssertUnwindSafe(|| ctx.encode(media)));
-    let embd = match out {
-        Ok(Ok(e)) => Arc::new(e),
-        Ok(Err(e)) => return Err(classify_mtmd(e)),
-        Err(panic) => {
-            return Err(Failure::Internal(format!(
-                "the engine failed while serving this request: {}",
-                panic_text(&*panic)
-            )));
-        }
+/// Sends `job`'s result to the scheduler; false once the scheduler is gone.
+fn answer(job: &EncodeJob, result: Result<Arc<Vec<f32>>, Failure>) -> bool {
+    let msg = Msg::Encoded {
+        slot: job.slot,
+        serial: job.serial,
+        key: job.key.clone(),
+        result,
     };
-    shared.metrics.media_encoded(media.kind, start.elapsed());
+    job.back.send(msg).is_ok()
+}
+
+type Answer<'a> = (&'a EncodeJob, Result<Arc<Vec<f32>>, Failure>);
+
+/// Encodes `jobs` in one batch; when the batch fails, each alone, so that only the media at
+/// fault fails.
+fn encode_jobs<'a>(shared: &Shared, jobs: &'a [EncodeJob]) -> Vec<Answer<'a>> {
+    let Some(ctx) = shared.media.as_ref() else {
+        return jobs
+            .iter()
+            .map(|j| (j, Err(Failure::Invalid(no_encoder(j.media.kind)))))
+            .collect();
+    };
+    if jobs.len() > 1 {
+        let chunks: Vec<&MediaChunk> = jobs.iter().map(|j| &j.media).collect();
+        let start = Instant::now();
+        let out = std::panic::catch_unwind(AssertUnwindSafe(|| ctx.encode_batch(&chunks)));
+        if let Ok(Ok(embds)) = out {
+            shared.metrics.encode_batch(jobs.len());
+            let each = start.elapsed() / jobs.len() as u32;
+            return jobs
+                .iter()
+                .zip(embds)
+                .map(|(job, e)| (job, Ok(finish(shared, job, e, each))))
+                .collect();
+        }
+    }
+    jobs.iter()
+        .map(|job| (job, encode_one(shared, ctx, job)))
+        .collect()
+}
+
+fn encode_one(
+    shared: &Shared,
+    ctx: &mtmd::Context,
+    job: &EncodeJob,
+) -> Result<Arc<Vec<f32>>, Failure> {
+    let start = Instant::now();
+    shared.metrics.encode_batch(1);
+    let out = std::panic::catch_unwind(AssertUnwindSafe(|| ctx.encode(&job.media)));
+    match out {
+        Ok(Ok(e)) => Ok(finish(shared, job, e, start.elapsed())),
+        Ok(Err(e)) => Err(classify_mtmd(e)),
+        Err(panic) => Err(Failure::Internal(format!(
+            "the engine failed while serving this request: {}",
+            panic_text(&*panic)
+        ))),
+    }
+}
+
+/// Counts an encoded chunk and caches its embeddings.
+fn finish(
+    shared: &Shared,
+    job: &EncodeJob,
+    embd: Vec<f32>,
+    time: std::time::Duration,
+) -> Arc<Vec<f32>> {
+    let embd = Arc::new(embd);
+    shared.metrics.media_encoded(job.media.kind, time);
     shared
         .media_cache
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .insert(key, embd.clone());
-    Ok(embd)
+        .insert(&job.key, embd.clone());
+    embd
 }

@@ -15,6 +15,7 @@ const SECONDS_BOUNDS: [f64; 12] = [
 
 struct Histograms {
     step_sequences: Histogram,
+    encode_batch: Histogram,
     queue_wait: Histogram,
     first_token: Histogram,
 }
@@ -23,6 +24,7 @@ impl Default for Histograms {
     fn default() -> Self {
         Self {
             step_sequences: Histogram::with_bounds(&SEQUENCE_BOUNDS),
+            encode_batch: Histogram::with_bounds(&SEQUENCE_BOUNDS),
             queue_wait: Histogram::with_bounds(&SECONDS_BOUNDS),
             first_token: Histogram::with_bounds(&SECONDS_BOUNDS),
         }
@@ -135,6 +137,11 @@ impl Metrics {
         self.with_histograms(|h| h.step_sequences.observe(sequences as f64));
     }
 
+    /// One encoder pass took `chunks` media chunks.
+    pub fn encode_batch(&self, chunks: usize) {
+        self.with_histograms(|h| h.encode_batch.observe(chunks as f64));
+    }
+
     fn with_histograms(&self, f: impl FnOnce(&mut Histograms)) {
         let mut h = self.histograms.lock().unwrap_or_else(|p| p.into_inner());
         f(&mut h);
@@ -151,6 +158,7 @@ impl Metrics {
         let h = self.histograms.lock().unwrap_or_else(|p| p.into_inner());
         EngineMetrics {
             step_sequences: h.step_sequences.clone(),
+            encode_batch_chunks: h.encode_batch.clone(),
             queue_wait_seconds: h.queue_wait.clone(),
             time_to_first_token_seconds: h.first_token.clone(),
             requests_finished: self.requests_finished.load(Relaxed),

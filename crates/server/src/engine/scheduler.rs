@@ -16,14 +16,15 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
 use llm::{Session, StepInput};
-use mtmd::{CellKey, Chunk, Chunks, chunk_keys};
+use mtmd::{CellKey, Chunk, Chunks, MediaChunk, chunk_keys};
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::Shared;
 use super::encoder::EncodeJob;
 use super::media_cache::Embeddings;
 use super::slot::{
-    After, Failure, Outcome, Piece, Slot, classify_llm, classify_mtmd, no_encoder, panic_text,
+    After, Failure, Outcome, Piece, Slot, classify_llm, classify_mtmd, media_key, no_encoder,
+    panic_text,
 };
 use crate::backend::{EngineError, Event, FinishReason, Prompt, Request};
 
@@ -47,6 +48,7 @@ pub enum Msg {
     Encoded {
         slot: usize,
         serial: u64,
+        key: String,
         result: Result<Embeddings, Failure>,
     },
     Shutdown,
@@ -189,8 +191,9 @@ pub fn run(
                 Msg::Encoded {
                     slot,
                     serial,
+                    key,
                     result,
-                } => s.encoded(slot, serial, result),
+                } => s.encoded(slot, serial, &key, result),
                 Msg::Shutdown => shutdown = true,
             }
         }
@@ -316,53 +319,57 @@ impl<'m> Scheduler<'m> {
         }
     }
 
-    /// Gets the embeddings every waiting slot needs: from the media cache, else asks the
-    /// encoder (once per chunk).
+    /// Gets the embeddings of every media chunk of newly started requests: from the media
+    /// cache, else from the encoder, all of a request's chunks at once (the encoder thread
+    /// batches what arrives together).
     fn request_media(&mut self) {
         for i in 0..self.slots.len() {
-            let Some(media) = self.slots[i].wanted_media() else {
+            let wanted: Vec<MediaChunk> =
+                self.slots[i].wanted_media().into_iter().cloned().collect();
+            let Some(a) = self.slots[i].active.as_mut() else {
                 continue;
             };
-            let a = self.slots[i].active.as_ref().expect("active");
-            if a.encoding {
-                continue;
-            }
-            let key = format!("{}/{}", media.id, media.piece);
-            let hit = self
-                .shared
-                .media_cache
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .get(&key);
+            a.requested = true;
             let serial = a.serial;
-            if let Some(embd) = hit {
-                self.encoded(i, serial, Ok(embd));
-                continue;
-            }
-            let Some(encoder) = &self.encoder else {
-                let f = Failure::Invalid(no_encoder(media.kind));
-                self.fail(i, f);
-                continue;
-            };
-            let job = EncodeJob {
-                slot: i,
-                serial,
-                key,
-                media: media.clone(),
-                back: self.back.clone(),
-            };
-            if encoder.send(job).is_err() {
-                self.fail(i, Failure::Internal("the media encoder has stopped".into()));
-                continue;
-            }
-            if let Some(a) = self.slots[i].active.as_mut() {
-                a.encoding = true;
+            for media in wanted {
+                let key = media_key(&media);
+                let hit = self
+                    .shared
+                    .media_cache
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get(&key);
+                if let Some(embd) = hit {
+                    self.encoded(i, serial, &key, Ok(embd));
+                    continue;
+                }
+                let Some(encoder) = &self.encoder else {
+                    self.fail(i, Failure::Invalid(no_encoder(media.kind)));
+                    break;
+                };
+                let job = EncodeJob {
+                    slot: i,
+                    serial,
+                    key,
+                    media,
+                    back: self.back.clone(),
+                };
+                if encoder.send(job).is_err() {
+                    self.fail(i, Failure::Internal("the media encoder has stopped".into()));
+                    break;
+                }
             }
         }
     }
 
-    /// Embeddings for slot `slot`'s front media chunk arrived.
-    fn encoded(&mut self, slot: usize, serial: u64, result: Result<Embeddings, Failure>) {
+    /// Embeddings for the media chunk `key` of slot `slot`'s request arrived.
+    fn encoded(
+        &mut self,
+        slot: usize,
+        serial: u64,
+        key: &str,
+        result: Result<Embeddings, Failure>,
+    ) {
         let n_embd = self.shared.model.hparams().n_embd_inp();
         let Some(sl) = self.slots.get_mut(slot) else {
             return;
@@ -371,7 +378,7 @@ impl<'m> Scheduler<'m> {
         if sl.active.as_ref().is_none_or(|a| a.serial != serial) {
             return;
         }
-        let Some(media) = sl.wanted_media() else {
+        let Some(media) = sl.media_chunk(key) else {
             return;
         };
         let n_tokens = media.n_tokens();
@@ -379,7 +386,7 @@ impl<'m> Scheduler<'m> {
         match result {
             Ok(embd) if embd.len() == n_tokens * n_embd => {
                 if let Some(a) = sl.active.as_mut() {
-                    a.media = Some(embd);
+                    a.media.insert(key.to_string(), embd);
                 }
             }
             Ok(embd) => {

@@ -7,7 +7,7 @@
 //! chunks whole, each waiting for its embeddings when the encoder has not made them yet),
 //! then one generated token per step until the generator stops.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use llm::{GenerateParams, Generator, LlmError, Logits, Model, Session};
@@ -60,6 +60,11 @@ pub fn classify_mtmd(e: MtmdError) -> Failure {
     }
 }
 
+/// The media cache's key of a chunk: its item's content hash and the piece.
+pub fn media_key(m: &MediaChunk) -> String {
+    format!("{}/{}", m.id, m.piece)
+}
+
 /// The refusal of media of `kind` by a model loaded without an mmproj.
 pub fn no_encoder(kind: mtmd::MediaKind) -> String {
     format!(
@@ -95,10 +100,11 @@ pub struct Active<'m> {
     /// Prompt cells in the cache so far (reused or evaluated).
     pub done_cells: usize,
     pub work: VecDeque<Work>,
-    /// Embeddings of the media chunk at the front of `work`, once known.
-    pub media: Option<Embeddings>,
-    /// The encoder was asked for the front media chunk.
-    pub encoding: bool,
+    /// Embeddings of the request's media chunks as they arrive, by [`media_key`].
+    pub media: HashMap<String, Embeddings>,
+    /// Every media chunk of the request was asked for (at once, so the encoder can batch
+    /// an image's tiles and the images of a prompt).
+    pub requested: bool,
     pub assigned: Instant,
     pub prompt_time: Duration,
     /// Set when the prompt is evaluated: samples the answer.
@@ -233,8 +239,8 @@ impl<'m> Slot<'m> {
             keep,
             done_cells: keep,
             work,
-            media: None,
-            encoding: false,
+            media: HashMap::new(),
+            requested: false,
             assigned: Instant::now(),
             prompt_time: Duration::ZERO,
             generator: None,
@@ -250,17 +256,31 @@ impl<'m> Slot<'m> {
         self.active.as_ref().is_some_and(|a| {
             a.next_token.is_some()
                 || matches!(a.work.front(), Some(Work::Text { .. }))
-                || a.media.is_some()
+                || matches!(a.work.front(), Some(Work::Media(m)) if a.media.contains_key(&media_key(m)))
         })
     }
 
-    /// The media chunk this slot waits for, if its embeddings are not there yet.
-    pub fn wanted_media(&self) -> Option<&MediaChunk> {
-        let a = self.active.as_ref()?;
-        match a.work.front() {
-            Some(Work::Media(m)) if a.media.is_none() => Some(m),
+    /// The media chunks of this slot's request still to be asked for: all of them at first,
+    /// then none.
+    pub fn wanted_media(&self) -> Vec<&MediaChunk> {
+        let Some(a) = self.active.as_ref().filter(|a| !a.requested) else {
+            return Vec::new();
+        };
+        a.work
+            .iter()
+            .filter_map(|w| match w {
+                Work::Media(m) if !a.media.contains_key(&media_key(m)) => Some(m),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The request's media chunk of cache key `key`, if it has one left to evaluate.
+    pub fn media_chunk(&self, key: &str) -> Option<&MediaChunk> {
+        self.active.as_ref()?.work.iter().find_map(|w| match w {
+            Work::Media(m) if media_key(m) == key => Some(m),
             _ => None,
-        }
+        })
     }
 
     /// This slot's part of the next step, taking at most `budget` prompt rows (a media
@@ -287,7 +307,7 @@ impl<'m> Slot<'m> {
                 })
             }
             Work::Media(m) => {
-                let embd = a.media.clone()?;
+                let embd = a.media.get(&media_key(m))?.clone();
                 if m.n_tokens() > budget && !may_exceed {
                     return None;
                 }
@@ -299,8 +319,6 @@ impl<'m> Slot<'m> {
                     n_tokens: m.n_tokens(),
                 };
                 a.work.pop_front();
-                a.media = None;
-                a.encoding = false;
                 Some(piece)
             }
         }

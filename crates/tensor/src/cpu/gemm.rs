@@ -135,8 +135,10 @@ impl BlockOut {
     }
 }
 
-/// Splits the output into blocks: weight-row blocks first (each packs its weights once),
-/// then x rows, until every thread has several tasks and their count divides evenly.
+/// Splits the output into blocks: as few weight-row blocks as `NC_MAX` allows (every task
+/// reads all x rows of its block once, so more column blocks mean more passes over x, which
+/// for a batch of many tiles comes from memory), then x rows until every thread has several
+/// tasks and their count divides evenly.
 fn plan(n: usize, m: usize, k: usize, mr: usize, nr: usize) -> Vec<Block> {
     let threads = rayon::current_num_threads();
     if n * m * k < PARALLEL_MIN_MACS || threads == 1 {
@@ -147,7 +149,9 @@ fn plan(n: usize, m: usize, k: usize, mr: usize, nr: usize) -> Vec<Block> {
             cols: m,
         }];
     }
-    let nc = m.div_ceil(4 * threads).div_ceil(nr).clamp(1, NC_MAX / nr) * nr;
+    let col_panels = m.div_ceil(nr);
+    let col_blocks = col_panels.div_ceil(NC_MAX / nr);
+    let nc = col_panels.div_ceil(col_blocks) * nr;
     let col_blocks = m.div_ceil(nc);
     let panels = n.div_ceil(mr);
     // Row blocks of whole panels, at least MIN_ROW_PANELS each (the weight block is packed

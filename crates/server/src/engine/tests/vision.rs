@@ -190,3 +190,43 @@ fn follow_up_reuses_the_cache_and_the_media_cache() {
     assert_eq!(m.images_encoded, 1);
     assert_eq!(m.media_cache_hits, 1);
 }
+
+/// A request's images reach the encoder together and go through it in one batched pass,
+/// with the answer of the same request whose images were encoded one at a time (cached).
+#[test]
+fn a_requests_images_are_encoded_in_one_pass() {
+    let two_images = || {
+        let messages = vec![ChatMessage::with_content(
+            "user",
+            MessageContent::Parts(vec![
+                ContentPart::image(),
+                ContentPart::image(),
+                ContentPart::text("Compare them."),
+            ]),
+        )];
+        let images = vec![image("gemma3", "photo.png"), image("gemma3", "photo2.jpg")];
+        chat_request(messages, images, 8)
+    };
+    let engine = Engine::load(config("gemma3", 1, 2048, true)).unwrap();
+    let batched = run_one(&engine, two_images());
+    assert!(batched.error.is_none(), "{:?}", batched.error);
+    let m = engine.metrics();
+    assert_eq!(m.images_encoded, 2);
+    let passes = &m.encode_batch_chunks;
+    assert_eq!((passes.count, passes.sum), (1, 2.0), "{passes:?}");
+
+    // One image at a time (each its own request), then both from the media cache.
+    let one_by_one = Engine::load(config("gemma3", 1, 2048, true)).unwrap();
+    for file in ["photo.png", "photo2.jpg"] {
+        let single = chat_request(
+            vec![user_with_image("Describe this image.")],
+            vec![image("gemma3", file)],
+            1,
+        );
+        assert!(run_one(&one_by_one, single).error.is_none());
+    }
+    let cached = run_one(&one_by_one, two_images());
+    let m = one_by_one.metrics();
+    assert_eq!((m.images_encoded, m.encode_batch_chunks.sum), (2, 2.0));
+    assert_eq!(cached.text, batched.text);
+}
