@@ -3,6 +3,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use llm::{Model, Session};
 
@@ -267,8 +268,8 @@ impl Context {
     /// Encodes several media chunks in as few encoder passes as the encoder allows (the
     /// tiles of an image, the images of a prompt or of several requests; libmtmd's batched
     /// encode), one result each as [`encode`](Self::encode) gives it. Progress (the hook of
-    /// [`set_encode_progress`](Self::set_encode_progress)) is reported against the first
-    /// chunk.
+    /// [`set_encode_progress`](Self::set_encode_progress)) is reported per encoder pass: against
+    /// each chunk when they go one by one, against the n-th chunk for the n-th batched pass.
     pub fn encode_batch(&self, chunks: &[&MediaChunk]) -> Result<Vec<Vec<f32>>> {
         let Some(first) = chunks.first() else {
             return Ok(Vec::new());
@@ -277,9 +278,17 @@ impl Context {
             return Ok(vec![self.encode(first)?]);
         }
         let pieces: Vec<&PreparedMedia> = chunks.iter().map(|c| &c.prepared).collect();
-        let hook = |done, total| {
+        // Each encoder pass reports its layers 1..=total; a restart is the next pass, which
+        // for an encoder that goes one by one is the next chunk.
+        let pass = AtomicUsize::new(0);
+        let last = AtomicUsize::new(0);
+        let hook = |done: usize, total| {
+            if done <= last.swap(done, Ordering::Relaxed) {
+                pass.fetch_add(1, Ordering::Relaxed);
+            }
+            let at = pass.load(Ordering::Relaxed).min(chunks.len() - 1);
             if let Some(h) = &self.progress {
-                h(first, done, total)
+                h(chunks[at], done, total)
             }
         };
         let out = self
