@@ -6,7 +6,7 @@ use tensor::cpu;
 
 use crate::ClipError;
 use crate::hparams::EncoderHparams;
-use crate::models::{Embeddings, EncodeInput, Encoder, encode_batched};
+use crate::models::{Embeddings, EncodeInput, Encoder, encode_alone, encode_batched};
 use crate::preprocess::fixed_square;
 use crate::projector::{Defaults, Framing, Input, Projector};
 use crate::tower::{Progress, Tower};
@@ -113,13 +113,7 @@ impl Encoder for Gemma3 {
         height: usize,
         progress: Progress<'_>,
     ) -> Result<Embeddings, ClipError> {
-        let input = EncodeInput {
-            data: pixels,
-            width,
-            height,
-        };
-        let mut out = self.encode_batch(&[input], progress)?;
-        Ok(out.pop().expect("one input, one output"))
+        encode_alone(self, pixels, width, height, progress)
     }
 
     fn encode_batch(

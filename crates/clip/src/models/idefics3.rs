@@ -10,7 +10,7 @@ use tensor::cpu;
 use crate::ClipError;
 use crate::bitmap::Bitmap;
 use crate::hparams::EncoderHparams;
-use crate::models::{Embeddings, EncodeInput, Encoder, encode_batched};
+use crate::models::{Embeddings, EncodeInput, Encoder, encode_alone, encode_batched};
 use crate::preprocess::{
     ImagePiece, Placement, PreprocessError, PreprocessParams, PreprocessedImage, ResizeFilter,
     TokenGrid, crop, normalize_planar, resize::resize,
@@ -219,13 +219,7 @@ impl Encoder for Idefics3 {
         height: usize,
         progress: Progress<'_>,
     ) -> Result<Embeddings, ClipError> {
-        let input = EncodeInput {
-            data: pixels,
-            width,
-            height,
-        };
-        let mut out = self.encode_batch(&[input], progress)?;
-        Ok(out.pop().expect("one input, one output"))
+        encode_alone(self, pixels, width, height, progress)
     }
 
     /// The tiles of an image (and the overview) go through the tower in one pass.

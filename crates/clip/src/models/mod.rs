@@ -77,6 +77,24 @@ pub trait Encoder: Send + Sync {
     }
 }
 
+/// [`Encoder::encode`] for encoders whose work is in `encode_batch`: a batch of one.
+pub(crate) fn encode_alone<E: Encoder + ?Sized>(
+    encoder: &E,
+    data: &[f32],
+    width: usize,
+    height: usize,
+    progress: Progress<'_>,
+) -> Result<Embeddings, ClipError> {
+    let input = EncodeInput {
+        data,
+        width,
+        height,
+    };
+    let mut out = encoder.encode_batch(&[input], progress)?;
+    out.pop()
+        .ok_or_else(|| ClipError::BadImage("the encoder made no embeddings".into()))
+}
+
 /// An input's tokens before the tower, `[n, d]`.
 pub(crate) type Stem<'a> = dyn Fn(&EncodeInput<'_>) -> Result<Vec<f32>, ClipError> + 'a;
 /// An input's embeddings from its rows of the tower's output.
