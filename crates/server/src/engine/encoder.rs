@@ -28,18 +28,25 @@ pub struct EncodeJob {
 /// Chunks taken into one batched encode at most (the encoder bounds its passes by tokens).
 const MAX_BATCH: usize = 32;
 
-pub fn run(shared: Arc<Shared>, rx: Receiver<EncodeJob>) {
-    while let Ok(first) = rx.recv() {
-        let mut jobs = vec![first];
+/// Serves `rx`: each message holds what one scheduler step asked for; messages waiting
+/// together are joined, up to [`MAX_BATCH`] chunks per pass (a larger message goes whole).
+pub fn run(shared: Arc<Shared>, rx: Receiver<Vec<EncodeJob>>) {
+    while let Ok(mut jobs) = rx.recv() {
         while jobs.len() < MAX_BATCH {
             match rx.try_recv() {
-                Ok(job) => jobs.push(job),
+                Ok(more) => jobs.extend(more),
                 Err(_) => break,
             }
         }
-        // Someone else may have encoded the same pieces meanwhile.
-        let mut todo = Vec::with_capacity(jobs.len());
+        // Someone else may have encoded the same pieces meanwhile; and requests arriving
+        // together may ask for the same piece: it is encoded once for all of them.
+        let mut todo: Vec<EncodeJob> = Vec::with_capacity(jobs.len());
+        let mut same: Vec<(EncodeJob, usize)> = Vec::new();
         for job in jobs {
+            if let Some(first) = todo.iter().position(|t| t.key == job.key) {
+                same.push((job, first));
+                continue;
+            }
             let hit = shared
                 .media_cache
                 .lock()
@@ -54,7 +61,13 @@ pub fn run(shared: Arc<Shared>, rx: Receiver<EncodeJob>) {
                 None => todo.push(job),
             }
         }
-        for (job, result) in encode_jobs(&shared, &todo) {
+        let results = encode_jobs(&shared, &todo);
+        for (job, first) in &same {
+            if !answer(job, results[*first].1.clone()) {
+                return;
+            }
+        }
+        for (job, result) in results {
             if !answer(job, result) {
                 return;
             }

@@ -146,7 +146,7 @@ struct Scheduler<'m> {
     queue: VecDeque<Job>,
     /// Requests taken from the queue that wait for room in the KV pool (ahead of the queue).
     held: VecDeque<Prepared>,
-    encoder: Option<Sender<EncodeJob>>,
+    encoder: Option<Sender<Vec<EncodeJob>>>,
     back: Sender<Msg>,
     counter: u64,
 }
@@ -156,7 +156,7 @@ pub fn run(
     rx: Receiver<Msg>,
     back: Sender<Msg>,
     sessions: Vec<Session>,
-    encoder: Option<Sender<EncodeJob>>,
+    encoder: Option<Sender<Vec<EncodeJob>>>,
 ) {
     let model = shared.model.clone();
     let slots = sessions.into_iter().map(|s| Slot::new(&model, s)).collect();
@@ -320,9 +320,11 @@ impl<'m> Scheduler<'m> {
     }
 
     /// Gets the embeddings of every media chunk of newly started requests: from the media
-    /// cache, else from the encoder, all of a request's chunks at once (the encoder thread
-    /// batches what arrives together).
+    /// cache, else from the encoder. What this step asks for goes to the encoder thread as
+    /// one message, so a request's chunks (and those of requests that started together)
+    /// are encoded in one batched pass.
     fn request_media(&mut self) {
+        let mut jobs: Vec<EncodeJob> = Vec::new();
         for i in 0..self.slots.len() {
             let wanted: Vec<MediaChunk> =
                 self.slots[i].wanted_media().into_iter().cloned().collect();
@@ -331,8 +333,13 @@ impl<'m> Scheduler<'m> {
             };
             a.requested = true;
             let serial = a.serial;
+            let mut asked = std::collections::HashSet::new();
             for media in wanted {
                 let key = media_key(&media);
+                // The same picture twice in one conversation is encoded once.
+                if !asked.insert(key.clone()) {
+                    continue;
+                }
                 let hit = self
                     .shared
                     .media_cache
@@ -343,21 +350,26 @@ impl<'m> Scheduler<'m> {
                     self.encoded(i, serial, &key, Ok(embd));
                     continue;
                 }
-                let Some(encoder) = &self.encoder else {
+                if self.encoder.is_none() {
                     self.fail(i, Failure::Invalid(no_encoder(media.kind)));
                     break;
-                };
-                let job = EncodeJob {
+                }
+                jobs.push(EncodeJob {
                     slot: i,
                     serial,
                     key,
                     media,
                     back: self.back.clone(),
-                };
-                if encoder.send(job).is_err() {
-                    self.fail(i, Failure::Internal("the media encoder has stopped".into()));
-                    break;
-                }
+                });
+            }
+        }
+        let (Some(encoder), false) = (&self.encoder, jobs.is_empty()) else {
+            return;
+        };
+        if let Err(std::sync::mpsc::SendError(lost)) = encoder.send(jobs) {
+            for job in lost {
+                let stopped = Failure::Internal("the media encoder has stopped".into());
+                self.fail(job.slot, stopped);
             }
         }
     }

@@ -18,7 +18,7 @@ use super::scheduler::Prepared;
 use crate::backend::{EngineError, Event, FinishReason, Usage};
 
 /// Why a request failed, before it becomes an [`EngineError`].
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum Failure {
     /// The client's fault (HTTP 400).
     Invalid(String),

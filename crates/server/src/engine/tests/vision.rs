@@ -230,3 +230,32 @@ fn a_requests_images_are_encoded_in_one_pass() {
     assert_eq!((m.images_encoded, m.encode_batch_chunks.sum), (2, 2.0));
     assert_eq!(cached.text, batched.text);
 }
+
+#[test]
+fn the_same_image_is_encoded_once_per_request_and_across_requests_arriving_together() {
+    let twice = || {
+        let messages = vec![ChatMessage::with_content(
+            "user",
+            MessageContent::Parts(vec![
+                ContentPart::image(),
+                ContentPart::text("What is this?"),
+                ContentPart::image(),
+                ContentPart::text("And this one?"),
+            ]),
+        )];
+        let same = image("gemma3", "photo.png");
+        chat_request(messages, vec![same.clone(), same], 4)
+    };
+    let engine = Engine::load(config("gemma3", 2, 2048, true)).unwrap();
+    let out = run_one(&engine, twice());
+    assert!(out.error.is_none(), "{:?}", out.error);
+    assert_eq!(engine.metrics().images_encoded, 1);
+
+    // Two requests for one new picture submitted together: one encode serves both.
+    let engine = Engine::load(config("gemma3", 2, 2048, true)).unwrap();
+    let a = engine.submit(twice());
+    let b = engine.submit(twice());
+    let (a, b) = (collect(a), collect(b));
+    assert_eq!(texts(&[a, b]).len(), 2);
+    assert_eq!(engine.metrics().images_encoded, 1);
+}
