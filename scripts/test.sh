@@ -29,6 +29,9 @@ export PROPTEST_RNG_SEED="${PROPTEST_RNG_SEED:-1}"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --profile ci -- -D warnings
 cargo test --workspace --profile ci -- "$@"
+# The encoder golden tests again with bf16 encoder matmuls (`--encoder-precision bf16`; a
+# no-op on CPUs without AVX512-BF16, where it falls back to f32).
+MTMD_ENCODER_PRECISION=bf16 cargo test -p clip --profile ci --test encoders -- "$@"
 
 # `mtmd serve` end to end (openai client, web page in Chromium); MTMD_SKIP_E2E=1 skips them.
 if [ "${MTMD_SKIP_E2E:-0}" != 1 ]; then

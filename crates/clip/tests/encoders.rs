@@ -2,7 +2,18 @@
 //! llama.cpp's `mtmd_encode_chunk` output.
 
 use clip::ClipModel;
+use tensor::cpu::EncoderPrecision;
 use testkit::{RefTensors, fixture};
+
+/// The bound on `max |ours - llama.cpp| / max |llama.cpp|`: 3e-3 with f32 encoder matmuls
+/// (the default); 1e-2 with `MTMD_ENCODER_PRECISION=bf16` (scripts/test.sh runs this file
+/// again so), whose worst case measured on the fixtures is 5.3e-3.
+fn bound() -> f32 {
+    match tensor::cpu::encoder_precision() {
+        EncoderPrecision::F32 => 3e-3,
+        EncoderPrecision::Bf16 => 1e-2,
+    }
+}
 
 /// Runs every image chunk of every case of `arch` and checks rows and chunk grid.
 fn golden(arch: &str) {
@@ -45,7 +56,11 @@ fn golden(arch: &str) {
                 "{arch}/{case}/{}: {}x{} -> {} tokens, max abs {max_abs:.3e}, rel {rel:.3e}",
                 chunk["embd_tensor"], w, h, got.n_tokens
             );
-            assert!(rel <= 3e-3, "{arch}/{case}: rel error {rel:.3e} > 3e-3");
+            assert!(
+                rel <= bound(),
+                "{arch}/{case}: rel error {rel:.3e} > {:.0e}",
+                bound()
+            );
             checked += 1;
         }
     }
@@ -105,7 +120,7 @@ fn gemma3_batched_matches_each_image() {
             .fold(0f32, |m, (a, b)| m.max((a - b).abs()))
             / max_ref;
         println!("gemma3 batched image {k}: rel {rel:.3e}");
-        assert!(rel <= 3e-3, "image {k}: rel error {rel:.3e}");
+        assert!(rel <= bound(), "image {k}: rel error {rel:.3e}");
     }
 }
 
@@ -260,7 +275,11 @@ fn golden_from_files(arch: &str) {
                 "{arch}/{case}/{}: {w}x{h} -> {} tokens, max abs {max_abs:.3e}, rel {rel:.3e}",
                 chunk["embd_tensor"], got.n_tokens
             );
-            assert!(rel <= 3e-3, "{arch}/{case}: rel error {rel:.3e} > 3e-3");
+            assert!(
+                rel <= bound(),
+                "{arch}/{case}: rel error {rel:.3e} > {:.0e}",
+                bound()
+            );
             worst_rel = worst_rel.max(rel);
             checked += 1;
         }
@@ -341,7 +360,7 @@ fn golden_audio(arch: &str) {
                 got.n_tokens,
                 err / scale
             );
-            assert!(err <= 3e-3 * scale, "{arch}/{case}: embeddings");
+            assert!(err <= bound() * scale, "{arch}/{case}: embeddings");
             checked += 1;
         }
     }

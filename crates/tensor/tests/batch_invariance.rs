@@ -262,3 +262,47 @@ fn attention_rows_do_not_depend_on_the_batch() {
     attention_case(3, 3, 72, 129, 17, None, None, false, 4);
     attention_case(8, 2, 33, 1100, 9, Some(100), None, true, 5);
 }
+
+/// Many queries per KV head (an encoder, a long prefill) take the path that packs each
+/// head's keys and values once: every row still equals the same query computed alone.
+#[test]
+fn attention_rows_of_a_long_batch_match_each_row_alone() {
+    use tensor::cpu::{AttnMask, AttnParams, KvData, attention};
+    for (causal, f16_kv, seed) in [(true, true, 7), (false, false, 8)] {
+        let (n_head, n_kv_head, d, n) = (4, 2, 72, 333);
+        let mut rng = Rng(seed);
+        let p = AttnParams {
+            n_kv_head,
+            ..AttnParams::mha(n_head, d)
+        };
+        let q: Vec<f32> = (0..n * n_head * d).map(|_| rng.normal()).collect();
+        let k: Vec<f32> = (0..n * n_kv_head * d).map(|_| rng.normal()).collect();
+        let v: Vec<f32> = (0..n * n_kv_head * d).map(|_| rng.normal()).collect();
+        let k16: Vec<half::f16> = k.iter().map(|&x| half::f16::from_f32(x)).collect();
+        let v16: Vec<half::f16> = v.iter().map(|&x| half::f16::from_f32(x)).collect();
+        let (kd, vd) = if f16_kv {
+            (KvData::F16(&k16), KvData::F16(&v16))
+        } else {
+            (KvData::F32(&k), KvData::F32(&v))
+        };
+        let pos: Vec<i32> = (0..n as i32).collect();
+        let row = n_head * d;
+        let run = |a: usize, b: usize| {
+            let mask = if causal {
+                AttnMask::causal(&pos[a..b], &pos)
+            } else {
+                AttnMask::full(&pos[a..b], &pos)
+            };
+            let mut out = vec![f32::NAN; (b - a) * row];
+            attention(&q[a * row..b * row], kd, vd, &mask, &p, &mut out);
+            bits(&out)
+        };
+        let all = run(0, n);
+        for i in (0..n).step_by(37).chain([n - 1]) {
+            assert!(
+                all[i * row..(i + 1) * row] == run(i, i + 1)[..],
+                "causal {causal} f16 {f16_kv}: query {i} differs from it alone"
+            );
+        }
+    }
+}

@@ -269,11 +269,16 @@ fn peak_lines(
     if let Some(img) = image
         && let (Some(flops), Some(gflops)) = (img.flops, img.gflops_per_s())
     {
+        // The peak of the arithmetic the encoder's matmuls use.
+        let (peak, what) = match (tensor::cpu::encoder_precision(), peaks.bf16_gflops) {
+            (tensor::cpu::EncoderPrecision::Bf16, Some(bf16)) => (bf16, "bf16 dot-product"),
+            _ => (peaks.fma_gflops, "f32 FMA"),
+        };
         lines.push(format!(
-            "{} encode: {}, {gflops:.1} GFLOP/s = {:.0}% of the f32 FMA peak",
+            "{} encode: {}, {gflops:.1} GFLOP/s = {:.0}% of the {what} peak",
             img.kind.name(),
             flop_text(flops as f64),
-            100.0 * gflops / peaks.fma_gflops
+            100.0 * gflops / peak
         ));
     }
     lines

@@ -138,11 +138,108 @@ pub fn attention(
     // Too few tasks for the threads (decode with few KV heads): run the key chunks in
     // parallel too.
     let parallel_chunks = tasks.len() < rayon::current_num_threads();
+    // Several tasks read each KV head (encoders, long prefills): the first task of a head
+    // transposes its keys and gathers its values once for all of them (a head's rows lie
+    // `n_kv_head · d` apart, so copying them per task and block cost a TLB miss per row);
+    // the copy goes when the head's last task ends, so at most a few heads are held.
+    let packs = (n_blocks >= 2 && !parallel_chunks).then(|| HeadPacks::new(p.n_kv_head, n_blocks));
     tasks
         .into_par_iter()
         .for_each_init(Scratch::default, |scratch, mut task| {
-            run_task(isa, q, k, v, mask, p, &mut task, parallel_chunks, scratch);
+            let Some(packs) = &packs else {
+                run_task(
+                    isa,
+                    q,
+                    k,
+                    v,
+                    mask,
+                    p,
+                    &mut task,
+                    parallel_chunks,
+                    None,
+                    scratch,
+                );
+                return;
+            };
+            let head = packs.take(task.g, || PackedHead::new(isa, k, v, task.g, n_kv, p));
+            run_task(
+                isa,
+                q,
+                k,
+                v,
+                mask,
+                p,
+                &mut task,
+                false,
+                Some(&head),
+                scratch,
+            );
+            drop(head);
+            packs.release(task.g);
         });
+}
+
+/// The packed KV heads in use, each shared by the tasks of its head.
+struct HeadPacks {
+    /// Per KV head: its packed copy while tasks use it, and how many tasks have yet to.
+    heads: Vec<std::sync::Mutex<(Option<std::sync::Arc<PackedHead>>, usize)>>,
+}
+
+impl HeadPacks {
+    fn new(n_kv_head: usize, tasks_per_head: usize) -> Self {
+        Self {
+            heads: (0..n_kv_head)
+                .map(|_| std::sync::Mutex::new((None, tasks_per_head)))
+                .collect(),
+        }
+    }
+
+    /// Head `g`'s packed copy, made by `pack` for the first task that asks.
+    fn take(&self, g: usize, pack: impl FnOnce() -> PackedHead) -> std::sync::Arc<PackedHead> {
+        let mut slot = self.heads[g].lock().unwrap_or_else(|e| e.into_inner());
+        slot.0
+            .get_or_insert_with(|| std::sync::Arc::new(pack()))
+            .clone()
+    }
+
+    /// One task of head `g` is done; the last one frees the copy.
+    fn release(&self, g: usize) {
+        let mut slot = self.heads[g].lock().unwrap_or_else(|e| e.into_inner());
+        slot.1 -= 1;
+        if slot.1 == 0 {
+            slot.0 = None;
+        }
+    }
+}
+
+/// One KV head's keys and values, laid out as the micro-kernels read them.
+struct PackedHead {
+    /// Key blocks transposed, `[n_kv / KB][d][KB]` (keys past `n_kv` are 0).
+    kt: Vec<f32>,
+    /// Value rows `[n_kv][d]`.
+    v: Vec<f32>,
+}
+
+impl PackedHead {
+    fn new(isa: Isa, k: KvData, v: KvData, g: usize, n_kv: usize, p: &AttnParams) -> Self {
+        let d = p.head_dim;
+        let stride = p.n_kv_head * d;
+        let mut kt = vec![0f32; n_kv.div_ceil(KB) * d * KB];
+        let mut rows = vec![0f32; KB * d];
+        for (b, block) in kt.chunks_exact_mut(d * KB).enumerate() {
+            let (j0, nk) = (b * KB, KB.min(n_kv - b * KB));
+            for jj in 0..nk {
+                let start = (j0 + jj) * stride + g * d;
+                copy_kv(k, isa, start, &mut rows[jj * d..(jj + 1) * d]);
+            }
+            simd::transpose_keys(isa, &rows, nk, d, block);
+        }
+        let mut vp = vec![0f32; n_kv * d];
+        for (j, row) in vp.chunks_exact_mut(d).enumerate() {
+            copy_kv(v, isa, j * stride + g * d, row);
+        }
+        Self { kt, v: vp }
+    }
 }
 
 /// A chunk's softmax state for the rows of one task: running max, sum and unnormalised output.
@@ -189,6 +286,7 @@ fn run_task(
     p: &AttnParams,
     task: &mut Task,
     parallel_chunks: bool,
+    packed: Option<&PackedHead>,
     sc: &mut Scratch,
 ) {
     let (n_kv, d) = (mask.n_kv(), p.head_dim);
@@ -205,6 +303,7 @@ fn run_task(
             task.q0,
             task.outs.len(),
             j..(j + CHUNK_KEYS).min(n_kv),
+            packed,
             sc,
         );
     };
@@ -262,6 +361,7 @@ fn attend(
     q0: usize,
     n_tq: usize,
     keys: std::ops::Range<usize>,
+    packed: Option<&PackedHead>,
     sc: &mut Scratch,
 ) {
     let d = p.head_dim;
@@ -301,58 +401,62 @@ fn attend(
         if !any {
             continue;
         }
-        // Rows far apart in memory (one KV head of many) are first packed side by side.
-        for jj in 0..nk {
-            let start = (j0 + jj) * kv_stride + g * d;
-            copy_kv(k, isa, start, &mut sc.kp[jj * d..(jj + 1) * d]);
-        }
         // Keys across SIMD lanes for any number of rows: every score is one FMA chain over
         // the head dimension in order. (Direct dot products, cheaper for the few rows of a
         // decode step, would sum in another order.) Keys past nk stay 0 in kt: their
         // (masked) scores are finite.
-        if nk < KB {
-            sc.kt.fill(0.0);
-        }
-        simd::transpose_keys(isa, &sc.kp, nk, d, &mut sc.kt);
-        simd::scores(isa, &sc.q, rows_pad, &sc.kt, d, &mut sc.s);
-
-        for r in 0..rows_pad {
-            let s = &mut sc.s[r * KB..(r + 1) * KB];
-            if r >= rows {
-                s.fill(0.0);
-                continue;
-            }
-            let bias = &sc.bias[(r / group) * KB..(r / group + 1) * KB];
-            let block_max = match cap {
-                Some(c) => {
-                    for x in s.iter_mut() {
-                        *x = c * (*x * score_scale).tanh();
-                    }
-                    simd::scale_add_max(isa, s, 1.0, bias)
+        let kt: &[f32] = match packed {
+            Some(h) => &h.kt[j0 / KB * d * KB..(j0 / KB + 1) * d * KB],
+            None => {
+                // Rows far apart in memory (one KV head of many) are first packed side by
+                // side.
+                for jj in 0..nk {
+                    let start = (j0 + jj) * kv_stride + g * d;
+                    copy_kv(k, isa, start, &mut sc.kp[jj * d..(jj + 1) * d]);
                 }
-                None => simd::scale_add_max(isa, s, score_scale, bias),
-            };
-            if block_max == f32::NEG_INFINITY {
-                s.fill(0.0);
-                continue;
-            }
-            if block_max > sc.m[r] {
-                // Earlier weights were relative to a smaller max: shrink them.
-                let shrink = (sc.m[r] - block_max).exp();
-                sc.l[r] *= shrink;
-                for a in &mut sc.acc[r * d..(r + 1) * d] {
-                    *a *= shrink;
+                if nk < KB {
+                    sc.kt.fill(0.0);
                 }
-                sc.m[r] = block_max;
+                simd::transpose_keys(isa, &sc.kp, nk, d, &mut sc.kt);
+                &sc.kt
             }
-            sc.l[r] += simd::exp_sub_sum(isa, s, sc.m[r]);
-        }
+        };
+        simd::scores(isa, &sc.q, rows_pad, kt, d, &mut sc.s);
 
-        for jj in 0..nk {
-            let start = (j0 + jj) * kv_stride + g * d;
-            copy_kv(v, isa, start, &mut sc.v[jj * d..(jj + 1) * d]);
-        }
-        simd::accumulate(isa, &sc.s, rows_pad, &sc.v, d, nk, d, &mut sc.acc);
+        sc.s[rows * KB..rows_pad * KB].fill(0.0);
+        let scale = match cap {
+            Some(c) => {
+                for x in &mut sc.s[..rows * KB] {
+                    *x = c * (*x * score_scale).tanh();
+                }
+                1.0
+            }
+            None => score_scale,
+        };
+        simd::softmax_block(
+            isa,
+            &mut sc.s,
+            rows,
+            group,
+            &sc.bias,
+            scale,
+            &mut sc.m,
+            &mut sc.l,
+            &mut sc.acc,
+            d,
+        );
+
+        let vb: &[f32] = match packed {
+            Some(h) => &h.v[j0 * d..(j0 + nk) * d],
+            None => {
+                for jj in 0..nk {
+                    let start = (j0 + jj) * kv_stride + g * d;
+                    copy_kv(v, isa, start, &mut sc.v[jj * d..(jj + 1) * d]);
+                }
+                &sc.v
+            }
+        };
+        simd::accumulate(isa, &sc.s, rows_pad, vb, d, nk, d, &mut sc.acc);
     }
 }
 

@@ -40,11 +40,11 @@ const MR_AVX2: usize = 6;
 
 /// One task's share of the output: rows `i0..i0 + rows`, columns `j0..j0 + cols`.
 #[derive(Clone, Copy)]
-struct Block {
-    i0: usize,
-    rows: usize,
-    j0: usize,
-    cols: usize,
+pub(super) struct Block {
+    pub(super) i0: usize,
+    pub(super) rows: usize,
+    pub(super) j0: usize,
+    pub(super) cols: usize,
 }
 
 pub(super) fn gemm<T: WeightElem>(
@@ -75,24 +75,24 @@ pub(super) fn gemm<T: WeightElem>(
 
 /// `out`'s pointer, shared by tasks that write disjoint blocks of it.
 #[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
+pub(super) struct OutPtr(pub(super) *mut f32);
 // SAFETY: only used to write disjoint rectangles (see `gemm`).
 unsafe impl Send for OutPtr {}
 unsafe impl Sync for OutPtr {}
 
 /// Where one task writes: its rectangle of `out` (row stride `m`).
-struct BlockOut {
+pub(super) struct BlockOut {
     ptr: OutPtr,
-    m: usize,
+    pub(super) m: usize,
     block: Block,
     /// Block rows covered by whole register tiles (stored directly by the last k block).
-    full_rows: usize,
+    pub(super) full_rows: usize,
 }
 
 impl BlockOut {
     /// # Safety
     /// `block` lies inside `out` (`[.., m]`) and no other live `BlockOut` overlaps it.
-    unsafe fn new(ptr: OutPtr, m: usize, block: Block) -> Self {
+    pub(super) unsafe fn new(ptr: OutPtr, m: usize, block: Block) -> Self {
         Self {
             ptr,
             m,
@@ -103,7 +103,7 @@ impl BlockOut {
 
     /// Where the `rows x cols` tile at block-relative `(r, c)` starts (row stride `m`);
     /// panics unless the tile lies inside the block.
-    fn tile_ptr(&mut self, r: usize, c: usize, rows: usize, cols: usize) -> *mut f32 {
+    pub(super) fn tile_ptr(&mut self, r: usize, c: usize, rows: usize, cols: usize) -> *mut f32 {
         let b = self.block;
         assert!(r + rows <= b.rows && c + cols <= b.cols);
         // SAFETY: inside this task's rectangle of `out` (`new`'s contract), just checked.
@@ -113,7 +113,14 @@ impl BlockOut {
     /// Copies the tiles of `rows` block rows from `r0` that were not stored directly (the
     /// last column panel when it is partial, rows of a partial last row panel) from `src`
     /// (block-relative columns, stride `ld`).
-    fn write_edges(&mut self, r0: usize, rows: usize, src: &[f32], ld: usize, nr: usize) {
+    pub(super) fn write_edges(
+        &mut self,
+        r0: usize,
+        rows: usize,
+        src: &[f32],
+        ld: usize,
+        nr: usize,
+    ) {
         let b = self.block;
         let rows = rows.min(b.rows.saturating_sub(r0));
         let full_cols = b.cols / nr * nr;
@@ -139,7 +146,7 @@ impl BlockOut {
 /// reads all x rows of its block once, so more column blocks mean more passes over x, which
 /// for a batch of many tiles comes from memory), then x rows until every thread has several
 /// tasks and their count divides evenly.
-fn plan(n: usize, m: usize, k: usize, mr: usize, nr: usize) -> Vec<Block> {
+pub(super) fn plan(n: usize, m: usize, k: usize, mr: usize, nr: usize) -> Vec<Block> {
     let threads = rayon::current_num_threads();
     if n * m * k < PARALLEL_MIN_MACS || threads == 1 {
         return vec![Block {

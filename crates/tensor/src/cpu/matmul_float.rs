@@ -9,7 +9,8 @@
 //!
 //! [`matmul_wide`] is the same product for callers that see a whole input at once and need
 //! no invariance (the media encoders): above a few rows it runs the blocked, packed GEMM in
-//! [`super::gemm`] (f16 / bf16 converted while packing), several times the row-dot speed.
+//! [`super::gemm`] (f16 / bf16 converted while packing), several times the row-dot speed,
+//! or with [`EncoderPrecision::Bf16`] its bf16 twin [`super::gemm_bf16`].
 #![allow(unsafe_code)]
 
 use half::{bf16, f16};
@@ -87,6 +88,69 @@ pub fn matmul(w: &Tensor, x: &[f32], n: usize, out: &mut [f32]) -> Result<()> {
 /// [`matmul`]'s batch invariance.
 pub fn matmul_wide(w: &Tensor, x: &[f32], n: usize, out: &mut [f32]) -> Result<()> {
     matmul_with(w, x, n, out, Path::Wide)
+}
+
+/// The arithmetic of [`matmul_wide`] (the media encoders' matmuls) above a few rows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EncoderPrecision {
+    /// f32 products and sums (weights widened exactly): the default, within the golden
+    /// bounds against llama.cpp.
+    F32,
+    /// Operands rounded to bf16, f32 sums, AVX512-BF16 dot products: twice the arithmetic
+    /// per instruction; embeddings move by ~5e-3 of their largest value (measured on the
+    /// fixtures; see docs/performance.md). Only where the CPU has AVX512-BF16.
+    Bf16,
+}
+
+impl std::str::FromStr for EncoderPrecision {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "f32" => Ok(Self::F32),
+            "bf16" => Ok(Self::Bf16),
+            _ => Err(format!("unknown encoder precision {s:?} (f32 or bf16)")),
+        }
+    }
+}
+
+/// 0: not chosen yet (read `MTMD_ENCODER_PRECISION` on first use), 1: f32, 2: bf16.
+static ENCODER_PRECISION: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+/// Whether this CPU can run [`EncoderPrecision::Bf16`].
+pub fn bf16_available() -> bool {
+    super::gemm_bf16::available()
+}
+
+/// Sets the process-wide encoder precision; returns what takes effect (`Bf16` falls back
+/// to `F32` on a CPU without AVX512-BF16).
+pub fn set_encoder_precision(p: EncoderPrecision) -> EncoderPrecision {
+    let p = match p {
+        EncoderPrecision::Bf16 if !bf16_available() => EncoderPrecision::F32,
+        p => p,
+    };
+    let code = match p {
+        EncoderPrecision::F32 => 1,
+        EncoderPrecision::Bf16 => 2,
+    };
+    ENCODER_PRECISION.store(code, std::sync::atomic::Ordering::Relaxed);
+    p
+}
+
+/// The encoder precision in effect: what [`set_encoder_precision`] chose, else the
+/// environment's `MTMD_ENCODER_PRECISION` (`f32` or `bf16`), else `F32`.
+pub fn encoder_precision() -> EncoderPrecision {
+    use std::sync::atomic::Ordering::Relaxed;
+    match ENCODER_PRECISION.load(Relaxed) {
+        1 => EncoderPrecision::F32,
+        2 => EncoderPrecision::Bf16,
+        _ => {
+            let wanted = std::env::var("MTMD_ENCODER_PRECISION")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(EncoderPrecision::F32);
+            set_encoder_precision(wanted)
+        }
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -183,7 +247,11 @@ fn run<T: WeightElem>(
         let wf: Vec<f32> = w.iter().map(|v| v.to_f32()).collect();
         crate::ops::matmul::reference(&wf, x, n, k, m, out);
     } else if path == Path::Wide && n > DOT_MAX_ROWS {
-        gemm::gemm(isa, w, x, n, k, m, out);
+        if encoder_precision() == EncoderPrecision::Bf16 {
+            super::gemm_bf16::gemm_bf16(w, x, n, k, m, out);
+        } else {
+            gemm::gemm(isa, w, x, n, k, m, out);
+        }
     } else {
         dot_path(isa, w, x, n, k, m, out);
     }

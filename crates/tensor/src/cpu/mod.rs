@@ -8,6 +8,7 @@
 pub mod act;
 pub mod elementwise;
 mod gemm;
+mod gemm_bf16;
 pub mod get_rows;
 mod math;
 pub mod matmul_float;
@@ -19,7 +20,9 @@ pub use act::{
 };
 pub use elementwise::{add, add_rows, mul, mul_rows, scale};
 pub use get_rows::get_rows;
-pub use matmul_float::{matmul, matmul_wide};
+pub use matmul_float::{
+    EncoderPrecision, bf16_available, encoder_precision, matmul, matmul_wide, set_encoder_precision,
+};
 pub use norm::{layer_norm, rms_norm, softmax_rows};
 pub use simd::{CpuFeatures, Isa, features, isa, with_isa};
 

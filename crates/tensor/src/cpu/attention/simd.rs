@@ -76,6 +76,31 @@ pub fn scale_add_max(isa: Isa, s: &mut [f32], scale: f32, bias: &[f32]) -> f32 {
     dispatch!(usable(isa), scale_add_max_simd, scale_add_max_scalar, (s: &mut [f32], scale: f32, bias: &[f32]) -> f32)
 }
 
+/// One key block's online-softmax step for score rows `0..rows` (`s`, rows of [`KEYS`]):
+/// each row becomes `s · scale + bias` (bias row `r / group` of `bias`), its block maximum
+/// raises the running max `m[r]` (shrinking `l[r]` and the accumulator row `acc[r]`, of
+/// length `d`, to match), then `exp(s - m[r])` with its sum added to `l[r]`. A row whose
+/// keys are all masked becomes 0 and keeps its state. Same arithmetic as
+/// [`scale_add_max`] then [`exp_sub_sum`], in one pass.
+#[allow(clippy::too_many_arguments)]
+pub fn softmax_block(
+    isa: Isa,
+    s: &mut [f32],
+    rows: usize,
+    group: usize,
+    bias: &[f32],
+    scale: f32,
+    m: &mut [f32],
+    l: &mut [f32],
+    acc: &mut [f32],
+    d: usize,
+) {
+    assert!(group > 0 && s.len() >= rows * KEYS && bias.len() >= rows.div_ceil(group) * KEYS);
+    assert!(m.len() >= rows && l.len() >= rows && acc.len() >= rows * d);
+    dispatch!(usable(isa), softmax_block_simd, softmax_block_scalar,
+        (s: &mut [f32], rows: usize, group: usize, bias: &[f32], scale: f32, m: &mut [f32], l: &mut [f32], acc: &mut [f32], d: usize))
+}
+
 /// `x[i] = exp(x[i] - m)` (0 for `-inf` entries); returns the sum. `m` must be finite and
 /// every `x[i] - m <= 0` (it is the running maximum).
 pub fn exp_sub_sum(isa: Isa, x: &mut [f32], m: f32) -> f32 {
@@ -250,6 +275,45 @@ pub fn exp_sub_sum_scalar(x: &mut [f32], m: f32) -> f32 {
         sum += *e;
     }
     sum
+}
+
+/// Raises row `r`'s running max to `block_max`, shrinking its sum and accumulator.
+#[inline(always)]
+fn raise_max(r: usize, block_max: f32, m: &mut [f32], l: &mut [f32], acc: &mut [f32], d: usize) {
+    if block_max > m[r] {
+        // Earlier weights were relative to a smaller max: shrink them.
+        let shrink = (m[r] - block_max).exp();
+        l[r] *= shrink;
+        for a in &mut acc[r * d..(r + 1) * d] {
+            *a *= shrink;
+        }
+        m[r] = block_max;
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn softmax_block_scalar(
+    s: &mut [f32],
+    rows: usize,
+    group: usize,
+    bias: &[f32],
+    scale: f32,
+    m: &mut [f32],
+    l: &mut [f32],
+    acc: &mut [f32],
+    d: usize,
+) {
+    for r in 0..rows {
+        let row = &mut s[r * KEYS..(r + 1) * KEYS];
+        let b = &bias[r / group * KEYS..(r / group + 1) * KEYS];
+        let block_max = scale_add_max_scalar(row, scale, b);
+        if block_max == f32::NEG_INFINITY {
+            row.fill(0.0);
+            continue;
+        }
+        raise_max(r, block_max, m, l, acc, d);
+        l[r] += exp_sub_sum_scalar(row, m[r]);
+    }
 }
 
 pub fn f16_to_f32_scalar(src: &[half::f16], dst: &mut [f32]) {
@@ -488,6 +552,52 @@ fn scale_add_max_simd<S: Simd>(s: S, x: &mut [f32], scale: f32, bias: &[f32]) ->
 }
 
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn softmax_block_simd<S: Simd>(
+    s: S,
+    sc: &mut [f32],
+    rows: usize,
+    group: usize,
+    bias: &[f32],
+    scale: f32,
+    m: &mut [f32],
+    l: &mut [f32],
+    acc: &mut [f32],
+    d: usize,
+) {
+    // A score row stays in registers: 4 vectors on AVX-512, 8 on AVX2.
+    const MAX_V: usize = KEYS / 8;
+    let nv = KEYS / S::LANES;
+    let scv = s.splat(scale);
+    for r in 0..rows {
+        let row = &mut sc[r * KEYS..(r + 1) * KEYS];
+        let b = &bias[r / group * KEYS..(r / group + 1) * KEYS];
+        let mut x = [s.zero(); MAX_V];
+        let mut mx = s.splat(f32::NEG_INFINITY);
+        for (t, xt) in x.iter_mut().enumerate().take(nv) {
+            let at = t * S::LANES;
+            *xt = s.fma(s.load(&row[at..]), scv, s.load(&b[at..]));
+            mx = s.max(mx, *xt);
+        }
+        let block_max = s.reduce_max(mx);
+        if block_max == f32::NEG_INFINITY {
+            row.fill(0.0);
+            continue;
+        }
+        raise_max(r, block_max, m, l, acc, d);
+        let mv = s.splat(m[r]);
+        let mut sum = s.zero();
+        for (t, xt) in x.iter().enumerate().take(nv) {
+            // exp underflows (incl. -inf, masked keys) to exactly 0.
+            let e = math::exp_with::<math::Minimax5, _>(s, s.sub(*xt, mv));
+            s.store(&mut row[t * S::LANES..], e);
+            sum = s.add(sum, e);
+        }
+        l[r] += s.reduce_sum(sum);
+    }
+}
+
+#[inline(always)]
 fn exp_sub_sum_simd<S: Simd>(s: S, x: &mut [f32], m: f32) -> f32 {
     let full = x.len() - x.len() % S::LANES;
     let mv = s.splat(m);
@@ -611,6 +721,34 @@ mod tests {
                 let mut f = vec![0.0; h.len()];
                 f16_to_f32(isa, &h, &mut f);
                 assert!(f.iter().zip(&h).all(|(a, b)| *a == b.to_f32()));
+            }
+            for (rows, group) in [(1, 1), (6, 2), (9, 3)] {
+                let mut sc: Vec<f32> = data(rows * KEYS, 11).iter().map(|v| v * 40.0).collect();
+                let mut bias = vec![0.0; rows.div_ceil(group) * KEYS];
+                bias[3] = f32::NEG_INFINITY;
+                if rows > 1 {
+                    // The second bias row masks everything.
+                    bias[KEYS..2 * KEYS].fill(f32::NEG_INFINITY);
+                }
+                let m0: Vec<f32> = (0..rows)
+                    .map(|r| [f32::NEG_INFINITY, 3.0, 50.0][r % 3])
+                    .collect();
+                let l0 = vec![1.5; rows];
+                let d = 19;
+                let acc0 = data(rows * d, 12);
+                let (mut m, mut l, mut acc) = (m0.clone(), l0.clone(), acc0.clone());
+                let (mut wm, mut wl, mut wacc) = (m0, l0, acc0);
+                let mut want = sc.clone();
+                softmax_block_scalar(
+                    &mut want, rows, group, &bias, 0.7, &mut wm, &mut wl, &mut wacc, d,
+                );
+                softmax_block(
+                    isa, &mut sc, rows, group, &bias, 0.7, &mut m, &mut l, &mut acc, d,
+                );
+                assert_eq!(m, wm, "{isa:?} softmax_block max");
+                assert!(max_rel(&l, &wl) < 1e-6, "{isa:?} softmax_block sum");
+                assert!(max_rel(&acc, &wacc) < 1e-6, "{isa:?} softmax_block acc");
+                assert!(max_rel(&sc, &want) < 1e-6, "{isa:?} softmax_block weights");
             }
             for n in [0, 1, 5, 8, 16, 17, 33, 64] {
                 let mut x: Vec<f32> = data(n, 5).iter().map(|v| v * 200.0).collect();
