@@ -3,6 +3,7 @@
 # (docs/performance.md). Needs a llama.cpp build (see docs/performance.md for how):
 #   PEER_BIN=/path/to/llama.cpp/build/bin  bash scripts/compare-peer.sh [encoders|encoders-more|text|all]
 # (`encoders-more`: Pixtral 12B, SmolVLM-256M and Qwen2-Audio-7B's encoders; not in `all`.)
+# COMPARE_BF16=1 adds a column for ours with `--encoder-precision bf16`.
 # and the shape-true synthetic models from `mtmd synth` in $SYNTH (default /tmp/synth).
 # Runs are interleaved (peer, ours) so drift on a shared machine hits both.
 set -euo pipefail
@@ -42,15 +43,28 @@ our_encode_ms() {
     | sed -n 's/^\(image\|audio\)[^:]*: encode \([0-9.]*\) .*/\2/p'
 }
 row_encode() { # label text mmproj image
-  local p o
+  local p o b
   p=$(peer_encode_ms "$2" "$3" "$4"); o=$(our_encode_ms "$2" "$3" "$4")
-  awk -v l="$1" -v p="$p" -v o="$o" 'BEGIN { printf "| %s | %.2f s | %.2f s | %.2f× |\n", l, p/1000, o/1000, p/o }'
+  if [ "${COMPARE_BF16:-0}" = 1 ]; then # and ours with --encoder-precision bf16
+    b=$(MTMD_ENCODER_PRECISION=bf16 our_encode_ms "$2" "$3" "$4")
+    awk -v l="$1" -v p="$p" -v o="$o" -v b="$b" 'BEGIN { printf "| %s | %.2f s | %.2f s | %.2f× | %.2f s | %.2f× |\n", l, p/1000, o/1000, p/o, b/1000, p/b }'
+  else
+    awk -v l="$1" -v p="$p" -v o="$o" 'BEGIN { printf "| %s | %.2f s | %.2f s | %.2f× |\n", l, p/1000, o/1000, p/o }'
+  fi
+}
+header() {
+  if [ "${COMPARE_BF16:-0}" = 1 ]; then
+    echo "| encoder, input | llama.cpp | mtmd-rs | speed-up | mtmd-rs bf16 | speed-up |"
+    echo "|---|---|---|---|---|---|"
+  else
+    echo "| encoder, input | llama.cpp | mtmd-rs | speed-up |"
+    echo "|---|---|---|---|"
+  fi
 }
 if [ "$what" = encoders ] || [ "$what" = all ]; then
   ensure_synth qwen2.5-vl-3b qwen25vl
   ensure_synth gemma3-4b gemma3
-  echo "| encoder, input | llama.cpp | mtmd-rs | speed-up |"
-  echo "|---|---|---|---|"
+  header
   q="$synth/qwen25vl"; g="$synth/gemma3"
   row_encode "Qwen2.5-VL-3B vision, 448²" "$q/qwen2.5-vl-3b.gguf" "$q/mmproj-qwen2.5-vl-3b.gguf" "$(image 448 448)"
   row_encode "Qwen2.5-VL-3B vision, 896×672" "$q/qwen2.5-vl-3b.gguf" "$q/mmproj-qwen2.5-vl-3b.gguf" "$(image 896 672)"
@@ -60,8 +74,7 @@ if [ "$what" = encoders-more ]; then
   ensure_synth pixtral-12b pixtral
   ensure_synth smolvlm-256m smolvlm
   ensure_synth qwen2-audio-7b qwen2audio
-  echo "| encoder, input | llama.cpp | mtmd-rs | speed-up |"
-  echo "|---|---|---|---|"
+  header
   p="$synth/pixtral"; s="$synth/smolvlm"; a="$synth/qwen2audio"
   row_encode "Pixtral 12B vision, 1024×768" "$p/pixtral-12b.gguf" "$p/mmproj-pixtral-12b.gguf" "$(image 1024 768)"
   row_encode "SmolVLM-256M vision, 1024×768 (tiles)" "$s/smolvlm-256m.gguf" "$s/mmproj-smolvlm-256m.gguf" "$(image 1024 768)"

@@ -284,6 +284,7 @@ unsafe fn micro_kernel(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     /// Scalar twin: the same bf16 roundings, f64 sums (the kernel's f32 order differs).
     fn reference(w: &[half::f16], x: &[f32], n: usize, k: usize, m: usize) -> Vec<f32> {
@@ -300,34 +301,43 @@ mod tests {
         out
     }
 
+    fn check(n: usize, k: usize, m: usize, seed: u32) {
+        let mut r = seed | 1;
+        let mut next = || {
+            r = r.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (r >> 8) as f32 / (1 << 24) as f32 * 8.0 - 4.0
+        };
+        let x: Vec<f32> = (0..n * k).map(|_| next()).collect();
+        let w: Vec<half::f16> = (0..m * k).map(|_| half::f16::from_f32(next())).collect();
+        let mut out = vec![f32::NAN; n * m];
+        gemm_bf16(&w, &x, n, k, m, &mut out);
+        let want = reference(&w, &x, n, k, m);
+        // f32 sums of k products of magnitude <= 16, in another order than the f64 reference.
+        let tol = 1e-6 * 16.0 * k as f32 + 1e-6;
+        for (i, (g, r)) in out.iter().zip(&want).enumerate() {
+            assert!((g - r).abs() <= tol, "{n}x{k}x{m} [{i}]: {g} vs {r}");
+        }
+    }
+
     #[test]
-    fn matches_the_scalar_bf16_reference() {
+    fn threaded_and_blocked_shapes_match_the_reference() {
         if !available() {
-            eprintln!("skipped: no AVX512-BF16 on this CPU");
+            eprintln!("SKIPPED: no AVX512-BF16 on this CPU");
             return;
         }
-        for (n, k, m) in [
-            (1, 1, 1),
-            (13, 7, 33),
-            (40, 513, 70),
-            (200, 64, 300),
-            (25, 600, 31),
-        ] {
-            let x: Vec<f32> = (0..n * k)
-                .map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0)
-                .collect();
-            let w: Vec<half::f16> = (0..m * k)
-                .map(|i| half::f16::from_f32(((i * 53 % 97) as f32 - 48.0) / 13.0))
-                .collect();
-            let mut out = vec![f32::NAN; n * m];
-            gemm_bf16(&w, &x, n, k, m, &mut out);
-            let want = reference(&w, &x, n, k, m);
-            let scale = want.iter().fold(0f32, |a, v| a.max(v.abs()));
-            for (g, r) in out.iter().zip(&want) {
-                assert!(
-                    (g - r).abs() <= 1e-5 * scale.max(1.0),
-                    "{n}x{k}x{m}: {g} vs {r}"
-                );
+        // Several k blocks (k > 2 * KCP), several row blocks and column panels, edges.
+        for (n, k, m, seed) in [(200, 1100, 70, 1), (13, 7, 33, 2), (400, 64, 300, 3)] {
+            check(n, k, m, seed);
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+
+        #[test]
+        fn matches_the_scalar_bf16_reference(n in 1usize..40, k in 1usize..90, m in 1usize..70, seed in any::<u32>()) {
+            if available() {
+                check(n, k, m, seed);
             }
         }
     }
