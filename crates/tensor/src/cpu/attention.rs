@@ -74,6 +74,8 @@ struct Scratch {
     /// Running max and sum per row.
     m: Vec<f32>,
     l: Vec<f32>,
+    /// Weights as bf16 pairs `[rows_pad, KB / 2]` (bf16 `P·V` only).
+    p_pairs: Vec<u32>,
 }
 
 fn resize_zeroed(v: &mut Vec<f32>, n: usize) {
@@ -85,13 +87,38 @@ fn resize_zeroed(v: &mut Vec<f32>, n: usize) {
 /// `[n_q, n_head, d]`; `n_q`/`n_kv` are the lengths of the mask's position slices.
 ///
 /// Query head `h` reads KV head `h / (n_head / n_kv_head)`. Memory beyond `out` is
-/// O(threads · d · block), never O(n_q · n_kv).
+/// O(threads · d · block) plus, when several tasks share a KV head, a packed copy of each
+/// head in use (O(n_kv · d) each); never O(n_q · n_kv).
 pub fn attention(
     q: &[f32],
     k: KvData,
     v: KvData,
     mask: &AttnMask,
     p: &AttnParams,
+    out: &mut [f32],
+) {
+    attention_with(q, k, v, mask, p, PvPrecision::F32, out)
+}
+
+/// The arithmetic of the `P·V` product.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PvPrecision {
+    /// f32 products and sums (every decoder; the encoders by default).
+    F32,
+    /// Weights and values rounded to bf16, f32 sums, AVX512-BF16 dot products: the encoders'
+    /// opt-in bf16 mode (`EncoderPrecision::Bf16`). Used where several query tasks share
+    /// each KV head and the CPU has AVX512-BF16; elsewhere f32.
+    Bf16,
+}
+
+/// [`attention`] with `P·V` in `pv`.
+pub fn attention_with(
+    q: &[f32],
+    k: KvData,
+    v: KvData,
+    mask: &AttnMask,
+    p: &AttnParams,
+    pv: PvPrecision,
     out: &mut [f32],
 ) {
     let (n_q, n_kv, d) = (mask.n_q(), mask.n_kv(), p.head_dim);
@@ -143,6 +170,7 @@ pub fn attention(
     // `n_kv_head · d` apart, so copying them per task and block cost a TLB miss per row);
     // the copy goes when the head's last task ends, so at most a few heads are held.
     let packs = (n_blocks >= 2 && !parallel_chunks).then(|| HeadPacks::new(p.n_kv_head, n_blocks));
+    let pv_bf16 = pv == PvPrecision::Bf16 && super::gemm_bf16::available();
     tasks
         .into_par_iter()
         .for_each_init(Scratch::default, |scratch, mut task| {
@@ -161,7 +189,9 @@ pub fn attention(
                 );
                 return;
             };
-            let head = packs.take(task.g, || PackedHead::new(isa, k, v, task.g, n_kv, p));
+            let head = packs.take(task.g, || {
+                PackedHead::new(isa, k, v, task.g, n_kv, p, pv_bf16)
+            });
             run_task(
                 isa,
                 q,
@@ -216,12 +246,23 @@ impl HeadPacks {
 struct PackedHead {
     /// Key blocks transposed, `[n_kv / KB][d][KB]` (keys past `n_kv` are 0).
     kt: Vec<f32>,
-    /// Value rows `[n_kv][d]`.
+    /// Value rows `[n_kv][d]` (empty when `v_pairs` is used).
     v: Vec<f32>,
+    /// For bf16 `P·V`: values of keys `2i`, `2i + 1` as bf16 pairs, `[n_kv / 2][d]` (a key
+    /// past `n_kv` is 0); else empty.
+    v_pairs: Vec<u32>,
 }
 
 impl PackedHead {
-    fn new(isa: Isa, k: KvData, v: KvData, g: usize, n_kv: usize, p: &AttnParams) -> Self {
+    fn new(
+        isa: Isa,
+        k: KvData,
+        v: KvData,
+        g: usize,
+        n_kv: usize,
+        p: &AttnParams,
+        bf16_pairs: bool,
+    ) -> Self {
         let d = p.head_dim;
         let stride = p.n_kv_head * d;
         let mut kt = vec![0f32; n_kv.div_ceil(KB) * d * KB];
@@ -238,7 +279,28 @@ impl PackedHead {
         for (j, row) in vp.chunks_exact_mut(d).enumerate() {
             copy_kv(v, isa, j * stride + g * d, row);
         }
-        Self { kt, v: vp }
+        if !bf16_pairs {
+            return Self {
+                kt,
+                v: vp,
+                v_pairs: Vec::new(),
+            };
+        }
+        let mut v_pairs = vec![0u32; n_kv.div_ceil(2) * d];
+        let mut both = vec![0f32; 2 * d];
+        for (i, dst) in v_pairs.chunks_exact_mut(d).enumerate() {
+            for c in 0..d {
+                let hi = 2 * i + 1;
+                both[2 * c] = vp[2 * i * d + c];
+                both[2 * c + 1] = if hi < n_kv { vp[hi * d + c] } else { 0.0 };
+            }
+            super::gemm_bf16::to_bf16_pairs(&both, dst);
+        }
+        Self {
+            kt,
+            v: Vec::new(),
+            v_pairs,
+        }
     }
 }
 
@@ -383,6 +445,10 @@ fn attend(
     resize_zeroed(&mut sc.bias, n_tq * KB);
     sc.m.clear();
     sc.m.resize(rows, f32::NEG_INFINITY);
+    if packed.is_some_and(|h| !h.v_pairs.is_empty()) {
+        sc.p_pairs.clear();
+        sc.p_pairs.resize(rows_pad * KB / 2, 0);
+    }
     resize_zeroed(&mut sc.l, rows);
 
     // With a soft cap the scale goes inside the tanh: c · tanh(scale · s / c).
@@ -446,6 +512,17 @@ fn attend(
             d,
         );
 
+        if let Some(h) = packed.filter(|h| !h.v_pairs.is_empty()) {
+            // The weights of keys past nk pair with zero values: make them 0 too.
+            for r in 0..rows_pad {
+                sc.s[r * KB + nk..(r + 1) * KB].fill(0.0);
+                let pairs = &mut sc.p_pairs[r * KB / 2..(r + 1) * KB / 2];
+                super::gemm_bf16::to_bf16_pairs(&sc.s[r * KB..(r + 1) * KB], pairs);
+            }
+            let vp = &h.v_pairs[j0 / 2 * d..(j0 + nk).div_ceil(2) * d];
+            simd::accumulate_bf16(&sc.p_pairs, rows_pad, vp, nk.div_ceil(2), d, &mut sc.acc);
+            continue;
+        }
         let vb: &[f32] = match packed {
             Some(h) => &h.v[j0 * d..(j0 + nk) * d],
             None => {
@@ -475,6 +552,44 @@ mod tests {
         attention(&q, KvData::F32(&kv), KvData::F32(&kv), &mask, &p, &mut out);
         assert_eq!(&out[..4], &[0.0; 4]);
         assert!(out[4..].iter().all(|&x| (x - 0.5).abs() < 1e-6));
+    }
+
+    #[test]
+    fn bf16_values_stay_close_to_f32() {
+        if !crate::cpu::gemm_bf16::available() {
+            eprintln!("SKIPPED: no AVX512-BF16 on this CPU");
+            return;
+        }
+        // Many queries per head (the packed path), an odd key count, GQA.
+        let (n, n_head, n_kv_head, d) = (301, 4, 2, 72);
+        let mut seed = 7u32;
+        let mut next = || {
+            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (seed >> 8) as f32 / (1 << 24) as f32 - 0.5
+        };
+        let q: Vec<f32> = (0..n * n_head * d).map(|_| 4.0 * next()).collect();
+        let k: Vec<f32> = (0..n * n_kv_head * d).map(|_| next()).collect();
+        let v: Vec<f32> = (0..n * n_kv_head * d).map(|_| next()).collect();
+        let pos: Vec<i32> = (0..n as i32).collect();
+        let mask = AttnMask::full(&pos, &pos);
+        let p = AttnParams {
+            n_kv_head,
+            ..AttnParams::mha(n_head, d)
+        };
+        let run = |pv| {
+            let mut out = vec![f32::NAN; q.len()];
+            let (kd, vd) = (KvData::F32(&k), KvData::F32(&v));
+            attention_with(&q, kd, vd, &mask, &p, pv, &mut out);
+            out
+        };
+        let (f32_out, bf16_out) = (run(PvPrecision::F32), run(PvPrecision::Bf16));
+        let scale = f32_out.iter().fold(0f32, |m, x| m.max(x.abs()));
+        let err = f32_out
+            .iter()
+            .zip(&bf16_out)
+            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(err <= 1e-2 * scale, "bf16 P·V off by {err} (max {scale})");
+        assert!(f32_out != bf16_out, "the bf16 path did not run");
     }
 
     #[test]

@@ -83,8 +83,14 @@ fn pack_x(x: &[f32], n: usize, k: usize, kp: usize) -> Vec<u32> {
     xpack
 }
 
-#[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
+
+/// [`to_pairs`] behind a check: panics unless [`available`].
+pub(super) fn to_bf16_pairs(src: &[f32], pairs: &mut [u32]) {
+    assert!(available(), "bf16 pairs without AVX512-BF16");
+    // SAFETY: the features were just checked.
+    unsafe { to_pairs(src, pairs) }
+}
 
 /// `pairs[p] = bf16(src[2p]) | bf16(src[2p + 1]) << 16` (nearest even; a missing last value
 /// is zero). `pairs.len() == src.len().div_ceil(2)`.

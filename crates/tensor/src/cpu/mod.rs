@@ -8,7 +8,21 @@
 pub mod act;
 pub mod elementwise;
 mod gemm;
+#[cfg(target_arch = "x86_64")]
 mod gemm_bf16;
+/// No AVX512-BF16 off x86: the bf16 paths are never taken.
+#[cfg(not(target_arch = "x86_64"))]
+mod gemm_bf16 {
+    pub(super) fn available() -> bool {
+        false
+    }
+    pub(super) fn gemm_bf16<T>(_: &[T], _: &[f32], _: usize, _: usize, _: usize, _: &mut [f32]) {
+        unreachable!("bf16 GEMM without AVX512-BF16")
+    }
+    pub(super) fn to_bf16_pairs(_: &[f32], _: &mut [u32]) {
+        unreachable!("bf16 pairs without AVX512-BF16")
+    }
+}
 pub mod get_rows;
 mod math;
 pub mod matmul_float;
@@ -33,7 +47,7 @@ pub use rope::{rope, rope_2d};
 pub use crate::ops::attention::{AttnMask, AttnParams, KvData};
 pub use crate::ops::rope::{RopeConfig, RopeMode};
 pub mod attention;
-pub use attention::attention;
+pub use attention::{PvPrecision, attention, attention_with};
 pub mod concat;
 pub mod conv;
 pub mod interp;

@@ -89,16 +89,23 @@ impl Exec for CpuExec {
     ) -> Result<()> {
         let d = q.len() / n.max(1);
         out.resize(q.len(), 0.0);
+        // The encoders' bf16 mode covers P·V too (QKᵀ stays f32: score errors grow through
+        // the exponential).
+        let pv = match cpu::encoder_precision() {
+            cpu::EncoderPrecision::F32 => cpu::PvPrecision::F32,
+            cpu::EncoderPrecision::Bf16 => cpu::PvPrecision::Bf16,
+        };
         // Each span on its own: the work is the sum of the spans' squares, not n².
         for r in spans {
             let span = r.start * d..r.end * d;
             let pos: Vec<i32> = (0..r.len() as i32).collect();
-            cpu::attention(
+            cpu::attention_with(
                 &q[span.clone()],
                 KvData::F32(&k[span.clone()]),
                 KvData::F32(&v[span.clone()]),
                 &AttnMask::full(&pos, &pos),
                 params,
+                pv,
                 &mut out[span],
             );
         }
