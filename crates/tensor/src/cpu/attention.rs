@@ -18,6 +18,7 @@
 //! number of rows, and the
 //! softmax and `P·V` kernels work row by row.
 
+pub mod bf16;
 pub mod simd;
 
 use rayon::prelude::*;
@@ -520,7 +521,7 @@ fn attend(
                 super::gemm_bf16::to_bf16_pairs(&sc.s[r * KB..(r + 1) * KB], pairs);
             }
             let vp = &h.v_pairs[j0 / 2 * d..(j0 + nk).div_ceil(2) * d];
-            simd::accumulate_bf16(&sc.p_pairs, rows_pad, vp, nk.div_ceil(2), d, &mut sc.acc);
+            bf16::accumulate_bf16(&sc.p_pairs, rows_pad, vp, nk.div_ceil(2), d, &mut sc.acc);
             continue;
         }
         let vb: &[f32] = match packed {

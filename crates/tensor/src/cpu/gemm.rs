@@ -280,9 +280,9 @@ thread_local! {
 }
 
 /// `buf` with exactly `len` values (contents unspecified).
-fn sized(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
+pub(super) fn sized<E: Copy + Default>(buf: &mut Vec<E>, len: usize) -> &mut [E] {
     if buf.len() < len {
-        buf.resize(len, 0.0);
+        buf.resize(len, E::default());
     }
     &mut buf[..len]
 }

@@ -13,7 +13,7 @@
 
 use rayon::prelude::*;
 
-use super::gemm::{Block, BlockOut, OutPtr, plan};
+use super::gemm::{Block, BlockOut, OutPtr, plan, sized};
 use super::matmul_float::WeightElem;
 
 /// Register tile: 12 rows x 32 columns (24 accumulators), as the f32 AVX-512 kernel.
@@ -132,13 +132,6 @@ type Scratch = (Vec<u32>, Vec<f32>, Vec<f32>, Vec<u32>);
 thread_local! {
     static SCRATCH: std::cell::RefCell<Scratch> =
         const { std::cell::RefCell::new((Vec::new(), Vec::new(), Vec::new(), Vec::new())) };
-}
-
-fn sized<E: Copy + Default>(buf: &mut Vec<E>, len: usize) -> &mut [E] {
-    if buf.len() < len {
-        buf.resize(len, E::default());
-    }
-    &mut buf[..len]
 }
 
 /// One task, as `gemm::block_tiles`: weight rows packed once (`[panel][kp][NR]` pairs),

@@ -70,62 +70,11 @@ pub fn accumulate(
     dispatch!(usable(isa), accumulate_simd, accumulate_scalar, (p: &[f32], rows: usize, v: &[f32], v_stride: usize, keys: usize, d: usize, acc: &mut [f32]))
 }
 
-/// [`accumulate`] with bf16 operands: `acc[r] += Σ_{i < pairs} p[r][i] · v[i]` where
-/// `p[r * KEYS / 2 + i]` holds the weights of keys `2i`, `2i + 1` and `v[i * d + c]` their
-/// values in column `c`, each a bf16 pair (`vdpbf16ps`; f32 sums). Panics without
-/// AVX512-BF16.
-pub fn accumulate_bf16(p: &[u32], rows: usize, v: &[u32], pairs: usize, d: usize, acc: &mut [f32]) {
-    assert!(
-        rows.is_multiple_of(4) && pairs <= KEYS / 2,
-        "accumulate_bf16: rows {rows}, pairs {pairs}"
-    );
-    assert!(p.len() >= rows * KEYS / 2 && v.len() >= pairs * d && acc.len() >= rows * d);
-    let f = features();
-    assert!(
-        f.avx512f && f.avx512bw && f.avx512bf16,
-        "accumulate_bf16 without AVX512-BF16"
-    );
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: features checked; lengths checked above.
-    unsafe {
-        x86::accumulate_bf16(p, rows, v, pairs, d, acc)
-    };
-}
-
-/// Scalar twin of [`accumulate_bf16`] (f32 sums of the exact bf16 products).
-pub fn accumulate_bf16_scalar(
-    p: &[u32],
-    rows: usize,
-    v: &[u32],
-    pairs: usize,
-    d: usize,
-    acc: &mut [f32],
-) {
-    let lo = |x: u32| f32::from_bits(x << 16);
-    let hi = |x: u32| f32::from_bits(x & 0xffff_0000);
-    for r in 0..rows {
-        for i in 0..pairs {
-            let w = p[r * KEYS / 2 + i];
-            for c in 0..d {
-                let x = v[i * d + c];
-                acc[r * d + c] += lo(w) * lo(x) + hi(w) * hi(x);
-            }
-        }
-    }
-}
-
-/// `s[i] = s[i] · scale + bias[i]`; returns the maximum (`-inf` if all are).
-pub fn scale_add_max(isa: Isa, s: &mut [f32], scale: f32, bias: &[f32]) -> f32 {
-    assert_eq!(s.len(), bias.len(), "scale_add_max: lengths");
-    dispatch!(usable(isa), scale_add_max_simd, scale_add_max_scalar, (s: &mut [f32], scale: f32, bias: &[f32]) -> f32)
-}
-
 /// One key block's online-softmax step for score rows `0..rows` (`s`, rows of [`KEYS`]):
 /// each row becomes `s · scale + bias` (bias row `r / group` of `bias`), its block maximum
 /// raises the running max `m[r]` (shrinking `l[r]` and the accumulator row `acc[r]`, of
 /// length `d`, to match), then `exp(s - m[r])` with its sum added to `l[r]`. A row whose
-/// keys are all masked becomes 0 and keeps its state. Same arithmetic as
-/// [`scale_add_max`] then [`exp_sub_sum`], in one pass.
+/// keys are all masked becomes 0 and keeps its state.
 #[allow(clippy::too_many_arguments)]
 pub fn softmax_block(
     isa: Isa,
@@ -143,12 +92,6 @@ pub fn softmax_block(
     assert!(m.len() >= rows && l.len() >= rows && acc.len() >= rows * d);
     dispatch!(usable(isa), softmax_block_simd, softmax_block_scalar,
         (s: &mut [f32], rows: usize, group: usize, bias: &[f32], scale: f32, m: &mut [f32], l: &mut [f32], acc: &mut [f32], d: usize))
-}
-
-/// `x[i] = exp(x[i] - m)` (0 for `-inf` entries); returns the sum. `m` must be finite and
-/// every `x[i] - m <= 0` (it is the running maximum).
-pub fn exp_sub_sum(isa: Isa, x: &mut [f32], m: f32) -> f32 {
-    dispatch!(usable(isa), exp_sub_sum_simd, exp_sub_sum_scalar, (x: &mut [f32], m: f32) -> f32)
 }
 
 /// Converts `src` into `dst` (same length).
@@ -206,62 +149,6 @@ mod x86 {
     #![allow(unsafe_code)]
     use super::KEYS;
     use std::arch::x86_64::*;
-
-    /// See `super::accumulate_bf16`: 4 rows x 32 columns (8 accumulators) per pass, the
-    /// last columns masked.
-    ///
-    /// # Safety
-    /// AVX512-F/BW/BF16 available; lengths as `super::accumulate_bf16` checks them.
-    #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
-    pub(super) unsafe fn accumulate_bf16(
-        p: &[u32],
-        rows: usize,
-        v: &[u32],
-        pairs: usize,
-        d: usize,
-        acc: &mut [f32],
-    ) {
-        unsafe {
-            for r in (0..rows).step_by(4) {
-                let pp = p.as_ptr().add(r * KEYS / 2);
-                let ap = acc.as_mut_ptr().add(r * d);
-                for c in (0..d).step_by(32) {
-                    let w = (d - c).min(32);
-                    let m0: __mmask16 = if w >= 16 { 0xffff } else { (1u16 << w) - 1 };
-                    let m1: __mmask16 = if w >= 32 {
-                        0xffff
-                    } else if w > 16 {
-                        (1u16 << (w - 16)) - 1
-                    } else {
-                        0
-                    };
-                    let mut a = [[_mm512_setzero_ps(); 2]; 4];
-                    for (i, row) in a.iter_mut().enumerate() {
-                        row[0] = _mm512_maskz_loadu_ps(m0, ap.add(i * d + c));
-                        row[1] = _mm512_maskz_loadu_ps(m1, ap.add(i * d + c + 16));
-                    }
-                    for j in 0..pairs {
-                        let vp = v.as_ptr().add(j * d + c);
-                        let b0: __m512bh =
-                            std::mem::transmute(_mm512_maskz_loadu_epi32(m0, vp.cast()));
-                        let b1: __m512bh =
-                            std::mem::transmute(_mm512_maskz_loadu_epi32(m1, vp.add(16).cast()));
-                        for (i, row) in a.iter_mut().enumerate() {
-                            let w: __m512bh = std::mem::transmute(_mm512_set1_epi32(
-                                *pp.add(i * KEYS / 2 + j) as i32,
-                            ));
-                            row[0] = _mm512_dpbf16_ps(row[0], w, b0);
-                            row[1] = _mm512_dpbf16_ps(row[1], w, b1);
-                        }
-                    }
-                    for (i, row) in a.iter().enumerate() {
-                        _mm512_mask_storeu_ps(ap.add(i * d + c), m0, row[0]);
-                        _mm512_mask_storeu_ps(ap.add(i * d + c + 16), m1, row[1]);
-                    }
-                }
-            }
-        }
-    }
 
     /// 16 x 16 register transposes of keys `0..keys16`, columns `0..d16` (multiples of 16).
     ///
@@ -359,7 +246,7 @@ pub fn accumulate_scalar(
     }
 }
 
-pub fn scale_add_max_scalar(s: &mut [f32], scale: f32, bias: &[f32]) -> f32 {
+fn scale_add_max_scalar(s: &mut [f32], scale: f32, bias: &[f32]) -> f32 {
     let mut m = f32::NEG_INFINITY;
     for (x, b) in s.iter_mut().zip(bias) {
         *x = *x * scale + b;
@@ -368,7 +255,7 @@ pub fn scale_add_max_scalar(s: &mut [f32], scale: f32, bias: &[f32]) -> f32 {
     m
 }
 
-pub fn exp_sub_sum_scalar(x: &mut [f32], m: f32) -> f32 {
+fn exp_sub_sum_scalar(x: &mut [f32], m: f32) -> f32 {
     let mut sum = 0.0;
     for e in x {
         *e = (*e - m).exp();
@@ -635,23 +522,6 @@ unsafe fn accumulate_cols<S: Simd, const NV: usize, const MASKED: bool>(
 }
 
 #[inline(always)]
-fn scale_add_max_simd<S: Simd>(s: S, x: &mut [f32], scale: f32, bias: &[f32]) -> f32 {
-    let full = x.len() - x.len() % S::LANES;
-    let sc = s.splat(scale);
-    let mut mx = s.splat(f32::NEG_INFINITY);
-    for (xc, bc) in x[..full]
-        .chunks_exact_mut(S::LANES)
-        .zip(bias.chunks_exact(S::LANES))
-    {
-        let y = s.fma(s.load(xc), sc, s.load(bc));
-        s.store(xc, y);
-        mx = s.max(mx, y);
-    }
-    s.reduce_max(mx)
-        .max(scale_add_max_scalar(&mut x[full..], scale, &bias[full..]))
-}
-
-#[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn softmax_block_simd<S: Simd>(
     s: S,
@@ -698,20 +568,6 @@ fn softmax_block_simd<S: Simd>(
 }
 
 #[inline(always)]
-fn exp_sub_sum_simd<S: Simd>(s: S, x: &mut [f32], m: f32) -> f32 {
-    let full = x.len() - x.len() % S::LANES;
-    let mv = s.splat(m);
-    let mut sum = s.zero();
-    for c in x[..full].chunks_exact_mut(S::LANES) {
-        // exp underflows (incl. -inf, masked keys) to exactly 0.
-        let e = math::exp_with::<math::Minimax5, _>(s, s.sub(s.load(c), mv));
-        s.store(c, e);
-        sum = s.add(sum, e);
-    }
-    s.reduce_sum(sum) + exp_sub_sum_scalar(&mut x[full..], m)
-}
-
-#[inline(always)]
 fn f16_to_f32_simd<S: Simd>(s: S, src: &[half::f16], dst: &mut [f32]) {
     use half::slice::HalfFloatSliceExt;
     let full = src.len() - src.len() % S::LANES;
@@ -744,32 +600,6 @@ mod tests {
             .zip(b)
             .map(|(x, y)| (x - y).abs() / y.abs().max(1.0))
             .fold(0.0, f32::max)
-    }
-
-    #[test]
-    fn bf16_accumulate_matches_scalar() {
-        let f = features();
-        if !(f.avx512f && f.avx512bw && f.avx512bf16) {
-            eprintln!("SKIPPED: no AVX512-BF16 on this CPU");
-            return;
-        }
-        let bf = |x: f32| half::bf16::from_f32(x).to_bits() as u32;
-        for (d, pairs) in [(72, 32), (64, 7), (80, 1), (5, 3), (33, 32)] {
-            let rows = 8;
-            let pw = data(rows * KEYS, 1);
-            let vw = data(2 * pairs * d, 2);
-            let p: Vec<u32> = (0..rows * KEYS / 2)
-                .map(|i| bf(pw[2 * i]) | bf(pw[2 * i + 1]) << 16)
-                .collect();
-            let v: Vec<u32> = (0..pairs * d)
-                .map(|i| bf(vw[2 * i]) | bf(vw[2 * i + 1]) << 16)
-                .collect();
-            let mut acc = data(rows * d, 3);
-            let mut want = acc.clone();
-            accumulate_bf16(&p, rows, &v, pairs, d, &mut acc);
-            accumulate_bf16_scalar(&p, rows, &v, pairs, d, &mut want);
-            assert!(max_rel(&acc, &want) < 1e-5, "d={d} pairs={pairs}");
-        }
     }
 
     #[test]
@@ -874,36 +704,13 @@ mod tests {
                 assert_eq!(m, wm, "{isa:?} softmax_block max");
                 assert!(max_rel(&l, &wl) < 1e-6, "{isa:?} softmax_block sum");
                 assert!(max_rel(&acc, &wacc) < 1e-6, "{isa:?} softmax_block acc");
-                assert!(max_rel(&sc, &want) < 1e-6, "{isa:?} softmax_block weights");
-            }
-            for n in [0, 1, 5, 8, 16, 17, 33, 64] {
-                let mut x: Vec<f32> = data(n, 5).iter().map(|v| v * 200.0).collect();
-                let mut bias = vec![0.0; n];
-                if n > 2 {
-                    bias[1] = f32::NEG_INFINITY;
-                }
-                let mut want = x.clone();
-                let wm = scale_add_max_scalar(&mut want, 0.5, &bias);
-                let gm = scale_add_max(isa, &mut x, 0.5, &bias);
-                assert!(
-                    (gm - wm).abs() <= 1e-5 * wm.abs() || gm == wm,
-                    "{isa:?} max n={n}"
-                );
-                assert!(max_rel(&x, &want) < 1e-5, "{isa:?} scale_add_max n={n}");
-
-                let m = wm.max(0.0);
-                let ws = exp_sub_sum_scalar(&mut want, m);
-                let gs = exp_sub_sum(isa, &mut x, m);
-                for (g, w) in x.iter().zip(&want) {
+                for (g, w) in sc.iter().zip(&want) {
                     assert!(
                         (g - w).abs() <= 2e-7 * w.abs() + 1e-37,
-                        "{isa:?} exp {g} vs {w}"
+                        "{isa:?} softmax_block exp {g} vs {w}"
                     );
                 }
-                assert!((gs - ws).abs() <= 1e-6 * ws.abs() + 1e-30);
-                if n > 2 {
-                    assert_eq!(x[1], 0.0);
-                }
+                assert_eq!(sc[3], 0.0, "{isa:?}: a masked key keeps weight 0");
             }
         }
     }
