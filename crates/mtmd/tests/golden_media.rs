@@ -236,11 +236,13 @@ fn mistral3_full_gpu() {
     run_fixture_on("mistral3", Place::Gpu(None));
 }
 
+/// The Whisper tower on the GPU too (its 1500-frame attention through the tiled kernel).
 #[test]
 fn qwen2audio_full_gpu() {
-    run_fixture_on("qwen2audio", Place::GpuText(None));
+    run_fixture_on("qwen2audio", Place::Gpu(None));
 }
 
+/// Text model only: the same Whisper blocks as qwen2audio, which covers them on the GPU.
 #[test]
 fn voxtral_full_gpu() {
     run_fixture_on("voxtral", Place::GpuText(None));

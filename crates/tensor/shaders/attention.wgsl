@@ -187,3 +187,124 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) n_wg: vec
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Many-query variant (prefill, encoders): one workgroup per (tile of QT queries, head). The
+// tile's queries share every key and value row staged in workgroup memory, so a K/V row is
+// read once per QT queries instead of once per query. Each query has LANES threads; lane i
+// owns output dimensions i, i + LANES, ... and a partial dot product per key, summed in a
+// fixed order so the lanes of a query agree on every score (and so on m and l).
+
+const QT: u32 = 16u;
+const LANES: u32 = 4u;
+// Keys per tile: KT rows of MAX_HEAD_DIM f32 fill 8 KiB, staged first as K, then as V.
+const KT: u32 = 8u;
+const LANE_DIMS: u32 = MAX_HEAD_DIM / LANES;
+
+var<workgroup> kv_tile: array<f32, KT * MAX_HEAD_DIM>;
+var<workgroup> partial: array<f32, QT * KT * LANES>;
+
+@compute @workgroup_size(64)
+fn many_queries(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) n_wg: vec3<u32>,
+                @builtin(local_invocation_index) li: u32) {
+    // Branches around barriers depend only on the workgroup id and the params (uniform);
+    // threads of a query past n_q keep taking part in the barriers and write nothing.
+    let item = flat_workgroup(wg, n_wg);
+    let q_tiles = (p.n_q + QT - 1u) / QT;
+    if item >= q_tiles * p.n_head {
+        return;
+    }
+    let h = item % p.n_head;
+    let slot = li / LANES;
+    let lane = li % LANES;
+    let qi = (item / p.n_head) * QT + slot;
+    let live = qi < p.n_q;
+    let g = h / (p.n_head / p.n_kv_head);
+    let d = p.head_dim;
+    let kv_row = p.n_kv_head * d;
+
+    var q_mine: array<f32, LANE_DIMS>;
+    var acc: array<f32, LANE_DIMS>;
+    var qp = 0;
+    var qg = 0;
+    if live {
+        let q_start = p.q_offset + (qi * p.n_head + h) * d;
+        for (var i = 0u; lane + LANES * i < d; i++) {
+            q_mine[i] = q[q_start + lane + LANES * i];
+        }
+        qp = mask_data[p.q_base + qi];
+        if p.has_groups != 0u {
+            qg = mask_data[p.q_group_at + p.q_base + qi];
+        }
+    }
+
+    var m = LOWEST;
+    var l = 0.0;
+    for (var t0 = 0u; t0 < p.n_kv; t0 += KT) {
+        let n_keys = min(KT, p.n_kv - t0);
+        // The previous tile's reads of its V rows end before this tile's K rows land.
+        workgroupBarrier();
+        for (var e = li; e < n_keys * d; e += 64u) {
+            kv_tile[e] = k_at((t0 + e / d) * kv_row + g * d + e % d);
+        }
+        workgroupBarrier();
+        for (var jj = 0u; jj < n_keys; jj++) {
+            var dot = 0.0;
+            for (var i = 0u; lane + LANES * i < d; i++) {
+                dot += q_mine[i] * kv_tile[jj * d + lane + LANES * i];
+            }
+            partial[(slot * KT + jj) * LANES + lane] = dot;
+        }
+        workgroupBarrier();
+        var s: array<f32, KT>;
+        var tile_max = LOWEST;
+        for (var jj = 0u; jj < n_keys; jj++) {
+            var sc = LOWEST;
+            if live && visible(qp, qg, t0 + jj) {
+                let at = (slot * KT + jj) * LANES;
+                var dot = partial[at];
+                for (var r = 1u; r < LANES; r++) {
+                    dot += partial[at + r];
+                }
+                sc = dot * p.scale;
+                if p.softcap != 0.0 {
+                    sc = p.softcap * tanh_stable(sc / p.softcap);
+                }
+            }
+            s[jj] = sc;
+            tile_max = max(tile_max, sc);
+        }
+        // Every K read happened before the barrier above: the tile now takes the V rows.
+        for (var e = li; e < n_keys * d; e += 64u) {
+            kv_tile[e] = v_at((t0 + e / d) * kv_row + g * d + e % d);
+        }
+        workgroupBarrier();
+        if tile_max > LOWEST {
+            let m_new = max(m, tile_max);
+            let alpha = exp(m - m_new);
+            for (var i = 0u; lane + LANES * i < d; i++) {
+                acc[i] *= alpha;
+            }
+            var tile_sum = 0.0;
+            for (var jj = 0u; jj < n_keys; jj++) {
+                if s[jj] <= LOWEST {
+                    continue;
+                }
+                let w = exp(s[jj] - m_new);
+                tile_sum += w;
+                for (var i = 0u; lane + LANES * i < d; i++) {
+                    acc[i] += w * kv_tile[jj * d + lane + LANES * i];
+                }
+            }
+            l = l * alpha + tile_sum;
+            m = m_new;
+        }
+    }
+    if live {
+        let inv = select(0.0, 1.0 / l, l > 0.0);
+        let o_start = p.out_offset + (qi * p.n_head + h) * d;
+        for (var i = 0u; lane + LANES * i < d; i++) {
+            out[o_start + lane + LANES * i] = acc[i] * inv;
+        }
+    }
+}

@@ -11,8 +11,8 @@ use llm::Model;
 pub enum Place {
     Cpu,
     Gpu(Option<usize>),
-    /// Only the text model on the GPU (lavapipe runs a 1500-frame audio encoder's attention
-    /// slowly: minutes per window).
+    /// Only the text model on the GPU (lavapipe needs ~5 s per 1500-frame audio window even
+    /// with the tiled attention kernel, so one audio family runs its encoder there, not all).
     GpuText(Option<usize>),
 }
 

@@ -1,4 +1,5 @@
-//! Host side of `shaders/attention.wgsl`: fused attention, one workgroup per (query, head).
+//! Host side of `shaders/attention.wgsl`: fused attention, one workgroup per (query, head)
+//! for a few queries (decode), per (tile of queries, head) for many (prefill, encoders).
 //! Queries and outputs are cut into chunks of whole rows under the binding limit; K, V and
 //! the mask data are bound whole (every query needs every key).
 
@@ -36,6 +37,11 @@ pub struct AttentionParams {
 
 /// Largest head the shader's workgroup arrays hold.
 pub(crate) const MAX_HEAD_DIM: usize = 256;
+/// Queries per workgroup of the many-query entry point (`QT` in the shader).
+const QUERY_TILE: usize = 16;
+/// From this many queries on, the tiled entry point reads each K/V row once per tile of
+/// queries; below it a tile would be mostly idle threads.
+const MANY_QUERIES: usize = 8;
 
 /// Geometry, mask and score transform of one attention call. `mask_data` holds, as i32
 /// words: q_pos (n_q), k_pos (n_kv), then q_group (n_q) and k_group (n_kv) when `groups`.
@@ -83,7 +89,9 @@ pub(crate) fn attention(
         ("K_F16", f64::from(u8::from(k.f16))),
         ("V_F16", f64::from(u8::from(v.f16))),
     ];
-    let pipeline = ctx.pipeline("attention", "main", &constants)?;
+    let many = call.n_q >= MANY_QUERIES;
+    let entry = if many { "many_queries" } else { "main" };
+    let pipeline = ctx.pipeline("attention", entry, &constants)?;
     let (limit, align) = (ctx.binding_limit(), ctx.offset_align());
     let kv_elems = call.n_kv * call.n_kv_head * d;
     let kv_range = |kv: &KvBuf<'_>, what: &str| {
@@ -152,7 +160,12 @@ pub(crate) fn attention(
                     range: c.ranges[1],
                 },
             ];
-            let groups = to_u32((c.rows * call.n_head) as u64, "workgroups")?;
+            let items = if many {
+                c.rows.div_ceil(QUERY_TILE)
+            } else {
+                c.rows
+            };
+            let groups = to_u32((items * call.n_head) as u64, "workgroups")?;
             dispatches.push(prepare(ctx, &pipeline, &storage, &params, groups));
         }
         submit(ctx, &dispatches)?;
