@@ -1,9 +1,12 @@
 //! The transformer blocks of an encoder, run on the CPU or, once offloaded, on a GPU where the
-//! activations stay between blocks (one upload before the first block of a run, one download
-//! after the last). Stems, poolings and projectors around the tower stay on the CPU: they
-//! are a small share of an encode.
+//! activations stay between blocks. [`Tower::run`] takes host activations (one upload before
+//! the first block of a run, one download after the last); encoders whose stem and projector
+//! are written over [`Exec`] too take [`Tower::gpu`] and [`run_blocks`] and keep the whole
+//! encode on the device.
 
 use std::ops::Range;
+
+use tensor::exec::Exec;
 
 use crate::ClipError;
 use crate::vit::{AttnSetup, Block};
@@ -52,23 +55,28 @@ impl Tower {
         setup: &dyn Fn(usize) -> AttnSetup<'s>,
         progress: Progress<'_>,
     ) -> Result<(), ClipError> {
-        let total = self.len();
         #[cfg(feature = "gpu")]
-        if let Some(g) = &self.gpu {
-            use tensor::exec::Exec;
-            let mut on_gpu = g.exec.upload(x)?;
-            for il in layers {
-                g.blocks[il].forward_on(&g.exec, &mut on_gpu, n, &setup(il))?;
-                progress(il + 1, total);
-            }
-            *x = g.exec.download(on_gpu)?;
+        if let Some((exec, blocks)) = self.gpu() {
+            let mut on_gpu = exec.upload(x)?;
+            run_blocks(exec, blocks, &mut on_gpu, n, layers, setup, progress)?;
+            *x = exec.download(on_gpu)?;
             return Ok(());
         }
-        for il in layers {
-            self.blocks[il].forward(x, n, &setup(il))?;
-            progress(il + 1, total);
-        }
-        Ok(())
+        run_blocks(
+            &tensor::exec::CpuExec,
+            &self.blocks,
+            x,
+            n,
+            layers,
+            setup,
+            progress,
+        )
+    }
+
+    /// The GPU backend and the blocks' weights there, once offloaded.
+    #[cfg(feature = "gpu")]
+    pub fn gpu(&self) -> Option<(&tensor::exec::GpuExec, &[Block<tensor::Tensor>])> {
+        self.gpu.as_ref().map(|g| (&g.exec, &g.blocks[..]))
     }
 
     /// Runs every block with the same setup.
@@ -111,43 +119,42 @@ impl Tower {
     }
 }
 
+/// Runs `blocks[layers]` in place on `x` `[n, n_embd]` on backend `e` (activations stay on
+/// it); `progress(il + 1, blocks.len())` follows each block.
+pub fn run_blocks<'s, E: Exec>(
+    e: &E,
+    blocks: &[Block<E::Vector>],
+    x: &mut E::Act,
+    n: usize,
+    layers: Range<usize>,
+    setup: &dyn Fn(usize) -> AttnSetup<'s>,
+    progress: Progress<'_>,
+) -> Result<(), ClipError> {
+    for il in layers {
+        blocks[il].forward_on(e, x, n, &setup(il))?;
+        progress(il + 1, blocks.len());
+    }
+    Ok(())
+}
+
 #[cfg(feature = "gpu")]
 fn upload_block(
     exec: &tensor::exec::GpuExec,
     b: &Block,
 ) -> Result<Block<tensor::Tensor>, ClipError> {
-    use crate::vit::{Ffn, Linear, Norm, Qkv};
-    use tensor::exec::Exec;
-    let vector = |v: &[f32]| exec.vector(v);
-    let linear = |l: &Linear| -> Result<Linear<tensor::Tensor>, ClipError> {
-        Ok(Linear {
-            w: exec.weight(&l.w)?,
-            b: l.b.as_deref().map(vector).transpose()?,
-        })
-    };
-    let norm = |n: &Norm| -> Result<Norm<tensor::Tensor>, ClipError> {
-        Ok(Norm {
-            kind: n.kind,
-            w: vector(&n.w)?,
-            b: n.b.as_deref().map(vector).transpose()?,
-            eps: n.eps,
-        })
-    };
+    use crate::vit::Qkv;
     Ok(Block {
-        ln1: norm(&b.ln1)?,
+        ln1: b.ln1.to_gpu(exec)?,
         qkv: match &b.qkv {
-            Qkv::Separate(w) => {
-                Qkv::Separate(Box::new([linear(&w[0])?, linear(&w[1])?, linear(&w[2])?]))
-            }
-            Qkv::Fused(w) => Qkv::Fused(linear(w)?),
+            Qkv::Separate(w) => Qkv::Separate(Box::new([
+                w[0].to_gpu(exec)?,
+                w[1].to_gpu(exec)?,
+                w[2].to_gpu(exec)?,
+            ])),
+            Qkv::Fused(w) => Qkv::Fused(w.to_gpu(exec)?),
         },
-        out: linear(&b.out)?,
-        ln2: norm(&b.ln2)?,
-        ffn: Ffn {
-            up: linear(&b.ffn.up)?,
-            gate: b.ffn.gate.as_ref().map(linear).transpose()?,
-            down: linear(&b.ffn.down)?,
-            act: b.ffn.act,
-        },
+        out: b.out.to_gpu(exec)?,
+        ln2: b.ln2.to_gpu(exec)?,
+        ffn: b.ffn.to_gpu(exec)?,
     })
 }

@@ -137,6 +137,15 @@ impl Linear {
         Self::load(wl, prefix, n_in, n_out)
     }
 
+    /// The layer with its weight uploaded to `exec`'s GPU (quantized blocks as stored).
+    #[cfg(feature = "gpu")]
+    pub fn to_gpu(&self, exec: &tensor::exec::GpuExec) -> Result<Linear<Tensor>, ClipError> {
+        Ok(Linear {
+            w: exec.weight(&self.w)?,
+            b: self.b.as_deref().map(|b| exec.vector(b)).transpose()?,
+        })
+    }
+
     /// `x` is `[n, in]`; returns `[n, out]`.
     pub fn forward(&self, x: &[f32], n: usize) -> Result<Vec<f32>, ClipError> {
         let mut out = vec![0f32; n * self.n_out()];
@@ -214,6 +223,17 @@ impl Norm {
         }
     }
 
+    /// The norm with its vectors on `exec`'s GPU.
+    #[cfg(feature = "gpu")]
+    pub fn to_gpu(&self, exec: &tensor::exec::GpuExec) -> Result<Norm<Tensor>, ClipError> {
+        Ok(Norm {
+            kind: self.kind,
+            w: exec.vector(&self.w)?,
+            b: self.b.as_deref().map(|b| exec.vector(b)).transpose()?,
+            eps: self.eps,
+        })
+    }
+
     pub fn forward(&self, x: &[f32]) -> Vec<f32> {
         let mut out = vec![0f32; x.len()];
         let cols = self.w.len();
@@ -285,6 +305,17 @@ impl<V> Ffn<V> {
 }
 
 impl Ffn {
+    /// The FFN with its layers on `exec`'s GPU.
+    #[cfg(feature = "gpu")]
+    pub fn to_gpu(&self, exec: &tensor::exec::GpuExec) -> Result<Ffn<Tensor>, ClipError> {
+        Ok(Ffn {
+            up: self.up.to_gpu(exec)?,
+            gate: self.gate.as_ref().map(|g| g.to_gpu(exec)).transpose()?,
+            down: self.down.to_gpu(exec)?,
+            act: self.act,
+        })
+    }
+
     pub fn forward(&self, x: &[f32], n: usize) -> Result<Vec<f32>, ClipError> {
         let mut h = self.up.forward(x, n)?;
         match &self.gate {

@@ -2,11 +2,12 @@
 //! projector (average pool to the token grid, soft-embedding RMS norm, input projection).
 
 use tensor::Tensor;
-use tensor::cpu;
+use tensor::cpu::{self, Conv2dParams};
+use tensor::exec::{CpuExec, Exec};
 
 use crate::ClipError;
 use crate::hparams::EncoderHparams;
-use crate::models::{Embeddings, EncodeInput, Encoder, encode_alone, encode_batched};
+use crate::models::{Embeddings, EncodeInput, Encoder, TowerOn, encode_alone, encode_batched_on};
 use crate::preprocess::fixed_square;
 use crate::projector::{Defaults, Framing, Input, Projector};
 use crate::tower::{Progress, Tower};
@@ -30,13 +31,22 @@ pub struct Gemma3 {
     n_embd: usize,
     n_head: usize,
     n_merge: usize,
-    patch_w: Tensor,
-    patch_b: Option<Vec<f32>>,
-    /// `[n_patches, n_embd]`.
-    pos_embd: Vec<f32>,
     tower: Tower,
-    post_ln: Option<Norm>,
-    soft_emb_norm: Vec<f32>,
+    head: Head<Vec<f32>, Vec<f32>>,
+    /// The same weights on the GPU, once offloaded: the whole encode runs there.
+    #[cfg(feature = "gpu")]
+    gpu_head: Option<Head<Tensor, Tensor>>,
+}
+
+/// Everything around the tower, on one backend (`V` its vectors, `A` its activations).
+struct Head<V, A> {
+    /// The patch convolution as a matrix `[n_embd, 3·patch²]`.
+    patch_w: Tensor,
+    patch_b: Option<V>,
+    /// `[n_patches, n_embd]`.
+    pos_embd: A,
+    post_ln: Option<Norm<V>>,
+    soft_emb_norm: V,
     eps: f32,
     /// `[projection_dim, n_embd]` f32 (the file stores it transposed).
     input_proj: Tensor,
@@ -45,7 +55,10 @@ pub struct Gemma3 {
 pub fn build(wl: &WeightLoader, hp: &EncoderHparams) -> Result<Box<dyn Encoder>, ClipError> {
     let (d, p) = (hp.n_embd, hp.patch_size);
     let side = hp.image_size / p;
-    let patch_w = wl.tensor_shaped("v.patch_embd.weight", &[d, 3, p, p])?;
+    let patch_w = wl
+        .tensor_shaped("v.patch_embd.weight", &[d, 3, p, p])?
+        .contiguous()?
+        .reshape(&[d, 3 * p * p])?;
     let pos_embd = wl
         .tensor_shaped("v.position_embd.weight", &[side * side, d])?
         .to_f32_vec()?;
@@ -81,21 +94,37 @@ pub fn build(wl: &WeightLoader, hp: &EncoderHparams) -> Result<Box<dyn Encoder>,
         n_embd: d,
         n_head: hp.n_head,
         n_merge,
-        patch_w,
-        patch_b: wl.opt_vector("v.patch_embd.bias", d)?,
-        pos_embd,
         tower: Tower::new(blocks),
-        post_ln: Norm::opt_load(wl, "v.post_ln", d, NormKind::Layer, hp.eps)?,
-        soft_emb_norm: wl.vector("mm.soft_emb_norm.weight", d)?,
-        eps: hp.eps,
-        input_proj: Tensor::from_f32(&[text_dim, d], &transposed)?,
+        head: Head {
+            patch_w,
+            patch_b: wl.opt_vector("v.patch_embd.bias", d)?,
+            pos_embd,
+            post_ln: Norm::opt_load(wl, "v.post_ln", d, NormKind::Layer, hp.eps)?,
+            soft_emb_norm: wl.vector("mm.soft_emb_norm.weight", d)?,
+            eps: hp.eps,
+            input_proj: Tensor::from_f32(&[text_dim, d], &transposed)?,
+        },
+        #[cfg(feature = "gpu")]
+        gpu_head: None,
     }))
 }
 
 impl Encoder for Gemma3 {
     #[cfg(feature = "gpu")]
     fn offload(&mut self, exec: &tensor::exec::GpuExec) -> Result<(), ClipError> {
-        self.tower.offload(exec)
+        let h = &self.head;
+        let head = Head {
+            patch_w: exec.weight(&h.patch_w)?,
+            patch_b: h.patch_b.as_deref().map(|b| exec.vector(b)).transpose()?,
+            pos_embd: exec.upload(&h.pos_embd)?,
+            post_ln: h.post_ln.as_ref().map(|n| n.to_gpu(exec)).transpose()?,
+            soft_emb_norm: exec.vector(&h.soft_emb_norm)?,
+            eps: h.eps,
+            input_proj: exec.weight(&h.input_proj)?,
+        };
+        self.tower.offload(exec)?;
+        self.gpu_head = Some(head);
+        Ok(())
     }
 
     fn on_gpu(&self) -> bool {
@@ -103,7 +132,7 @@ impl Encoder for Gemma3 {
     }
 
     fn n_embd_out(&self) -> usize {
-        self.input_proj.shape()[0]
+        self.head.input_proj.shape()[0]
     }
 
     fn encode(
@@ -121,11 +150,33 @@ impl Encoder for Gemma3 {
         inputs: &[EncodeInput<'_>],
         progress: Progress<'_>,
     ) -> Result<Vec<Embeddings>, ClipError> {
-        let stem = |i: &EncodeInput<'_>| self.stem(i.data, i.width, i.height);
-        let tail = |x: &[f32], i: &EncodeInput<'_>| self.tail(x, i.width / self.patch);
-        encode_batched(
+        #[cfg(feature = "gpu")]
+        if let (Some((e, blocks)), Some(head)) = (self.tower.gpu(), &self.gpu_head) {
+            return self.encode_on(&TowerOn { e, blocks }, head, inputs, progress);
+        }
+        let tower = TowerOn {
+            e: &CpuExec,
+            blocks: &self.tower.blocks,
+        };
+        self.encode_on(&tower, &self.head, inputs, progress)
+    }
+}
+
+impl Gemma3 {
+    /// The whole encode on one backend: patch embedding, tower and projector.
+    fn encode_on<E: Exec>(
+        &self,
+        tower: &TowerOn<'_, E>,
+        head: &Head<E::Vector, E::Act>,
+        inputs: &[EncodeInput<'_>],
+        progress: Progress<'_>,
+    ) -> Result<Vec<Embeddings>, ClipError> {
+        let e = tower.e;
+        let stem = |i: &EncodeInput<'_>| self.stem(e, head, i.data, i.width, i.height);
+        let tail = |x: &E::Act, i: &EncodeInput<'_>| self.tail(e, head, x, i.width / self.patch);
+        encode_batched_on(
+            tower,
             inputs,
-            &self.tower,
             self.n_embd,
             self.n_head,
             &stem,
@@ -133,66 +184,71 @@ impl Encoder for Gemma3 {
             progress,
         )
     }
-}
 
-impl Gemma3 {
     /// Patch embedding and positions: `[n, n_embd]` tokens.
-    fn stem(&self, pixels: &[f32], width: usize, height: usize) -> Result<Vec<f32>, ClipError> {
+    fn stem<E: Exec>(
+        &self,
+        e: &E,
+        head: &Head<E::Vector, E::Act>,
+        pixels: &[f32],
+        width: usize,
+        height: usize,
+    ) -> Result<(E::Act, usize), ClipError> {
         vit::check_pixels(pixels, width, height, self.patch)?;
         let side = width / self.patch;
         let n = side * side;
-        if width != height || n * self.n_embd != self.pos_embd.len() {
+        let n_pos = self.head.pos_embd.len() / self.n_embd;
+        if width != height || n != n_pos {
             return Err(ClipError::BadImage(format!(
-                "gemma3 needs the square image_size input ({} patches), got {width}x{height}",
-                self.pos_embd.len() / self.n_embd
+                "gemma3 needs the square image_size input ({n_pos} patches), got {width}x{height}"
             )));
         }
-        let mut x = vit::patch_embed(pixels, width, height, &self.patch_w, self.patch)?;
-        if let Some(b) = &self.patch_b {
-            cpu::add_rows(&mut x, b);
+        let p = self.patch;
+        let image = e.upload(pixels)?;
+        let cols = e.im2col(&image, [3, height, width], [p, p], &Conv2dParams::patch(p))?;
+        drop(image);
+        let mut x = e.alloc(n * self.n_embd)?;
+        e.matmul_wide(&head.patch_w, &cols, n, &mut x)?;
+        if let Some(b) = &head.patch_b {
+            e.add_rows(&mut x, b)?;
         }
-        cpu::add(&mut x, &self.pos_embd);
-        Ok(x)
+        e.add(&mut x, &head.pos_embd)?;
+        Ok((x, n))
     }
 
     /// Post-norm, 2-D average pooling, soft-embedding norm and the input projection of the
-    /// tower's output for a `side x side` patch grid.
-    fn tail(&self, x: &[f32], side: usize) -> Result<Embeddings, ClipError> {
+    /// tower's output for a `side x side` patch grid; the one download of an encode.
+    fn tail<E: Exec>(
+        &self,
+        e: &E,
+        head: &Head<E::Vector, E::Act>,
+        x: &E::Act,
+        side: usize,
+    ) -> Result<Embeddings, ClipError> {
         let d = self.n_embd;
-        let n = side * side;
         let normed_x;
-        let x = match &self.post_ln {
+        let x = match &head.post_ln {
             Some(ln) => {
-                normed_x = ln.forward(x);
-                &normed_x[..]
+                let mut out = e.alloc(side * side * d)?;
+                ln.forward_on(e, x, d, &mut out)?;
+                normed_x = out;
+                &normed_x
             }
             None => x,
         };
-        // Pool the patch grid channel by channel: [n, d] -> [d, side, side] -> [d, g, g].
         let g = side / self.n_merge;
-        let mut chw = vec![0f32; n * d];
-        cpu::transpose(x, n, d, &mut chw);
-        let mut pooled = vec![0f32; d * g * g];
-        cpu::avg_pool2d(
-            &chw,
-            [d, side, side],
-            self.n_merge,
-            self.n_merge,
-            &mut pooled,
-        );
-        let mut tokens = vec![0f32; g * g * d];
-        cpu::transpose(&pooled, d, g * g, &mut tokens);
-        let mut normed = vec![0f32; tokens.len()];
-        cpu::rms_norm(&tokens, Some(&self.soft_emb_norm), self.eps, d, &mut normed);
-        let out_dim = self.n_embd_out();
-        let mut data = vec![0f32; g * g * out_dim];
-        cpu::matmul_wide(&self.input_proj, &normed, g * g, &mut data)?;
+        let tokens = e.pool_avg_grid(x, [side, side, d], self.n_merge)?;
+        let mut normed = e.alloc(g * g * d)?;
+        e.rms_norm(&tokens, &head.soft_emb_norm, head.eps, d, &mut normed)?;
+        drop(tokens);
+        let mut data = e.alloc(g * g * self.n_embd_out())?;
+        e.matmul_wide(&head.input_proj, &normed, g * g, &mut data)?;
         Ok(Embeddings {
             n_tokens: g * g,
             // Not an M-RoPE model: llama.cpp reports the tokens as one row.
             nx: g * g,
             ny: 1,
-            data,
+            data: e.download(data)?,
         })
     }
 }

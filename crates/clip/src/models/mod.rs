@@ -10,9 +10,11 @@ pub mod whisper;
 
 use std::ops::Range;
 
+use tensor::exec::{CpuExec, Exec};
+
 use crate::ClipError;
-use crate::tower::{Progress, Tower};
-use crate::vit::AttnSetup;
+use crate::tower::{Progress, Tower, run_blocks};
+use crate::vit::{AttnSetup, Block};
 
 /// Projector output for one image: `n_tokens` rows of `n_embd_out` values.
 #[derive(Clone, Debug, PartialEq)]
@@ -100,12 +102,8 @@ pub(crate) type Stem<'a> = dyn Fn(&EncodeInput<'_>) -> Result<Vec<f32>, ClipErro
 /// An input's embeddings from its rows of the tower's output.
 pub(crate) type Tail<'a> = dyn Fn(&[f32], &EncodeInput<'_>) -> Result<Embeddings, ClipError> + 'a;
 
-/// A batched encode for towers whose inputs are independent token sequences (no rope):
-/// `stem` turns each input into `[n, d]` tokens, the tower runs once over each run of
-/// same-size inputs (up to [`MAX_BATCH_TOKENS`] tokens) with attention kept inside each input,
-/// and `tail`
-/// turns each input's tower output into its embeddings. The row kernels and per-input
-/// attention make each result the same as an encode of that input alone.
+/// [`encode_batched_on`] for stems and tails written on host values: the tower runs where
+/// it was placed (on a GPU: one upload per input after its stem, one download before its tail).
 pub(crate) fn encode_batched(
     inputs: &[EncodeInput<'_>],
     tower: &Tower,
@@ -115,42 +113,109 @@ pub(crate) fn encode_batched(
     tail: &Tail<'_>,
     progress: Progress<'_>,
 ) -> Result<Vec<Embeddings>, ClipError> {
+    let tokens = |x: &[f32]| x.len() / n_embd.max(1);
+    #[cfg(feature = "gpu")]
+    if let Some((e, blocks)) = tower.gpu() {
+        let stem = |i: &EncodeInput<'_>| {
+            let x = stem(i)?;
+            let n = tokens(&x);
+            Ok((e.upload_owned(x)?, n))
+        };
+        let tail = |x: &tensor::Tensor, i: &EncodeInput<'_>| tail(&e.download(x.clone())?, i);
+        let tower = TowerOn { e, blocks };
+        return encode_batched_on(&tower, inputs, n_embd, n_head, &stem, &tail, progress);
+    }
+    let stem = |i: &EncodeInput<'_>| {
+        let x = stem(i)?;
+        let n = tokens(&x);
+        Ok((x, n))
+    };
+    let tail = |x: &Vec<f32>, i: &EncodeInput<'_>| tail(x, i);
+    let tower = TowerOn {
+        e: &CpuExec,
+        blocks: &tower.blocks,
+    };
+    encode_batched_on(&tower, inputs, n_embd, n_head, &stem, &tail, progress)
+}
+
+/// A tower's blocks on one backend.
+pub(crate) struct TowerOn<'a, E: Exec> {
+    pub e: &'a E,
+    pub blocks: &'a [Block<E::Vector>],
+}
+
+/// An input's tokens on a backend, and how many there are.
+pub(crate) type StemOn<'a, A> = dyn Fn(&EncodeInput<'_>) -> Result<(A, usize), ClipError> + 'a;
+/// An input's embeddings from its rows of the tower's output, on a backend.
+pub(crate) type TailOn<'a, A> = dyn Fn(&A, &EncodeInput<'_>) -> Result<Embeddings, ClipError> + 'a;
+
+/// A batched encode for towers whose inputs are independent token sequences (no rope), on
+/// backend `E` from stem to tail: `stem` turns each input into `[n, d]` tokens, the blocks run
+/// once over each run of same-size inputs (up to [`MAX_BATCH_TOKENS`] tokens) with attention
+/// kept inside each input, and `tail` turns each input's rows of the output into its
+/// embeddings. The row kernels and per-input attention make each result the same as an
+/// encode of that input alone.
+pub(crate) fn encode_batched_on<E: Exec>(
+    tower: &TowerOn<'_, E>,
+    inputs: &[EncodeInput<'_>],
+    n_embd: usize,
+    n_head: usize,
+    stem: &StemOn<'_, E::Act>,
+    tail: &TailOn<'_, E::Act>,
+    progress: Progress<'_>,
+) -> Result<Vec<Embeddings>, ClipError> {
+    let e = tower.e;
     let mut out = Vec::with_capacity(inputs.len());
     let mut rest = inputs;
     while let Some(first) = rest.first() {
-        let mut x = stem(first)?;
-        let per_input = x.len();
-        let n = per_input / n_embd.max(1);
+        let (first_x, n) = stem(first)?;
         let same_size = rest
             .iter()
             .take_while(|i| (i.width, i.height) == (first.width, first.height))
             .count();
         let take = (MAX_BATCH_TOKENS / n.max(1)).clamp(1, same_size);
         let (group, tail_inputs) = rest.split_at(take);
-        x.reserve((take - 1) * per_input);
-        for input in &group[1..] {
-            let t = stem(input)?;
-            if t.len() != per_input {
-                return Err(ClipError::BadImage(format!(
-                    "{}x{} made {} values of tokens, {}x{} made {per_input}",
-                    input.width,
-                    input.height,
-                    t.len(),
-                    first.width,
-                    first.height
-                )));
+        let mut x = if take == 1 {
+            first_x
+        } else {
+            let mut x = e.alloc(take * n * n_embd)?;
+            e.copy_rows(&mut x, n_embd, 0, &first_x)?;
+            drop(first_x);
+            for (g, input) in group.iter().enumerate().skip(1) {
+                let (t, nt) = stem(input)?;
+                if nt != n {
+                    return Err(ClipError::BadImage(format!(
+                        "{}x{} made {nt} tokens, {}x{} made {n}",
+                        input.width, input.height, first.width, first.height
+                    )));
+                }
+                e.copy_rows(&mut x, n_embd, g * n, &t)?;
             }
-            x.extend_from_slice(&t);
-        }
+            x
+        };
         let windows: Vec<Range<usize>> = (0..take).map(|g| g * n..(g + 1) * n).collect();
         let setup = AttnSetup {
             n_head,
             rope: None,
             windows: (take > 1).then_some(&windows[..]),
         };
-        tower.run_all(&mut x, n * take, &setup, progress)?;
-        for (g, input) in group.iter().enumerate() {
-            out.push(tail(&x[g * per_input..(g + 1) * per_input], input)?);
+        let layers = 0..tower.blocks.len();
+        run_blocks(
+            e,
+            tower.blocks,
+            &mut x,
+            n * take,
+            layers,
+            &|_| setup,
+            progress,
+        )?;
+        if take == 1 {
+            out.push(tail(&x, first)?);
+        } else {
+            for (g, input) in group.iter().enumerate() {
+                let rows: Vec<usize> = windows[g].clone().collect();
+                out.push(tail(&e.gather_rows(&x, n_embd, &rows)?, input)?);
+            }
         }
         rest = tail_inputs;
     }

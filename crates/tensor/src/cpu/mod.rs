@@ -50,6 +50,7 @@ pub mod attention;
 pub use attention::{PvPrecision, attention, attention_with};
 pub mod concat;
 pub mod conv;
+pub mod grid;
 pub mod interp;
 pub mod pool;
 pub mod transpose;

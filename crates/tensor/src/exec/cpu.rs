@@ -5,6 +5,7 @@ use half::f16;
 use super::{Exec, KvStore, KvType, Unary};
 use crate::cpu;
 use crate::ops::attention::{AttnMask, AttnParams, KvData};
+use crate::ops::conv::Conv2dParams;
 use crate::ops::rope::RopeConfig;
 use crate::{Result, Tensor, TensorError};
 
@@ -18,6 +19,10 @@ fn gpu_store(op: &'static str) -> TensorError {
         dtype: crate::DType::F32,
         backend: "cpu (the cache lives on a GPU)",
     }
+}
+
+fn shape(op: &'static str, detail: String) -> TensorError {
+    TensorError::ShapeMismatch { op, detail }
 }
 
 impl Exec for CpuExec {
@@ -194,6 +199,59 @@ impl Exec for CpuExec {
     fn geglu_f16_table(&self, gate: &Vec<f32>, up: &Vec<f32>, out: &mut Vec<f32>) -> Result<()> {
         cpu::geglu_f16_table(gate, up, out);
         Ok(())
+    }
+
+    fn im2col(
+        &self,
+        x: &Vec<f32>,
+        [c, h, w]: [usize; 3],
+        [kh, kw]: [usize; 2],
+        p: &Conv2dParams,
+    ) -> Result<Vec<f32>> {
+        let Some([oh, ow]) = p.out_size(h, w, kh, kw).filter(|_| x.len() == c * h * w) else {
+            return Err(shape(
+                "im2col",
+                format!(
+                    "{} values as [{c}, {h}, {w}] under a {kh}x{kw} kernel, {p:?}",
+                    x.len()
+                ),
+            ));
+        };
+        let mut out = vec![0f32; oh * ow * c * kh * kw];
+        cpu::conv::im2col_2d(x, [c, h, w], [kh, kw], p, ow, 0, &mut out);
+        Ok(out)
+    }
+
+    fn pool_avg_grid(&self, x: &Vec<f32>, [h, w, d]: [usize; 3], k: usize) -> Result<Vec<f32>> {
+        if x.len() != h * w * d || k == 0 || !h.is_multiple_of(k) || !w.is_multiple_of(k) {
+            return Err(shape(
+                "pool_avg_grid",
+                format!(
+                    "{} values as a {h}x{w} grid of {d}, {k}x{k} blocks",
+                    x.len()
+                ),
+            ));
+        }
+        let mut out = vec![0f32; x.len() / (k * k)];
+        cpu::grid::pool_avg(x, [h, w, d], k, &mut out);
+        Ok(out)
+    }
+
+    fn resize_bilinear_grid(
+        &self,
+        x: &Vec<f32>,
+        [h, w, d]: [usize; 3],
+        [oh, ow]: [usize; 2],
+    ) -> Result<Vec<f32>> {
+        if x.len() != h * w * d || h == 0 || w == 0 {
+            return Err(shape(
+                "resize_bilinear_grid",
+                format!("{} values as a {h}x{w} grid of {d}", x.len()),
+            ));
+        }
+        let mut out = vec![0f32; oh * ow * d];
+        cpu::grid::resize_bilinear(x, [h, w, d], [oh, ow], &mut out);
+        Ok(out)
     }
 
     fn gather_rows(&self, x: &Vec<f32>, cols: usize, rows: &[usize]) -> Result<Vec<f32>> {

@@ -227,6 +227,29 @@ impl Exec for GpuExec {
         Ok(())
     }
 
+    fn im2col(
+        &self,
+        x: &Tensor,
+        chw: [usize; 3],
+        kernel: [usize; 2],
+        p: &crate::ops::conv::Conv2dParams,
+    ) -> Result<Tensor> {
+        flat(ops::im2col(x, chw, kernel, p)?)
+    }
+
+    fn pool_avg_grid(&self, x: &Tensor, hwd: [usize; 3], k: usize) -> Result<Tensor> {
+        flat(ops::pool_avg_grid(x, hwd, k)?)
+    }
+
+    fn resize_bilinear_grid(
+        &self,
+        x: &Tensor,
+        hwd: [usize; 3],
+        out_hw: [usize; 2],
+    ) -> Result<Tensor> {
+        flat(ops::resize_bilinear_grid(x, hwd, out_hw)?)
+    }
+
     fn gather_rows(&self, x: &Tensor, cols: usize, rows: &[usize]) -> Result<Tensor> {
         let ids: Vec<u32> = rows.iter().map(|&r| r as u32).collect();
         let shaped = as_rows(x, x.numel() / cols.max(1))?;

@@ -18,6 +18,7 @@ pub use gpu::GpuExec;
 use half::f16;
 
 use crate::ops::attention::{AttnMask, AttnParams, KvData};
+use crate::ops::conv::Conv2dParams;
 use crate::ops::rope::RopeConfig;
 use crate::{Result, Tensor};
 
@@ -222,6 +223,24 @@ pub trait Exec {
         first: usize,
         src: &Self::Act,
     ) -> Result<()>;
+    /// The im2col rows `[oh·ow, c·kh·kw]` of an image `x` (`[c, h, w]` values) under a
+    /// `kh × kw` kernel: a convolution is this times its weight viewed as `[out_c, c·kh·kw]`.
+    fn im2col(
+        &self,
+        x: &Self::Act,
+        chw: [usize; 3],
+        kernel: [usize; 2],
+        p: &Conv2dParams,
+    ) -> Result<Self::Act>;
+    /// Average of each `k × k` block of a `[h·w, d]` token grid: `[(h/k)·(w/k), d]`.
+    fn pool_avg_grid(&self, x: &Self::Act, hwd: [usize; 3], k: usize) -> Result<Self::Act>;
+    /// Bilinear align-corners resize of a `[h·w, d]` token grid to `[oh·ow, d]`.
+    fn resize_bilinear_grid(
+        &self,
+        x: &Self::Act,
+        hwd: [usize; 3],
+        out_hw: [usize; 2],
+    ) -> Result<Self::Act>;
     /// A new cache for `len` values of `kind`.
     fn kv_alloc(&self, kind: KvType, rows: usize, width: usize) -> Result<KvStore>;
     /// Stores `rows` (`[n, width]`) at rows `first..first + n` of `kv`.

@@ -29,6 +29,7 @@ pub(crate) struct Shared {
     /// Compute dispatches and submits recorded so far (for `mtmd bench`'s per-token figures).
     pub dispatches: std::sync::atomic::AtomicU64,
     pub submits: std::sync::atomic::AtomicU64,
+    pub downloads: std::sync::atomic::AtomicU64,
     /// The command buffer being recorded: kernels append to it and it goes to the queue only
     /// when the host needs a result (a download), before a queue write (an upload), or when
     /// it holds [`FLUSH_DISPATCHES`] dispatches. A decoded token is one submit, not hundreds.
@@ -157,6 +158,7 @@ impl GpuContext {
             max_binding,
             dispatches: Default::default(),
             submits: Default::default(),
+            downloads: Default::default(),
             pending: Mutex::new(Pending::default()),
             lost,
             allocs_before_oom: std::sync::atomic::AtomicU64::new(u64::MAX),
@@ -188,6 +190,14 @@ impl GpuContext {
             shared: self.shared.clone(),
             binding_limit: bytes.min(self.shared.max_binding),
         }
+    }
+
+    /// Buffers read back to the host on this device so far (a whole-device encode reads one:
+    /// its embeddings).
+    pub fn downloads(&self) -> u64 {
+        self.shared
+            .downloads
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Compute dispatches and queue submits recorded on this device so far.
@@ -340,6 +350,9 @@ impl GpuContext {
         if len == 0 {
             return Ok(Vec::new());
         }
+        self.shared
+            .downloads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let padded = (len as u64).div_ceil(4) * 4;
         let shared = &self.shared;
         let staging = shared

@@ -13,6 +13,7 @@
 mod context;
 mod kernels;
 pub mod ops;
+mod ops_grid;
 mod ops_nn;
 mod pipelines;
 mod pool;

@@ -25,6 +25,7 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("pointwise", include_str!("../../shaders/pointwise.wgsl")),
     ("glu", include_str!("../../shaders/glu.wgsl")),
     ("geglu", include_str!("../../shaders/geglu.wgsl")),
+    ("grid", include_str!("../../shaders/grid.wgsl")),
 ];
 
 /// The full module text of shader `name` (prelude + file), or `None` for an unknown name.

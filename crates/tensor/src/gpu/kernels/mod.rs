@@ -6,6 +6,7 @@
 
 mod attention;
 mod elementwise;
+mod grid;
 mod matmul;
 mod nn;
 mod rope;
@@ -13,6 +14,7 @@ mod rows;
 
 pub use attention::AttentionParams;
 pub use elementwise::{BinaryParams, UnaryParams};
+pub use grid::GridParams;
 pub use matmul::MatmulParams;
 pub use nn::{GluParams, LayerNormParams, PointwiseParams, WriteRowsParams};
 pub use rope::RopeParams;
@@ -20,6 +22,7 @@ pub use rows::{RmsNormParams, SoftmaxParams};
 
 pub(crate) use attention::{AttnCall, KvBuf, MAX_HEAD_DIM, attention};
 pub(crate) use elementwise::{binary, unary};
+pub(crate) use grid::grid;
 pub(crate) use matmul::{matmul, weight_type_constant};
 pub(crate) use nn::{NormAffine, clear, copy_ranges, glu, layer_norm, pointwise, write_rows_f16};
 pub(crate) use rope::{RopeShape, rope};

@@ -1,0 +1,117 @@
+//! Encoders placed on a GPU: the reference pixels give llama.cpp's embeddings within the CPU's
+//! bound, and an encoder whose stem and projector run on the device too (Gemma 3) reads back
+//! exactly one buffer per encode (its embeddings); batched encodes on the device match each
+//! input alone.
+
+use clip::ClipModel;
+use clip::models::EncodeInput;
+use testkit::{RefTensors, fixture};
+
+/// The device (and its read-back counter) is shared by the tests of this file: one at a time.
+static DEVICE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn gpu_model(arch: &str) -> Option<(ClipModel, std::sync::Arc<tensor::gpu::GpuContext>)> {
+    let device = match tensor::Device::gpu() {
+        Ok(d) => d,
+        Err(e) => {
+            testkit::skip_without_gpu(&e.to_string());
+            return None;
+        }
+    };
+    let tensor::Device::Gpu(ctx) = &device else {
+        testkit::skip_without_gpu("not a GPU device");
+        return None;
+    };
+    let ctx = ctx.clone();
+    let mut model = ClipModel::load(fixture(arch).join("mmproj.gguf")).expect("load mmproj");
+    model.place(&device).expect("encoder on the GPU");
+    assert!(model.on_gpu());
+    Some((model, ctx))
+}
+
+fn max_err(got: &[f32], want: &[f32]) -> (f32, f32) {
+    assert_eq!(got.len(), want.len());
+    let err = got
+        .iter()
+        .zip(want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    (err, want.iter().map(|v| v.abs()).fold(0f32, f32::max))
+}
+
+/// One image chunk of a fixture case: (name, pixels, width, height, reference embeddings).
+type ImageCase = (String, Vec<f32>, usize, usize, Vec<f32>);
+
+/// The image chunks of `arch`'s cases.
+fn image_cases(arch: &str) -> Vec<ImageCase> {
+    let dir = fixture(arch);
+    let refs = RefTensors::load(&dir.join("reference.safetensors"));
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("reference.json")).unwrap()).unwrap();
+    let mut out = Vec::new();
+    for (case, c) in json["cases"].as_object().unwrap() {
+        for chunk in c["chunks"].as_array().unwrap() {
+            if chunk["type"] != "image" {
+                continue;
+            }
+            let (shape, pixels) = refs.get(chunk["pixels_tensor"].as_str().unwrap());
+            let (_, want) = refs.get(chunk["embd_tensor"].as_str().unwrap());
+            out.push((
+                format!("{arch}/{case}"),
+                pixels.to_vec(),
+                shape[3],
+                shape[2],
+                want.to_vec(),
+            ));
+        }
+    }
+    out
+}
+
+#[test]
+fn gemma3_encodes_on_the_gpu_with_one_read_back() {
+    let _one = DEVICE.lock().unwrap_or_else(|e| e.into_inner());
+    let Some((model, ctx)) = gpu_model("gemma3") else {
+        return;
+    };
+    for (name, pixels, w, h, want) in image_cases("gemma3") {
+        let before = ctx.downloads();
+        let got = model.encode(&pixels, w, h).expect("encode");
+        assert_eq!(ctx.downloads() - before, 1, "{name}: buffers read back");
+        let (err, scale) = max_err(&got.data, &want);
+        println!("{name}: gpu embd max_abs {err:.3e} rel {:.2e}", err / scale);
+        assert!(err <= 3e-3 * scale, "{name}: embeddings");
+    }
+}
+
+#[test]
+fn batched_gpu_encode_matches_each_image_alone() {
+    let _one = DEVICE.lock().unwrap_or_else(|e| e.into_inner());
+    let Some((model, _ctx)) = gpu_model("gemma3") else {
+        return;
+    };
+    let cases = image_cases("gemma3");
+    let inputs: Vec<EncodeInput<'_>> = cases
+        .iter()
+        .map(|(_, pixels, w, h, _)| EncodeInput {
+            data: pixels,
+            width: *w,
+            height: *h,
+        })
+        .collect();
+    let batched = model
+        .encoder()
+        .encode_batch(&inputs, &|_, _| {})
+        .expect("batched encode");
+    assert_eq!(batched.len(), cases.len());
+    for ((name, pixels, w, h, _), got) in cases.iter().zip(&batched) {
+        let alone = model.encode(pixels, *w, *h).expect("encode");
+        let (err, scale) = max_err(&got.data, &alone.data);
+        println!("{name}: batched vs alone max_abs {err:.3e}");
+        assert!(err <= 1e-5 * scale.max(1.0), "{name}: batched");
+        assert_eq!(
+            (got.n_tokens, got.nx, got.ny),
+            (alone.n_tokens, alone.nx, alone.ny)
+        );
+    }
+}
