@@ -142,7 +142,7 @@ fn upload_block(
     exec: &tensor::exec::GpuExec,
     b: &Block,
 ) -> Result<Block<tensor::Tensor>, ClipError> {
-    use crate::vit::Qkv;
+    use crate::vit::{Linear, Qkv};
     Ok(Block {
         ln1: b.ln1.to_gpu(exec)?,
         qkv: match &b.qkv {
@@ -151,7 +151,19 @@ fn upload_block(
                 w[1].to_gpu(exec)?,
                 w[2].to_gpu(exec)?,
             ])),
-            Qkv::Fused(w) => Qkv::Fused(w.to_gpu(exec)?),
+            // Split into three matrices once at upload: the block then needs no host round
+            // trip to cut the fused output into q, k and v.
+            Qkv::Fused(w) => {
+                let d = w.n_out() / 3;
+                let part = |i: usize| -> Result<Linear<tensor::Tensor>, ClipError> {
+                    Linear {
+                        w: w.w.narrow(0, i * d, d)?,
+                        b: w.b.as_ref().map(|b| b[i * d..(i + 1) * d].to_vec()),
+                    }
+                    .to_gpu(exec)
+                };
+                Qkv::Separate(Box::new([part(0)?, part(1)?, part(2)?]))
+            }
         },
         out: b.out.to_gpu(exec)?,
         ln2: b.ln2.to_gpu(exec)?,

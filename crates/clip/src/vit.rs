@@ -371,42 +371,11 @@ impl VisionRope<'_> {
     ) -> Result<(), ClipError> {
         match *self {
             VisionRope::Sectioned(cfg, pos) => e.rope(x, n, n_head, head_dim, pos, cfg)?,
-            // No kernel of its own: cheap next to the block's matmuls.
-            VisionRope::Axial { base, rows, cols } => e.on_host(x, &mut |v| {
-                axial_rope(v, n_head, head_dim, base, rows, cols);
-                Ok(())
-            })?,
-        }
-        Ok(())
-    }
-}
-
-/// Rotates adjacent pairs of `x` `[n, n_head, head_dim]`: pair `i` of the first half by
-/// `rows[t]·base^(-4i/hd)`, of the second half by `cols[t]·base^(-(4i+2)/hd)`.
-fn axial_rope(
-    x: &mut [f32],
-    n_head: usize,
-    head_dim: usize,
-    base: f32,
-    rows: &[i32],
-    cols: &[i32],
-) {
-    let half = head_dim / 2;
-    let freqs: Vec<f32> = (0..half / 2)
-        .map(|i| base.powf(-4.0 * i as f32 / head_dim as f32))
-        .collect();
-    let odd_shift = base.powf(-2.0 / head_dim as f32);
-    for (t, token) in x.chunks_exact_mut(n_head * head_dim).enumerate() {
-        for head in token.chunks_exact_mut(head_dim) {
-            for (part, pos, shift) in [(0, rows[t], 1.0), (half, cols[t], odd_shift)] {
-                for (i, &f) in freqs.iter().enumerate() {
-                    let (sin, cos) = (pos as f32 * shift * f).sin_cos();
-                    let (a, b) = (head[part + 2 * i], head[part + 2 * i + 1]);
-                    head[part + 2 * i] = a * cos - b * sin;
-                    head[part + 2 * i + 1] = a * sin + b * cos;
-                }
+            VisionRope::Axial { base, rows, cols } => {
+                e.rope_2d(x, n, n_head, head_dim, rows, cols, base, true)?
             }
         }
+        Ok(())
     }
 }
 
@@ -547,26 +516,35 @@ fn split_qkv(fused: &[f32], n: usize, d: usize) -> (Vec<f32>, Vec<f32>, Vec<f32>
     (q, k, v)
 }
 
-/// Patch embedding: a stride-`patch` convolution of planar `[3, h, w]` pixels, giving
-/// `[ny·nx, out_c]` tokens in raster order.
-pub fn patch_embed(
+/// The patch convolution weight `[d, 3, p, p]` as the matrix `[d, 3·p²]` that multiplies
+/// the image's im2col rows.
+pub fn patch_matrix(w: &Tensor) -> Result<Tensor, ClipError> {
+    let d = w.shape().first().copied().unwrap_or(0);
+    Ok(w.contiguous()?.reshape(&[d, w.numel() / d.max(1)])?)
+}
+
+/// Patch embedding of planar RGB pixels on backend `e`, `[n_patches, d]` in raster order:
+/// the pixels uploaded, cut into patches (im2col) and multiplied by `w` ([`patch_matrix`]).
+pub fn patch_embed_on<E: Exec>(
+    e: &E,
     pixels: &[f32],
     width: usize,
     height: usize,
-    weight: &Tensor,
+    w: &Tensor,
     patch: usize,
-) -> Result<Vec<f32>, ClipError> {
-    let oc = weight.shape()[0];
-    let (nx, ny) = (width / patch, height / patch);
-    let mut out = vec![0f32; nx * ny * oc];
-    cpu::conv::conv2d_tokens(
-        pixels,
+) -> Result<E::Act, ClipError> {
+    let n = (width / patch) * (height / patch);
+    let image = e.upload(pixels)?;
+    let cols = e.im2col(
+        &image,
         [3, height, width],
-        weight,
+        [patch, patch],
         &cpu::Conv2dParams::patch(patch),
-        &mut out,
     )?;
-    Ok(out)
+    drop(image);
+    let mut x = e.alloc(n * w.shape()[0])?;
+    e.matmul_wide(w, &cols, n, &mut x)?;
+    Ok(x)
 }
 
 /// Checks the pixel buffer against the claimed size and the patch grid.

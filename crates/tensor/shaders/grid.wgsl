@@ -4,7 +4,8 @@
 // crates/tensor/src/cpu/{conv,grid}.rs.
 //
 // im2col: src is an image [c, h, w]; dst rows [oh * ow, c * kh * kw], zeros where the kernel
-// reaches into the padding. pool_avg / resize_bilinear: src is a grid [h * w, c] of rows.
+// reaches into the padding. pool_avg / unfold / resize_bilinear: src is a grid [h * w, c] of
+// rows.
 
 struct GridParams {
     total: u32,
@@ -21,7 +22,7 @@ struct GridParams {
     pad_x: u32,
     dil_y: u32,
     dil_x: u32,
-    // pool_avg's block side.
+    // pool_avg's and unfold's block side.
     k: u32,
     _pad: u32,
 }
@@ -74,6 +75,26 @@ fn pool_avg(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) n_wg:
         }
     }
     dst[i] = acc / f32(p.k * p.k);
+}
+
+// Each k x k block of the grid as one row ordered [channel, ky, kx] (cpu::grid::unfold).
+@compute @workgroup_size(64)
+fn unfold(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) n_wg: vec3<u32>,
+          @builtin(local_invocation_index) li: u32) {
+    let i = output_index(wg, n_wg, li);
+    if i >= p.total {
+        return;
+    }
+    let kk = p.k * p.k;
+    let wide = p.c * kk;
+    let block = i / wide;
+    let r = i % wide;
+    let ch = r / kk;
+    let ky = (r / p.k) % p.k;
+    let kx = r % p.k;
+    let y = (block / p.ow) * p.k + ky;
+    let x = (block % p.ow) * p.k + kx;
+    dst[i] = src[(y * p.w + x) * p.c + ch];
 }
 
 // Source cells and weight along one axis (cpu::grid::align_corners_taps).

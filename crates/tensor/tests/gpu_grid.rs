@@ -1,7 +1,8 @@
-//! The image and token-grid kernels (`shaders/grid.wgsl`: im2col, grid average pool, grid
-//! bilinear resize) against their CPU twins through the `Exec` interface: bit-exact for the
-//! gathers and the pool (same sums in the same order), NMSE ≤ 1e-6 for the resize (the
-//! GPU may fuse its multiply-adds). Also the host fallback above the binding limit.
+//! The image and token-grid kernels (`shaders/grid.wgsl`: im2col, grid average pool, unfold
+//! and bilinear resize) and Pixtral's 2-D rope against their CPU twins through the `Exec`
+//! interface: bit-exact for the gathers and the pool (same sums in the same order), NMSE ≤
+//! 1e-6 for the resize and the rope (the GPU may fuse its multiply-adds). Also the host
+//! fallback above the binding limit.
 
 mod gpu_support;
 
@@ -31,6 +32,12 @@ fn pool_both(gpu: &GpuExec, x: &[f32], hwd: [usize; 3], k: usize) {
     let want = CpuExec.pool_avg_grid(&x.to_vec(), hwd, k).unwrap();
     let got = gpu.pool_avg_grid(&gpu.upload(x).unwrap(), hwd, k).unwrap();
     assert_eq!(gpu.download(got).unwrap(), want, "pool {hwd:?} k {k}");
+}
+
+fn unfold_both(gpu: &GpuExec, x: &[f32], hwd: [usize; 3], k: usize) {
+    let want = CpuExec.unfold_grid(&x.to_vec(), hwd, k).unwrap();
+    let got = gpu.unfold_grid(&gpu.upload(x).unwrap(), hwd, k).unwrap();
+    assert_eq!(gpu.download(got).unwrap(), want, "unfold {hwd:?} k {k}");
 }
 
 fn resize_both(gpu: &GpuExec, x: &[f32], hwd: [usize; 3], out: [usize; 2]) {
@@ -67,6 +74,28 @@ proptest! {
     }
 
     #[test]
+    fn grid_unfold_equals_the_cpu(gh in 1usize..7, gw in 1usize..7, d in 1usize..40, k in 1usize..4, seed: u64) {
+        let Some(ctx) = gpu_or_skip() else { return Ok(()) };
+        let (h, w) = (gh * k, gw * k);
+        unfold_both(&GpuExec::new(ctx), &values(seed, h * w * d, 3.0), [h, w, d], k);
+    }
+
+    #[test]
+    fn rope_2d_through_exec_matches_the_cpu(n in 1usize..30, heads in 1usize..4, quarter in 1usize..12, interleave: bool, seed: u64) {
+        let Some(ctx) = gpu_or_skip() else { return Ok(()) };
+        let gpu = GpuExec::new(ctx);
+        let hd = 4 * quarter;
+        let x = values(seed, n * heads * hd, 1.0);
+        let rows: Vec<i32> = (0..n as i32).map(|i| i / 5).collect();
+        let cols: Vec<i32> = (0..n as i32).map(|i| i % 5).collect();
+        let mut want = x.clone();
+        CpuExec.rope_2d(&mut want, n, heads, hd, &rows, &cols, 10000.0, interleave).unwrap();
+        let mut g = gpu.upload(&x).unwrap();
+        gpu.rope_2d(&mut g, n, heads, hd, &rows, &cols, 10000.0, interleave).unwrap();
+        check("rope_2d exec", &gpu.download(g).unwrap(), &want);
+    }
+
+    #[test]
     fn grid_resize_matches_the_cpu(
         h in 1usize..12, w in 1usize..12, d in 1usize..40, oh in 1usize..20, ow in 1usize..20, seed: u64,
     ) {
@@ -96,6 +125,7 @@ fn encoder_stem_shapes() {
         &Conv2dParams::patch(16),
     );
     pool_both(&gpu, &values(3, 64 * 64 * 72, 1.0), [64, 64, 72], 4);
+    unfold_both(&gpu, &values(9, 64 * 48 * 64, 1.0), [64, 48, 64], 2);
     resize_both(&gpu, &values(4, 48 * 48 * 64, 1.0), [48, 48, 64], [36, 20]);
 }
 
@@ -112,6 +142,7 @@ fn over_the_binding_limit_the_host_twin_runs() {
         &Conv2dParams::patch(4),
     );
     pool_both(&gpu, &values(6, 16 * 16 * 8, 1.0), [16, 16, 8], 2);
+    unfold_both(&gpu, &values(10, 16 * 16 * 8, 1.0), [16, 16, 8], 2);
     resize_both(&gpu, &values(7, 8 * 8 * 32, 1.0), [8, 8, 32], [12, 12]);
 }
 
@@ -120,6 +151,13 @@ fn bad_shapes_are_errors_on_both_backends() {
     let x = values(8, 30, 1.0);
     assert!(CpuExec.pool_avg_grid(&x, [5, 3, 2], 2).is_err());
     assert!(CpuExec.resize_bilinear_grid(&x, [4, 4, 2], [2, 2]).is_err());
+    assert!(CpuExec.unfold_grid(&x, [3, 5, 2], 2).is_err());
+    let mut y = x.clone();
+    assert!(
+        CpuExec
+            .rope_2d(&mut y, 5, 1, 6, &[0; 5], &[0; 5], 1e4, true)
+            .is_err()
+    );
     assert!(
         CpuExec
             .im2col(&x, [1, 5, 6], [7, 1], &Conv2dParams::patch(1))
@@ -130,6 +168,7 @@ fn bad_shapes_are_errors_on_both_backends() {
     let g = gpu.upload(&x).unwrap();
     assert!(gpu.pool_avg_grid(&g, [5, 3, 2], 2).is_err());
     assert!(gpu.resize_bilinear_grid(&g, [4, 4, 2], [2, 2]).is_err());
+    assert!(gpu.unfold_grid(&g, [3, 5, 2], 2).is_err());
     assert!(
         gpu.im2col(&g, [1, 5, 6], [7, 1], &Conv2dParams::patch(1))
             .is_err()

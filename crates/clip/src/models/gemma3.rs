@@ -2,7 +2,7 @@
 //! projector (average pool to the token grid, soft-embedding RMS norm, input projection).
 
 use tensor::Tensor;
-use tensor::cpu::{self, Conv2dParams};
+use tensor::cpu;
 use tensor::exec::{CpuExec, Exec};
 
 use crate::ClipError;
@@ -55,10 +55,7 @@ struct Head<V, A> {
 pub fn build(wl: &WeightLoader, hp: &EncoderHparams) -> Result<Box<dyn Encoder>, ClipError> {
     let (d, p) = (hp.n_embd, hp.patch_size);
     let side = hp.image_size / p;
-    let patch_w = wl
-        .tensor_shaped("v.patch_embd.weight", &[d, 3, p, p])?
-        .contiguous()?
-        .reshape(&[d, 3 * p * p])?;
+    let patch_w = vit::patch_matrix(&wl.tensor_shaped("v.patch_embd.weight", &[d, 3, p, p])?)?;
     let pos_embd = wl
         .tensor_shaped("v.position_embd.weight", &[side * side, d])?
         .to_f32_vec()?;
@@ -203,12 +200,7 @@ impl Gemma3 {
                 "gemma3 needs the square image_size input ({n_pos} patches), got {width}x{height}"
             )));
         }
-        let p = self.patch;
-        let image = e.upload(pixels)?;
-        let cols = e.im2col(&image, [3, height, width], [p, p], &Conv2dParams::patch(p))?;
-        drop(image);
-        let mut x = e.alloc(n * self.n_embd)?;
-        e.matmul_wide(&head.patch_w, &cols, n, &mut x)?;
+        let mut x = vit::patch_embed_on(e, pixels, width, height, &head.patch_w, self.patch)?;
         if let Some(b) = &head.patch_b {
             e.add_rows(&mut x, b)?;
         }

@@ -5,12 +5,12 @@
 //! bias-free linear projection. Every tile is its own media chunk, framed by
 //! `<fake_token_around_image><row_r_col_c>`; the overview comes last after `<global-img>`.
 
-use tensor::cpu;
+use tensor::exec::{CpuExec, Exec};
 
 use crate::ClipError;
 use crate::bitmap::Bitmap;
 use crate::hparams::EncoderHparams;
-use crate::models::{Embeddings, EncodeInput, Encoder, encode_alone, encode_batched};
+use crate::models::{Embeddings, EncodeInput, Encoder, TowerOn, encode_alone, encode_batched_on};
 use crate::preprocess::{
     ImagePiece, Placement, PreprocessError, PreprocessParams, PreprocessedImage, ResizeFilter,
     TokenGrid, crop, normalize_planar, resize::resize,
@@ -136,15 +136,25 @@ pub struct Idefics3 {
     n_embd: usize,
     n_head: usize,
     scale: usize,
-    patch_w: tensor::Tensor,
-    patch_b: Option<Vec<f32>>,
-    /// `[n_patches, n_embd]` for one `image_size` tile.
-    pos_embd: Vec<f32>,
-    pre_ln: Option<Norm>,
     tower: Tower,
-    post_ln: Option<Norm>,
+    head: Head<Vec<f32>, Vec<f32>>,
+    /// The same weights on the GPU, once offloaded: the whole encode runs there.
+    #[cfg(feature = "gpu")]
+    gpu_head: Option<Head<tensor::Tensor, tensor::Tensor>>,
+}
+
+/// Everything around the tower, on one backend (`V` its vectors, `A` its activations).
+struct Head<V, A> {
+    /// The patch matrix `[d, 3·p²]`.
+    patch_w: tensor::Tensor,
+    patch_b: Option<V>,
+    /// `[n_patches, n_embd]` for one `image_size` tile.
+    pos_embd: A,
+    n_pos: usize,
+    pre_ln: Option<Norm<V>>,
+    post_ln: Option<Norm<V>>,
     /// `mm.model.fc`: `n_embd · scale²` -> text width, no bias.
-    fc: Linear,
+    fc: Linear<V>,
 }
 
 pub fn build(wl: &WeightLoader, hp: &EncoderHparams) -> Result<Box<dyn Encoder>, ClipError> {
@@ -166,42 +176,57 @@ pub fn build(wl: &WeightLoader, hp: &EncoderHparams) -> Result<Box<dyn Encoder>,
         n_embd: d,
         n_head: hp.n_head,
         scale,
-        patch_w: wl.tensor_shaped("v.patch_embd.weight", &[d, 3, p, p])?,
-        patch_b: wl.opt_vector("v.patch_embd.bias", d)?,
-        pos_embd: wl
-            .tensor_shaped("v.position_embd.weight", &[side * side, d])?
-            .to_f32_vec()?,
-        pre_ln: layer_norm("v.pre_ln")?,
         tower: Tower::new(blocks),
-        post_ln: layer_norm("v.post_ln")?,
-        fc: Linear::load_to_any_width(wl, "mm.model.fc", d * scale * scale)?,
+        head: Head {
+            patch_w: vit::patch_matrix(&wl.tensor_shaped("v.patch_embd.weight", &[d, 3, p, p])?)?,
+            patch_b: wl.opt_vector("v.patch_embd.bias", d)?,
+            pos_embd: wl
+                .tensor_shaped("v.position_embd.weight", &[side * side, d])?
+                .to_f32_vec()?,
+            n_pos: side * side,
+            pre_ln: layer_norm("v.pre_ln")?,
+            post_ln: layer_norm("v.post_ln")?,
+            fc: Linear::load_to_any_width(wl, "mm.model.fc", d * scale * scale)?,
+        },
+        #[cfg(feature = "gpu")]
+        gpu_head: None,
     }))
 }
 
-/// Pixel shuffle: `[side², d]` raster tokens -> `[(side/s)², d·s²]`, each merged token the
-/// `s x s` block's tokens concatenated row by row (`ky`, then `kx`, then the channel).
-fn pixel_shuffle(x: &[f32], side: usize, d: usize, s: usize) -> Vec<f32> {
+/// Pixel shuffle as a row order: each merged token of a `[side², d]` raster grid is its
+/// `s x s` block's tokens concatenated row by row (`ky`, then `kx`), so gathering the token
+/// rows in this order gives `[(side/s)², d·s²]`.
+fn pixel_shuffle_order(side: usize, s: usize) -> Vec<usize> {
     let g = side / s;
-    let wide = d * s * s;
-    let mut out = vec![0f32; g * g * wide];
+    let mut order = Vec::with_capacity(side * side);
     for y2 in 0..g {
         for x2 in 0..g {
-            let dst = &mut out[(y2 * g + x2) * wide..][..wide];
             for ky in 0..s {
                 for kx in 0..s {
-                    let src = &x[((y2 * s + ky) * side + x2 * s + kx) * d..][..d];
-                    dst[(ky * s + kx) * d..][..d].copy_from_slice(src);
+                    order.push((y2 * s + ky) * side + x2 * s + kx);
                 }
             }
         }
     }
-    out
+    order
 }
 
 impl Encoder for Idefics3 {
     #[cfg(feature = "gpu")]
     fn offload(&mut self, exec: &tensor::exec::GpuExec) -> Result<(), ClipError> {
-        self.tower.offload(exec)
+        let h = &self.head;
+        let head = Head {
+            patch_w: exec.weight(&h.patch_w)?,
+            patch_b: h.patch_b.as_deref().map(|b| exec.vector(b)).transpose()?,
+            pos_embd: exec.upload(&h.pos_embd)?,
+            n_pos: h.n_pos,
+            pre_ln: h.pre_ln.as_ref().map(|n| n.to_gpu(exec)).transpose()?,
+            post_ln: h.post_ln.as_ref().map(|n| n.to_gpu(exec)).transpose()?,
+            fc: h.fc.to_gpu(exec)?,
+        };
+        self.tower.offload(exec)?;
+        self.gpu_head = Some(head);
+        Ok(())
     }
 
     fn on_gpu(&self) -> bool {
@@ -209,7 +234,7 @@ impl Encoder for Idefics3 {
     }
 
     fn n_embd_out(&self) -> usize {
-        self.fc.n_out()
+        self.head.fc.n_out()
     }
 
     fn encode(
@@ -228,11 +253,34 @@ impl Encoder for Idefics3 {
         inputs: &[EncodeInput<'_>],
         progress: Progress<'_>,
     ) -> Result<Vec<Embeddings>, ClipError> {
-        let stem = |i: &EncodeInput<'_>| self.stem(i.data, i.width, i.height);
-        let tail = |x: &[f32], i: &EncodeInput<'_>| self.tail(x, i.width / self.patch);
-        encode_batched(
+        #[cfg(feature = "gpu")]
+        if let (Some((e, blocks)), Some(head)) = (self.tower.gpu(), &self.gpu_head) {
+            return self.encode_on(&TowerOn { e, blocks }, head, inputs, progress);
+        }
+        let tower = TowerOn {
+            e: &CpuExec,
+            blocks: &self.tower.blocks,
+        };
+        self.encode_on(&tower, &self.head, inputs, progress)
+    }
+}
+
+impl Idefics3 {
+    /// The whole encode on one backend: stem, tower and projector; the embeddings are each
+    /// input's one read-back.
+    fn encode_on<E: Exec>(
+        &self,
+        tower: &TowerOn<'_, E>,
+        head: &Head<E::Vector, E::Act>,
+        inputs: &[EncodeInput<'_>],
+        progress: Progress<'_>,
+    ) -> Result<Vec<Embeddings>, ClipError> {
+        let e = tower.e;
+        let stem = |i: &EncodeInput<'_>| self.stem(e, head, i.data, i.width, i.height);
+        let tail = |x: &E::Act, i: &EncodeInput<'_>| self.tail(e, head, x, i.width / self.patch);
+        encode_batched_on(
+            tower,
             inputs,
-            &self.tower,
             self.n_embd,
             self.n_head,
             &stem,
@@ -240,52 +288,68 @@ impl Encoder for Idefics3 {
             progress,
         )
     }
-}
 
-impl Idefics3 {
     /// Patch embedding, positions and the optional pre-norm: `[n, n_embd]` tokens.
-    fn stem(&self, pixels: &[f32], width: usize, height: usize) -> Result<Vec<f32>, ClipError> {
+    fn stem<E: Exec>(
+        &self,
+        e: &E,
+        head: &Head<E::Vector, E::Act>,
+        pixels: &[f32],
+        width: usize,
+        height: usize,
+    ) -> Result<(E::Act, usize), ClipError> {
         vit::check_pixels(pixels, width, height, self.patch * self.scale)?;
         let d = self.n_embd;
         let side = width / self.patch;
         let n = side * side;
-        if width != height || n * d != self.pos_embd.len() {
+        if width != height || n != head.n_pos {
             return Err(ClipError::BadImage(format!(
                 "idefics3 takes square tiles of {} patches, got {width}x{height}",
-                self.pos_embd.len() / d
+                head.n_pos
             )));
         }
-        let mut x = vit::patch_embed(pixels, width, height, &self.patch_w, self.patch)?;
-        if let Some(b) = &self.patch_b {
-            cpu::add_rows(&mut x, b);
+        let mut x = vit::patch_embed_on(e, pixels, width, height, &head.patch_w, self.patch)?;
+        if let Some(b) = &head.patch_b {
+            e.add_rows(&mut x, b)?;
         }
-        cpu::add(&mut x, &self.pos_embd);
-        if let Some(ln) = &self.pre_ln {
-            x = ln.forward(&x);
+        e.add(&mut x, &head.pos_embd)?;
+        if let Some(ln) = &head.pre_ln {
+            let mut normed = e.alloc(n * d)?;
+            ln.forward_on(e, &x, d, &mut normed)?;
+            x = normed;
         }
-        Ok(x)
+        Ok((x, n))
     }
 
     /// Post-norm, pixel shuffle and projection of the tower's output for a `side x side`
     /// patch grid.
-    fn tail(&self, x: &[f32], side: usize) -> Result<Embeddings, ClipError> {
+    fn tail<E: Exec>(
+        &self,
+        e: &E,
+        head: &Head<E::Vector, E::Act>,
+        x: &E::Act,
+        side: usize,
+    ) -> Result<Embeddings, ClipError> {
+        let d = self.n_embd;
         let normed_x;
-        let x = match &self.post_ln {
+        let x = match &head.post_ln {
             Some(ln) => {
-                normed_x = ln.forward(x);
-                &normed_x[..]
+                let mut out = e.alloc(side * side * d)?;
+                ln.forward_on(e, x, d, &mut out)?;
+                normed_x = out;
+                &normed_x
             }
             None => x,
         };
         let g = side / self.scale;
-        let merged = pixel_shuffle(x, side, self.n_embd, self.scale);
-        let data = self.fc.forward(&merged, g * g)?;
+        let merged = e.gather_rows(x, d, &pixel_shuffle_order(side, self.scale))?;
+        let data = head.fc.forward_on(e, &merged, g * g)?;
         Ok(Embeddings {
             n_tokens: g * g,
             // Not an M-RoPE model: llama.cpp reports a tile's tokens as one row.
             nx: g * g,
             ny: 1,
-            data,
+            data: e.download(data)?,
         })
     }
 }
@@ -307,13 +371,9 @@ mod tests {
     #[test]
     fn pixel_shuffle_concatenates_each_block_row_by_row() {
         // 4x4 tokens of width 1 holding their raster index; 2x2 blocks.
-        let x: Vec<f32> = (0..16).map(|v| v as f32).collect();
-        let out = pixel_shuffle(&x, 4, 1, 2);
         assert_eq!(
-            out,
-            [
-                0., 1., 4., 5., 2., 3., 6., 7., 8., 9., 12., 13., 10., 11., 14., 15.
-            ]
+            pixel_shuffle_order(4, 2),
+            [0, 1, 4, 5, 2, 3, 6, 7, 8, 9, 12, 13, 10, 11, 14, 15]
         );
     }
 

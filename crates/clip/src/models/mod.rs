@@ -10,10 +10,10 @@ pub mod whisper;
 
 use std::ops::Range;
 
-use tensor::exec::{CpuExec, Exec};
+use tensor::exec::Exec;
 
 use crate::ClipError;
-use crate::tower::{Progress, Tower, run_blocks};
+use crate::tower::{Progress, run_blocks};
 use crate::vit::{AttnSetup, Block};
 
 /// Projector output for one image: `n_tokens` rows of `n_embd_out` values.
@@ -95,47 +95,6 @@ pub(crate) fn encode_alone<E: Encoder + ?Sized>(
     let mut out = encoder.encode_batch(&[input], progress)?;
     out.pop()
         .ok_or_else(|| ClipError::BadImage("the encoder made no embeddings".into()))
-}
-
-/// An input's tokens before the tower, `[n, d]`.
-pub(crate) type Stem<'a> = dyn Fn(&EncodeInput<'_>) -> Result<Vec<f32>, ClipError> + 'a;
-/// An input's embeddings from its rows of the tower's output.
-pub(crate) type Tail<'a> = dyn Fn(&[f32], &EncodeInput<'_>) -> Result<Embeddings, ClipError> + 'a;
-
-/// [`encode_batched_on`] for stems and tails written on host values: the tower runs where
-/// it was placed (on a GPU: one upload per input after its stem, one download before its tail).
-pub(crate) fn encode_batched(
-    inputs: &[EncodeInput<'_>],
-    tower: &Tower,
-    n_embd: usize,
-    n_head: usize,
-    stem: &Stem<'_>,
-    tail: &Tail<'_>,
-    progress: Progress<'_>,
-) -> Result<Vec<Embeddings>, ClipError> {
-    let tokens = |x: &[f32]| x.len() / n_embd.max(1);
-    #[cfg(feature = "gpu")]
-    if let Some((e, blocks)) = tower.gpu() {
-        let stem = |i: &EncodeInput<'_>| {
-            let x = stem(i)?;
-            let n = tokens(&x);
-            Ok((e.upload_owned(x)?, n))
-        };
-        let tail = |x: &tensor::Tensor, i: &EncodeInput<'_>| tail(&e.download(x.clone())?, i);
-        let tower = TowerOn { e, blocks };
-        return encode_batched_on(&tower, inputs, n_embd, n_head, &stem, &tail, progress);
-    }
-    let stem = |i: &EncodeInput<'_>| {
-        let x = stem(i)?;
-        let n = tokens(&x);
-        Ok((x, n))
-    };
-    let tail = |x: &Vec<f32>, i: &EncodeInput<'_>| tail(x, i);
-    let tower = TowerOn {
-        e: &CpuExec,
-        blocks: &tower.blocks,
-    };
-    encode_batched_on(&tower, inputs, n_embd, n_head, &stem, &tail, progress)
 }
 
 /// A tower's blocks on one backend.

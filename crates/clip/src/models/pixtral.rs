@@ -3,17 +3,17 @@
 //! optional RMS input norm + 2x2 patch merger (Mistral 3), the two-layer GELU projector, and one
 //! `[IMG_BREAK]` embedding after every row of tokens but the last.
 
-use tensor::cpu;
+use tensor::exec::{CpuExec, Exec};
 
 use crate::ClipError;
 use crate::bitmap::Bitmap;
 use crate::hparams::{EncoderHparams, FfnAct};
-use crate::models::{Embeddings, Encoder};
+use crate::models::{Embeddings, Encoder, TowerOn};
 use crate::preprocess::{
     PreprocessError, PreprocessParams, PreprocessedImage, TokenGrid, dynamic_resolution,
 };
 use crate::projector::{Defaults, Framing, Input, Projector, TokenLimits};
-use crate::tower::{Progress, Tower};
+use crate::tower::{Progress, Tower, run_blocks};
 use crate::vit::{self, AttnSetup, Block, Ffn, Linear, Norm, NormKind, VisionRope, WeightLoader};
 
 pub const PROJECTOR: Projector = Projector {
@@ -50,9 +50,9 @@ fn preprocess(
 
 /// Mistral 3's merger: RMS input norm, then each `merge x merge` block of tokens unfolded
 /// (channel-major, as `torch.nn.functional.unfold`) and projected back to the tower width.
-struct PatchMerger {
-    input_norm: Norm,
-    proj: Linear,
+struct PatchMerger<V> {
+    input_norm: Norm<V>,
+    proj: Linear<V>,
     merge: usize,
 }
 
@@ -60,14 +60,25 @@ pub struct Pixtral {
     patch: usize,
     n_embd: usize,
     n_head: usize,
-    patch_w: tensor::Tensor,
-    patch_b: Option<Vec<f32>>,
-    pre_ln: Option<Norm>,
     tower: Tower,
-    post_ln: Option<Norm>,
-    merger: Option<PatchMerger>,
-    projector: Ffn,
-    img_break: Vec<f32>,
+    head: Head<Vec<f32>, Vec<f32>>,
+    /// The same weights on the GPU, once offloaded: the whole encode runs there.
+    #[cfg(feature = "gpu")]
+    gpu_head: Option<Head<tensor::Tensor, tensor::Tensor>>,
+}
+
+/// Everything around the tower, on one backend (`V` its vectors, `A` its activations).
+struct Head<V, A> {
+    /// The patch matrix `[d, 3·p²]`.
+    patch_w: tensor::Tensor,
+    patch_b: Option<V>,
+    pre_ln: Option<Norm<V>>,
+    post_ln: Option<Norm<V>>,
+    merger: Option<PatchMerger<V>>,
+    projector: Ffn<V>,
+    /// The `[IMG_BREAK]` embedding, one row.
+    img_break: A,
+    n_embd_out: usize,
 }
 
 pub fn build(wl: &WeightLoader, hp: &EncoderHparams) -> Result<Box<dyn Encoder>, ClipError> {
@@ -98,46 +109,66 @@ pub fn build(wl: &WeightLoader, hp: &EncoderHparams) -> Result<Box<dyn Encoder>,
         patch: p,
         n_embd: d,
         n_head: hp.n_head,
-        patch_w: wl.tensor_shaped("v.patch_embd.weight", &[d, 3, p, p])?,
-        patch_b: wl.opt_vector("v.patch_embd.bias", d)?,
-        pre_ln: rms("v.pre_ln")?,
         tower: Tower::new(blocks),
-        post_ln: rms("v.post_ln")?,
-        merger,
-        projector,
-        img_break: wl.vector("v.token_embd.img_break", text)?,
+        head: Head {
+            patch_w: vit::patch_matrix(&wl.tensor_shaped("v.patch_embd.weight", &[d, 3, p, p])?)?,
+            patch_b: wl.opt_vector("v.patch_embd.bias", d)?,
+            pre_ln: rms("v.pre_ln")?,
+            post_ln: rms("v.post_ln")?,
+            merger,
+            projector,
+            img_break: wl.vector("v.token_embd.img_break", text)?,
+            n_embd_out: text,
+        },
+        #[cfg(feature = "gpu")]
+        gpu_head: None,
     }))
 }
 
-impl PatchMerger {
+impl<V> PatchMerger<V> {
     /// `[py·px, d]` raster tokens -> `[(py/m)·(px/m), d]` merged tokens in raster order.
-    fn forward(&self, x: &[f32], px: usize, py: usize, d: usize) -> Result<Vec<f32>, ClipError> {
+    fn forward_on<E: Exec<Vector = V>>(
+        &self,
+        e: &E,
+        x: &E::Act,
+        px: usize,
+        py: usize,
+        d: usize,
+    ) -> Result<E::Act, ClipError> {
         let m = self.merge;
-        let x = self.input_norm.forward(x);
-        let (mx, my) = (px / m, py / m);
-        let wide = d * m * m;
-        let mut unfolded = vec![0f32; mx * my * wide];
-        for ty in 0..my {
-            for tx in 0..mx {
-                let dst = &mut unfolded[(ty * mx + tx) * wide..][..wide];
-                for ky in 0..m {
-                    for kx in 0..m {
-                        let src = &x[((ty * m + ky) * px + tx * m + kx) * d..][..d];
-                        for (c, &v) in src.iter().enumerate() {
-                            dst[c * m * m + ky * m + kx] = v;
-                        }
-                    }
-                }
-            }
-        }
-        self.proj.forward(&unfolded, mx * my)
+        let mut normed = e.alloc(px * py * d)?;
+        self.input_norm.forward_on(e, x, d, &mut normed)?;
+        let unfolded = e.unfold_grid(&normed, [py, px, d], m)?;
+        drop(normed);
+        self.proj.forward_on(e, &unfolded, (px / m) * (py / m))
     }
 }
 
 impl Encoder for Pixtral {
     #[cfg(feature = "gpu")]
     fn offload(&mut self, exec: &tensor::exec::GpuExec) -> Result<(), ClipError> {
-        self.tower.offload(exec)
+        let h = &self.head;
+        let merger = match &h.merger {
+            Some(m) => Some(PatchMerger {
+                input_norm: m.input_norm.to_gpu(exec)?,
+                proj: m.proj.to_gpu(exec)?,
+                merge: m.merge,
+            }),
+            None => None,
+        };
+        let head = Head {
+            patch_w: exec.weight(&h.patch_w)?,
+            patch_b: h.patch_b.as_deref().map(|b| exec.vector(b)).transpose()?,
+            pre_ln: h.pre_ln.as_ref().map(|n| n.to_gpu(exec)).transpose()?,
+            post_ln: h.post_ln.as_ref().map(|n| n.to_gpu(exec)).transpose()?,
+            merger,
+            projector: h.projector.to_gpu(exec)?,
+            img_break: exec.upload(&h.img_break)?,
+            n_embd_out: h.n_embd_out,
+        };
+        self.tower.offload(exec)?;
+        self.gpu_head = Some(head);
+        Ok(())
     }
 
     fn on_gpu(&self) -> bool {
@@ -145,7 +176,7 @@ impl Encoder for Pixtral {
     }
 
     fn n_embd_out(&self) -> usize {
-        self.img_break.len()
+        self.head.n_embd_out
     }
 
     fn encode(
@@ -155,17 +186,44 @@ impl Encoder for Pixtral {
         height: usize,
         progress: Progress<'_>,
     ) -> Result<Embeddings, ClipError> {
-        let merge = self.merger.as_ref().map_or(1, |m| m.merge);
+        #[cfg(feature = "gpu")]
+        if let (Some((e, blocks)), Some(head)) = (self.tower.gpu(), &self.gpu_head) {
+            let tower = TowerOn { e, blocks };
+            return self.encode_on(&tower, head, pixels, width, height, progress);
+        }
+        let tower = TowerOn {
+            e: &CpuExec,
+            blocks: &self.tower.blocks,
+        };
+        self.encode_on(&tower, &self.head, pixels, width, height, progress)
+    }
+}
+
+impl Pixtral {
+    /// The whole encode on one backend; the embeddings are its one read-back.
+    fn encode_on<E: Exec>(
+        &self,
+        tower: &TowerOn<'_, E>,
+        head: &Head<E::Vector, E::Act>,
+        pixels: &[f32],
+        width: usize,
+        height: usize,
+        progress: Progress<'_>,
+    ) -> Result<Embeddings, ClipError> {
+        let e = tower.e;
+        let merge = head.merger.as_ref().map_or(1, |m| m.merge);
         vit::check_pixels(pixels, width, height, self.patch * merge)?;
         let d = self.n_embd;
         let (px, py) = (width / self.patch, height / self.patch);
         let n = px * py;
-        let mut x = vit::patch_embed(pixels, width, height, &self.patch_w, self.patch)?;
-        if let Some(b) = &self.patch_b {
-            cpu::add_rows(&mut x, b);
+        let mut x = vit::patch_embed_on(e, pixels, width, height, &head.patch_w, self.patch)?;
+        if let Some(b) = &head.patch_b {
+            e.add_rows(&mut x, b)?;
         }
-        if let Some(ln) = &self.pre_ln {
-            x = ln.forward(&x);
+        if let Some(ln) = &head.pre_ln {
+            let mut normed = e.alloc(n * d)?;
+            ln.forward_on(e, &x, d, &mut normed)?;
+            x = normed;
         }
         let rows: Vec<i32> = (0..n).map(|i| (i / px) as i32).collect();
         let cols: Vec<i32> = (0..n).map(|i| (i % px) as i32).collect();
@@ -178,29 +236,45 @@ impl Encoder for Pixtral {
             }),
             windows: None,
         };
-        self.tower.run_all(&mut x, n, &setup, progress)?;
-        if let Some(ln) = &self.post_ln {
-            x = ln.forward(&x);
+        run_blocks(
+            e,
+            tower.blocks,
+            &mut x,
+            n,
+            0..tower.blocks.len(),
+            &|_| setup,
+            progress,
+        )?;
+        if let Some(ln) = &head.post_ln {
+            let mut normed = e.alloc(n * d)?;
+            ln.forward_on(e, &x, d, &mut normed)?;
+            x = normed;
         }
         let (gx, gy) = (px / merge, py / merge);
-        if let Some(merger) = &self.merger {
-            x = merger.forward(&x, px, py, d)?;
+        if let Some(merger) = &head.merger {
+            x = merger.forward_on(e, &x, px, py, d)?;
         }
-        let tokens = self.projector.forward(&x, gx * gy)?;
-        let width_out = self.n_embd_out();
-        let n_tokens = gx * gy + gy - 1;
-        let mut data = Vec::with_capacity(n_tokens * width_out);
-        for (row, chunk) in tokens.chunks_exact(gx * width_out).enumerate() {
-            data.extend_from_slice(chunk);
+        let tokens = head.projector.forward_on(e, &x, gx * gy)?;
+        drop(x);
+        // One [IMG_BREAK] after every row of tokens but the last: the break row goes after
+        // the tokens, and one gather lays the rows out.
+        let width_out = head.n_embd_out;
+        let mut stacked = e.alloc((gx * gy + 1) * width_out)?;
+        e.copy_rows(&mut stacked, width_out, 0, &tokens)?;
+        e.copy_rows(&mut stacked, width_out, gx * gy, &head.img_break)?;
+        let mut order = Vec::with_capacity(gx * gy + gy - 1);
+        for row in 0..gy {
+            order.extend(row * gx..(row + 1) * gx);
             if row + 1 < gy {
-                data.extend_from_slice(&self.img_break);
+                order.push(gx * gy);
             }
         }
+        let n_tokens = order.len();
         Ok(Embeddings {
             n_tokens,
             nx: n_tokens,
             ny: 1,
-            data,
+            data: e.download(e.gather_rows(&stacked, width_out, &order)?)?,
         })
     }
 }

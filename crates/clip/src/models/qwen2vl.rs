@@ -6,14 +6,15 @@ use std::ops::Range;
 
 use tensor::Tensor;
 use tensor::cpu;
+use tensor::exec::{CpuExec, Exec};
 use tensor::ops::rope::{RopeConfig, RopeMode};
 
 use crate::ClipError;
 use crate::hparams::{EncoderHparams, FfnAct};
-use crate::models::{Embeddings, Encoder};
+use crate::models::{Embeddings, Encoder, TowerOn};
 use crate::preprocess::dynamic_resolution;
 use crate::projector::{Defaults, Framing, Input, Projector, TokenLimits};
-use crate::tower::{Progress, Tower};
+use crate::tower::{Progress, Tower, run_blocks};
 use crate::vit::{self, AttnSetup, Block, Ffn, Linear, Norm, NormKind, VisionRope, WeightLoader};
 
 /// Patches merged per side by the Qwen mergers (llama.cpp hard-codes 2 as well).
@@ -45,14 +46,23 @@ pub struct Qwen2Vl {
     patch: usize,
     n_embd: usize,
     n_head: usize,
-    /// The two temporal conv kernels summed: a still image feeds both the same frame.
-    patch_w: Tensor,
     tower: Tower,
-    post_ln: Option<Norm>,
-    merger: Ffn,
+    head: Head<Vec<f32>>,
+    /// The same weights on the GPU, once offloaded: the whole encode runs there.
+    #[cfg(feature = "gpu")]
+    gpu_head: Option<Head<Tensor>>,
     /// Every `n_wa_pattern`-th layer attends globally, the others within windows (0: all global).
     n_wa_pattern: usize,
     window_size: usize,
+}
+
+/// Everything around the tower, on one backend.
+struct Head<V> {
+    /// The two temporal conv kernels summed (a still image feeds both the same frame), as
+    /// the patch matrix `[d, 3·p²]`.
+    patch_w: Tensor,
+    post_ln: Option<Norm<V>>,
+    merger: Ffn<V>,
 }
 
 /// Sum of `v.patch_embd.weight` and `v.patch_embd.weight.1`, `[d, 3, p, p]` f32.
@@ -96,10 +106,14 @@ pub fn build(wl: &WeightLoader, hp: &EncoderHparams) -> Result<Box<dyn Encoder>,
         patch: p,
         n_embd: d,
         n_head: hp.n_head,
-        patch_w: temporal_patch_weight(wl, d, p)?,
         tower: Tower::new(blocks),
-        post_ln: Norm::opt_load(wl, "v.post_ln", d, norm, hp.eps)?,
-        merger: load_merger(wl, d)?,
+        head: Head {
+            patch_w: vit::patch_matrix(&temporal_patch_weight(wl, d, p)?)?,
+            post_ln: Norm::opt_load(wl, "v.post_ln", d, norm, hp.eps)?,
+            merger: load_merger(wl, d)?,
+        },
+        #[cfg(feature = "gpu")]
+        gpu_head: None,
         n_wa_pattern: hp.n_wa_pattern,
         window_size: if hp.window_size == 0 {
             DEFAULT_WINDOW
@@ -109,19 +123,29 @@ pub fn build(wl: &WeightLoader, hp: &EncoderHparams) -> Result<Box<dyn Encoder>,
     }))
 }
 
-/// Reorders raster `[py·px, d]` tokens so each 2x2 merge block is 4 consecutive rows
-/// (blocks in raster order, patches inside a block in raster order).
-pub fn to_merge_order(x: &[f32], px: usize, py: usize, d: usize) -> Vec<f32> {
-    let mut out = Vec::with_capacity(x.len());
-    for by in (0..py).step_by(MERGE) {
-        for bx in (0..px).step_by(MERGE) {
-            for dy in 0..MERGE {
-                let row = (by + dy) * px + bx;
-                out.extend_from_slice(&x[row * d..(row + MERGE) * d]);
+/// The raster index of each token in merge order: each 2x2 merge block is 4 consecutive rows
+/// (blocks in raster order, patches inside a block in raster order); with `units`, only the
+/// blocks listed (merged-grid raster indices), in that order.
+pub fn merge_order(px: usize, py: usize, units: Option<&[usize]>) -> Vec<usize> {
+    let pw = px / MERGE;
+    let all: Vec<usize>;
+    let units = match units {
+        Some(u) => u,
+        None => {
+            all = (0..pw * (py / MERGE)).collect();
+            &all
+        }
+    };
+    let mut rows = Vec::with_capacity(units.len() * MERGE * MERGE);
+    for &u in units {
+        let (by, bx) = ((u / pw) * MERGE, (u % pw) * MERGE);
+        for dy in 0..MERGE {
+            for dx in 0..MERGE {
+                rows.push((by + dy) * px + bx + dx);
             }
         }
     }
-    out
+    rows
 }
 
 /// Vision rope positions in merge order, ggml's sectioned layout: all y, all x, all y, all x.
@@ -183,7 +207,15 @@ fn gather_rows<T: Copy>(rows: &[T], order: &[usize], width: usize) -> Vec<T> {
 impl Encoder for Qwen2Vl {
     #[cfg(feature = "gpu")]
     fn offload(&mut self, exec: &tensor::exec::GpuExec) -> Result<(), ClipError> {
-        self.tower.offload(exec)
+        let h = &self.head;
+        let head = Head {
+            patch_w: exec.weight(&h.patch_w)?,
+            post_ln: h.post_ln.as_ref().map(|n| n.to_gpu(exec)).transpose()?,
+            merger: h.merger.to_gpu(exec)?,
+        };
+        self.tower.offload(exec)?;
+        self.gpu_head = Some(head);
+        Ok(())
     }
 
     fn on_gpu(&self) -> bool {
@@ -191,7 +223,7 @@ impl Encoder for Qwen2Vl {
     }
 
     fn n_embd_out(&self) -> usize {
-        self.merger.down.n_out()
+        self.head.merger.down.n_out()
     }
 
     fn encode(
@@ -201,31 +233,60 @@ impl Encoder for Qwen2Vl {
         height: usize,
         progress: Progress<'_>,
     ) -> Result<Embeddings, ClipError> {
+        #[cfg(feature = "gpu")]
+        if let (Some((e, blocks)), Some(head)) = (self.tower.gpu(), &self.gpu_head) {
+            let tower = TowerOn { e, blocks };
+            return self.encode_on(&tower, head, pixels, width, height, progress);
+        }
+        let tower = TowerOn {
+            e: &CpuExec,
+            blocks: &self.tower.blocks,
+        };
+        self.encode_on(&tower, &self.head, pixels, width, height, progress)
+    }
+}
+
+impl Qwen2Vl {
+    /// The whole encode on one backend; the embeddings are its one read-back.
+    fn encode_on<E: Exec>(
+        &self,
+        tower: &TowerOn<'_, E>,
+        head: &Head<E::Vector>,
+        pixels: &[f32],
+        width: usize,
+        height: usize,
+        progress: Progress<'_>,
+    ) -> Result<Embeddings, ClipError> {
+        let e = tower.e;
         vit::check_pixels(pixels, width, height, self.patch * MERGE)?;
         let d = self.n_embd;
         let (px, py) = (width / self.patch, height / self.patch);
         let n = px * py;
         let unit = MERGE * MERGE;
         let (pw, ph) = (px / MERGE, py / MERGE);
-        let raster = vit::patch_embed(pixels, width, height, &self.patch_w, self.patch)?;
-        let mut x = to_merge_order(&raster, px, py, d);
-        let mut pos = merge_positions(px, py);
+        let raster = vit::patch_embed_on(e, pixels, width, height, &head.patch_w, self.patch)?;
 
         let windowed = self.n_wa_pattern > 0;
         let grid = (self.window_size / self.patch / MERGE).max(1);
         let (order, spans) = windows(pw, ph, grid);
         let token_spans: Vec<Range<usize>> =
             spans.iter().map(|r| r.start * unit..r.end * unit).collect();
-        if windowed {
-            // Windows become contiguous runs of tokens; positions travel with their tokens.
-            x = gather_rows(&x, &order, unit * d);
+        // Merge blocks become runs of 4 tokens and, windowed, windows become contiguous runs
+        // of blocks: one gather. Positions travel with their tokens.
+        let mut pos = merge_positions(px, py);
+        let rows = if windowed {
             let mut moved = vec![0i32; 4 * n];
             for c in 0..4 {
                 let comp = gather_rows(&pos[c * n..(c + 1) * n], &order, unit);
                 moved[c * n..(c + 1) * n].copy_from_slice(&comp);
             }
             pos = moved;
-        }
+            merge_order(px, py, Some(&order))
+        } else {
+            merge_order(px, py, None)
+        };
+        let mut x = e.gather_rows(&raster, d, &rows)?;
+        drop(raster);
 
         let rope = vision_rope(d / self.n_head);
         let setup = |il: usize| {
@@ -236,28 +297,35 @@ impl Encoder for Qwen2Vl {
                 windows: if full { None } else { Some(&token_spans) },
             }
         };
-        self.tower
-            .run(&mut x, n, 0..self.tower.len(), &setup, progress)?;
-        if let Some(ln) = &self.post_ln {
-            x = ln.forward(&x);
+        run_blocks(
+            e,
+            tower.blocks,
+            &mut x,
+            n,
+            0..tower.blocks.len(),
+            &setup,
+            progress,
+        )?;
+        if let Some(ln) = &head.post_ln {
+            let mut normed = e.alloc(n * d)?;
+            ln.forward_on(e, &x, d, &mut normed)?;
+            x = normed;
         }
         let n_out = n / unit;
-        let mut data = self.merger.forward(&x, n_out)?;
+        let mut data = head.merger.forward_on(e, &x, n_out)?;
         if windowed {
             // Back from window order to raster order of the merged grid.
-            let width = self.n_embd_out();
-            let mut raster = vec![0f32; data.len()];
+            let mut back = vec![0usize; order.len()];
             for (w, &r) in order.iter().enumerate() {
-                raster[r * width..(r + 1) * width]
-                    .copy_from_slice(&data[w * width..(w + 1) * width]);
+                back[r] = w;
             }
-            data = raster;
+            data = e.gather_rows(&data, self.n_embd_out(), &back)?;
         }
         Ok(Embeddings {
             n_tokens: n_out,
             nx: pw,
             ny: ph,
-            data,
+            data: e.download(data)?,
         })
     }
 }
@@ -268,12 +336,9 @@ mod tests {
 
     #[test]
     fn merge_order_groups_2x2_blocks() {
-        // 4x2 grid of 1-wide tokens numbered in raster order.
-        let x: Vec<f32> = (0..8).map(|v| v as f32).collect();
-        assert_eq!(
-            to_merge_order(&x, 4, 2, 1),
-            [0., 1., 4., 5., 2., 3., 6., 7.]
-        );
+        // 4x2 grid of tokens numbered in raster order.
+        assert_eq!(merge_order(4, 2, None), [0, 1, 4, 5, 2, 3, 6, 7]);
+        assert_eq!(merge_order(4, 2, Some(&[1])), [2, 3, 6, 7]);
         let pos = merge_positions(4, 2);
         assert_eq!(&pos[..8], [0, 0, 1, 1, 0, 0, 1, 1]); // y
         assert_eq!(&pos[8..16], [0, 1, 0, 1, 2, 3, 2, 3]); // x

@@ -4,41 +4,50 @@
 //! (`[main | deepstack 0 | deepstack 1 ...]`).
 
 use tensor::Tensor;
-use tensor::cpu;
+use tensor::exec::{CpuExec, Exec};
 
 use crate::ClipError;
 use crate::hparams::{EncoderHparams, FfnAct};
 use crate::models::qwen2vl::{
-    MERGE, load_merger, merge_positions, qwen_vl_projector, temporal_patch_weight, to_merge_order,
+    MERGE, load_merger, merge_order, merge_positions, qwen_vl_projector, temporal_patch_weight,
     vision_rope,
 };
-use crate::models::{Embeddings, Encoder};
+use crate::models::{Embeddings, Encoder, TowerOn};
 use crate::projector::Projector;
-use crate::tower::{Progress, Tower};
+use crate::tower::{Progress, Tower, run_blocks};
 use crate::vit::{self, AttnSetup, Block, Ffn, Linear, Norm, NormKind, VisionRope, WeightLoader};
 
 pub const PROJECTOR: Projector = qwen_vl_projector("qwen3vl_merger", build);
 
 /// A deepstack merger: layer norm over merged rows, then `fc1 -> GELU -> fc2`.
-struct Deepstack {
-    norm: Norm,
-    ffn: Ffn,
+struct Deepstack<V> {
+    norm: Norm<V>,
+    ffn: Ffn<V>,
 }
 
 pub struct Qwen3Vl {
     patch: usize,
     n_embd: usize,
     n_head: usize,
-    patch_w: Tensor,
-    patch_b: Option<Vec<f32>>,
-    /// Learned `[side·side, d]` position grid.
-    pos_embd: Vec<f32>,
     pos_side: usize,
     tower: Tower,
+    head: Head<Vec<f32>, Vec<f32>>,
+    /// The same weights on the GPU, once offloaded: the whole encode runs there.
+    #[cfg(feature = "gpu")]
+    gpu_head: Option<Head<Tensor, Tensor>>,
+}
+
+/// Everything around the tower, on one backend (`V` its vectors, `A` its activations).
+struct Head<V, A> {
+    /// The temporal patch kernels summed, as the patch matrix `[d, 3·p²]`.
+    patch_w: Tensor,
+    patch_b: Option<V>,
+    /// Learned `[side·side, d]` position grid.
+    pos_embd: A,
     /// Per layer: its deepstack merger, if it has one.
-    deepstack: Vec<Option<Deepstack>>,
-    post_ln: Option<Norm>,
-    merger: Ffn,
+    deepstack: Vec<Option<Deepstack<V>>>,
+    post_ln: Option<Norm<V>>,
+    merger: Ffn<V>,
 }
 
 pub fn build(wl: &WeightLoader, hp: &EncoderHparams) -> Result<Box<dyn Encoder>, ClipError> {
@@ -79,60 +88,50 @@ pub fn build(wl: &WeightLoader, hp: &EncoderHparams) -> Result<Box<dyn Encoder>,
         patch: p,
         n_embd: d,
         n_head: hp.n_head,
-        patch_w: temporal_patch_weight(wl, d, p)?,
-        patch_b: wl.opt_vector("v.patch_embd.bias", d)?,
-        pos_embd: pos.to_f32_vec()?,
         pos_side,
         tower: Tower::new(blocks),
-        deepstack,
-        post_ln: Norm::opt_load(wl, "v.post_ln", d, NormKind::Layer, hp.eps)?,
-        merger: load_merger(wl, d)?,
+        head: Head {
+            patch_w: vit::patch_matrix(&temporal_patch_weight(wl, d, p)?)?,
+            patch_b: wl.opt_vector("v.patch_embd.bias", d)?,
+            pos_embd: pos.to_f32_vec()?,
+            deepstack,
+            post_ln: Norm::opt_load(wl, "v.post_ln", d, NormKind::Layer, hp.eps)?,
+            merger: load_merger(wl, d)?,
+        },
+        #[cfg(feature = "gpu")]
+        gpu_head: None,
     }))
-}
-
-/// Source coordinate and weight of output index `i` along one axis, ggml's bilinear
-/// upscale with aligned corners.
-fn align_corners(i: usize, n_out: usize, n_in: usize) -> (usize, usize, f32) {
-    let sf = if n_out > 1 && n_in > 1 {
-        (n_out - 1) as f32 / (n_in - 1) as f32
-    } else {
-        n_out as f32 / n_in as f32
-    };
-    let s = i as f32 / sf;
-    let f = s.floor();
-    let lo = (f.max(0.0) as usize).min(n_in - 1);
-    let hi = (lo + 1).min(n_in - 1);
-    (lo, hi, (s - f).clamp(0.0, 1.0))
-}
-
-/// Resizes the `[side, side, d]` grid to `[py, px, d]` (raster order).
-fn resize_grid(table: &[f32], side: usize, d: usize, px: usize, py: usize) -> Vec<f32> {
-    if px == side && py == side {
-        return table.to_vec();
-    }
-    let mut out = vec![0f32; px * py * d];
-    for y in 0..py {
-        let (y0, y1, dy) = align_corners(y, py, side);
-        for x in 0..px {
-            let (x0, x1, dx) = align_corners(x, px, side);
-            let row = |yy: usize, xx: usize| &table[(yy * side + xx) * d..(yy * side + xx + 1) * d];
-            let (a, b, c, e) = (row(y0, x0), row(y0, x1), row(y1, x0), row(y1, x1));
-            let dst = &mut out[(y * px + x) * d..(y * px + x + 1) * d];
-            for k in 0..d {
-                dst[k] = a[k] * (1.0 - dx) * (1.0 - dy)
-                    + b[k] * dx * (1.0 - dy)
-                    + c[k] * (1.0 - dx) * dy
-                    + e[k] * dx * dy;
-            }
-        }
-    }
-    out
 }
 
 impl Encoder for Qwen3Vl {
     #[cfg(feature = "gpu")]
     fn offload(&mut self, exec: &tensor::exec::GpuExec) -> Result<(), ClipError> {
-        self.tower.offload(exec)
+        let h = &self.head;
+        let deepstack = h
+            .deepstack
+            .iter()
+            .map(|ds| {
+                ds.as_ref()
+                    .map(|ds| -> Result<_, ClipError> {
+                        Ok(Deepstack {
+                            norm: ds.norm.to_gpu(exec)?,
+                            ffn: ds.ffn.to_gpu(exec)?,
+                        })
+                    })
+                    .transpose()
+            })
+            .collect::<Result<_, _>>()?;
+        let head = Head {
+            patch_w: exec.weight(&h.patch_w)?,
+            patch_b: h.patch_b.as_deref().map(|b| exec.vector(b)).transpose()?,
+            pos_embd: exec.upload(&h.pos_embd)?,
+            deepstack,
+            post_ln: h.post_ln.as_ref().map(|n| n.to_gpu(exec)).transpose()?,
+            merger: h.merger.to_gpu(exec)?,
+        };
+        self.tower.offload(exec)?;
+        self.gpu_head = Some(head);
+        Ok(())
     }
 
     fn on_gpu(&self) -> bool {
@@ -140,8 +139,8 @@ impl Encoder for Qwen3Vl {
     }
 
     fn n_embd_out(&self) -> usize {
-        let n_ds = self.deepstack.iter().filter(|d| d.is_some()).count();
-        self.merger.down.n_out() * (1 + n_ds)
+        let n_ds = self.head.deepstack.iter().filter(|d| d.is_some()).count();
+        self.head.merger.down.n_out() * (1 + n_ds)
     }
 
     fn encode(
@@ -151,20 +150,49 @@ impl Encoder for Qwen3Vl {
         height: usize,
         progress: Progress<'_>,
     ) -> Result<Embeddings, ClipError> {
+        #[cfg(feature = "gpu")]
+        if let (Some((e, blocks)), Some(head)) = (self.tower.gpu(), &self.gpu_head) {
+            let tower = TowerOn { e, blocks };
+            return self.encode_on(&tower, head, pixels, width, height, progress);
+        }
+        let tower = TowerOn {
+            e: &CpuExec,
+            blocks: &self.tower.blocks,
+        };
+        self.encode_on(&tower, &self.head, pixels, width, height, progress)
+    }
+}
+
+impl Qwen3Vl {
+    /// The whole encode on one backend; the embeddings are its one read-back.
+    fn encode_on<E: Exec>(
+        &self,
+        tower: &TowerOn<'_, E>,
+        head: &Head<E::Vector, E::Act>,
+        pixels: &[f32],
+        width: usize,
+        height: usize,
+        progress: Progress<'_>,
+    ) -> Result<Embeddings, ClipError> {
+        let e = tower.e;
         vit::check_pixels(pixels, width, height, self.patch * MERGE)?;
         let d = self.n_embd;
         let (px, py) = (width / self.patch, height / self.patch);
         let n = px * py;
         let n_out = n / (MERGE * MERGE);
-        let mut raster = vit::patch_embed(pixels, width, height, &self.patch_w, self.patch)?;
-        if let Some(b) = &self.patch_b {
-            cpu::add_rows(&mut raster, b);
+        let mut raster = vit::patch_embed_on(e, pixels, width, height, &head.patch_w, self.patch)?;
+        if let Some(b) = &head.patch_b {
+            e.add_rows(&mut raster, b)?;
         }
-        cpu::add(
-            &mut raster,
-            &resize_grid(&self.pos_embd, self.pos_side, d, px, py),
-        );
-        let mut x = to_merge_order(&raster, px, py, d);
+        let side = self.pos_side;
+        if (px, py) == (side, side) {
+            e.add(&mut raster, &head.pos_embd)?;
+        } else {
+            let fitted = e.resize_bilinear_grid(&head.pos_embd, [side, side, d], [py, px])?;
+            e.add(&mut raster, &fitted)?;
+        }
+        let mut x = e.gather_rows(&raster, d, &merge_order(px, py, None))?;
+        drop(raster);
         let pos = merge_positions(px, py);
         let rope = vision_rope(d / self.n_head);
         let setup = AttnSetup {
@@ -172,38 +200,59 @@ impl Encoder for Qwen3Vl {
             rope: Some(VisionRope::Sectioned(&rope, &pos)),
             windows: None,
         };
+        let wide = d * MERGE * MERGE;
         let mut features = Vec::new();
         // The tower runs in segments that end at each deepstack tap.
         let mut start = 0;
-        for (il, ds) in self.deepstack.iter().enumerate() {
+        for (il, ds) in head.deepstack.iter().enumerate() {
             if let Some(ds) = ds {
-                self.tower
-                    .run(&mut x, n, start..il + 1, &|_| setup, progress)?;
+                run_blocks(
+                    e,
+                    tower.blocks,
+                    &mut x,
+                    n,
+                    start..il + 1,
+                    &|_| setup,
+                    progress,
+                )?;
                 start = il + 1;
                 // Merged rows are 4 consecutive tokens, already adjacent in merge order.
-                features.push(ds.ffn.forward(&ds.norm.forward(&x), n_out)?);
+                let mut normed = e.alloc(n * d)?;
+                ds.norm.forward_on(e, &x, wide, &mut normed)?;
+                features.push(ds.ffn.forward_on(e, &normed, n_out)?);
             }
         }
-        self.tower
-            .run(&mut x, n, start..self.tower.len(), &|_| setup, progress)?;
-        if let Some(ln) = &self.post_ln {
-            x = ln.forward(&x);
+        let layers = start..tower.blocks.len();
+        run_blocks(e, tower.blocks, &mut x, n, layers, &|_| setup, progress)?;
+        if let Some(ln) = &head.post_ln {
+            let mut normed = e.alloc(n * d)?;
+            ln.forward_on(e, &x, d, &mut normed)?;
+            x = normed;
         }
-        let main = self.merger.forward(&x, n_out)?;
-        let width_out = self.n_embd_out();
-        let part = self.merger.down.n_out();
-        let mut data = Vec::with_capacity(n_out * width_out);
-        for t in 0..n_out {
-            data.extend_from_slice(&main[t * part..(t + 1) * part]);
-            for f in &features {
-                data.extend_from_slice(&f[t * part..(t + 1) * part]);
+        let main = head.merger.forward_on(e, &x, n_out)?;
+        drop(x);
+        let data = if features.is_empty() {
+            main
+        } else {
+            // Row t is [main_t | deepstack 0_t | ...]: stack the parts as blocks of rows,
+            // then interleave them with one gather.
+            let part = head.merger.down.n_out();
+            let k = 1 + features.len();
+            let mut stacked = e.alloc(k * n_out * part)?;
+            e.copy_rows(&mut stacked, part, 0, &main)?;
+            for (j, f) in features.iter().enumerate() {
+                e.copy_rows(&mut stacked, part, (j + 1) * n_out, f)?;
             }
-        }
+            let rows: Vec<usize> = (0..n_out)
+                .flat_map(|t| (0..k).map(move |j| j * n_out + t))
+                .collect();
+            e.gather_rows(&stacked, part, &rows)?
+        };
         Ok(Embeddings {
             n_tokens: n_out,
             nx: px / MERGE,
             ny: py / MERGE,
-            data,
+            data: e.download(data)?,
         })
     }
 }

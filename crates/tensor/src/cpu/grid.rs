@@ -36,6 +36,33 @@ pub fn pool_avg(x: &[f32], [h, w, d]: [usize; 3], k: usize, out: &mut [f32]) {
     });
 }
 
+/// Each `k × k` block of a `[h·w, d]` grid as one row of `[(h/k)·(w/k), d·k·k]`, ordered
+/// `[channel, ky, kx]`: the im2col of the grid's channel planes under a stride-`k` kernel
+/// (Pixtral's patch merger), without transposing the grid first.
+pub fn unfold(x: &[f32], [h, w, d]: [usize; 3], k: usize, out: &mut [f32]) {
+    assert!(
+        k > 0 && h.is_multiple_of(k) && w.is_multiple_of(k),
+        "unfold: {k}x{k} blocks on a {h}x{w} grid"
+    );
+    assert_eq!(x.len(), h * w * d, "unfold: input length");
+    assert_eq!(out.len(), x.len(), "unfold: output length");
+    let (ow, wide) = (w / k, d * k * k);
+    if wide == 0 {
+        return;
+    }
+    out.par_chunks_mut(wide).enumerate().for_each(|(o, dst)| {
+        let (ty, tx) = (o / ow, o % ow);
+        for ky in 0..k {
+            for kx in 0..k {
+                let cell = (ty * k + ky) * w + tx * k + kx;
+                for (c, &v) in x[cell * d..(cell + 1) * d].iter().enumerate() {
+                    dst[c * k * k + ky * k + kx] = v;
+                }
+            }
+        }
+    });
+}
+
 /// Source cells and weight of output index `i` for an align-corners resize of `n_in` cells to
 /// `n_out` (PyTorch's `align_corners=True`; a one-cell side repeats its cell).
 pub fn align_corners_taps(i: usize, n_out: usize, n_in: usize) -> (usize, usize, f32) {
@@ -90,6 +117,20 @@ mod tests {
         super::super::avg_pool2d(&planes, [d, h, w], k, k, &mut pooled);
         let mut want = vec![0f32; got.len()];
         super::super::transpose(&pooled, d, got.len() / d, &mut want);
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn unfold_is_the_im2col_of_the_channel_planes() {
+        let (h, w, d, k) = (4, 6, 3, 2);
+        let x: Vec<f32> = (0..h * w * d).map(|v| v as f32).collect();
+        let mut got = vec![0f32; x.len()];
+        unfold(&x, [h, w, d], k, &mut got);
+        let mut planes = vec![0f32; x.len()];
+        super::super::transpose(&x, h * w, d, &mut planes);
+        let mut want = vec![0f32; x.len()];
+        let p = super::super::Conv2dParams::patch(k);
+        super::super::conv::im2col_2d(&planes, [d, h, w], [k, k], &p, w / k, 0, &mut want);
         assert_eq!(got, want);
     }
 

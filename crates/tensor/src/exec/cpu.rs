@@ -237,6 +237,51 @@ impl Exec for CpuExec {
         Ok(out)
     }
 
+    fn unfold_grid(&self, x: &Vec<f32>, [h, w, d]: [usize; 3], k: usize) -> Result<Vec<f32>> {
+        if x.len() != h * w * d || k == 0 || !h.is_multiple_of(k) || !w.is_multiple_of(k) {
+            return Err(shape(
+                "unfold_grid",
+                format!(
+                    "{} values as a {h}x{w} grid of {d}, {k}x{k} blocks",
+                    x.len()
+                ),
+            ));
+        }
+        let mut out = vec![0f32; x.len()];
+        cpu::grid::unfold(x, [h, w, d], k, &mut out);
+        Ok(out)
+    }
+
+    fn rope_2d(
+        &self,
+        x: &mut Vec<f32>,
+        n: usize,
+        heads: usize,
+        head_dim: usize,
+        pos_a: &[i32],
+        pos_b: &[i32],
+        base: f32,
+        interleave_freq: bool,
+    ) -> Result<()> {
+        if !head_dim.is_multiple_of(4)
+            || x.len() != n * heads * head_dim
+            || pos_a.len() != n
+            || pos_b.len() != n
+        {
+            return Err(shape(
+                "rope_2d",
+                format!(
+                    "{} values as [{n}, {heads}, {head_dim}] (head_dim a multiple of 4), {} and {} positions",
+                    x.len(),
+                    pos_a.len(),
+                    pos_b.len()
+                ),
+            ));
+        }
+        cpu::rope_2d(x, n, heads, head_dim, pos_a, pos_b, base, interleave_freq);
+        Ok(())
+    }
+
     fn resize_bilinear_grid(
         &self,
         x: &Vec<f32>,

@@ -241,6 +241,26 @@ impl Exec for GpuExec {
         flat(ops::pool_avg_grid(x, hwd, k)?)
     }
 
+    fn unfold_grid(&self, x: &Tensor, hwd: [usize; 3], k: usize) -> Result<Tensor> {
+        flat(ops::unfold_grid(x, hwd, k)?)
+    }
+
+    fn rope_2d(
+        &self,
+        x: &mut Tensor,
+        n: usize,
+        heads: usize,
+        head_dim: usize,
+        pos_a: &[i32],
+        pos_b: &[i32],
+        base: f32,
+        interleave_freq: bool,
+    ) -> Result<()> {
+        let shaped = x.reshape(&[n, heads, head_dim])?;
+        *x = flat(ops::rope_2d(&shaped, pos_a, pos_b, base, interleave_freq)?)?;
+        Ok(())
+    }
+
     fn resize_bilinear_grid(
         &self,
         x: &Tensor,

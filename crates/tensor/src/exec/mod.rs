@@ -234,6 +234,23 @@ pub trait Exec {
     ) -> Result<Self::Act>;
     /// Average of each `k × k` block of a `[h·w, d]` token grid: `[(h/k)·(w/k), d]`.
     fn pool_avg_grid(&self, x: &Self::Act, hwd: [usize; 3], k: usize) -> Result<Self::Act>;
+    /// Each `k × k` block of a `[h·w, d]` token grid as one row `[(h/k)·(w/k), d·k·k]`, ordered
+    /// `[channel, ky, kx]`.
+    fn unfold_grid(&self, x: &Self::Act, hwd: [usize; 3], k: usize) -> Result<Self::Act>;
+    /// Pixtral's 2-D rope of `x` `[n, heads, head_dim]` (as `cpu::rope_2d`): the first half
+    /// of each head by `pos_a`, the second by `pos_b`.
+    #[allow(clippy::too_many_arguments)]
+    fn rope_2d(
+        &self,
+        x: &mut Self::Act,
+        n: usize,
+        heads: usize,
+        head_dim: usize,
+        pos_a: &[i32],
+        pos_b: &[i32],
+        base: f32,
+        interleave_freq: bool,
+    ) -> Result<()>;
     /// Bilinear align-corners resize of a `[h·w, d]` token grid to `[oh·ow, d]`.
     fn resize_bilinear_grid(
         &self,

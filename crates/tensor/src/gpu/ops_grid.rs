@@ -115,23 +115,40 @@ fn grid_operand<'a>(
 }
 
 /// Average of each `k × k` block of the grid `x` (`[h·w, d]`): `[(h/k)·(w/k), d]`.
-pub fn pool_avg_grid(x: &Tensor, [h, w, d]: [usize; 3], k: usize) -> Result<Tensor> {
-    let (ctx, xb) = grid_operand(x, [h, w, d], "pool_avg_grid")?;
+pub fn pool_avg_grid(x: &Tensor, hwd: [usize; 3], k: usize) -> Result<Tensor> {
+    blocks_op(x, hwd, k, false)
+}
+
+/// Each `k × k` block of the grid `x` (`[h·w, d]`) as one row `[(h/k)·(w/k), d·k·k]` ordered
+/// `[channel, ky, kx]` (as `cpu::grid::unfold`).
+pub fn unfold_grid(x: &Tensor, hwd: [usize; 3], k: usize) -> Result<Tensor> {
+    blocks_op(x, hwd, k, true)
+}
+
+/// `k × k` block ops of a grid: the average (`unfold` false) or the unfolded row.
+fn blocks_op(x: &Tensor, [h, w, d]: [usize; 3], k: usize, unfold: bool) -> Result<Tensor> {
+    let op = if unfold {
+        "unfold_grid"
+    } else {
+        "pool_avg_grid"
+    };
+    let (ctx, xb) = grid_operand(x, [h, w, d], op)?;
     if k == 0 || !h.is_multiple_of(k) || !w.is_multiple_of(k) {
-        return Err(mismatch(
-            "pool_avg_grid",
-            format!("{k}x{k} blocks on a {h}x{w} grid"),
-        ));
+        return Err(mismatch(op, format!("{k}x{k} blocks on a {h}x{w} grid")));
     }
     let (oh, ow) = (h / k, w / k);
-    let shape = [oh * ow, d];
+    let width = if unfold { d * k * k } else { d };
+    let shape = [oh * ow, width];
     if !fits(ctx, x.numel()) {
         return on_host(ctx, x, &shape, |src, out| {
-            cpu::grid::pool_avg(src, [h, w, d], k, out)
+            if unfold {
+                cpu::grid::unfold(src, [h, w, d], k, out)
+            } else {
+                cpu::grid::pool_avg(src, [h, w, d], k, out)
+            }
         });
     }
-    let [total, c, h_u, w_u, oh_u, ow_u, k_u] =
-        u32s([oh * ow * d, d, h, w, oh, ow, k], "pool_avg_grid")?;
+    let [total, c, h_u, w_u, oh_u, ow_u, k_u] = u32s([oh * ow * width, d, h, w, oh, ow, k], op)?;
     let params = GridParams {
         total,
         c,
@@ -143,7 +160,8 @@ pub fn pool_avg_grid(x: &Tensor, [h, w, d]: [usize; 3], k: usize) -> Result<Tens
         ..GridParams::default()
     };
     let (out, ob) = output(ctx, &shape)?;
-    kernels::grid("pool_avg", xb, x.numel(), &params, &ob)?;
+    let entry = if unfold { "unfold" } else { "pool_avg" };
+    kernels::grid(entry, xb, x.numel(), &params, &ob)?;
     Ok(out)
 }
 
