@@ -1,7 +1,7 @@
-//! Vision encoders placed on a GPU: the reference pixels give llama.cpp's embeddings within the
-//! CPU's bound, the whole encode (patch embedding, tower, merger / pooling, projector) stays
-//! on the device and reads back exactly one buffer (its embeddings), and batched encodes on
-//! the device match each input alone.
+//! Encoders placed on a GPU: the whole encode (patch embedding or conv stem, tower, merger /
+//! pooling, projector) stays on the device and reads back exactly one buffer, its embeddings.
+//! Vision fixtures' reference pixels give llama.cpp's embeddings within the CPU's bound; audio
+//! windows give the CPU's embeddings; batched encodes on the device match each input alone.
 
 use clip::ClipModel;
 use clip::models::EncodeInput;
@@ -135,5 +135,38 @@ fn batched_gpu_encode_matches_each_image_alone() {
             "{arch}: {} inputs batched, worst rel {worst:.2e} against each alone",
             cases.len()
         );
+    }
+}
+
+/// The Whisper encoders (conv stem, tower, pooling or frame stacking, projector) on the device
+/// give the CPU's embeddings with one read-back, including a window whose frame count is odd
+/// after the stride-2 convolution (Qwen2-Audio drops the unpaired frame, Voxtral zero-pads
+/// its last stack).
+#[test]
+fn audio_encoders_run_whole_on_the_gpu_with_one_read_back() {
+    let _one = DEVICE.lock().unwrap_or_else(|e| e.into_inner());
+    for arch in ["qwen2audio", "voxtral"] {
+        let Some((gpu, ctx)) = gpu_model(arch) else {
+            return;
+        };
+        let cpu = ClipModel::load(fixture(arch).join("mmproj.gguf")).expect("load mmproj");
+        let n_mel = cpu.hparams().n_mel_bins;
+        for frames in [200, 202] {
+            let mel: Vec<f32> = (0..n_mel * frames)
+                .map(|i| ((i as f32) * 0.013).sin() * 0.8 - 0.1)
+                .collect();
+            let want = cpu.encode(&mel, frames, n_mel).expect("cpu encode");
+            let before = ctx.downloads();
+            let got = gpu.encode(&mel, frames, n_mel).expect("gpu encode");
+            assert_eq!(ctx.downloads() - before, 1, "{arch}: buffers read back");
+            assert_eq!(got.n_tokens, want.n_tokens, "{arch} {frames} frames");
+            let (err, scale) = max_err(&got.data, &want.data);
+            println!(
+                "{arch} {frames} frames: {} tokens, gpu vs cpu rel {:.2e}",
+                got.n_tokens,
+                err / scale
+            );
+            assert!(err <= 1e-4 * scale, "{arch} {frames} frames");
+        }
     }
 }

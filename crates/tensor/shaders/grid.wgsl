@@ -1,11 +1,11 @@
-// Image and token-grid resampling: im2col (the gather half of a convolution; the other half
+// Image and token-grid resampling and layout: im2col (the gather half of a convolution; the other half
 // is a matmul), the average pool of a token grid and its bilinear align-corners resize. One
 // thread per output value; the sums run in the same order as the CPU twins in
 // crates/tensor/src/cpu/{conv,grid}.rs.
 //
 // im2col: src is an image [c, h, w]; dst rows [oh * ow, c * kh * kw], zeros where the kernel
 // reaches into the padding. pool_avg / unfold / resize_bilinear: src is a grid [h * w, c] of
-// rows.
+// rows. transpose: src is [h, w].
 
 struct GridParams {
     total: u32,
@@ -22,7 +22,7 @@ struct GridParams {
     pad_x: u32,
     dil_y: u32,
     dil_x: u32,
-    // pool_avg's and unfold's block side.
+    // unfold's block side (pool_avg's block is kh x kw).
     k: u32,
     _pad: u32,
 }
@@ -66,15 +66,28 @@ fn pool_avg(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) n_wg:
     }
     let cell = i / p.c;
     let ch = i % p.c;
-    let y0 = (cell / p.ow) * p.k;
-    let x0 = (cell % p.ow) * p.k;
+    let y0 = (cell / p.ow) * p.kh;
+    let x0 = (cell % p.ow) * p.kw;
     var acc = 0.0;
-    for (var y = y0; y < y0 + p.k; y++) {
-        for (var x = x0; x < x0 + p.k; x++) {
+    for (var y = y0; y < y0 + p.kh; y++) {
+        for (var x = x0; x < x0 + p.kw; x++) {
             acc += src[(y * p.w + x) * p.c + ch];
         }
     }
-    dst[i] = acc / f32(p.k * p.k);
+    dst[i] = acc / f32(p.kh * p.kw);
+}
+
+// dst [w, h] = src [h, w] transposed (h rows of w values).
+@compute @workgroup_size(64)
+fn transpose(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) n_wg: vec3<u32>,
+             @builtin(local_invocation_index) li: u32) {
+    let i = output_index(wg, n_wg, li);
+    if i >= p.total {
+        return;
+    }
+    let col = i / p.h;
+    let row = i % p.h;
+    dst[i] = src[row * p.w + col];
 }
 
 // Each k x k block of the grid as one row ordered [channel, ky, kx] (cpu::grid::unfold).

@@ -28,10 +28,10 @@ fn im2col_both(gpu: &GpuExec, x: &[f32], chw: [usize; 3], k: [usize; 2], p: &Con
     );
 }
 
-fn pool_both(gpu: &GpuExec, x: &[f32], hwd: [usize; 3], k: usize) {
+fn pool_both(gpu: &GpuExec, x: &[f32], hwd: [usize; 3], k: [usize; 2]) {
     let want = CpuExec.pool_avg_grid(&x.to_vec(), hwd, k).unwrap();
     let got = gpu.pool_avg_grid(&gpu.upload(x).unwrap(), hwd, k).unwrap();
-    assert_eq!(gpu.download(got).unwrap(), want, "pool {hwd:?} k {k}");
+    assert_eq!(gpu.download(got).unwrap(), want, "pool {hwd:?} k {k:?}");
 }
 
 fn unfold_both(gpu: &GpuExec, x: &[f32], hwd: [usize; 3], k: usize) {
@@ -67,10 +67,26 @@ proptest! {
     }
 
     #[test]
-    fn grid_pool_equals_the_cpu(gh in 1usize..9, gw in 1usize..9, d in 1usize..70, k in 1usize..5, seed: u64) {
+    fn grid_pool_equals_the_cpu(gh in 1usize..9, gw in 1usize..9, d in 1usize..70, kh in 1usize..5, kw in 1usize..5, seed: u64) {
         let Some(ctx) = gpu_or_skip() else { return Ok(()) };
-        let (h, w) = (gh * k, gw * k);
-        pool_both(&GpuExec::new(ctx), &values(seed, h * w * d, 3.0), [h, w, d], k);
+        let (h, w) = (gh * kh, gw * kw);
+        pool_both(&GpuExec::new(ctx), &values(seed, h * w * d, 3.0), [h, w, d], [kh, kw]);
+    }
+
+    #[test]
+    fn transpose_and_f16_rounding_equal_the_cpu(rows in 1usize..70, cols in 1usize..70, seed: u64) {
+        let Some(ctx) = gpu_or_skip() else { return Ok(()) };
+        let gpu = GpuExec::new(ctx);
+        let x = values(seed, rows * cols, 70000.0);
+        let want = CpuExec.transpose(&x, rows, cols).unwrap();
+        let got = gpu.transpose(&gpu.upload(&x).unwrap(), rows, cols).unwrap();
+        prop_assert_eq!(gpu.download(got).unwrap(), want);
+        let mut want = x.clone();
+        CpuExec.round_f16(&mut want).unwrap();
+        let mut got = gpu.upload(&x).unwrap();
+        gpu.round_f16(&mut got).unwrap();
+        let got = gpu.download(got).unwrap();
+        prop_assert_eq!(got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), want.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
     }
 
     #[test]
@@ -124,7 +140,8 @@ fn encoder_stem_shapes() {
         [16, 16],
         &Conv2dParams::patch(16),
     );
-    pool_both(&gpu, &values(3, 64 * 64 * 72, 1.0), [64, 64, 72], 4);
+    pool_both(&gpu, &values(3, 64 * 64 * 72, 1.0), [64, 64, 72], [4, 4]);
+    pool_both(&gpu, &values(11, 1500 * 64, 1.0), [1500, 1, 64], [2, 1]);
     unfold_both(&gpu, &values(9, 64 * 48 * 64, 1.0), [64, 48, 64], 2);
     resize_both(&gpu, &values(4, 48 * 48 * 64, 1.0), [48, 48, 64], [36, 20]);
 }
@@ -141,7 +158,7 @@ fn over_the_binding_limit_the_host_twin_runs() {
         [4, 4],
         &Conv2dParams::patch(4),
     );
-    pool_both(&gpu, &values(6, 16 * 16 * 8, 1.0), [16, 16, 8], 2);
+    pool_both(&gpu, &values(6, 16 * 16 * 8, 1.0), [16, 16, 8], [2, 2]);
     unfold_both(&gpu, &values(10, 16 * 16 * 8, 1.0), [16, 16, 8], 2);
     resize_both(&gpu, &values(7, 8 * 8 * 32, 1.0), [8, 8, 32], [12, 12]);
 }
@@ -149,7 +166,8 @@ fn over_the_binding_limit_the_host_twin_runs() {
 #[test]
 fn bad_shapes_are_errors_on_both_backends() {
     let x = values(8, 30, 1.0);
-    assert!(CpuExec.pool_avg_grid(&x, [5, 3, 2], 2).is_err());
+    assert!(CpuExec.pool_avg_grid(&x, [5, 3, 2], [2, 2]).is_err());
+    assert!(CpuExec.transpose(&x, 4, 8).is_err());
     assert!(CpuExec.resize_bilinear_grid(&x, [4, 4, 2], [2, 2]).is_err());
     assert!(CpuExec.unfold_grid(&x, [3, 5, 2], 2).is_err());
     let mut y = x.clone();
@@ -166,7 +184,8 @@ fn bad_shapes_are_errors_on_both_backends() {
     let Some(ctx) = gpu_or_skip() else { return };
     let gpu = GpuExec::new(ctx);
     let g = gpu.upload(&x).unwrap();
-    assert!(gpu.pool_avg_grid(&g, [5, 3, 2], 2).is_err());
+    assert!(gpu.pool_avg_grid(&g, [5, 3, 2], [2, 2]).is_err());
+    assert!(gpu.transpose(&g, 4, 8).is_err());
     assert!(gpu.resize_bilinear_grid(&g, [4, 4, 2], [2, 2]).is_err());
     assert!(gpu.unfold_grid(&g, [3, 5, 2], 2).is_err());
     assert!(

@@ -229,7 +229,7 @@ impl Gemma3 {
             None => x,
         };
         let g = side / self.n_merge;
-        let tokens = e.pool_avg_grid(x, [side, side, d], self.n_merge)?;
+        let tokens = e.pool_avg_grid(x, [side, side, d], [self.n_merge; 2])?;
         let mut normed = e.alloc(g * g * d)?;
         e.rms_norm(&tokens, &head.soft_emb_norm, head.eps, d, &mut normed)?;
         drop(tokens);

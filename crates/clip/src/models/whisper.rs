@@ -4,15 +4,15 @@
 //! - `qwen2a` (Qwen2-Audio): average pooling of frame pairs before the final norm, one linear;
 //! - `voxtral`: four consecutive frames stacked into one row, then a GELU MLP.
 
-use half::f16;
 use tensor::Tensor;
-use tensor::cpu;
+use tensor::cpu::Conv2dParams;
+use tensor::exec::{CpuExec, Exec, Unary};
 
 use crate::ClipError;
 use crate::hparams::{EncoderHparams, FfnAct};
-use crate::models::{Embeddings, Encoder};
+use crate::models::{Embeddings, Encoder, TowerOn};
 use crate::projector::{Defaults, Framing, Input, Projector};
-use crate::tower::{Progress, Tower};
+use crate::tower::{Progress, Tower, run_blocks};
 use crate::vit::{AttnSetup, Block, Ffn, Linear, Norm, NormKind, WeightLoader};
 
 const NO_DEFAULTS: Defaults = Defaults {
@@ -48,28 +48,45 @@ fn conv_frames(n_frames: usize) -> usize {
     n_frames.div_ceil(2)
 }
 
-enum Head {
+enum Projection<V> {
     /// Qwen2-Audio: pool frame pairs, final norm, then `fc`.
-    PoolLinear(Linear),
+    PoolLinear(Linear<V>),
     /// Voxtral: final norm, stack `factor` frames, then the MLP.
-    StackMlp { factor: usize, mlp: Box<Ffn> },
+    StackMlp { factor: usize, mlp: Box<Ffn<V>> },
+}
+
+/// A convolution of the stem as a matrix `[c_out, c_in·3]` over im2col rows, its bias, and
+/// whether its input is rounded to f16 first (ggml's im2col does that for an f16 kernel).
+struct Conv<V> {
+    w: Tensor,
+    b: V,
+    f16_input: bool,
+}
+
+/// Everything around the tower, on one backend (`V` its vectors, `A` its activations).
+struct Head<V, A> {
+    conv1: Conv<V>,
+    conv2: Conv<V>,
+    /// `[n_ctx, d]` learned positions.
+    pos_embd: A,
+    n_ctx: usize,
+    post_ln: Option<Norm<V>>,
+    projection: Projection<V>,
 }
 
 pub struct Whisper {
     n_head: usize,
     n_embd: usize,
     n_mel: usize,
-    conv1: (Tensor, Vec<f32>),
-    conv2: (Tensor, Vec<f32>),
-    /// `[n_ctx, d]` learned positions.
-    pos_embd: Vec<f32>,
     tower: Tower,
-    post_ln: Option<Norm>,
-    head: Head,
+    head: Head<Vec<f32>, Vec<f32>>,
+    /// The same weights on the GPU, once offloaded: the whole encode runs there.
+    #[cfg(feature = "gpu")]
+    gpu_head: Option<Head<Tensor, Tensor>>,
 }
 
 fn build_qwen2a(wl: &WeightLoader, hp: &EncoderHparams) -> Result<Box<dyn Encoder>, ClipError> {
-    let head = Head::PoolLinear(Linear::load_to_any_width(wl, "mm.a.fc", hp.n_embd)?);
+    let head = Projection::PoolLinear(Linear::load_to_any_width(wl, "mm.a.fc", hp.n_embd)?);
     Ok(Box::new(Whisper::load(wl, hp, head)?))
 }
 
@@ -77,7 +94,7 @@ fn build_voxtral(wl: &WeightLoader, hp: &EncoderHparams) -> Result<Box<dyn Encod
     let factor = hp.stack_factor.max(1);
     let up = Linear::load_to_any_width(wl, "mm.a.mlp.1", hp.n_embd * factor)?;
     let n_out = up.n_out();
-    let head = Head::StackMlp {
+    let head = Projection::StackMlp {
         factor,
         mlp: Box::new(Ffn {
             up,
@@ -95,7 +112,7 @@ fn conv(
     name: &str,
     c_in: usize,
     c_out: usize,
-) -> Result<(Tensor, Vec<f32>), ClipError> {
+) -> Result<Conv<Vec<f32>>, ClipError> {
     let w = wl.tensor_shaped(&format!("{name}.weight"), &[c_out, c_in, 3])?;
     let b_name = format!("{name}.bias");
     let b = wl.tensor(&b_name)?;
@@ -106,11 +123,60 @@ fn conv(
             expected: vec![c_out, 1],
         });
     }
-    Ok((w, b.to_f32_vec()?))
+    Ok(Conv {
+        f16_input: w.dtype() == tensor::DType::F16,
+        w: w.contiguous()?.reshape(&[c_out, c_in * 3])?,
+        b: b.to_f32_vec()?,
+    })
+}
+
+#[cfg(feature = "gpu")]
+impl Conv<Vec<f32>> {
+    fn to_gpu(&self, exec: &tensor::exec::GpuExec) -> Result<Conv<Tensor>, ClipError> {
+        Ok(Conv {
+            w: exec.weight(&self.w)?,
+            b: exec.vector(&self.b)?,
+            f16_input: self.f16_input,
+        })
+    }
+}
+
+impl<V> Conv<V> {
+    /// The convolution (kernel 3, padding 1) with exact GELU of a channel-major `[c_in, len]`
+    /// input: token-major `[len_out, c_out]` out, and `len_out`.
+    fn forward_on<E: Exec<Vector = V>>(
+        &self,
+        e: &E,
+        mut x: E::Act,
+        c_in: usize,
+        len: usize,
+        stride: usize,
+    ) -> Result<(E::Act, usize), ClipError> {
+        if self.f16_input {
+            e.round_f16(&mut x)?;
+        }
+        let p = Conv2dParams {
+            stride: [1, stride],
+            padding: [0, 1],
+            dilation: [1, 1],
+        };
+        let cols = e.im2col(&x, [c_in, 1, len], [1, 3], &p)?;
+        drop(x);
+        let len_out = (len + 2 - 3) / stride + 1;
+        let mut out = e.alloc(len_out * self.w.shape()[0])?;
+        e.matmul_wide(&self.w, &cols, len_out, &mut out)?;
+        e.add_rows(&mut out, &self.b)?;
+        e.unary(Unary::GeluErf, &mut out)?;
+        Ok((out, len_out))
+    }
 }
 
 impl Whisper {
-    fn load(wl: &WeightLoader, hp: &EncoderHparams, head: Head) -> Result<Self, ClipError> {
+    fn load(
+        wl: &WeightLoader,
+        hp: &EncoderHparams,
+        projection: Projection<Vec<f32>>,
+    ) -> Result<Self, ClipError> {
         let d = hp.n_embd;
         let pos = wl.tensor("a.position_embd.weight")?;
         if pos.shape().len() != 2 || pos.shape()[1] != d {
@@ -136,55 +202,128 @@ impl Whisper {
             n_head: hp.n_head,
             n_embd: d,
             n_mel: hp.n_mel_bins,
-            conv1: conv(wl, "a.conv1d.1", hp.n_mel_bins, d)?,
-            conv2: conv(wl, "a.conv1d.2", d, d)?,
-            pos_embd: pos.to_f32_vec()?,
             tower: Tower::new(blocks),
-            post_ln: Norm::opt_load(wl, "a.post_ln", d, NormKind::Layer, hp.eps)?,
-            head,
+            head: Head {
+                conv1: conv(wl, "a.conv1d.1", hp.n_mel_bins, d)?,
+                conv2: conv(wl, "a.conv1d.2", d, d)?,
+                n_ctx: pos.shape()[0],
+                pos_embd: pos.to_f32_vec()?,
+                post_ln: Norm::opt_load(wl, "a.post_ln", d, NormKind::Layer, hp.eps)?,
+                projection,
+            },
+            #[cfg(feature = "gpu")]
+            gpu_head: None,
         })
     }
 
-    /// One conv layer with exact GELU: `[c_in, len]` channel-major in, `[c_out, len_out]` out
-    /// (and `len_out`). The input is rounded to f16 first, as ggml's im2col does for an f16
-    /// kernel.
-    fn conv_gelu(
+    /// The whole encode of one log-mel window on one backend; the embeddings are its one
+    /// read-back.
+    fn encode_on<E: Exec>(
         &self,
-        x: &[f32],
-        c_in: usize,
-        len: usize,
-        (w, b): &(Tensor, Vec<f32>),
-        stride: usize,
-    ) -> Result<(Vec<f32>, usize), ClipError> {
-        let rounded: Vec<f32>;
-        let input = if w.dtype() == tensor::DType::F16 {
-            rounded = x.iter().map(|&v| f16::from_f32(v).to_f32()).collect();
-            &rounded
+        tower: &TowerOn<'_, E>,
+        head: &Head<E::Vector, E::Act>,
+        input: &[f32],
+        width: usize,
+        progress: Progress<'_>,
+    ) -> Result<Embeddings, ClipError> {
+        let e = tower.e;
+        let d = self.n_embd;
+        let (h1, len1) = head
+            .conv1
+            .forward_on(e, e.upload(input)?, self.n_mel, width, 1)?;
+        let h1 = e.transpose(&h1, len1, d)?;
+        let (mut x, n) = head.conv2.forward_on(e, h1, d, len1, 2)?;
+        if n > head.n_ctx {
+            return Err(ClipError::BadImage(format!(
+                "{width} frames give {n} positions, the encoder has {}",
+                head.n_ctx
+            )));
+        }
+        if n == head.n_ctx {
+            e.add(&mut x, &head.pos_embd)?;
         } else {
-            x
+            let rows: Vec<usize> = (0..n).collect();
+            e.add(&mut x, &e.gather_rows(&head.pos_embd, d, &rows)?)?;
+        }
+        let setup = AttnSetup {
+            n_head: self.n_head,
+            rope: None,
+            windows: None,
         };
-        let len_out = (len + 2 - 3) / stride + 1;
-        let c_out = w.shape()[0];
-        let mut tokens = vec![0f32; len_out * c_out];
-        cpu::conv::conv1d_tokens(
-            input,
-            [c_in, len],
-            w,
-            &tensor::ops::conv::Conv1dParams::new(stride, 1),
-            &mut tokens,
+        run_blocks(
+            e,
+            tower.blocks,
+            &mut x,
+            n,
+            0..tower.blocks.len(),
+            &|_| setup,
+            progress,
         )?;
-        cpu::add_rows(&mut tokens, b);
-        cpu::gelu_erf(&mut tokens);
-        let mut out = vec![0f32; tokens.len()];
-        cpu::transpose(&tokens, len_out, c_out, &mut out);
-        Ok((out, len_out))
+        let norm = |x: E::Act, rows: usize| -> Result<E::Act, ClipError> {
+            match &head.post_ln {
+                Some(ln) => {
+                    let mut out = e.alloc(rows * d)?;
+                    ln.forward_on(e, &x, d, &mut out)?;
+                    Ok(out)
+                }
+                None => Ok(x),
+            }
+        };
+        let (data, n_tokens) = match &head.projection {
+            Projection::PoolLinear(fc) => {
+                let pooled_n = n / 2;
+                if n % 2 == 1 {
+                    // The last frame has no partner.
+                    let rows: Vec<usize> = (0..2 * pooled_n).collect();
+                    x = e.gather_rows(&x, d, &rows)?;
+                }
+                let pooled = e.pool_avg_grid(&x, [2 * pooled_n, 1, d], [2, 1])?;
+                drop(x);
+                let pooled = norm(pooled, pooled_n)?;
+                (fc.forward_on(e, &pooled, pooled_n)?, pooled_n)
+            }
+            Projection::StackMlp { factor, mlp } => {
+                let mut x = norm(x, n)?;
+                // Consecutive frames side by side; a short last group is zero-padded.
+                let rows = n.div_ceil(*factor);
+                if rows * factor > n {
+                    let mut padded = e.upload(&vec![0.0; rows * factor * d])?;
+                    e.copy_rows(&mut padded, d, 0, &x)?;
+                    x = padded;
+                }
+                (mlp.forward_on(e, &x, rows)?, rows)
+            }
+        };
+        Ok(Embeddings {
+            n_tokens,
+            nx: n_tokens,
+            ny: 1,
+            data: e.download(data)?,
+        })
     }
 }
 
 impl Encoder for Whisper {
     #[cfg(feature = "gpu")]
     fn offload(&mut self, exec: &tensor::exec::GpuExec) -> Result<(), ClipError> {
-        self.tower.offload(exec)
+        let h = &self.head;
+        let head = Head {
+            conv1: h.conv1.to_gpu(exec)?,
+            conv2: h.conv2.to_gpu(exec)?,
+            pos_embd: exec.upload(&h.pos_embd)?,
+            n_ctx: h.n_ctx,
+            post_ln: h.post_ln.as_ref().map(|n| n.to_gpu(exec)).transpose()?,
+            projection: match &h.projection {
+                Projection::PoolLinear(fc) => Projection::PoolLinear(fc.to_gpu(exec)?),
+                Projection::StackMlp { factor, mlp } => Projection::StackMlp {
+                    factor: *factor,
+                    mlp: Box::new(mlp.to_gpu(exec)?),
+                },
+            },
+        };
+        self.tower.offload(exec)?;
+        self.gpu_head = Some(head);
+        Ok(())
     }
 
     fn on_gpu(&self) -> bool {
@@ -192,9 +331,9 @@ impl Encoder for Whisper {
     }
 
     fn n_embd_out(&self) -> usize {
-        match &self.head {
-            Head::PoolLinear(fc) => fc.n_out(),
-            Head::StackMlp { mlp, .. } => mlp.down.n_out(),
+        match &self.head.projection {
+            Projection::PoolLinear(fc) => fc.n_out(),
+            Projection::StackMlp { mlp, .. } => mlp.down.n_out(),
         }
     }
 
@@ -206,7 +345,6 @@ impl Encoder for Whisper {
         height: usize,
         progress: Progress<'_>,
     ) -> Result<Embeddings, ClipError> {
-        let d = self.n_embd;
         if height != self.n_mel || width < 3 || input.len() != width * height {
             return Err(ClipError::BadImage(format!(
                 "audio encoder needs a [{}, n_frames] log-mel window, got {} values for {height}x{width}",
@@ -214,53 +352,15 @@ impl Encoder for Whisper {
                 input.len()
             )));
         }
-        let (h1, len1) = self.conv_gelu(input, self.n_mel, width, &self.conv1, 1)?;
-        let (h2, n) = self.conv_gelu(&h1, d, len1, &self.conv2, 2)?;
-        if n * d > self.pos_embd.len() {
-            return Err(ClipError::BadImage(format!(
-                "{width} frames give {n} positions, the encoder has {}",
-                self.pos_embd.len() / d
-            )));
+        #[cfg(feature = "gpu")]
+        if let (Some((e, blocks)), Some(head)) = (self.tower.gpu(), &self.gpu_head) {
+            let tower = TowerOn { e, blocks };
+            return self.encode_on(&tower, head, input, width, progress);
         }
-        let mut x = vec![0f32; n * d];
-        cpu::transpose(&h2, d, n, &mut x);
-        cpu::add(&mut x, &self.pos_embd[..n * d]);
-        let setup = AttnSetup {
-            n_head: self.n_head,
-            rope: None,
-            windows: None,
+        let tower = TowerOn {
+            e: &CpuExec,
+            blocks: &self.tower.blocks,
         };
-        self.tower.run_all(&mut x, n, &setup, progress)?;
-        let (data, n_tokens) = match &self.head {
-            Head::PoolLinear(fc) => {
-                let pooled_n = n / 2;
-                let mut pooled = vec![0f32; pooled_n * d];
-                for (t, out) in pooled.chunks_exact_mut(d).enumerate() {
-                    let (a, b) = (&x[2 * t * d..][..d], &x[(2 * t + 1) * d..][..d]);
-                    for k in 0..d {
-                        out[k] = (a[k] + b[k]) * 0.5;
-                    }
-                }
-                if let Some(ln) = &self.post_ln {
-                    pooled = ln.forward(&pooled);
-                }
-                (fc.forward(&pooled, pooled_n)?, pooled_n)
-            }
-            Head::StackMlp { factor, mlp } => {
-                if let Some(ln) = &self.post_ln {
-                    x = ln.forward(&x);
-                }
-                // Consecutive frames side by side; a short last group is zero-padded.
-                let rows = n.div_ceil(*factor);
-                x.resize(rows * factor * d, 0.0);
-                (mlp.forward(&x, rows)?, rows)
-            }
-        };
-        Ok(Embeddings {
-            n_tokens,
-            nx: n_tokens,
-            ny: 1,
-            data,
-        })
+        self.encode_on(&tower, &self.head, input, width, progress)
     }
 }

@@ -5,25 +5,25 @@
 
 use rayon::prelude::*;
 
-/// Average of each `k × k` block of a `[h·w, d]` grid into `[(h/k)·(w/k), d]`: the cells summed
-/// row by row, then divided by `k²` (as ggml's 2-D average pool).
-pub fn pool_avg(x: &[f32], [h, w, d]: [usize; 3], k: usize, out: &mut [f32]) {
+/// Average of each `kh × kw` block of a `[h·w, d]` grid into `[(h/kh)·(w/kw), d]`: the cells
+/// summed row by row, then divided by `kh·kw` (as ggml's 2-D average pool).
+pub fn pool_avg(x: &[f32], [h, w, d]: [usize; 3], [kh, kw]: [usize; 2], out: &mut [f32]) {
     assert!(
-        k > 0 && h.is_multiple_of(k) && w.is_multiple_of(k),
-        "pool_avg: {k}x{k} blocks on a {h}x{w} grid"
+        kh > 0 && kw > 0 && h.is_multiple_of(kh) && w.is_multiple_of(kw),
+        "pool_avg: {kh}x{kw} blocks on a {h}x{w} grid"
     );
     assert_eq!(x.len(), h * w * d, "pool_avg: input length");
-    let (oh, ow) = (h / k, w / k);
+    let (oh, ow) = (h / kh, w / kw);
     assert_eq!(out.len(), oh * ow * d, "pool_avg: output length");
     if d == 0 {
         return;
     }
-    let area = (k * k) as f32;
+    let area = (kh * kw) as f32;
     out.par_chunks_mut(d).enumerate().for_each(|(o, dst)| {
         let (oy, ox) = (o / ow, o % ow);
         dst.fill(0.0);
-        for y in oy * k..(oy + 1) * k {
-            for xx in ox * k..(ox + 1) * k {
+        for y in oy * kh..(oy + 1) * kh {
+            for xx in ox * kw..(ox + 1) * kw {
                 let src = &x[(y * w + xx) * d..(y * w + xx + 1) * d];
                 for (a, &v) in dst.iter_mut().zip(src) {
                     *a += v;
@@ -110,7 +110,7 @@ mod tests {
         let (h, w, d, k) = (6, 4, 3, 2);
         let x: Vec<f32> = (0..h * w * d).map(|v| (v as f32 * 0.37).sin()).collect();
         let mut got = vec![0f32; h * w * d / (k * k)];
-        pool_avg(&x, [h, w, d], k, &mut got);
+        pool_avg(&x, [h, w, d], [k, k], &mut got);
         let mut planes = vec![0f32; x.len()];
         super::super::transpose(&x, h * w, d, &mut planes);
         let mut pooled = vec![0f32; got.len()];

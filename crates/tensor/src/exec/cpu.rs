@@ -222,19 +222,44 @@ impl Exec for CpuExec {
         Ok(out)
     }
 
-    fn pool_avg_grid(&self, x: &Vec<f32>, [h, w, d]: [usize; 3], k: usize) -> Result<Vec<f32>> {
-        if x.len() != h * w * d || k == 0 || !h.is_multiple_of(k) || !w.is_multiple_of(k) {
+    fn pool_avg_grid(
+        &self,
+        x: &Vec<f32>,
+        [h, w, d]: [usize; 3],
+        [kh, kw]: [usize; 2],
+    ) -> Result<Vec<f32>> {
+        let fits = kh > 0 && kw > 0 && h.is_multiple_of(kh) && w.is_multiple_of(kw);
+        if x.len() != h * w * d || !fits {
             return Err(shape(
                 "pool_avg_grid",
                 format!(
-                    "{} values as a {h}x{w} grid of {d}, {k}x{k} blocks",
+                    "{} values as a {h}x{w} grid of {d}, {kh}x{kw} blocks",
                     x.len()
                 ),
             ));
         }
-        let mut out = vec![0f32; x.len() / (k * k)];
-        cpu::grid::pool_avg(x, [h, w, d], k, &mut out);
+        let mut out = vec![0f32; x.len() / (kh * kw)];
+        cpu::grid::pool_avg(x, [h, w, d], [kh, kw], &mut out);
         Ok(out)
+    }
+
+    fn transpose(&self, x: &Vec<f32>, rows: usize, cols: usize) -> Result<Vec<f32>> {
+        if x.len() != rows * cols {
+            return Err(shape(
+                "transpose",
+                format!("{} values as [{rows}, {cols}]", x.len()),
+            ));
+        }
+        let mut out = vec![0f32; x.len()];
+        cpu::transpose(x, rows, cols, &mut out);
+        Ok(out)
+    }
+
+    fn round_f16(&self, x: &mut Vec<f32>) -> Result<()> {
+        for v in x.iter_mut() {
+            *v = f16::from_f32(*v).to_f32();
+        }
+        Ok(())
     }
 
     fn unfold_grid(&self, x: &Vec<f32>, [h, w, d]: [usize; 3], k: usize) -> Result<Vec<f32>> {

@@ -237,8 +237,17 @@ impl Exec for GpuExec {
         flat(ops::im2col(x, chw, kernel, p)?)
     }
 
-    fn pool_avg_grid(&self, x: &Tensor, hwd: [usize; 3], k: usize) -> Result<Tensor> {
+    fn pool_avg_grid(&self, x: &Tensor, hwd: [usize; 3], k: [usize; 2]) -> Result<Tensor> {
         flat(ops::pool_avg_grid(x, hwd, k)?)
+    }
+
+    fn transpose(&self, x: &Tensor, rows: usize, cols: usize) -> Result<Tensor> {
+        flat(ops::transpose(x, rows, cols)?)
+    }
+
+    fn round_f16(&self, x: &mut Tensor) -> Result<()> {
+        *x = ops::round_f16(x)?;
+        Ok(())
     }
 
     fn unfold_grid(&self, x: &Tensor, hwd: [usize; 3], k: usize) -> Result<Tensor> {

@@ -232,8 +232,13 @@ pub trait Exec {
         kernel: [usize; 2],
         p: &Conv2dParams,
     ) -> Result<Self::Act>;
-    /// Average of each `k × k` block of a `[h·w, d]` token grid: `[(h/k)·(w/k), d]`.
-    fn pool_avg_grid(&self, x: &Self::Act, hwd: [usize; 3], k: usize) -> Result<Self::Act>;
+    /// Average of each `kh × kw` block of a `[h·w, d]` token grid: `[(h/kh)·(w/kw), d]`.
+    fn pool_avg_grid(&self, x: &Self::Act, hwd: [usize; 3], k: [usize; 2]) -> Result<Self::Act>;
+    /// `x` (`[rows, cols]`) transposed to `[cols, rows]`.
+    fn transpose(&self, x: &Self::Act, rows: usize, cols: usize) -> Result<Self::Act>;
+    /// Each value rounded to the nearest f16 and back (what ggml does to the input of an f16
+    /// convolution kernel).
+    fn round_f16(&self, x: &mut Self::Act) -> Result<()>;
     /// Each `k × k` block of a `[h·w, d]` token grid as one row `[(h/k)·(w/k), d·k·k]`, ordered
     /// `[channel, ky, kx]`.
     fn unfold_grid(&self, x: &Self::Act, hwd: [usize; 3], k: usize) -> Result<Self::Act>;

@@ -13,10 +13,10 @@ use crate::ops::rope::{RopeConfig, RopeMode, fill_cache, token_pos};
 use crate::storage::Storage;
 use crate::{DType, Result, Tensor, TensorError};
 
-pub use super::ops_grid::{im2col, pool_avg_grid, resize_bilinear_grid, unfold_grid};
+pub use super::ops_grid::{im2col, pool_avg_grid, resize_bilinear_grid, transpose, unfold_grid};
 pub use super::ops_nn::{
-    attention, geglu_f16_table, get_rows, layer_norm, rope_2d, scale, softcap, swiglu, write_rows,
-    zeros,
+    attention, geglu_f16_table, get_rows, layer_norm, rope_2d, round_f16, scale, softcap, swiglu,
+    write_rows, zeros,
 };
 
 /// The ops this backend runs.

@@ -1,5 +1,6 @@
 //! GPU ops on images and token grids (re-exported from [`super::ops`]): the im2col of a
-//! convolution, the average pool and the bilinear resize of a `[h·w, d]` token grid. Same
+//! convolution, the average pool, unfold and bilinear resize of a `[h·w, d]` token grid, and
+//! a transpose. Same
 //! contracts as `cpu::conv::im2col_2d` and `cpu::grid`; results are new F32 GPU tensors. An
 //! input or output over the device's binding limit runs on the host twin instead (a copy
 //! each way) rather than being refused.
@@ -114,29 +115,36 @@ fn grid_operand<'a>(
     Ok((ctx, xb))
 }
 
-/// Average of each `k × k` block of the grid `x` (`[h·w, d]`): `[(h/k)·(w/k), d]`.
-pub fn pool_avg_grid(x: &Tensor, hwd: [usize; 3], k: usize) -> Result<Tensor> {
+/// Average of each `kh × kw` block of the grid `x` (`[h·w, d]`): `[(h/kh)·(w/kw), d]`.
+pub fn pool_avg_grid(x: &Tensor, hwd: [usize; 3], k: [usize; 2]) -> Result<Tensor> {
     blocks_op(x, hwd, k, false)
 }
 
 /// Each `k × k` block of the grid `x` (`[h·w, d]`) as one row `[(h/k)·(w/k), d·k·k]` ordered
 /// `[channel, ky, kx]` (as `cpu::grid::unfold`).
 pub fn unfold_grid(x: &Tensor, hwd: [usize; 3], k: usize) -> Result<Tensor> {
-    blocks_op(x, hwd, k, true)
+    blocks_op(x, hwd, [k, k], true)
 }
 
-/// `k × k` block ops of a grid: the average (`unfold` false) or the unfolded row.
-fn blocks_op(x: &Tensor, [h, w, d]: [usize; 3], k: usize, unfold: bool) -> Result<Tensor> {
+/// Block ops of a grid: the average of each `kh × kw` block (`unfold` false) or each square
+/// block unfolded into a row.
+fn blocks_op(
+    x: &Tensor,
+    [h, w, d]: [usize; 3],
+    [kh, kw]: [usize; 2],
+    unfold: bool,
+) -> Result<Tensor> {
     let op = if unfold {
         "unfold_grid"
     } else {
         "pool_avg_grid"
     };
     let (ctx, xb) = grid_operand(x, [h, w, d], op)?;
-    if k == 0 || !h.is_multiple_of(k) || !w.is_multiple_of(k) {
-        return Err(mismatch(op, format!("{k}x{k} blocks on a {h}x{w} grid")));
+    if kh == 0 || kw == 0 || !h.is_multiple_of(kh) || !w.is_multiple_of(kw) {
+        return Err(mismatch(op, format!("{kh}x{kw} blocks on a {h}x{w} grid")));
     }
-    let (oh, ow) = (h / k, w / k);
+    let k = kh;
+    let (oh, ow) = (h / kh, w / kw);
     let width = if unfold { d * k * k } else { d };
     let shape = [oh * ow, width];
     if !fits(ctx, x.numel()) {
@@ -144,11 +152,12 @@ fn blocks_op(x: &Tensor, [h, w, d]: [usize; 3], k: usize, unfold: bool) -> Resul
             if unfold {
                 cpu::grid::unfold(src, [h, w, d], k, out)
             } else {
-                cpu::grid::pool_avg(src, [h, w, d], k, out)
+                cpu::grid::pool_avg(src, [h, w, d], [kh, kw], out)
             }
         });
     }
-    let [total, c, h_u, w_u, oh_u, ow_u, k_u] = u32s([oh * ow * width, d, h, w, oh, ow, k], op)?;
+    let [total, c, h_u, w_u, oh_u, ow_u, kh_u, kw_u] =
+        u32s([oh * ow * width, d, h, w, oh, ow, kh, kw], op)?;
     let params = GridParams {
         total,
         c,
@@ -156,7 +165,9 @@ fn blocks_op(x: &Tensor, [h, w, d]: [usize; 3], k: usize, unfold: bool) -> Resul
         w: w_u,
         oh: oh_u,
         ow: ow_u,
-        k: k_u,
+        kh: kh_u,
+        kw: kw_u,
+        k: kh_u,
         ..GridParams::default()
     };
     let (out, ob) = output(ctx, &shape)?;
@@ -191,5 +202,33 @@ pub fn resize_bilinear_grid(
     };
     let (out, ob) = output(ctx, &shape)?;
     kernels::grid("resize_bilinear", xb, x.numel(), &params, &ob)?;
+    Ok(out)
+}
+
+/// `x` (`[rows, cols]` values) transposed to `[cols, rows]`.
+pub fn transpose(x: &Tensor, rows: usize, cols: usize) -> Result<Tensor> {
+    let ctx = buffer(x, "transpose")?.context();
+    let xb = f32_buffer(x, ctx, "transpose")?;
+    if x.numel() != rows * cols {
+        return Err(mismatch(
+            "transpose",
+            format!("{} values as [{rows}, {cols}]", x.numel()),
+        ));
+    }
+    let shape = [cols, rows];
+    if !fits(ctx, x.numel()) {
+        return on_host(ctx, x, &shape, |src, out| {
+            cpu::transpose(src, rows, cols, out)
+        });
+    }
+    let [total, h, w] = u32s([rows * cols, rows, cols], "transpose")?;
+    let params = GridParams {
+        total,
+        h,
+        w,
+        ..GridParams::default()
+    };
+    let (out, ob) = output(ctx, &shape)?;
+    kernels::grid("transpose", xb, x.numel(), &params, &ob)?;
     Ok(out)
 }

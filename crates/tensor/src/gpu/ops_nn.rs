@@ -266,6 +266,12 @@ pub fn softcap(x: &Tensor, cap: f32) -> Result<Tensor> {
     pointwise("softcap", x, cap)
 }
 
+/// Each value rounded to the nearest f16 (ties to even) and back, bit-exact with
+/// `half::f16::from_f32(v).to_f32()`.
+pub fn round_f16(x: &Tensor) -> Result<Tensor> {
+    pointwise("round_f16", x, 0.0)
+}
+
 /// Rows `rows` of the f32 table `x` (`[n, w]`) as a new `[rows.len(), w]` tensor (as
 /// `tensor::ops::get_rows` for f32 tables); an id past the table is an error.
 pub fn get_rows(x: &Tensor, rows: &[u32]) -> Result<Tensor> {
