@@ -93,11 +93,19 @@ impl<V> Linear<V> {
         x: &E::Act,
         n: usize,
     ) -> Result<E::Act, ClipError> {
+        self.forward_act_on(e, x, n, None)
+    }
+
+    /// `act(x · Wᵀ + b)`: one kernel on a GPU.
+    pub fn forward_act_on<E: Exec<Vector = V>>(
+        &self,
+        e: &E,
+        x: &E::Act,
+        n: usize,
+        act: Option<Unary>,
+    ) -> Result<E::Act, ClipError> {
         let mut out = e.alloc(n * self.n_out())?;
-        e.matmul_wide(&self.w, x, n, &mut out)?;
-        if let Some(b) = &self.b {
-            e.add_rows(&mut out, b)?;
-        }
+        e.linear(&self.w, self.b.as_ref(), act, x, n, &mut out)?;
         Ok(out)
     }
 }
@@ -291,15 +299,15 @@ impl<V> Ffn<V> {
         x: &E::Act,
         n: usize,
     ) -> Result<E::Act, ClipError> {
-        let mut h = self.up.forward_on(e, x, n)?;
-        match &self.gate {
+        let act = Some(unary(self.act));
+        let h = match &self.gate {
             Some(gate) => {
-                let mut g = gate.forward_on(e, x, n)?;
-                e.unary(unary(self.act), &mut g)?;
-                e.mul(&mut h, &g)?;
+                let mut h = self.up.forward_on(e, x, n)?;
+                e.mul(&mut h, &gate.forward_act_on(e, x, n, act)?)?;
+                h
             }
-            None => e.unary(unary(self.act), &mut h)?,
-        }
+            None => self.up.forward_act_on(e, x, n, act)?,
+        };
         self.down.forward_on(e, &h, n)
     }
 }

@@ -88,10 +88,16 @@ fn vision_encoders_run_whole_on_the_gpu_with_one_read_back() {
         };
         for (name, pixels, w, h, want) in image_cases(arch) {
             let before = ctx.downloads();
+            let (dispatches, _) = ctx.work_counts();
             let got = model.encode(&pixels, w, h).expect("encode");
             assert_eq!(ctx.downloads() - before, 1, "{name}: buffers read back");
+            let dispatches = ctx.work_counts().0 - dispatches;
             let (err, scale) = max_err(&got.data, &want);
-            println!("{name}: gpu embd max_abs {err:.3e} rel {:.2e}", err / scale);
+            println!(
+                "{name}: gpu embd max_abs {err:.3e} rel {:.2e}, {dispatches} dispatches for {} blocks",
+                err / scale,
+                model.hparams().n_layer
+            );
             assert!(err <= 3e-3 * scale, "{name}: embeddings");
         }
     }

@@ -523,18 +523,9 @@ impl Decoder {
         let hp = &self.hp;
         let (emb, hd, n) = (hp.n_embd, hp.head_dim, u.n);
         e.rms_norm(&s.x, &lw.attn_norm, hp.rms_eps, emb, &mut s.h)?;
-        e.matmul(&lw.wq, &s.h, n, &mut s.q)?;
-        e.matmul(&lw.wk, &s.h, n, &mut s.k)?;
-        e.matmul(&lw.wv, &s.h, n, &mut s.v)?;
-        if let Some(b) = &lw.bq {
-            e.add_rows(&mut s.q, b)?;
-        }
-        if let Some(b) = &lw.bk {
-            e.add_rows(&mut s.k, b)?;
-        }
-        if let Some(b) = &lw.bv {
-            e.add_rows(&mut s.v, b)?;
-        }
+        e.matmul_bias(&lw.wq, lw.bq.as_ref(), &s.h, n, &mut s.q)?;
+        e.matmul_bias(&lw.wk, lw.bk.as_ref(), &s.h, n, &mut s.k)?;
+        e.matmul_bias(&lw.wv, lw.bv.as_ref(), &s.h, n, &mut s.v)?;
         if let Some(w) = &lw.q_norm {
             e.rms_norm_inplace(&mut s.q, w, hp.rms_eps, hd, &mut s.tmp)?;
         }
@@ -605,10 +596,7 @@ impl Decoder {
             )?;
             e.copy_rows(&mut s.attn, hp.q_dim(), sq.rows.start, &out)?;
         }
-        e.matmul(&lw.wo, &s.attn, n, &mut s.o)?;
-        if let Some(b) = &lw.bo {
-            e.add_rows(&mut s.o, b)?;
-        }
+        e.matmul_bias(&lw.wo, lw.bo.as_ref(), &s.attn, n, &mut s.o)?;
         if let Some(w) = &lw.attn_post_norm {
             e.rms_norm_inplace(&mut s.o, w, hp.rms_eps, emb, &mut s.tmp)?;
         }

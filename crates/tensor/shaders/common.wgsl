@@ -47,6 +47,47 @@ fn erfc_any(x: f32) -> f32 {
     return select(r, 2.0 - r, x < 0.0);
 }
 
+// Activations (the unary kernels and the matmul epilogue), codes as `ACT_*` below.
+const SQRT_2_OVER_PI: f32 = 0.7978845608028654;
+const FRAC_1_SQRT_2: f32 = 0.7071067811865476;
+
+// GELU, tanh approximation: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).
+fn act_gelu_tanh(v: f32) -> f32 {
+    return 0.5 * v * (1.0 + tanh_stable(SQRT_2_OVER_PI * v * (1.0 + 0.044715 * v * v)));
+}
+
+// Exact GELU: x Phi(x) = 0.5 x erfc(-x / sqrt(2)). erfc keeps precision for negative x,
+// where 1 + erf(x / sqrt(2)) would cancel.
+fn act_gelu_erf(v: f32) -> f32 {
+    return 0.5 * v * erfc_any(-v * FRAC_1_SQRT_2);
+}
+
+// Quick GELU: x sigmoid(1.702 x).
+fn act_gelu_quick(v: f32) -> f32 {
+    return v / (1.0 + exp(-1.702 * v));
+}
+
+// SiLU: x sigmoid(x).
+fn act_silu(v: f32) -> f32 {
+    return v / (1.0 + exp(-v));
+}
+
+const ACT_NONE: u32 = 0u;
+const ACT_GELU_TANH: u32 = 1u;
+const ACT_GELU_ERF: u32 = 2u;
+const ACT_GELU_QUICK: u32 = 3u;
+const ACT_SILU: u32 = 4u;
+
+fn activate(code: u32, v: f32) -> f32 {
+    switch code {
+        case ACT_GELU_TANH: { return act_gelu_tanh(v); }
+        case ACT_GELU_ERF: { return act_gelu_erf(v); }
+        case ACT_GELU_QUICK: { return act_gelu_quick(v); }
+        case ACT_SILU: { return act_silu(v); }
+        default: { return v; }
+    }
+}
+
 // The f16 bits nearest to the f32 with bits `x` (ties to even; overflow to inf; NaN stays a
 // quiet NaN keeping the top payload bits), exactly as `half::f16::from_f32`. Done on the bits
 // because pack2x16float's rounding is implementation-defined and f32 subnormals may be

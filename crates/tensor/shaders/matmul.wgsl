@@ -11,6 +11,10 @@
 // block's scale fields (`group_scale`). The scales multiply the partial dot products, not each
 // element. Float formats use s = 1, m = 0 and q = the value itself.
 //
+// Epilogue (fixed per pipeline): EPILOGUE_BIAS adds bias[column] and EPILOGUE_ACT applies an
+// activation (prelude `ACT_*` codes) to each result before it is stored, so a linear layer with
+// bias and activation is one dispatch.
+//
 // Two entry points: `main` gives each invocation one weight row against ROWS x rows (a decoded
 // weight value is reused ROWS times: batches); `matvec` gives a few invocations one weight row
 // and ROWS x rows, splits k over them and sums in workgroup memory (a handful of x rows:
@@ -48,10 +52,15 @@ override W_TYPE: u32 = 0u;
 // duplicates when there is a single x row.
 override X_ROWS: u32 = 4u;
 
+override EPILOGUE_BIAS: bool = false;
+override EPILOGUE_ACT: u32 = 0u;
+
 @group(0) @binding(0) var<storage, read> w: array<u32>;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read_write> out: array<f32>;
-@group(0) @binding(3) var<uniform> p: MatmulParams;
+// One value per output column (all m of them, not just this chunk's); a stand-in without bias.
+@group(0) @binding(2) var<storage, read> bias: array<f32>;
+@group(0) @binding(3) var<storage, read_write> out: array<f32>;
+@group(0) @binding(4) var<uniform> p: MatmulParams;
 
 const WORKGROUP: u32 = 64u;
 const ROWS: u32 = 4u;
@@ -358,17 +367,27 @@ fn single(j: u32, e: u32, xs: vec4<u32>) -> vec4<f32> {
     return float_at(j, e) * vec4<f32>(x[xs.x + e], x[xs.y + e], x[xs.z + e], x[xs.w + e]);
 }
 
+// The epilogue of output column `col`.
+fn finish(col: u32, v: f32) -> f32 {
+    var r = v;
+    if EPILOGUE_BIAS {
+        r += bias[col];
+    }
+    return activate(EPILOGUE_ACT, r);
+}
+
 fn store(j: u32, i0: u32, acc: vec4<f32>) {
-    let out0 = p.out_offset + i0 * p.out_stride + p.out_col + j;
-    out[out0] = acc.x;
+    let col = p.out_col + j;
+    let out0 = p.out_offset + i0 * p.out_stride + col;
+    out[out0] = finish(col, acc.x);
     if i0 + 1u < p.n {
-        out[out0 + p.out_stride] = acc.y;
+        out[out0 + p.out_stride] = finish(col, acc.y);
     }
     if i0 + 2u < p.n {
-        out[out0 + 2u * p.out_stride] = acc.z;
+        out[out0 + 2u * p.out_stride] = finish(col, acc.z);
     }
     if i0 + 3u < p.n {
-        out[out0 + 3u * p.out_stride] = acc.w;
+        out[out0 + 3u * p.out_stride] = finish(col, acc.w);
     }
 }
 

@@ -12,15 +12,15 @@ struct UnaryParams {
 @group(0) @binding(2) var<uniform> p: UnaryParams;
 
 const WORKGROUP: u32 = 256u;
-const SQRT_2_OVER_PI: f32 = 0.7978845608028654;
-const FRAC_1_SQRT_2: f32 = 0.7071067811865476;
 
 // Index of this invocation's element (at or past p.len for the idle tail).
 fn element(wg: vec3<u32>, n_wg: vec3<u32>, li: u32) -> u32 {
     return flat_workgroup(wg, n_wg) * WORKGROUP + li;
 }
 
-// GELU, tanh approximation: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).
+// The activations themselves are in the prelude (common.wgsl), shared with the matmul
+// epilogue.
+
 @compute @workgroup_size(256)
 fn gelu_tanh(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) n_wg: vec3<u32>,
              @builtin(local_invocation_index) li: u32) {
@@ -28,12 +28,9 @@ fn gelu_tanh(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) n_wg
     if i >= p.len {
         return;
     }
-    let v = x[p.in_offset + i];
-    out[p.out_offset + i] = 0.5 * v * (1.0 + tanh_stable(SQRT_2_OVER_PI * v * (1.0 + 0.044715 * v * v)));
+    out[p.out_offset + i] = act_gelu_tanh(x[p.in_offset + i]);
 }
 
-// Exact GELU: x Phi(x) = 0.5 x erfc(-x / sqrt(2)). erfc keeps precision for negative x,
-// where 1 + erf(x / sqrt(2)) would cancel.
 @compute @workgroup_size(256)
 fn gelu_erf(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) n_wg: vec3<u32>,
             @builtin(local_invocation_index) li: u32) {
@@ -41,11 +38,9 @@ fn gelu_erf(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) n_wg:
     if i >= p.len {
         return;
     }
-    let v = x[p.in_offset + i];
-    out[p.out_offset + i] = 0.5 * v * erfc_any(-v * FRAC_1_SQRT_2);
+    out[p.out_offset + i] = act_gelu_erf(x[p.in_offset + i]);
 }
 
-// Quick GELU: x sigmoid(1.702 x).
 @compute @workgroup_size(256)
 fn gelu_quick(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) n_wg: vec3<u32>,
               @builtin(local_invocation_index) li: u32) {
@@ -53,11 +48,9 @@ fn gelu_quick(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) n_w
     if i >= p.len {
         return;
     }
-    let v = x[p.in_offset + i];
-    out[p.out_offset + i] = v / (1.0 + exp(-1.702 * v));
+    out[p.out_offset + i] = act_gelu_quick(x[p.in_offset + i]);
 }
 
-// SiLU: x sigmoid(x).
 @compute @workgroup_size(256)
 fn silu(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) n_wg: vec3<u32>,
         @builtin(local_invocation_index) li: u32) {
@@ -65,6 +58,5 @@ fn silu(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) n_wg: vec
     if i >= p.len {
         return;
     }
-    let v = x[p.in_offset + i];
-    out[p.out_offset + i] = v / (1.0 + exp(-v));
+    out[p.out_offset + i] = act_silu(x[p.in_offset + i]);
 }

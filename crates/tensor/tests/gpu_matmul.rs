@@ -145,6 +145,62 @@ proptest! {
     }
 }
 
+/// The fused epilogue (`ops::linear`: bias and activation inside the matmul) against the CPU's
+/// matmul, bias add and activation, through `Exec::linear`, on both shader paths and under a
+/// binding limit that splits the weight (the bias is indexed by output column, not chunk row).
+#[test]
+fn linear_epilogue_matches_the_unfused_cpu_ops() {
+    use tensor::exec::{CpuExec, Exec, GpuExec, Unary};
+    let Some(full) = gpu_or_skip() else { return };
+    for (ctx, n, dtype) in [
+        (full.clone(), 1, DType::F16),
+        (full.clone(), 37, DType::Q8_0),
+        (
+            std::sync::Arc::new(full.with_binding_limit(4096)),
+            9,
+            DType::Q4K,
+        ),
+    ] {
+        let gpu = GpuExec::new(ctx.clone());
+        let (m, k) = (45, 512);
+        let (w, w_f32) = weight(&ctx, dtype, 5, m, k);
+        let w_host = Tensor::from_f32(&[m, k], &w_f32).unwrap();
+        let x = values(6, n * k, 1.0);
+        let b = values(7, m, 0.5);
+        for act in [
+            None,
+            Some(Unary::GeluTanh),
+            Some(Unary::GeluErf),
+            Some(Unary::GeluQuick),
+            Some(Unary::Silu),
+        ] {
+            for bias in [false, true] {
+                let mut want = vec![0f32; n * m];
+                let b_cpu = bias.then(|| b.clone());
+                CpuExec
+                    .linear(&w_host, b_cpu.as_ref(), act, &x, n, &mut want)
+                    .unwrap();
+                let b_gpu = bias.then(|| gpu.vector(&b).unwrap());
+                let mut got = gpu.alloc(n * m).unwrap();
+                gpu.linear(
+                    &w,
+                    b_gpu.as_ref(),
+                    act,
+                    &gpu.upload(&x).unwrap(),
+                    n,
+                    &mut got,
+                )
+                .unwrap();
+                check(
+                    &format!("linear {dtype} n={n} bias={bias} {act:?}"),
+                    &gpu.download(got).unwrap(),
+                    &want,
+                );
+            }
+        }
+    }
+}
+
 /// n = 1 exactly, for every format: the decode-one-token case.
 #[test]
 fn matvec_of_one_row_matches_reference_for_every_type() {

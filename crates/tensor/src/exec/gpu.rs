@@ -182,6 +182,31 @@ impl Exec for GpuExec {
         Ok(())
     }
 
+    fn matmul_bias(
+        &self,
+        w: &Tensor,
+        b: Option<&Tensor>,
+        x: &Tensor,
+        n: usize,
+        out: &mut Tensor,
+    ) -> Result<()> {
+        *out = flat(ops::linear(&as_rows(x, n)?, w, b, None)?)?;
+        Ok(())
+    }
+
+    fn linear(
+        &self,
+        w: &Tensor,
+        b: Option<&Tensor>,
+        act: Option<Unary>,
+        x: &Tensor,
+        n: usize,
+        out: &mut Tensor,
+    ) -> Result<()> {
+        *out = flat(ops::linear(&as_rows(x, n)?, w, b, act)?)?;
+        Ok(())
+    }
+
     fn add_rows(&self, x: &mut Tensor, b: &Tensor) -> Result<()> {
         let rows = as_rows(x, x.numel() / b.numel().max(1))?;
         *x = flat(ops::add(&rows, b)?)?;

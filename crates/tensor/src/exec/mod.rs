@@ -193,6 +193,44 @@ pub trait Exec {
     fn matmul_wide(&self, w: &Tensor, x: &Self::Act, n: usize, out: &mut Self::Act) -> Result<()> {
         self.matmul(w, x, n, out)
     }
+    /// `out = x · wᵀ + b` with [`Exec::matmul`]'s summation (the decoder's biased
+    /// projections); one kernel on a GPU.
+    fn matmul_bias(
+        &self,
+        w: &Tensor,
+        b: Option<&Self::Vector>,
+        x: &Self::Act,
+        n: usize,
+        out: &mut Self::Act,
+    ) -> Result<()> {
+        self.matmul(w, x, n, out)?;
+        match b {
+            Some(b) => self.add_rows(out, b),
+            None => Ok(()),
+        }
+    }
+    /// `out = act(x · wᵀ + b)` for a whole input ([`Exec::matmul_wide`]'s summation), the bias
+    /// and the activation optional: a linear layer of an encoder. The GPU runs it as one
+    /// kernel (the bias and activation in the matmul's epilogue).
+    #[allow(clippy::too_many_arguments)]
+    fn linear(
+        &self,
+        w: &Tensor,
+        b: Option<&Self::Vector>,
+        act: Option<Unary>,
+        x: &Self::Act,
+        n: usize,
+        out: &mut Self::Act,
+    ) -> Result<()> {
+        self.matmul_wide(w, x, n, out)?;
+        if let Some(b) = b {
+            self.add_rows(out, b)?;
+        }
+        if let Some(act) = act {
+            self.unary(act, out)?;
+        }
+        Ok(())
+    }
     /// `x += b` on every row.
     fn add_rows(&self, x: &mut Self::Act, b: &Self::Vector) -> Result<()>;
     /// `x += y` element-wise.

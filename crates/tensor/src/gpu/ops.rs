@@ -93,6 +93,17 @@ pub(super) fn mismatch(op: &'static str, detail: String) -> TensorError {
 /// `x · wᵀ` (as `ops::matmul::matmul`): x is `[.., k]` f32, w is `[m, k]` in a format
 /// [`supports`] accepts; the result `[.., m]`.
 pub fn matmul(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    linear(x, w, None, None)
+}
+
+/// `act(x · wᵀ + b)` in one kernel: [`matmul`] with the bias (`m` values) added and the
+/// activation applied to each result before it is stored.
+pub fn linear(
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    act: Option<crate::exec::Unary>,
+) -> Result<Tensor> {
     let wb = buffer(w, "matmul")?;
     let ctx = wb.context();
     let xb = f32_buffer(x, ctx, "matmul")?;
@@ -113,9 +124,34 @@ pub fn matmul(x: &Tensor, w: &Tensor) -> Result<Tensor> {
     if let Some(last) = shape.last_mut() {
         *last = m;
     }
+    let bias = match bias {
+        Some(b) if b.numel() != m => {
+            return Err(mismatch(
+                "matmul",
+                format!("bias {:?} for {m} output columns", b.shape()),
+            ));
+        }
+        Some(b) => Some(f32_buffer(b, ctx, "matmul")?),
+        None => None,
+    };
+    let epilogue = kernels::Epilogue {
+        bias,
+        act: act.map_or(0, act_code),
+    };
     let (out, ob) = output(ctx, &shape)?;
-    kernels::matmul(wb, w.dtype(), m, k, xb, n, &ob)?;
+    kernels::matmul(wb, w.dtype(), m, k, xb, n, epilogue, &ob)?;
     Ok(out)
+}
+
+/// The shader prelude's `ACT_*` code of an activation.
+fn act_code(act: crate::exec::Unary) -> u32 {
+    use crate::exec::Unary;
+    match act {
+        Unary::GeluTanh => 1,
+        Unary::GeluErf => 2,
+        Unary::GeluQuick => 3,
+        Unary::Silu => 4,
+    }
 }
 
 /// Whether `b` broadcast over `shape` is one block repeated: its dimensions, leading 1s

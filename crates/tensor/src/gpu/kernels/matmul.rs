@@ -2,6 +2,7 @@
 //! quantized formats of [`weight_type_constant`], decoded in the shader straight from its
 //! stored blocks.
 
+use super::rows::optional_binding;
 use super::{Bound, Dispatch, prepare, submit, to_u32};
 use crate::gpu::GpuBuffer;
 use crate::gpu::split::{RowLayout, plan_row_chunks};
@@ -63,7 +64,17 @@ pub(crate) fn weight_type_constant(dtype: DType) -> Option<f64> {
     }
 }
 
-/// `out` (n×m f32) = `x` (n×k f32) · `w` (m×k of `w_type`)ᵀ.
+/// What the matmul does to each result before storing it: add a bias (one f32 per output
+/// column, `m` of them) and apply an activation (`EPILOGUE_ACT`: 0 none, then the prelude's
+/// `ACT_*` codes).
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Epilogue<'a> {
+    pub bias: Option<&'a GpuBuffer>,
+    pub act: u32,
+}
+
+/// `out` (n×m f32) = epilogue(`x` (n×k f32) · `w` (m×k of `w_type`)ᵀ).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn matmul(
     w: &GpuBuffer,
     w_type: DType,
@@ -71,6 +82,7 @@ pub(crate) fn matmul(
     k: usize,
     x: &GpuBuffer,
     n: usize,
+    epilogue: Epilogue<'_>,
     out: &GpuBuffer,
 ) -> Result<()> {
     let ctx = w.context();
@@ -95,6 +107,12 @@ pub(crate) fn matmul(
     let entry = if matvec { "matvec" } else { "main" };
     let x_rows = if n == 1 { 1.0 } else { ROWS_PER_THREAD as f64 };
     let mut constants = vec![("W_TYPE", w_code), ("X_ROWS", x_rows)];
+    if epilogue.bias.is_some() {
+        constants.push(("EPILOGUE_BIAS", 1.0));
+    }
+    if epilogue.act != 0 {
+        constants.push(("EPILOGUE_ACT", f64::from(epilogue.act)));
+    }
     if matvec {
         constants.push(("MV_LANES", (WORKGROUP / MATVEC_WEIGHT_ROWS) as f64));
     }
@@ -105,6 +123,7 @@ pub(crate) fn matmul(
     let m32 = to_u32(m as u64, "m")?;
 
     ctx.capture(|| {
+        let bias = optional_binding(epilogue.bias.map(|b| (b, m * 4)), x, limit, "matmul bias")?;
         let mut dispatches: Vec<Dispatch> = Vec::new();
         let w_layout = RowLayout {
             base: 0,
@@ -150,6 +169,10 @@ pub(crate) fn matmul(
                     Bound {
                         buffer: x.raw(),
                         range: xr,
+                    },
+                    Bound {
+                        buffer: bias.buffer,
+                        range: bias.range,
                     },
                     Bound {
                         buffer: out.raw(),
