@@ -65,6 +65,8 @@ struct ImageRow {
     prefill_spread: f64,
     /// The encoder's estimate of one encode's floating-point operations.
     flops: Option<u64>,
+    /// On a GPU: dispatches, submits and buffers read back by one encode.
+    gpu_work: Option<[u64; 3]>,
 }
 
 impl ImageRow {
@@ -81,8 +83,9 @@ fn time_media(
     mmproj: &std::path::Path,
     item: &mtmd::MediaItem,
 ) -> Result<ImageRow> {
+    let device = args.compute.encoder_device()?;
     let params = mtmd::ContextParams {
-        device: args.compute.encoder_device()?,
+        device: device.clone(),
         ..mtmd::ContextParams::default()
     };
     let mut ctx = mtmd::Context::new(mmproj, model, params)?;
@@ -105,10 +108,15 @@ fn time_media(
     ctx.set_encode_progress(None);
     let mut encode_ms = Vec::with_capacity(args.repetitions);
     let mut prefill = Vec::with_capacity(args.repetitions);
+    let mut gpu_work = None;
     for _ in 0..args.repetitions {
+        let before = gpu_counts(&device);
         let t0 = Instant::now();
         drop(ctx.encode_batch(&refs)?);
         encode_ms.push(t0.elapsed().as_secs_f64() * 1e3);
+        if let (Some(a), Some(b)) = (before, gpu_counts(&device)) {
+            gpu_work = Some([b[0] - a[0], b[1] - a[1], b[2] - a[2]]);
+        }
         let mut session = model.new_session(n_tokens + 1, args.compute.kv_type)?;
         let t0 = Instant::now();
         for (chunk, embd) in media.iter().zip(&embds) {
@@ -128,7 +136,20 @@ fn time_media(
         prefill_tokens_per_s,
         prefill_spread,
         flops: flops.map(|f| f.iter().sum()),
+        gpu_work,
     })
+}
+
+/// Dispatches, submits and read-backs so far on `device`, when it is a GPU.
+fn gpu_counts(device: &llm::Device) -> Option<[u64; 3]> {
+    match device {
+        #[cfg(feature = "gpu")]
+        llm::Device::Gpu(ctx) => {
+            let (d, s) = ctx.work_counts();
+            Some([d, s, ctx.downloads()])
+        }
+        _ => None,
+    }
 }
 
 struct Row {
@@ -379,6 +400,7 @@ pub fn run(args: Args) -> Result<()> {
                 "encode_flops": img.flops,
                 "encode_gflops_per_s": img.gflops_per_s(),
                 "encode_fma_peak_fraction": img.gflops_per_s().map(|g| g / peaks.fma_gflops),
+                "encode_gpu_dispatches_submits_readbacks": img.gpu_work,
             }));
         }
         arr.push(serde_json::json!({
@@ -454,6 +476,13 @@ pub fn run(args: Args) -> Result<()> {
             img.n_tokens,
             img.prefill_tokens_per_s
         );
+        if let Some([dispatches, submits, reads]) = img.gpu_work {
+            let gflop = img.flops.map_or(0.0, |f| f as f64 / 1e9);
+            println!(
+                "gpu per encode: {dispatches} dispatches in {submits} submits, {reads} buffers read \
+                 back, {gflop:.1} GFLOP (compute bound: GFLOP / your GPU's f32 TFLOP/s = ms)"
+            );
+        }
     }
     println!();
     for line in peak_lines(&rows, image_row.as_ref(), &cost, &peaks) {
