@@ -7,7 +7,7 @@
 use crate::batch::{Batch, BatchInput, Logits};
 use crate::error::{LlmError, Result};
 use crate::hparams::{FfnAct, HParams};
-use crate::kv_cache::{CellPos, KvCache, KvType};
+use crate::kv_cache::{CellPos, KvCache, KvType, RopedKeys};
 use crate::weights::{LayerWeights, Weights};
 use tensor::Tensor;
 use tensor::cpu;
@@ -539,7 +539,11 @@ impl Decoder {
             &self.rope_global
         };
         e.rope(&mut s.q, n, hp.n_head, hd, u.pos, rope)?;
-        e.rope(&mut s.k, n, hp.n_head_kv, hd, u.pos, rope)?;
+        let single = u.seqs.len() == 1;
+        // One sequence: its keys are roped on their way into the cache (one kernel on a GPU).
+        if !single {
+            e.rope(&mut s.k, n, hp.n_head_kv, hd, u.pos, rope)?;
+        }
         if let Some(sc) = hp.q_prescale {
             e.scale(&mut s.q, sc)?;
         }
@@ -551,7 +555,6 @@ impl Decoder {
             softcap: hp.attn_softcap,
         };
         let window = if swa { hp.n_swa } else { None };
-        let single = u.seqs.len() == 1;
         for (sq, cache) in u.seqs.iter().zip(caches.iter_mut()) {
             let mask = AttnMask {
                 q_pos: &sq.q_rank,
@@ -562,7 +565,14 @@ impl Decoder {
                 k_group: Some(&sq.k_group),
             };
             if single {
-                cache.store(e, il, sq.first_cell, &s.k, &s.v)?;
+                let keys = RopedKeys {
+                    rows: &mut s.k,
+                    heads: hp.n_head_kv,
+                    head_dim: hd,
+                    pos: u.pos,
+                    rope,
+                };
+                cache.store_roped(e, il, sq.first_cell, keys, &s.v)?;
                 let (kd, vd) = cache.layer(il);
                 e.attention(
                     &s.q,

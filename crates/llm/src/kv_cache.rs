@@ -191,6 +191,31 @@ impl KvCache {
         Ok(())
     }
 
+    /// [`KvCache::store`] of keys not yet roped: the rope is applied as they are written
+    /// ([`Exec::rope_kv_write`]); the key rows are left unspecified.
+    pub(crate) fn store_roped<E: Exec>(
+        &mut self,
+        e: &E,
+        il: usize,
+        first: usize,
+        k: RopedKeys<'_, E::Act>,
+        v: &E::Act,
+    ) -> Result<()> {
+        let n = k.pos.len() / k.rope.mode.positions_per_token();
+        e.rope_kv_write(
+            &mut self.k[il],
+            first,
+            k.rows,
+            n,
+            k.heads,
+            k.head_dim,
+            k.pos,
+            k.rope,
+        )?;
+        e.kv_write(&mut self.v[il], self.kv_dim, first, v)?;
+        Ok(())
+    }
+
     /// K and V stores of layer `il`.
     pub(crate) fn layer(&self, il: usize) -> (&KvStore, &KvStore) {
         (&self.k[il], &self.v[il])
@@ -204,6 +229,15 @@ impl KvCache {
     pub fn size_bytes(&self) -> usize {
         self.k.iter().chain(&self.v).map(KvStore::size_bytes).sum()
     }
+}
+
+/// Key rows `[n, heads, head_dim]` still to be roped at `pos` with `rope`.
+pub(crate) struct RopedKeys<'a, A> {
+    pub rows: &'a mut A,
+    pub heads: usize,
+    pub head_dim: usize,
+    pub pos: &'a [i32],
+    pub rope: &'a tensor::ops::rope::RopeConfig,
 }
 
 impl Drop for KvCache {

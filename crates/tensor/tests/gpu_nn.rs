@@ -620,3 +620,70 @@ fn attention_encoder_window_1500_frames() {
         }
     }
 }
+
+/// Rope fused into the F16 key write (`ops::rope_write_rows`): bit-identical to the rope kernel
+/// followed by the f16 row write, for every pairing and mode, partial rotation, odd row widths
+/// (rows starting mid-word) and a binding limit that splits the rows; untouched cache rows keep
+/// their bits.
+fn rope_write_case(
+    ctx: &GpuContext,
+    mode: usize,
+    n: usize,
+    heads: usize,
+    head_dim: usize,
+    first: usize,
+    seed: u64,
+) {
+    use tensor::ops::rope::{RopeConfig, RopeMode};
+    let (mode, n_dims, ppt) = match mode {
+        0 => (RopeMode::Normal, head_dim - head_dim % 2, 1),
+        1 => (RopeMode::Neox, (head_dim / 2) & !1, 1),
+        2 => (
+            RopeMode::MultiSection {
+                sections: [1, 1, 1, 0],
+            },
+            6.min(head_dim & !1),
+            4,
+        ),
+        _ => (
+            RopeMode::Imrope {
+                sections: [1, 1, 1, 0],
+            },
+            6.min(head_dim & !1),
+            4,
+        ),
+    };
+    let cfg = RopeConfig::new(mode, n_dims.max(2), 10000.0);
+    let width = heads * head_dim;
+    let n_ctx = first + n + 3;
+    let x = values(seed, n * width, 2.0);
+    let pos: Vec<i32> = (0..n * ppt).map(|i| (i * 7 % 23) as i32).collect();
+    let old = values(seed + 1, n_ctx * width, 1.0);
+    let (fused, _) = f16_on_gpu(ctx, &[n_ctx, width], &old);
+    let (plain, _) = f16_on_gpu(ctx, &[n_ctx, width], &old);
+    let rows = on_gpu(ctx, &[n, heads, head_dim], &x);
+    ops::rope_write_rows(&fused, first, &rows, &pos, &cfg).unwrap();
+    let roped = ops::rope(&rows, &pos, &cfg).unwrap();
+    ops::write_rows(&plain, first, &roped.reshape(&[n, width]).unwrap()).unwrap();
+    assert_eq!(
+        f16_bits_of(&fused),
+        f16_bits_of(&plain),
+        "rope_write {:?} n={n} {heads}x{head_dim} first={first}",
+        cfg.mode
+    );
+}
+
+proptest! {
+    #![proptest_config(cases())]
+
+    #[test]
+    fn rope_fused_into_the_f16_write_equals_rope_then_write(
+        mode in 0usize..4, n in 1usize..20, heads in 1usize..4, head_dim in 3usize..40,
+        first in 0usize..5, seed: u64,
+    ) {
+        let Some(ctx) = gpu_or_skip() else { return Ok(()) };
+        prop_assume!(head_dim >= 6 || mode < 2);
+        rope_write_case(&ctx, mode, n, heads, head_dim, first, seed);
+        rope_write_case(&ctx.with_binding_limit(1024), mode, n, heads, head_dim, first, seed);
+    }
+}

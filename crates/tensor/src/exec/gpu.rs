@@ -331,6 +331,23 @@ impl Exec for GpuExec {
         ops::write_rows(dst, first, &as_rows(rows, rows.numel() / width.max(1))?)
     }
 
+    fn rope_kv_write(
+        &self,
+        kv: &mut KvStore,
+        first: usize,
+        rows: &mut Tensor,
+        n: usize,
+        heads: usize,
+        head_dim: usize,
+        pos: &[i32],
+        cfg: &RopeConfig,
+    ) -> Result<()> {
+        let KvStore::Gpu(dst) = kv else {
+            return Err(host_store("kv_write"));
+        };
+        ops::rope_write_rows(dst, first, &rows.reshape(&[n, heads, head_dim])?, pos, cfg)
+    }
+
     fn attention(
         &self,
         q: &Tensor,

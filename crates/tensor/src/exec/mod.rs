@@ -311,6 +311,24 @@ pub trait Exec {
         first: usize,
         rows: &Self::Act,
     ) -> Result<()>;
+    /// Rope of the keys `rows` (`[n, heads, head_dim]`, positions as [`Exec::rope`] takes
+    /// them) stored at rows `first..first + n` of `kv`: [`Exec::rope`] then
+    /// [`Exec::kv_write`], one kernel on a GPU with an F16 cache. `rows` is left unspecified.
+    #[allow(clippy::too_many_arguments)]
+    fn rope_kv_write(
+        &self,
+        kv: &mut KvStore,
+        first: usize,
+        rows: &mut Self::Act,
+        n: usize,
+        heads: usize,
+        head_dim: usize,
+        pos: &[i32],
+        cfg: &RopeConfig,
+    ) -> Result<()> {
+        self.rope(rows, n, heads, head_dim, pos, cfg)?;
+        self.kv_write(kv, heads * head_dim, first, rows)
+    }
     /// Attention of `q` over the first `n_kv` cached rows (contract of `ops::attention`).
     #[allow(clippy::too_many_arguments)]
     fn attention(

@@ -15,8 +15,8 @@ use crate::{DType, Result, Tensor, TensorError};
 
 pub use super::ops_grid::{im2col, pool_avg_grid, resize_bilinear_grid, transpose, unfold_grid};
 pub use super::ops_nn::{
-    attention, geglu_f16_table, get_rows, layer_norm, rope_2d, round_f16, scale, softcap, swiglu,
-    write_rows, zeros,
+    attention, geglu_f16_table, get_rows, layer_norm, rope_2d, rope_write_rows, round_f16, scale,
+    softcap, swiglu, write_rows, zeros,
 };
 
 /// The ops this backend runs.
@@ -296,11 +296,29 @@ pub fn rope(x: &Tensor, positions: &[i32], cfg: &RopeConfig) -> Result<Tensor> {
             format!("x must be [tokens, heads, head_dim], got {:?}", x.shape()),
         ));
     };
+    let (shape, neox, table) = rope_table(n_tokens, n_heads, head_dim, positions, cfg)?;
+    let entry = if neox { "rope_neox" } else { "rope_normal" };
+    let tb = ctx.upload(bytemuck::cast_slice(&table))?;
+    let (out, ob) = output(ctx, x.shape())?;
+    kernels::rope(entry, xb, &tb, shape, &ob)?;
+    Ok(out)
+}
+
+/// The rope shader's view of a rope call: its shape, whether it pairs halves (NeoX, M-RoPE,
+/// vision) rather than neighbours, and the (cos, sin) table, `n_pairs.max(1)` pairs per token,
+/// computed on the host as the CPU does.
+pub(super) fn rope_table(
+    n_tokens: usize,
+    n_heads: usize,
+    head_dim: usize,
+    positions: &[i32],
+    cfg: &RopeConfig,
+) -> Result<(RopeShape, bool, Vec<f32>)> {
     check_rope(n_tokens, head_dim, positions.len(), cfg)?;
-    let (entry, n_pairs) = match cfg.mode {
-        RopeMode::Normal => ("rope_normal", cfg.n_dims / 2),
-        RopeMode::Vision { .. } => ("rope_neox", head_dim / 2),
-        _ => ("rope_neox", cfg.n_dims / 2),
+    let (neox, n_pairs) = match cfg.mode {
+        RopeMode::Normal => (false, cfg.n_dims / 2),
+        RopeMode::Vision { .. } => (true, head_dim / 2),
+        _ => (true, cfg.n_dims / 2),
     };
     let shape = RopeShape {
         n_tokens,
@@ -308,21 +326,15 @@ pub fn rope(x: &Tensor, positions: &[i32], cfg: &RopeConfig) -> Result<Tensor> {
         head_dim,
         n_pairs,
     };
-    rope_with_table(ctx, xb, x.shape(), entry, shape, |t, pairs| {
+    let table = table_of(shape, |t, pairs| {
         fill_cache(cfg, token_pos(&cfg.mode, positions, n_tokens, t), pairs)
-    })
+    });
+    Ok((shape, neox, table))
 }
 
-/// Runs rope shader `entry` with the (cos, sin) table `pairs_of(token, pairs)` fills per token
-/// (one dummy pair per token when nothing rotates), computed on the host as the CPU does.
-pub(super) fn rope_with_table(
-    ctx: &GpuContext,
-    xb: &GpuBuffer,
-    x_shape: &[usize],
-    entry: &'static str,
-    shape: RopeShape,
-    mut pairs_of: impl FnMut(usize, &mut [(f32, f32)]),
-) -> Result<Tensor> {
+/// The (cos, sin) table `pairs_of(token, pairs)` fills per token (one dummy pair per token
+/// when nothing rotates), laid out as the rope shaders read it.
+fn table_of(shape: RopeShape, mut pairs_of: impl FnMut(usize, &mut [(f32, f32)])) -> Vec<f32> {
     let row = shape.n_pairs.max(1);
     let mut table = vec![0f32; shape.n_tokens * row * 2];
     let mut pairs = vec![(0f32, 0f32); shape.n_pairs];
@@ -333,6 +345,19 @@ pub(super) fn rope_with_table(
             table[(t * row + i) * 2 + 1] = s;
         }
     }
+    table
+}
+
+/// Runs rope shader `entry` with the (cos, sin) table `pairs_of(token, pairs)` fills per token.
+pub(super) fn rope_with_table(
+    ctx: &GpuContext,
+    xb: &GpuBuffer,
+    x_shape: &[usize],
+    entry: &'static str,
+    shape: RopeShape,
+    pairs_of: impl FnMut(usize, &mut [(f32, f32)]),
+) -> Result<Tensor> {
+    let table = table_of(shape, pairs_of);
     let tb = ctx.upload(bytemuck::cast_slice(&table))?;
     let (out, ob) = output(ctx, x_shape)?;
     kernels::rope(entry, xb, &tb, shape, &ob)?;

@@ -7,7 +7,7 @@ use super::kernels::{self, AttnCall, KvBuf, NormAffine, RopeShape};
 use super::ops::{buffer, f32_buffer, mismatch, output, rope_with_table, rows_cols};
 use super::{GpuBuffer, GpuContext};
 use crate::ops::attention::{AttnMask, AttnParams};
-use crate::ops::rope::{fill_cache, rope_2d_configs};
+use crate::ops::rope::{RopeConfig, fill_cache, rope_2d_configs};
 use crate::storage::Storage;
 use crate::{DType, Result, Tensor, TensorError};
 
@@ -72,7 +72,55 @@ pub fn write_rows(dst: &Tensor, first_row: usize, rows: &Tensor) -> Result<()> {
         let (start, len) = ((first_row * width * 4) as u64, (n * width * 4) as u64);
         return kernels::copy_ranges(ctx, rb, db, &[(0, start, len)]);
     }
-    kernels::write_rows_f16(rb, n, width, db, first_row)
+    kernels::write_rows_f16(rb, n, width, db, first_row, None)
+}
+
+/// [`write_rows`] of keys `rows` (`[n, heads, head_dim]` f32) rotated by `cfg` at `positions`
+/// on the way (as `ops::rope` then `write_rows`): one kernel for an F16 `dst`, whose rope
+/// arithmetic is the rope kernel's. `rows` itself is left as it was.
+pub fn rope_write_rows(
+    dst: &Tensor,
+    first_row: usize,
+    rows: &Tensor,
+    positions: &[i32],
+    cfg: &RopeConfig,
+) -> Result<()> {
+    let &[n, n_heads, head_dim] = rows.shape() else {
+        return Err(mismatch(
+            "rope_write_rows",
+            format!(
+                "rows must be [tokens, heads, head_dim], got {:?}",
+                rows.shape()
+            ),
+        ));
+    };
+    if dst.dtype() != DType::F16 {
+        let roped = super::ops::rope(rows, positions, cfg)?;
+        return write_rows(dst, first_row, &roped.reshape(&[n, n_heads * head_dim])?);
+    }
+    let db = buffer(dst, "rope_write_rows")?;
+    let ctx = db.context();
+    let rb = f32_buffer(rows, ctx, "rope_write_rows")?;
+    let (n_rows, width) = rows_cols(dst);
+    let fits = first_row.checked_add(n).is_some_and(|end| end <= n_rows);
+    if width != n_heads * head_dim || !fits {
+        return Err(mismatch(
+            "rope_write_rows",
+            format!(
+                "rows {:?} at row {first_row} of {:?}",
+                rows.shape(),
+                dst.shape()
+            ),
+        ));
+    }
+    let (shape, neox, table) = super::ops::rope_table(n, n_heads, head_dim, positions, cfg)?;
+    let tb = ctx.upload(bytemuck::cast_slice(&table))?;
+    let rope = kernels::RopeOnWrite {
+        table: &tb,
+        shape,
+        neox,
+    };
+    kernels::write_rows_f16(rb, n, width, db, first_row, Some(rope))
 }
 
 /// Checks that `t` holds `rows × heads × d` values with `rows` outermost.

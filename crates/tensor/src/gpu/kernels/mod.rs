@@ -24,7 +24,9 @@ pub(crate) use attention::{AttnCall, KvBuf, MAX_HEAD_DIM, attention};
 pub(crate) use elementwise::{binary, unary};
 pub(crate) use grid::grid;
 pub(crate) use matmul::{Epilogue, matmul, weight_type_constant};
-pub(crate) use nn::{NormAffine, clear, copy_ranges, glu, layer_norm, pointwise, write_rows_f16};
+pub(crate) use nn::{
+    NormAffine, RopeOnWrite, clear, copy_ranges, glu, layer_norm, pointwise, write_rows_f16,
+};
 pub(crate) use rope::{RopeShape, rope};
 pub(crate) use rows::{rms_norm, softmax};
 

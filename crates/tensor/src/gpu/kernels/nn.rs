@@ -2,6 +2,7 @@
 //! `shaders/glu.wgsl` (SwiGLU), `shaders/geglu.wgsl` (ggml's table GEGLU),
 //! `shaders/layer_norm.wgsl` and `shaders/write_rows.wgsl` (f32 rows into an f16 tensor).
 
+use super::rope::RopeShape;
 use super::rows::optional_binding;
 use super::{Bound, prepare, submit, to_u32, whole};
 use crate::gpu::split::{RowLayout, plan_row_chunks};
@@ -55,6 +56,20 @@ pub struct WriteRowsParams {
     pub len: u32,
     /// First source element, from the source binding start.
     pub src_offset: u32,
+    /// Rope on the way (keys into the cache): heads per row, head size, rotated pairs per
+    /// head and the chunk's first (cos, sin) pair in the table.
+    pub n_heads: u32,
+    pub head_dim: u32,
+    pub n_pairs: u32,
+    pub table_offset: u32,
+}
+
+/// Rope applied by `write_rows_f16` as it writes: the (cos, sin) table (`n_pairs.max(1)`
+/// pairs per token) and the shape, with `neox` choosing the pairing.
+pub(crate) struct RopeOnWrite<'a> {
+    pub table: &'a GpuBuffer,
+    pub shape: RopeShape,
+    pub neox: bool,
 }
 
 const WORKGROUP: u64 = 256;
@@ -251,13 +266,30 @@ pub(crate) fn write_rows_f16(
     width: usize,
     dst: &GpuBuffer,
     first_row: usize,
+    rope: Option<RopeOnWrite<'_>>,
 ) -> Result<()> {
     let ctx = src.context();
     if n == 0 || width == 0 {
         return Ok(());
     }
-    let pipeline = ctx.pipeline("write_rows", "write_rows_f16", &[])?;
+    let mode = match &rope {
+        None => 0.0,
+        Some(r) if r.neox => 2.0,
+        Some(_) => 1.0,
+    };
+    let pipeline = ctx.pipeline("write_rows", "write_rows_f16", &[("ROPE", mode)])?;
     let (limit, align) = (ctx.binding_limit(), ctx.offset_align());
+    let shape = rope.as_ref().map(|r| r.shape);
+    if let Some(sh) = shape
+        && (sh.n_tokens != n || sh.n_heads * sh.head_dim != width || 2 * sh.n_pairs > sh.head_dim)
+    {
+        return Err(TensorError::ShapeMismatch {
+            op: "write_rows",
+            detail: format!("rope of {sh:?} on {n} rows of {width}"),
+        });
+    }
+    // Without rope the table binding is never read: a small shared stand-in fills it.
+    let stand_in = ctx.constant_table("write_rows stand-in table", || vec![0u8; 16])?;
     ctx.capture(|| {
         let src_l = RowLayout {
             base: 0,
@@ -267,9 +299,13 @@ pub(crate) fn write_rows_f16(
             base: first_row as u64 * width as u64 * 2,
             row_bytes: width as u64 * 2,
         };
+        let table_l = RowLayout {
+            base: 0,
+            row_bytes: shape.map_or(4, |s| s.n_pairs.max(1) as u64 * 8),
+        };
         let max_rows = (MAX_CHUNK / width).max(1);
         let mut dispatches = Vec::new();
-        for c in plan_row_chunks(n, &[src_l, dst_l], limit, align, max_rows)? {
+        for c in plan_row_chunks(n, &[src_l, dst_l, table_l], limit, align, max_rows)? {
             let first = c.ranges[1].skip / 2;
             let len = (c.rows * width) as u64;
             let words = (first + len).div_ceil(2) - first / 2;
@@ -278,12 +314,27 @@ pub(crate) fn write_rows_f16(
                 first: to_u32(first, "offset")?,
                 len: to_u32(len, "elements")?,
                 src_offset: to_u32(c.ranges[0].skip / 4, "offset")?,
+                n_heads: shape.map_or(0, |s| s.n_heads as u32),
+                head_dim: shape.map_or(1, |s| s.head_dim as u32),
+                n_pairs: shape.map_or(0, |s| s.n_pairs as u32),
+                table_offset: to_u32(c.ranges[2].skip / 8, "offset")?,
+            };
+            let table = match &rope {
+                Some(r) => Bound {
+                    buffer: r.table.raw(),
+                    range: c.ranges[2],
+                },
+                None => Bound {
+                    buffer: &stand_in,
+                    range: whole(16),
+                },
             };
             let storage = [
                 Bound {
                     buffer: src.raw(),
                     range: c.ranges[0],
                 },
+                table,
                 Bound {
                     buffer: dst.raw(),
                     range: c.ranges[1],
