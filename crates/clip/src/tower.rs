@@ -1,8 +1,6 @@
-//! The transformer blocks of an encoder, run on the CPU or, once offloaded, on a GPU where the
-//! activations stay between blocks. [`Tower::run`] takes host activations (one upload before
-//! the first block of a run, one download after the last); encoders whose stem and projector
-//! are written over [`Exec`] too take [`Tower::gpu`] and [`run_blocks`] and keep the whole
-//! encode on the device.
+//! The transformer blocks of an encoder, on the CPU or, once offloaded, on a GPU. Encoders write
+//! their whole encode over [`Exec`] and run the blocks with [`run_blocks`] on the CPU blocks or
+//! on [`Tower::gpu`]'s, so an offloaded encode stays on the device from stem to projector.
 
 use std::ops::Range;
 
@@ -44,50 +42,10 @@ impl Tower {
         self.blocks.is_empty()
     }
 
-    /// Runs blocks `layers` in place on `x` `[n, n_embd]`; `setup(il)` says how layer `il`
-    /// attends. `progress(il + 1, len)` follows each block (on a GPU: once its work is
-    /// queued, which runs ahead of the device by at most a block or two).
-    pub fn run<'s>(
-        &self,
-        x: &mut Vec<f32>,
-        n: usize,
-        layers: Range<usize>,
-        setup: &dyn Fn(usize) -> AttnSetup<'s>,
-        progress: Progress<'_>,
-    ) -> Result<(), ClipError> {
-        #[cfg(feature = "gpu")]
-        if let Some((exec, blocks)) = self.gpu() {
-            let mut on_gpu = exec.upload(x)?;
-            run_blocks(exec, blocks, &mut on_gpu, n, layers, setup, progress)?;
-            *x = exec.download(on_gpu)?;
-            return Ok(());
-        }
-        run_blocks(
-            &tensor::exec::CpuExec,
-            &self.blocks,
-            x,
-            n,
-            layers,
-            setup,
-            progress,
-        )
-    }
-
     /// The GPU backend and the blocks' weights there, once offloaded.
     #[cfg(feature = "gpu")]
     pub fn gpu(&self) -> Option<(&tensor::exec::GpuExec, &[Block<tensor::Tensor>])> {
         self.gpu.as_ref().map(|g| (&g.exec, &g.blocks[..]))
-    }
-
-    /// Runs every block with the same setup.
-    pub fn run_all(
-        &self,
-        x: &mut Vec<f32>,
-        n: usize,
-        setup: &AttnSetup,
-        progress: Progress<'_>,
-    ) -> Result<(), ClipError> {
-        self.run(x, n, 0..self.len(), &|_| *setup, progress)
     }
 
     /// Uploads every block's weights to the GPU of `exec` (quantized blocks as stored); later

@@ -480,10 +480,14 @@ impl<V> Block<V> {
                 w[1].forward_on(e, &h, n)?,
                 w[2].forward_on(e, &h, n)?,
             ),
+            // Rows `[q | k | v]` seen as 3n rows of d: q, k and v are every third row.
+            // (On a GPU the matrix is split at upload and this path does not run.)
             Qkv::Fused(w) => {
-                let fused = e.download(w.forward_on(e, &h, n)?)?;
-                let (q, k, v) = split_qkv(&fused, n, d);
-                (e.upload_owned(q)?, e.upload_owned(k)?, e.upload_owned(v)?)
+                let fused = w.forward_on(e, &h, n)?;
+                let part = |j: usize| {
+                    e.gather_rows(&fused, d, &(0..n).map(|t| 3 * t + j).collect::<Vec<_>>())
+                };
+                (part(0)?, part(1)?, part(2)?)
             }
         };
         let head_dim = d / setup.n_head;
@@ -509,19 +513,6 @@ impl<V> Block<V> {
         e.add(x, &f)?;
         Ok(())
     }
-}
-
-/// Splits fused `[n, 3·d]` rows into q, k, v `[n, d]`.
-fn split_qkv(fused: &[f32], n: usize, d: usize) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-    let mut q = Vec::with_capacity(n * d);
-    let mut k = Vec::with_capacity(n * d);
-    let mut v = Vec::with_capacity(n * d);
-    for row in fused.chunks_exact(3 * d) {
-        q.extend_from_slice(&row[..d]);
-        k.extend_from_slice(&row[d..2 * d]);
-        v.extend_from_slice(&row[2 * d..]);
-    }
-    (q, k, v)
 }
 
 /// The patch convolution weight `[d, 3, p, p]` as the matrix `[d, 3·p²]` that multiplies

@@ -45,14 +45,6 @@ impl Exec for CpuExec {
         Ok(data)
     }
 
-    fn on_host(
-        &self,
-        x: &mut Vec<f32>,
-        f: &mut dyn FnMut(&mut Vec<f32>) -> Result<()>,
-    ) -> Result<()> {
-        f(x)
-    }
-
     fn layer_norm(
         &self,
         x: &Vec<f32>,

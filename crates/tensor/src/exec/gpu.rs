@@ -72,17 +72,6 @@ impl Exec for GpuExec {
         x.to_f32_vec()
     }
 
-    fn on_host(
-        &self,
-        x: &mut Tensor,
-        f: &mut dyn FnMut(&mut Vec<f32>) -> Result<()>,
-    ) -> Result<()> {
-        let mut host = x.to_f32_vec()?;
-        f(&mut host)?;
-        *x = self.upload(&host)?;
-        Ok(())
-    }
-
     fn layer_norm(
         &self,
         x: &Tensor,

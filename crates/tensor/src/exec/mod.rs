@@ -133,13 +133,6 @@ pub trait Exec {
     fn upload_owned(&self, data: Vec<f32>) -> Result<Self::Act> {
         self.upload(&data)
     }
-    /// Runs `f` on the values of `x` in host memory: the fallback for a step that has no
-    /// kernel on this backend (the GPU pays a download and an upload).
-    fn on_host(
-        &self,
-        x: &mut Self::Act,
-        f: &mut dyn FnMut(&mut Vec<f32>) -> Result<()>,
-    ) -> Result<()>;
     fn vector(&self, data: &[f32]) -> Result<Self::Vector>;
 
     /// `out = rms_norm(x) * w` over rows of `cols`.
