@@ -201,7 +201,33 @@ impl<V> Norm<V> {
     }
 }
 
+impl<V> Norm<V> {
+    /// `norm(x)` over rows of `cols` when there is a norm, else `x` itself.
+    pub fn opt_apply_on<E: Exec<Vector = V>>(
+        norm: Option<&Self>,
+        e: &E,
+        x: E::Act,
+        cols: usize,
+    ) -> Result<E::Act, ClipError> {
+        let Some(norm) = norm else {
+            return Ok(x);
+        };
+        let mut out = e.alloc(0)?;
+        norm.forward_on(e, &x, cols, &mut out)?;
+        Ok(out)
+    }
+}
+
 impl Norm {
+    /// An optional norm with its vectors on `exec`'s GPU.
+    #[cfg(feature = "gpu")]
+    pub fn opt_to_gpu(
+        norm: &Option<Self>,
+        exec: &tensor::exec::GpuExec,
+    ) -> Result<Option<Norm<Tensor>>, ClipError> {
+        norm.as_ref().map(|n| n.to_gpu(exec)).transpose()
+    }
+
     pub fn load(
         wl: &WeightLoader,
         prefix: &str,
@@ -522,14 +548,24 @@ pub fn patch_matrix(w: &Tensor) -> Result<Tensor, ClipError> {
     Ok(w.contiguous()?.reshape(&[d, w.numel() / d.max(1)])?)
 }
 
+/// An optional weight vector (a bias) on `exec`'s GPU.
+#[cfg(feature = "gpu")]
+pub fn opt_vector_to_gpu(
+    v: &Option<Vec<f32>>,
+    exec: &tensor::exec::GpuExec,
+) -> Result<Option<Tensor>, ClipError> {
+    Ok(v.as_deref().map(|v| exec.vector(v)).transpose()?)
+}
+
 /// Patch embedding of planar RGB pixels on backend `e`, `[n_patches, d]` in raster order:
-/// the pixels uploaded, cut into patches (im2col) and multiplied by `w` ([`patch_matrix`]).
+/// the pixels uploaded, cut into patches (im2col) and multiplied by `w` ([`patch_matrix`]),
+/// plus the bias `b` (one kernel on a GPU).
 pub fn patch_embed_on<E: Exec>(
     e: &E,
     pixels: &[f32],
     width: usize,
     height: usize,
-    w: &Tensor,
+    (w, b): (&Tensor, Option<&E::Vector>),
     patch: usize,
 ) -> Result<E::Act, ClipError> {
     let n = (width / patch) * (height / patch);
@@ -542,7 +578,7 @@ pub fn patch_embed_on<E: Exec>(
     )?;
     drop(image);
     let mut x = e.alloc(n * w.shape()[0])?;
-    e.matmul_wide(w, &cols, n, &mut x)?;
+    e.linear(w, b, None, &cols, n, &mut x)?;
     Ok(x)
 }
 

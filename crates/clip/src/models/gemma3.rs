@@ -3,11 +3,13 @@
 
 use tensor::Tensor;
 use tensor::cpu;
-use tensor::exec::{CpuExec, Exec};
+use tensor::exec::Exec;
 
 use crate::ClipError;
 use crate::hparams::EncoderHparams;
-use crate::models::{Embeddings, EncodeInput, Encoder, TowerOn, encode_alone, encode_batched_on};
+use crate::models::{
+    Embeddings, EncodeInput, Encoder, TowerOn, encode_alone, encode_batched_on, on_backend,
+};
 use crate::preprocess::fixed_square;
 use crate::projector::{Defaults, Framing, Input, Projector};
 use crate::tower::{Progress, Tower};
@@ -112,9 +114,9 @@ impl Encoder for Gemma3 {
         let h = &self.head;
         let head = Head {
             patch_w: exec.weight(&h.patch_w)?,
-            patch_b: h.patch_b.as_deref().map(|b| exec.vector(b)).transpose()?,
+            patch_b: vit::opt_vector_to_gpu(&h.patch_b, exec)?,
             pos_embd: exec.upload(&h.pos_embd)?,
-            post_ln: h.post_ln.as_ref().map(|n| n.to_gpu(exec)).transpose()?,
+            post_ln: Norm::opt_to_gpu(&h.post_ln, exec)?,
             soft_emb_norm: exec.vector(&h.soft_emb_norm)?,
             eps: h.eps,
             input_proj: exec.weight(&h.input_proj)?,
@@ -147,15 +149,8 @@ impl Encoder for Gemma3 {
         inputs: &[EncodeInput<'_>],
         progress: Progress<'_>,
     ) -> Result<Vec<Embeddings>, ClipError> {
-        #[cfg(feature = "gpu")]
-        if let (Some((e, blocks)), Some(head)) = (self.tower.gpu(), &self.gpu_head) {
-            return self.encode_on(&TowerOn { e, blocks }, head, inputs, progress);
-        }
-        let tower = TowerOn {
-            e: &CpuExec,
-            blocks: &self.tower.blocks,
-        };
-        self.encode_on(&tower, &self.head, inputs, progress)
+        on_backend!(self, |tower, head| self
+            .encode_on(tower, head, inputs, progress))
     }
 }
 
@@ -200,10 +195,8 @@ impl Gemma3 {
                 "gemma3 needs the square image_size input ({n_pos} patches), got {width}x{height}"
             )));
         }
-        let mut x = vit::patch_embed_on(e, pixels, width, height, &head.patch_w, self.patch)?;
-        if let Some(b) = &head.patch_b {
-            e.add_rows(&mut x, b)?;
-        }
+        let patch_w = (&head.patch_w, head.patch_b.as_ref());
+        let mut x = vit::patch_embed_on(e, pixels, width, height, patch_w, self.patch)?;
         e.add(&mut x, &head.pos_embd)?;
         Ok((x, n))
     }

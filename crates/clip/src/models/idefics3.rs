@@ -5,12 +5,14 @@
 //! bias-free linear projection. Every tile is its own media chunk, framed by
 //! `<fake_token_around_image><row_r_col_c>`; the overview comes last after `<global-img>`.
 
-use tensor::exec::{CpuExec, Exec};
+use tensor::exec::Exec;
 
 use crate::ClipError;
 use crate::bitmap::Bitmap;
 use crate::hparams::EncoderHparams;
-use crate::models::{Embeddings, EncodeInput, Encoder, TowerOn, encode_alone, encode_batched_on};
+use crate::models::{
+    Embeddings, EncodeInput, Encoder, TowerOn, encode_alone, encode_batched_on, on_backend,
+};
 use crate::preprocess::{
     ImagePiece, Placement, PreprocessError, PreprocessParams, PreprocessedImage, ResizeFilter,
     TokenGrid, crop, normalize_planar, resize::resize,
@@ -217,11 +219,11 @@ impl Encoder for Idefics3 {
         let h = &self.head;
         let head = Head {
             patch_w: exec.weight(&h.patch_w)?,
-            patch_b: h.patch_b.as_deref().map(|b| exec.vector(b)).transpose()?,
+            patch_b: vit::opt_vector_to_gpu(&h.patch_b, exec)?,
             pos_embd: exec.upload(&h.pos_embd)?,
             n_pos: h.n_pos,
-            pre_ln: h.pre_ln.as_ref().map(|n| n.to_gpu(exec)).transpose()?,
-            post_ln: h.post_ln.as_ref().map(|n| n.to_gpu(exec)).transpose()?,
+            pre_ln: Norm::opt_to_gpu(&h.pre_ln, exec)?,
+            post_ln: Norm::opt_to_gpu(&h.post_ln, exec)?,
             fc: h.fc.to_gpu(exec)?,
         };
         self.tower.offload(exec)?;
@@ -253,15 +255,8 @@ impl Encoder for Idefics3 {
         inputs: &[EncodeInput<'_>],
         progress: Progress<'_>,
     ) -> Result<Vec<Embeddings>, ClipError> {
-        #[cfg(feature = "gpu")]
-        if let (Some((e, blocks)), Some(head)) = (self.tower.gpu(), &self.gpu_head) {
-            return self.encode_on(&TowerOn { e, blocks }, head, inputs, progress);
-        }
-        let tower = TowerOn {
-            e: &CpuExec,
-            blocks: &self.tower.blocks,
-        };
-        self.encode_on(&tower, &self.head, inputs, progress)
+        on_backend!(self, |tower, head| self
+            .encode_on(tower, head, inputs, progress))
     }
 }
 
@@ -308,17 +303,10 @@ impl Idefics3 {
                 head.n_pos
             )));
         }
-        let mut x = vit::patch_embed_on(e, pixels, width, height, &head.patch_w, self.patch)?;
-        if let Some(b) = &head.patch_b {
-            e.add_rows(&mut x, b)?;
-        }
+        let patch_w = (&head.patch_w, head.patch_b.as_ref());
+        let mut x = vit::patch_embed_on(e, pixels, width, height, patch_w, self.patch)?;
         e.add(&mut x, &head.pos_embd)?;
-        if let Some(ln) = &head.pre_ln {
-            let mut normed = e.alloc(n * d)?;
-            ln.forward_on(e, &x, d, &mut normed)?;
-            x = normed;
-        }
-        Ok((x, n))
+        Ok((Norm::opt_apply_on(head.pre_ln.as_ref(), e, x, d)?, n))
     }
 
     /// Post-norm, pixel shuffle and projection of the tower's output for a `side x side`

@@ -97,6 +97,27 @@ pub(crate) fn encode_alone<E: Encoder + ?Sized>(
         .ok_or_else(|| ClipError::BadImage("the encoder made no embeddings".into()))
 }
 
+/// The tail of an encoder's entry point: evaluates `$body` with `$tower` (a [`TowerOn`]) and
+/// `$head` bound to the GPU's blocks and head once the encoder is offloaded (returning from the
+/// enclosing function), else to the CPU's. The encoder has fields `tower`, `head` (CPU) and,
+/// with the `gpu` feature, `gpu_head`.
+macro_rules! on_backend {
+    ($enc:expr, |$tower:ident, $head:ident| $body:expr) => {{
+        #[cfg(feature = "gpu")]
+        if let (Some((e, blocks)), Some($head)) = ($enc.tower.gpu(), &$enc.gpu_head) {
+            let $tower = &$crate::models::TowerOn { e, blocks };
+            return $body;
+        }
+        let $tower = &$crate::models::TowerOn {
+            e: &tensor::exec::CpuExec,
+            blocks: &$enc.tower.blocks,
+        };
+        let $head = &$enc.head;
+        $body
+    }};
+}
+pub(crate) use on_backend;
+
 /// A tower's blocks on one backend.
 pub(crate) struct TowerOn<'a, E: Exec> {
     pub e: &'a E,

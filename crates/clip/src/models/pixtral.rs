@@ -3,12 +3,12 @@
 //! optional RMS input norm + 2x2 patch merger (Mistral 3), the two-layer GELU projector, and one
 //! `[IMG_BREAK]` embedding after every row of tokens but the last.
 
-use tensor::exec::{CpuExec, Exec};
+use tensor::exec::Exec;
 
 use crate::ClipError;
 use crate::bitmap::Bitmap;
 use crate::hparams::{EncoderHparams, FfnAct};
-use crate::models::{Embeddings, Encoder, TowerOn};
+use crate::models::{Embeddings, Encoder, TowerOn, on_backend};
 use crate::preprocess::{
     PreprocessError, PreprocessParams, PreprocessedImage, TokenGrid, dynamic_resolution,
 };
@@ -158,9 +158,9 @@ impl Encoder for Pixtral {
         };
         let head = Head {
             patch_w: exec.weight(&h.patch_w)?,
-            patch_b: h.patch_b.as_deref().map(|b| exec.vector(b)).transpose()?,
-            pre_ln: h.pre_ln.as_ref().map(|n| n.to_gpu(exec)).transpose()?,
-            post_ln: h.post_ln.as_ref().map(|n| n.to_gpu(exec)).transpose()?,
+            patch_b: vit::opt_vector_to_gpu(&h.patch_b, exec)?,
+            pre_ln: Norm::opt_to_gpu(&h.pre_ln, exec)?,
+            post_ln: Norm::opt_to_gpu(&h.post_ln, exec)?,
             merger,
             projector: h.projector.to_gpu(exec)?,
             img_break: exec.upload(&h.img_break)?,
@@ -186,16 +186,8 @@ impl Encoder for Pixtral {
         height: usize,
         progress: Progress<'_>,
     ) -> Result<Embeddings, ClipError> {
-        #[cfg(feature = "gpu")]
-        if let (Some((e, blocks)), Some(head)) = (self.tower.gpu(), &self.gpu_head) {
-            let tower = TowerOn { e, blocks };
-            return self.encode_on(&tower, head, pixels, width, height, progress);
-        }
-        let tower = TowerOn {
-            e: &CpuExec,
-            blocks: &self.tower.blocks,
-        };
-        self.encode_on(&tower, &self.head, pixels, width, height, progress)
+        on_backend!(self, |tower, head| self
+            .encode_on(tower, head, pixels, width, height, progress))
     }
 }
 
@@ -216,15 +208,9 @@ impl Pixtral {
         let d = self.n_embd;
         let (px, py) = (width / self.patch, height / self.patch);
         let n = px * py;
-        let mut x = vit::patch_embed_on(e, pixels, width, height, &head.patch_w, self.patch)?;
-        if let Some(b) = &head.patch_b {
-            e.add_rows(&mut x, b)?;
-        }
-        if let Some(ln) = &head.pre_ln {
-            let mut normed = e.alloc(n * d)?;
-            ln.forward_on(e, &x, d, &mut normed)?;
-            x = normed;
-        }
+        let patch_w = (&head.patch_w, head.patch_b.as_ref());
+        let x = vit::patch_embed_on(e, pixels, width, height, patch_w, self.patch)?;
+        let mut x = Norm::opt_apply_on(head.pre_ln.as_ref(), e, x, d)?;
         let rows: Vec<i32> = (0..n).map(|i| (i / px) as i32).collect();
         let cols: Vec<i32> = (0..n).map(|i| (i % px) as i32).collect();
         let setup = AttnSetup {
@@ -245,11 +231,7 @@ impl Pixtral {
             &|_| setup,
             progress,
         )?;
-        if let Some(ln) = &head.post_ln {
-            let mut normed = e.alloc(n * d)?;
-            ln.forward_on(e, &x, d, &mut normed)?;
-            x = normed;
-        }
+        x = Norm::opt_apply_on(head.post_ln.as_ref(), e, x, d)?;
         let (gx, gy) = (px / merge, py / merge);
         if let Some(merger) = &head.merger {
             x = merger.forward_on(e, &x, px, py, d)?;

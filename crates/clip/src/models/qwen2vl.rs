@@ -6,12 +6,12 @@ use std::ops::Range;
 
 use tensor::Tensor;
 use tensor::cpu;
-use tensor::exec::{CpuExec, Exec};
+use tensor::exec::Exec;
 use tensor::ops::rope::{RopeConfig, RopeMode};
 
 use crate::ClipError;
 use crate::hparams::{EncoderHparams, FfnAct};
-use crate::models::{Embeddings, Encoder, TowerOn};
+use crate::models::{Embeddings, Encoder, TowerOn, on_backend};
 use crate::preprocess::dynamic_resolution;
 use crate::projector::{Defaults, Framing, Input, Projector, TokenLimits};
 use crate::tower::{Progress, Tower, run_blocks};
@@ -210,7 +210,7 @@ impl Encoder for Qwen2Vl {
         let h = &self.head;
         let head = Head {
             patch_w: exec.weight(&h.patch_w)?,
-            post_ln: h.post_ln.as_ref().map(|n| n.to_gpu(exec)).transpose()?,
+            post_ln: Norm::opt_to_gpu(&h.post_ln, exec)?,
             merger: h.merger.to_gpu(exec)?,
         };
         self.tower.offload(exec)?;
@@ -233,16 +233,8 @@ impl Encoder for Qwen2Vl {
         height: usize,
         progress: Progress<'_>,
     ) -> Result<Embeddings, ClipError> {
-        #[cfg(feature = "gpu")]
-        if let (Some((e, blocks)), Some(head)) = (self.tower.gpu(), &self.gpu_head) {
-            let tower = TowerOn { e, blocks };
-            return self.encode_on(&tower, head, pixels, width, height, progress);
-        }
-        let tower = TowerOn {
-            e: &CpuExec,
-            blocks: &self.tower.blocks,
-        };
-        self.encode_on(&tower, &self.head, pixels, width, height, progress)
+        on_backend!(self, |tower, head| self
+            .encode_on(tower, head, pixels, width, height, progress))
     }
 }
 
@@ -264,7 +256,8 @@ impl Qwen2Vl {
         let n = px * py;
         let unit = MERGE * MERGE;
         let (pw, ph) = (px / MERGE, py / MERGE);
-        let raster = vit::patch_embed_on(e, pixels, width, height, &head.patch_w, self.patch)?;
+        let patch_w = (&head.patch_w, None);
+        let raster = vit::patch_embed_on(e, pixels, width, height, patch_w, self.patch)?;
 
         let windowed = self.n_wa_pattern > 0;
         let grid = (self.window_size / self.patch / MERGE).max(1);
@@ -306,11 +299,7 @@ impl Qwen2Vl {
             &setup,
             progress,
         )?;
-        if let Some(ln) = &head.post_ln {
-            let mut normed = e.alloc(n * d)?;
-            ln.forward_on(e, &x, d, &mut normed)?;
-            x = normed;
-        }
+        let x = Norm::opt_apply_on(head.post_ln.as_ref(), e, x, d)?;
         let n_out = n / unit;
         let mut data = head.merger.forward_on(e, &x, n_out)?;
         if windowed {

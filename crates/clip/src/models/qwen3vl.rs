@@ -4,7 +4,7 @@
 //! (`[main | deepstack 0 | deepstack 1 ...]`).
 
 use tensor::Tensor;
-use tensor::exec::{CpuExec, Exec};
+use tensor::exec::Exec;
 
 use crate::ClipError;
 use crate::hparams::{EncoderHparams, FfnAct};
@@ -12,7 +12,7 @@ use crate::models::qwen2vl::{
     MERGE, load_merger, merge_order, merge_positions, qwen_vl_projector, temporal_patch_weight,
     vision_rope,
 };
-use crate::models::{Embeddings, Encoder, TowerOn};
+use crate::models::{Embeddings, Encoder, TowerOn, on_backend};
 use crate::projector::Projector;
 use crate::tower::{Progress, Tower, run_blocks};
 use crate::vit::{self, AttnSetup, Block, Ffn, Linear, Norm, NormKind, VisionRope, WeightLoader};
@@ -123,10 +123,10 @@ impl Encoder for Qwen3Vl {
             .collect::<Result<_, _>>()?;
         let head = Head {
             patch_w: exec.weight(&h.patch_w)?,
-            patch_b: h.patch_b.as_deref().map(|b| exec.vector(b)).transpose()?,
+            patch_b: vit::opt_vector_to_gpu(&h.patch_b, exec)?,
             pos_embd: exec.upload(&h.pos_embd)?,
             deepstack,
-            post_ln: h.post_ln.as_ref().map(|n| n.to_gpu(exec)).transpose()?,
+            post_ln: Norm::opt_to_gpu(&h.post_ln, exec)?,
             merger: h.merger.to_gpu(exec)?,
         };
         self.tower.offload(exec)?;
@@ -150,16 +150,8 @@ impl Encoder for Qwen3Vl {
         height: usize,
         progress: Progress<'_>,
     ) -> Result<Embeddings, ClipError> {
-        #[cfg(feature = "gpu")]
-        if let (Some((e, blocks)), Some(head)) = (self.tower.gpu(), &self.gpu_head) {
-            let tower = TowerOn { e, blocks };
-            return self.encode_on(&tower, head, pixels, width, height, progress);
-        }
-        let tower = TowerOn {
-            e: &CpuExec,
-            blocks: &self.tower.blocks,
-        };
-        self.encode_on(&tower, &self.head, pixels, width, height, progress)
+        on_backend!(self, |tower, head| self
+            .encode_on(tower, head, pixels, width, height, progress))
     }
 }
 
@@ -180,10 +172,8 @@ impl Qwen3Vl {
         let (px, py) = (width / self.patch, height / self.patch);
         let n = px * py;
         let n_out = n / (MERGE * MERGE);
-        let mut raster = vit::patch_embed_on(e, pixels, width, height, &head.patch_w, self.patch)?;
-        if let Some(b) = &head.patch_b {
-            e.add_rows(&mut raster, b)?;
-        }
+        let patch_w = (&head.patch_w, head.patch_b.as_ref());
+        let mut raster = vit::patch_embed_on(e, pixels, width, height, patch_w, self.patch)?;
         let side = self.pos_side;
         if (px, py) == (side, side) {
             e.add(&mut raster, &head.pos_embd)?;
@@ -224,11 +214,7 @@ impl Qwen3Vl {
         }
         let layers = start..tower.blocks.len();
         run_blocks(e, tower.blocks, &mut x, n, layers, &|_| setup, progress)?;
-        if let Some(ln) = &head.post_ln {
-            let mut normed = e.alloc(n * d)?;
-            ln.forward_on(e, &x, d, &mut normed)?;
-            x = normed;
-        }
+        let x = Norm::opt_apply_on(head.post_ln.as_ref(), e, x, d)?;
         let main = head.merger.forward_on(e, &x, n_out)?;
         drop(x);
         let data = if features.is_empty() {

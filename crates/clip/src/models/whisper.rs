@@ -6,11 +6,11 @@
 
 use tensor::Tensor;
 use tensor::cpu::Conv2dParams;
-use tensor::exec::{CpuExec, Exec, Unary};
+use tensor::exec::{Exec, Unary};
 
 use crate::ClipError;
 use crate::hparams::{EncoderHparams, FfnAct};
-use crate::models::{Embeddings, Encoder, TowerOn};
+use crate::models::{Embeddings, Encoder, TowerOn, on_backend};
 use crate::projector::{Defaults, Framing, Input, Projector};
 use crate::tower::{Progress, Tower, run_blocks};
 use crate::vit::{AttnSetup, Block, Ffn, Linear, Norm, NormKind, WeightLoader};
@@ -259,16 +259,7 @@ impl Whisper {
             &|_| setup,
             progress,
         )?;
-        let norm = |x: E::Act, rows: usize| -> Result<E::Act, ClipError> {
-            match &head.post_ln {
-                Some(ln) => {
-                    let mut out = e.alloc(rows * d)?;
-                    ln.forward_on(e, &x, d, &mut out)?;
-                    Ok(out)
-                }
-                None => Ok(x),
-            }
-        };
+        let norm = |x: E::Act| Norm::opt_apply_on(head.post_ln.as_ref(), e, x, d);
         let (data, n_tokens) = match &head.projection {
             Projection::PoolLinear(fc) => {
                 let pooled_n = n / 2;
@@ -279,11 +270,11 @@ impl Whisper {
                 }
                 let pooled = e.pool_avg_grid(&x, [2 * pooled_n, 1, d], [2, 1])?;
                 drop(x);
-                let pooled = norm(pooled, pooled_n)?;
+                let pooled = norm(pooled)?;
                 (fc.forward_on(e, &pooled, pooled_n)?, pooled_n)
             }
             Projection::StackMlp { factor, mlp } => {
-                let mut x = norm(x, n)?;
+                let mut x = norm(x)?;
                 // Consecutive frames side by side; a short last group is zero-padded.
                 let rows = n.div_ceil(*factor);
                 if rows * factor > n {
@@ -312,7 +303,7 @@ impl Encoder for Whisper {
             conv2: h.conv2.to_gpu(exec)?,
             pos_embd: exec.upload(&h.pos_embd)?,
             n_ctx: h.n_ctx,
-            post_ln: h.post_ln.as_ref().map(|n| n.to_gpu(exec)).transpose()?,
+            post_ln: Norm::opt_to_gpu(&h.post_ln, exec)?,
             projection: match &h.projection {
                 Projection::PoolLinear(fc) => Projection::PoolLinear(fc.to_gpu(exec)?),
                 Projection::StackMlp { factor, mlp } => Projection::StackMlp {
@@ -352,15 +343,7 @@ impl Encoder for Whisper {
                 input.len()
             )));
         }
-        #[cfg(feature = "gpu")]
-        if let (Some((e, blocks)), Some(head)) = (self.tower.gpu(), &self.gpu_head) {
-            let tower = TowerOn { e, blocks };
-            return self.encode_on(&tower, head, input, width, progress);
-        }
-        let tower = TowerOn {
-            e: &CpuExec,
-            blocks: &self.tower.blocks,
-        };
-        self.encode_on(&tower, &self.head, input, width, progress)
+        on_backend!(self, |tower, head| self
+            .encode_on(tower, head, input, width, progress))
     }
 }
