@@ -325,16 +325,39 @@ impl<V> Ffn<V> {
         x: &E::Act,
         n: usize,
     ) -> Result<E::Act, ClipError> {
+        let h = self.hidden_on(e, x, n)?;
+        self.down.forward_on(e, &h, n)
+    }
+
+    /// [`Ffn::forward_on`] taking `x`, freed as soon as the hidden layer exists: a ViT block's
+    /// peak (the wide hidden layer and the down projection) then does not hold it too.
+    pub fn forward_owned_on<E: Exec<Vector = V>>(
+        &self,
+        e: &E,
+        x: E::Act,
+        n: usize,
+    ) -> Result<E::Act, ClipError> {
+        let h = self.hidden_on(e, &x, n)?;
+        drop(x);
+        self.down.forward_on(e, &h, n)
+    }
+
+    /// The hidden layer: `act(up(x))`, or `up(x) · act(gate(x))` when gated.
+    fn hidden_on<E: Exec<Vector = V>>(
+        &self,
+        e: &E,
+        x: &E::Act,
+        n: usize,
+    ) -> Result<E::Act, ClipError> {
         let act = Some(unary(self.act));
-        let h = match &self.gate {
+        Ok(match &self.gate {
             Some(gate) => {
                 let mut h = self.up.forward_on(e, x, n)?;
                 e.mul(&mut h, &gate.forward_act_on(e, x, n, act)?)?;
                 h
             }
             None => self.up.forward_act_on(e, x, n, act)?,
-        };
-        self.down.forward_on(e, &h, n)
+        })
     }
 }
 
@@ -498,7 +521,7 @@ impl<V> Block<V> {
         setup: &AttnSetup,
     ) -> Result<(), ClipError> {
         let d = self.out.n_out();
-        let mut h = e.alloc(n * d)?;
+        let mut h = e.alloc(0)?;
         self.ln1.forward_on(e, x, d, &mut h)?;
         let (mut q, mut k, v) = match &self.qkv {
             Qkv::Separate(w) => (
@@ -516,6 +539,8 @@ impl<V> Block<V> {
                 (part(0)?, part(1)?, part(2)?)
             }
         };
+        // The normed input is not needed past the projections.
+        drop(h);
         let head_dim = d / setup.n_head;
         if let Some(rope) = setup.rope {
             rope.apply_on(e, &mut q, n, setup.n_head, head_dim)?;
@@ -527,16 +552,53 @@ impl<V> Block<V> {
         let spans = setup.windows.unwrap_or(&all);
         e.attention_spans(&q, &k, &v, n, spans, &params, &mut att)?;
         // Freed before the feed-forward's wide intermediates exist: the block's peak memory
-        // is then x, h and the FFN, not also q, k, v and the attention output (a 4096-patch
+        // is then x and the FFN, not also q, k, v and the attention output (a 4096-patch
         // SigLIP block: ~95 MB less).
         drop((q, k, v));
         let o = self.out.forward_on(e, &att, n)?;
         drop(att);
         e.add(x, &o)?;
         drop(o);
-        self.ln2.forward_on(e, x, d, &mut h)?;
-        let f = self.ffn.forward_on(e, &h, n)?;
+        let hidden_row_bytes = self.ffn.up.n_out() * std::mem::size_of::<f32>();
+        match e.chunk_rows(hidden_row_bytes) {
+            Some(rows) if rows < n => self.ffn_residual_chunked_on(e, x, n, rows),
+            _ => self.ffn_residual_on(e, x, n),
+        }
+    }
+
+    /// `x += ffn(ln2(x))` over all `n` rows at once.
+    pub fn ffn_residual_on<E: Exec<Vector = V>>(
+        &self,
+        e: &E,
+        x: &mut E::Act,
+        n: usize,
+    ) -> Result<(), ClipError> {
+        let mut h = e.alloc(0)?;
+        self.ln2.forward_on(e, x, self.out.n_out(), &mut h)?;
+        let f = self.ffn.forward_owned_on(e, h, n)?;
         e.add(x, &f)?;
+        Ok(())
+    }
+
+    /// [`Block::ffn_residual_on`] on chunks of at most `max_rows` rows (of near-equal size):
+    /// the hidden layer then takes a chunk's share of memory. Every step is row-wise and each
+    /// chunk still runs the GEMM, so the values are those of the whole-input pass.
+    pub fn ffn_residual_chunked_on<E: Exec<Vector = V>>(
+        &self,
+        e: &E,
+        x: &mut E::Act,
+        n: usize,
+        max_rows: usize,
+    ) -> Result<(), ClipError> {
+        let d = self.out.n_out();
+        let chunks = n.div_ceil(max_rows.max(1));
+        let rows = n.div_ceil(chunks);
+        for first in (0..n).step_by(rows) {
+            let len = rows.min(n - first);
+            let mut part = e.gather_rows(x, d, &(first..first + len).collect::<Vec<_>>())?;
+            self.ffn_residual_on(e, &mut part, len)?;
+            e.copy_rows(x, d, first, &part)?;
+        }
         Ok(())
     }
 }

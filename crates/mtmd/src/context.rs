@@ -246,13 +246,12 @@ impl Context {
         image: &MediaChunk,
         progress: EncodeProgress<'_>,
     ) -> Result<Vec<f32>> {
-        let embd = self
-            .encoder
-            .encode_with_progress(&image.prepared, progress)
-            .map_err(|source| MtmdError::Encoder {
-                id: image.id.clone(),
-                source,
-            })?;
+        let embd = self.encoder.encode_with_progress(&image.prepared, progress);
+        tensor::alloc::release_free_memory();
+        let embd = embd.map_err(|source| MtmdError::Encoder {
+            id: image.id.clone(),
+            source,
+        })?;
         let n_embd = self.encoder.n_embd_out();
         if embd.len() != image.n_tokens() * n_embd {
             return Err(MtmdError::EmbeddingSize {
@@ -291,13 +290,12 @@ impl Context {
                 h(chunks[at], done, total)
             }
         };
-        let out = self
-            .encoder
-            .encode_batch(&pieces, &hook)
-            .map_err(|source| MtmdError::Encoder {
-                id: first.id.clone(),
-                source,
-            })?;
+        let out = self.encoder.encode_batch(&pieces, &hook);
+        tensor::alloc::release_free_memory();
+        let out = out.map_err(|source| MtmdError::Encoder {
+            id: first.id.clone(),
+            source,
+        })?;
         let n_embd = self.encoder.n_embd_out();
         if out.len() != chunks.len() {
             return Err(MtmdError::Encoder {

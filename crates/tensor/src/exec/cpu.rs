@@ -9,6 +9,13 @@ use crate::ops::conv::Conv2dParams;
 use crate::ops::rope::RopeConfig;
 use crate::{Result, Tensor, TensorError};
 
+/// Bytes of a wide intermediate computed at a time ([`Exec::chunk_rows`]): a 4096-patch
+/// SigLIP feed-forward (70 MB hidden layer, and the GEMM's packed copy of it) in 4 chunks.
+const WIDE_CHUNK_BYTES: usize = 16 << 20;
+/// Fewest rows in a chunk: far above the row count where the matmul leaves the GEMM for its
+/// row-dot path (whose rounding differs), and enough rows for the GEMM's blocking.
+const WIDE_CHUNK_MIN_ROWS: usize = 256;
+
 /// The CPU backend (threads from rayon's global pool).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct CpuExec;
@@ -35,6 +42,10 @@ impl Exec for CpuExec {
 
     fn upload(&self, data: &[f32]) -> Result<Vec<f32>> {
         Ok(data.to_vec())
+    }
+
+    fn chunk_rows(&self, row_bytes: usize) -> Option<usize> {
+        Some((WIDE_CHUNK_BYTES / row_bytes.max(1)).max(WIDE_CHUNK_MIN_ROWS))
     }
 
     fn download(&self, x: Vec<f32>) -> Result<Vec<f32>> {
