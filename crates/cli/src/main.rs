@@ -39,6 +39,9 @@ enum Command {
     /// Write a text-model GGUF and an mmproj GGUF with random weights and a real model's
     /// dimensions, keys and tensor names (for speed comparisons).
     Synth(cmd::synth::Args),
+    /// Open the GPU and print `ok DEVICE` or `none WHY` (what `--device auto` runs first).
+    #[command(name = "gpu-probe", hide = true)]
+    GpuProbe,
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -51,6 +54,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Dump(args) => cmd::dump::run(args),
         Command::Serve(args) => cmd::serve::run(args),
         Command::Synth(args) => cmd::synth::run(args),
+        Command::GpuProbe => cmd::gpu_probe::run(),
     }
 }
 
@@ -116,6 +120,7 @@ fn main() -> ExitCode {
             return fail(what.trim_start_matches("error:").trim());
         }
     };
+    tensor::Device::set_auto_probe(cmd::gpu_probe::probe);
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&format!("{e:#}")),

@@ -131,3 +131,52 @@ fn without_any_adapter_auto_runs_on_the_cpu_and_gpu_is_an_error() {
     assert!(stderr.contains("--device gpu"), "{stderr}");
     println!("auto notice and gpu error:\n{stderr}");
 }
+
+/// `auto` asks a child process first: a run that ends up on the CPU because the only adapter
+/// is a software one (Mesa's lavapipe here) never maps a Vulkan driver (lavapipe brings
+/// ~48 MB of LLVM that would stay resident), and says why in its notice.
+#[test]
+fn auto_without_a_usable_gpu_keeps_vulkan_out_of_the_process() {
+    let exe = env!("CARGO_BIN_EXE_mtmd");
+    let probe = Command::new(exe)
+        .arg("gpu-probe")
+        .env_remove("MTMD_GPU_ALLOW_CPU_ADAPTER")
+        .output()
+        .unwrap();
+    let answer = String::from_utf8_lossy(&probe.stdout).to_string();
+    assert!(
+        answer.starts_with("ok ") || answer.starts_with("none "),
+        "{answer}"
+    );
+    if !answer.starts_with("none only a software Vulkan adapter") {
+        println!("skipped: needs a software Vulkan adapter and no GPU (probe: {answer})");
+        return;
+    }
+    let model = testkit::fixture("gemma3").join("model.gguf");
+    // `chat` stays up until its stdin closes: its mappings can be read meanwhile.
+    let mut chat = Command::new(exe)
+        .args(["chat", "-m", model.to_str().unwrap(), "--device", "auto"])
+        .env_remove("MTMD_GPU_ALLOW_CPU_ADAPTER")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = std::io::BufReader::new(chat.stderr.take().unwrap());
+    let mut notice = String::new();
+    while std::io::BufRead::read_line(&mut stderr, &mut notice).unwrap() > 0
+        && !notice.contains("running on the CPU")
+    {}
+    let maps = std::fs::read_to_string(format!("/proc/{}/maps", chat.id())).unwrap();
+    drop(chat.stdin.take());
+    chat.wait().unwrap();
+    assert!(
+        notice.contains("only a software Vulkan adapter"),
+        "notice: {notice}"
+    );
+    let drivers: Vec<&str> = maps
+        .lines()
+        .filter(|l| l.contains("libvulkan") || l.contains("libLLVM"))
+        .collect();
+    assert!(drivers.is_empty(), "Vulkan mapped: {drivers:?}");
+}

@@ -1,7 +1,8 @@
 //! Where ops run: the CPU, or a GPU through wgpu.
 
 #[cfg(feature = "gpu")]
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
+use std::sync::OnceLock;
 
 use crate::{Result, TensorError};
 
@@ -16,9 +17,13 @@ pub enum Device {
 /// The process-wide GPU context: opening a device is slow, so it is done once. The error is
 /// kept as text because `TensorError` is not `Clone`.
 #[cfg(feature = "gpu")]
+static GPU: OnceLock<std::result::Result<Arc<crate::gpu::GpuContext>, String>> = OnceLock::new();
+
+/// [`Device::set_auto_probe`]'s check.
+static AUTO_PROBE: OnceLock<fn() -> std::result::Result<(), String>> = OnceLock::new();
+
+#[cfg(feature = "gpu")]
 fn shared_gpu() -> std::result::Result<Arc<crate::gpu::GpuContext>, String> {
-    static GPU: OnceLock<std::result::Result<Arc<crate::gpu::GpuContext>, String>> =
-        OnceLock::new();
     GPU.get_or_init(|| {
         crate::gpu::GpuContext::new()
             .map(Arc::new)
@@ -48,9 +53,27 @@ impl Device {
         }
     }
 
+    /// Has [`Device::auto`] ask `probe` first whether a usable GPU exists (`Err`: why not), so
+    /// that a process which ends up on the CPU never loads a Vulkan driver. A binary installs
+    /// one that opens the device in a child process: a software driver (Mesa's lavapipe maps
+    /// ~48 MB of LLVM that is never unloaded) or a driver that crashes while enumerating then
+    /// stays out of the process. Only the first call takes effect.
+    pub fn set_auto_probe(probe: fn() -> std::result::Result<(), String>) {
+        let _ = AUTO_PROBE.set(probe);
+    }
+
     /// The GPU when there is one, else the CPU with a one-line notice on stderr (printed once).
     pub fn auto() -> Device {
-        match Device::gpu() {
+        #[cfg(feature = "gpu")]
+        let opened = GPU.get().is_some();
+        #[cfg(not(feature = "gpu"))]
+        let opened = false;
+        static PROBED: OnceLock<std::result::Result<(), String>> = OnceLock::new();
+        let probed = match AUTO_PROBE.get() {
+            Some(probe) if !opened => PROBED.get_or_init(probe).clone().map_err(TensorError::Gpu),
+            _ => Ok(()),
+        };
+        match probed.and_then(|()| Device::gpu()) {
             Ok(d) => d,
             Err(e) => {
                 static NOTICE: std::sync::Once = std::sync::Once::new();

@@ -6,6 +6,7 @@ pub mod chat;
 pub mod common;
 pub mod dump;
 pub mod gguf;
+pub mod gpu_probe;
 pub mod media;
 pub mod model_args;
 pub mod run;
