@@ -560,7 +560,7 @@ impl<V> Block<V> {
         e.add(x, &o)?;
         drop(o);
         let hidden_row_bytes = self.ffn.up.n_out() * std::mem::size_of::<f32>();
-        match e.chunk_rows(hidden_row_bytes) {
+        match e.chunk_rows(n, hidden_row_bytes) {
             Some(rows) if rows < n => self.ffn_residual_chunked_on(e, x, n, rows),
             _ => self.ffn_residual_on(e, x, n),
         }

@@ -135,12 +135,12 @@ pub trait Exec {
     }
     fn vector(&self, data: &[f32]) -> Result<Self::Vector>;
 
-    /// How many rows of a wide intermediate (`row_bytes` each, e.g. a feed-forward's hidden
-    /// layer) to compute at a time; `None`: all at once. The CPU bounds the host memory such
-    /// an intermediate and the GEMM's packed copy of it take (row-wise steps give the same
-    /// values in chunks); a GPU keeps whole inputs (fewer dispatches).
-    fn chunk_rows(&self, row_bytes: usize) -> Option<usize> {
-        let _ = row_bytes;
+    /// How many of the `rows` rows of a wide intermediate (`row_bytes` each, e.g. a
+    /// feed-forward's hidden layer) to compute at a time; `None`: all at once. The CPU bounds
+    /// the host memory a large intermediate and the GEMM's packed copy of it take (row-wise
+    /// steps give the same values in chunks); a GPU keeps whole inputs (fewer dispatches).
+    fn chunk_rows(&self, rows: usize, row_bytes: usize) -> Option<usize> {
+        let _ = (rows, row_bytes);
         None
     }
     /// `out = rms_norm(x) * w` over rows of `cols`.
