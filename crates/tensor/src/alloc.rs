@@ -53,6 +53,26 @@ static TABLE: Mutex<Table> = Mutex::new(Table {
     peak: 0,
 });
 
+impl Table {
+    /// Returns the block kept in slot `i` (if any) to the system.
+    fn free_slot(&mut self, i: usize) {
+        let k = self.kept[i];
+        if k.addr == 0 {
+            return;
+        }
+        // SAFETY: the block was allocated by `System` with this size and alignment and
+        // handed to `dealloc`, which kept it instead of freeing it; only the table has it.
+        unsafe {
+            System.dealloc(
+                k.addr as *mut u8,
+                Layout::from_size_align_unchecked(k.size, k.align),
+            )
+        };
+        self.kept[i].addr = 0;
+        self.kept_bytes -= k.size;
+    }
+}
+
 /// The system allocator, reusing freed blocks of at least [`MIN_BLOCK`] bytes.
 pub struct ReuseLarge;
 
@@ -83,20 +103,7 @@ fn take(layout: Layout) -> Option<*mut u8> {
         if t.live + t.kept_bytes <= t.peak {
             break;
         }
-        let k = t.kept[i];
-        if k.addr == 0 {
-            continue;
-        }
-        // SAFETY: the block was allocated by `System` with this size and alignment and
-        // handed to `dealloc`, which kept it instead of freeing it; nobody else has it.
-        unsafe {
-            System.dealloc(
-                k.addr as *mut u8,
-                Layout::from_size_align_unchecked(k.size, k.align),
-            )
-        };
-        t.kept[i].addr = 0;
-        t.kept_bytes -= k.size;
+        t.free_slot(i);
     }
     None
 }
@@ -127,19 +134,7 @@ pub fn release_free_memory() {
     {
         let mut t = table();
         for i in 0..SLOTS {
-            let k = t.kept[i];
-            if k.addr == 0 {
-                continue;
-            }
-            // SAFETY: as in `take`: a `System` block of this layout that only the table holds.
-            unsafe {
-                System.dealloc(
-                    k.addr as *mut u8,
-                    Layout::from_size_align_unchecked(k.size, k.align),
-                )
-            };
-            t.kept[i].addr = 0;
-            t.kept_bytes -= k.size;
+            t.free_slot(i);
         }
     }
     trim_system_allocator();
