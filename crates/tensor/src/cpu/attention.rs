@@ -72,8 +72,10 @@ struct Scratch {
     v: Vec<f32>,
     /// Additive mask per query of the task `[n_tq, KB]`: 0 or -inf.
     bias: Vec<f32>,
-    /// Running max and sum per row.
+    /// Running max per row, and its running sum: split into lanes while the keys of a chunk
+    /// go by (`[rows, SUM_LANES]`), added up into `l` at the chunk's end.
     m: Vec<f32>,
+    l_lanes: Vec<f32>,
     l: Vec<f32>,
     /// Weights as bf16 pairs `[rows_pad, KB / 2]` (bf16 `P·V` only).
     p_pairs: Vec<u32>,
@@ -439,18 +441,21 @@ fn attend(
         sc.q[qi * group * d..(qi + 1) * group * d].copy_from_slice(&q[src..src + group * d]);
     }
     resize_zeroed(&mut sc.acc, rows_pad * d);
-    resize_zeroed(&mut sc.s, rows_pad * KB);
-    resize_zeroed(&mut sc.kt, d * KB);
-    resize_zeroed(&mut sc.kp, KB * d);
-    resize_zeroed(&mut sc.v, KB * d);
-    resize_zeroed(&mut sc.bias, n_tq * KB);
+    // Written whole before each read: sized, not cleared (this runs per chunk of keys).
+    sc.s.resize(rows_pad * KB, 0.0);
+    sc.bias.resize(n_tq * KB, 0.0);
+    if packed.is_none() {
+        resize_zeroed(&mut sc.kt, d * KB);
+        resize_zeroed(&mut sc.kp, KB * d);
+        resize_zeroed(&mut sc.v, KB * d);
+    }
     sc.m.clear();
     sc.m.resize(rows, f32::NEG_INFINITY);
     if packed.is_some_and(|h| !h.v_pairs.is_empty()) {
         sc.p_pairs.clear();
         sc.p_pairs.resize(rows_pad * KB / 2, 0);
     }
-    resize_zeroed(&mut sc.l, rows);
+    resize_zeroed(&mut sc.l_lanes, rows * simd::SUM_LANES);
 
     // With a soft cap the scale goes inside the tanh: c · tanh(scale · s / c).
     let cap = p.softcap.filter(|&c| c != 0.0);
@@ -508,7 +513,7 @@ fn attend(
             &sc.bias,
             scale,
             &mut sc.m,
-            &mut sc.l,
+            &mut sc.l_lanes,
             &mut sc.acc,
             d,
         );
@@ -536,6 +541,9 @@ fn attend(
         };
         simd::accumulate(isa, &sc.s, rows_pad, vb, d, nk, d, &mut sc.acc);
     }
+    sc.l.clear();
+    let sums = sc.l_lanes.chunks_exact(simd::SUM_LANES).map(simd::lane_sum);
+    sc.l.extend(sums);
 }
 
 #[cfg(test)]
