@@ -5,17 +5,20 @@
 //!   index are adjacent (`xpack[panel][p][r]`): the micro-kernel broadcasts them.
 //! - Each task owns a rectangle of `out`: up to `NC_MAX` weight rows (output columns) by a
 //!   block of x rows; the plan makes the task count a multiple of the thread count. A task
-//!   packs its weight rows once, in panels of `NR = 2 vectors` rows (`[k][NR]`, f16/bf16
+//!   packs its weight rows once, in panels of `NR = NV vectors` rows (`[k][NR]`, f16/bf16
 //!   converted to f32 once), into a per-thread buffer that lives across calls.
 //! - It then walks its x rows in blocks of `MC_ROWS` and `k` in blocks of `KC`: a weight
-//!   micro-panel (`KC x NR`, 32 KiB on AVX-512) stays in L1 while it meets every x panel of
-//!   the row block (from L2); the `MR x NR` register tile (12 x 32 on AVX-512: 24
-//!   accumulators) sums `KC` products per call. Partial sums of earlier `k` blocks wait in a
-//!   tile buffer in L2; the last `k` block stores full tiles straight into `out`, edge tiles
-//!   through the buffer. Tasks write disjoint rectangles, so none shares memory with another.
+//!   micro-panel (`KC x NR`, 32 KiB) stays in L1 while it meets every x panel of the row
+//!   block (from L2); the `MR x NR` register tile (6 x 64 on AVX-512: 24 accumulators, 4
+//!   vector loads and 6 broadcasts per `k`) sums `KC` products per call. Partial sums of
+//!   earlier `k` blocks wait in a tile buffer in L2; the last `k` block stores full tiles
+//!   straight into `out`, edge tiles through the buffer. Tasks write disjoint rectangles, so
+//!   none shares memory with another. Each output is one FMA chain over `k` in order, so
+//!   the blocking never changes a result.
 //!
-//! Measured (criterion `gemm/`, 2 threads): 50–60% of the FMA peak before the blocking and
-//! the 12-row tile, 55–66% after; the micro-kernel alone on L1/L2 data reaches ~75%.
+//! Measured (criterion `gemm/`, 2 threads, AMD EPYC with two 512-bit FMA units per core):
+//! the 12 x 32 tile (14 loads per 24 FMAs) ran at 70–80% of the FMA peak, the 6 x 64 tile
+//! (10 loads) at 75–95%, ~7% faster in interleaved runs; an 8 x 48 tile was no better.
 #![allow(unsafe_code)]
 
 use rayon::prelude::*;
@@ -31,12 +34,14 @@ const PARALLEL_MIN_MACS: usize = 1 << 20;
 /// Register tile `(MR, NR)` of each instruction set.
 fn tile(isa: Isa) -> (usize, usize) {
     match isa {
-        Isa::Avx512 | Isa::Avx512Vnni => (MR_AVX512, 32),
-        _ => (MR_AVX2, 16),
+        Isa::Avx512 | Isa::Avx512Vnni => (MR_AVX512, NV_AVX512 * 16),
+        _ => (MR_AVX2, NV_AVX2 * 8),
     }
 }
-const MR_AVX512: usize = 12;
+const MR_AVX512: usize = 6;
+const NV_AVX512: usize = 4;
 const MR_AVX2: usize = 6;
+const NV_AVX2: usize = 2;
 
 /// One task's share of the output: rows `i0..i0 + rows`, columns `j0..j0 + cols`.
 #[derive(Clone, Copy)]
@@ -256,15 +261,15 @@ fn block_simd<S: Simd, T: WeightElem>(
     scratch: &mut Scratch,
 ) {
     if S::LANES == 16 {
-        block_tiles::<S, T, MR_AVX512>(s, w, xpack, k, b, sink, scratch)
+        block_tiles::<S, T, MR_AVX512, NV_AVX512>(s, w, xpack, k, b, sink, scratch)
     } else {
-        block_tiles::<S, T, MR_AVX2>(s, w, xpack, k, b, sink, scratch)
+        block_tiles::<S, T, MR_AVX2, NV_AVX2>(s, w, xpack, k, b, sink, scratch)
     }
 }
 
-/// `k` values per cache block: a weight micro-panel (`KC x NR`, 32 KiB) stays in L1 while
-/// the x panels of a row block (`MC_ROWS x KC`) come from L2.
-const KC: usize = 256;
+/// Floats of a weight micro-panel (`KC x NR`, 32 KiB), which stays in L1 while the x
+/// panels of a row block (`MC_ROWS x KC`) come from L2: `KC = KC_FLOATS / NR`.
+const KC_FLOATS: usize = 8192;
 /// x rows per cache block (a multiple of both tile heights).
 const MC_ROWS: usize = 192;
 
@@ -292,7 +297,7 @@ pub(super) fn sized<E: Copy + Default>(buf: &mut Vec<E>, len: usize) -> &mut [E]
 /// of the block. Partial sums wait in a tile buffer that stays in L2; the last k block
 /// stores full tiles straight into `out` and edge tiles through the buffer.
 #[inline(always)]
-fn block_tiles<S: Simd, T: WeightElem, const MR: usize>(
+fn block_tiles<S: Simd, T: WeightElem, const MR: usize, const NV: usize>(
     s: S,
     w: &[T],
     xpack: &[f32],
@@ -303,7 +308,8 @@ fn block_tiles<S: Simd, T: WeightElem, const MR: usize>(
 ) {
     {
         let [wbuf, cbuf, stage] = scratch;
-        let nr = 2 * S::LANES;
+        let nr = NV * S::LANES;
+        let kc_max = (KC_FLOATS / nr).min(256);
         let col_panels = b.cols.div_ceil(nr);
         let ldc = col_panels * nr;
         let first_panel = b.i0 / MR;
@@ -320,8 +326,8 @@ fn block_tiles<S: Simd, T: WeightElem, const MR: usize>(
         for ic in (0..row_panels).step_by(mc_panels) {
             let ic_end = (ic + mc_panels).min(row_panels);
             let mut edge_tiles = false;
-            for p0 in (0..k).step_by(KC) {
-                let kc = KC.min(k - p0);
+            for p0 in (0..k).step_by(kc_max) {
+                let kc = kc_max.min(k - p0);
                 let last = p0 + kc == k;
                 for jp in 0..col_panels {
                     let wp = &wpack[jp * nr * k + p0 * nr..jp * nr * k + (p0 + kc) * nr];
@@ -343,7 +349,7 @@ fn block_tiles<S: Simd, T: WeightElem, const MR: usize>(
                         // MR rows of NR at stride ldc (asserted); a direct tile lies inside
                         // this task's rectangle of `out` (`tile_ptr` checks it).
                         unsafe {
-                            micro_kernel::<S, MR>(
+                            micro_kernel::<S, MR, NV>(
                                 s,
                                 kc,
                                 xp.as_ptr(),
@@ -408,14 +414,14 @@ fn pack_w_panel<S: Simd, T: WeightElem>(
 }
 
 /// `dst[r][0..NR] = acc[r][0..NR] + sum_p xp[p][r] * wp[p][0..NR]` for an `MR x NR` tile,
-/// NR = 2 vectors, where `acc` is a tile of earlier partial sums (or zero): the `kc` sum
+/// NR = NV vectors, where `acc` is a tile of earlier partial sums (or zero): the `kc` sum
 /// stays in registers and the tile is stored once.
 ///
 /// # Safety
-/// `xp` readable for `kc * MR`, `wp` for `kc * 2 * LANES` floats; `acc` readable for `MR`
-/// rows of `2 * LANES` floats at stride `lda`; `dst` writable likewise at stride `ldd`.
+/// `xp` readable for `kc * MR`, `wp` for `kc * NV * LANES` floats; `acc` readable for `MR`
+/// rows of `NV * LANES` floats at stride `lda`; `dst` writable likewise at stride `ldd`.
 #[inline(always)]
-unsafe fn micro_kernel<S: Simd, const MR: usize>(
+unsafe fn micro_kernel<S: Simd, const MR: usize, const NV: usize>(
     s: S,
     kc: usize,
     xp: *const f32,
@@ -426,7 +432,7 @@ unsafe fn micro_kernel<S: Simd, const MR: usize>(
     ldd: usize,
 ) {
     let l = S::LANES;
-    let mut acc = [[s.zero(); 2]; MR];
+    let mut acc = [[s.zero(); NV]; MR];
     unsafe {
         if let Some(c) = partial {
             for (r, row) in acc.iter_mut().enumerate() {
@@ -436,13 +442,13 @@ unsafe fn micro_kernel<S: Simd, const MR: usize>(
             }
         }
         for p in 0..kc {
-            let b0 = s.load_ptr(wp.add(p * 2 * l));
-            let b1 = s.load_ptr(wp.add(p * 2 * l + l));
+            let b: [S::V; NV] = std::array::from_fn(|h| s.load_ptr(wp.add((p * NV + h) * l)));
             let a = xp.add(p * MR);
-            for r in 0..MR {
+            for (r, row) in acc.iter_mut().enumerate() {
                 let av = s.splat(*a.add(r));
-                acc[r][0] = s.fma(av, b0, acc[r][0]);
-                acc[r][1] = s.fma(av, b1, acc[r][1]);
+                for (x, bh) in row.iter_mut().zip(&b) {
+                    *x = s.fma(av, *bh, *x);
+                }
             }
         }
         for (r, row) in acc.iter().enumerate() {
