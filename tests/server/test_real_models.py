@@ -97,3 +97,36 @@ def test_greedy_chat_equals_mtmd_run(real_server, tmp_path):
         if c.choices
     )
     assert streamed == got
+
+
+def test_four_turn_conversation_evaluates_only_new_tokens(real_server):
+    """Each follow-up turn reuses everything the slot holds, the previous answer included
+    (batch-invariant kernels make the cached cells equal a fresh evaluation): the usage's
+    `prompt_tokens_details.cached_tokens` covers the previous prompt and answer."""
+    path, server = real_server
+    client = server.client()
+    model = client.models.list().data[0].id
+    messages = [{"role": "system", "content": "You are a helpful assistant. Answer briefly."}]
+    previous = None
+    for question in [
+        "Name a primary color.",
+        "Name another one.",
+        "And a third?",
+        "Which of them is warmest?",
+    ]:
+        messages.append({"role": "user", "content": question})
+        r = client.chat.completions.create(
+            model=model, messages=messages, temperature=0, max_tokens=12
+        )
+        details = r.usage.prompt_tokens_details
+        cached = (details.cached_tokens or 0) if details else 0
+        print(
+            f"{path.name}: prompt {r.usage.prompt_tokens}, cached {cached}, "
+            f"evaluated {r.usage.prompt_tokens - cached}"
+        )
+        if previous is not None:
+            # The previous prompt and answer, less the last sampled token (never decoded).
+            held = previous.prompt_tokens + previous.completion_tokens - 1
+            assert cached >= held, f"cached {cached} < held {held} ({r.usage})"
+        messages.append({"role": "assistant", "content": r.choices[0].message.content})
+        previous = r.usage
