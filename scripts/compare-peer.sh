@@ -3,7 +3,9 @@
 # (docs/performance.md). Needs a llama.cpp build (see docs/performance.md for how):
 #   PEER_BIN=/path/to/llama.cpp/build/bin  bash scripts/compare-peer.sh [encoders|encoders-more|text|all]
 # (`encoders-more`: Pixtral 12B, SmolVLM-256M and Qwen2-Audio-7B's encoders; not in `all`.)
-# COMPARE_BF16=1 adds a column for ours with `--encoder-precision bf16`.
+# COMPARE_BF16=1 adds a column for ours with `--encoder-precision bf16`; REPS=N runs every
+# encode N times on each side, interleaved, and compares the medians (single runs swing ±10%
+# on a shared VM).
 # and the shape-true synthetic models from `mtmd synth` in $SYNTH (default /tmp/synth).
 # Runs are interleaved (peer, ours) so drift on a shared machine hits both.
 set -euo pipefail
@@ -42,11 +44,19 @@ our_encode_ms() {
   "$mtmd" bench -m "$1" --mmproj "$2" "$(media_flag "$3")" "$3" -p 0 -n 0 -r 1 -t $threads 2>/dev/null \
     | sed -n 's/^\(image\|audio\)[^:]*: encode \([0-9.]*\) .*/\2/p'
 }
+median() { tr ' ' '\n' | sed '/^$/d' | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+reps="${REPS:-1}" # REPS=3: each side runs 3 times, interleaved, and the medians are compared
 row_encode() { # label text mmproj image
-  local p o b
-  p=$(peer_encode_ms "$2" "$3" "$4"); o=$(our_encode_ms "$2" "$3" "$4")
-  if [ "${COMPARE_BF16:-0}" = 1 ]; then # and ours with --encoder-precision bf16
-    b=$(MTMD_ENCODER_PRECISION=bf16 our_encode_ms "$2" "$3" "$4")
+  local p="" o="" b="" i
+  for ((i = 0; i < reps; i++)); do
+    p="$p $(peer_encode_ms "$2" "$3" "$4")"; o="$o $(our_encode_ms "$2" "$3" "$4")"
+    if [ "${COMPARE_BF16:-0}" = 1 ]; then # and ours with --encoder-precision bf16
+      b="$b $(MTMD_ENCODER_PRECISION=bf16 our_encode_ms "$2" "$3" "$4")"
+    fi
+  done
+  p=$(echo "$p" | median); o=$(echo "$o" | median)
+  if [ "${COMPARE_BF16:-0}" = 1 ]; then
+    b=$(echo "$b" | median)
     awk -v l="$1" -v p="$p" -v o="$o" -v b="$b" 'BEGIN { printf "| %s | %.2f s | %.2f s | %.2f× | %.2f s | %.2f× |\n", l, p/1000, o/1000, p/o, b/1000, p/b }'
   else
     awk -v l="$1" -v p="$p" -v o="$o" 'BEGIN { printf "| %s | %.2f s | %.2f s | %.2f× |\n", l, p/1000, o/1000, p/o }'
