@@ -13,8 +13,9 @@ const PARALLEL_MIN: usize = 1 << 16;
 /// Elements per rayon task.
 const CHUNK: usize = 1 << 14;
 
-#[derive(Clone, Copy)]
-enum Act {
+/// An activation applied in place (the kernels below; the scalar twins in `ops::act`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Act {
     Silu,
     GeluTanh,
     GeluErf,
@@ -74,11 +75,13 @@ fn map_scalar(act: Act, x: &mut [f32]) {
     }
 }
 
-fn map_chunk(isa: Isa, act: Act, x: &mut [f32]) {
+/// `act` over `x` on the calling thread (element by element: the result of each value does
+/// not depend on the slice it is in).
+pub(crate) fn map_chunk(isa: Isa, act: Act, x: &mut [f32]) {
     dispatch!(isa, map_simd, map_scalar, (act: Act, x: &mut [f32]))
 }
 
-fn map(act: Act, x: &mut [f32]) {
+pub(crate) fn map(act: Act, x: &mut [f32]) {
     let isa = isa();
     if x.len() < PARALLEL_MIN {
         map_chunk(isa, act, x);

@@ -356,7 +356,7 @@ fn run_task(
 ) {
     let (n_kv, d) = (mask.n_kv(), p.head_dim);
     let rows = task.outs.len() * (p.n_head / p.n_kv_head);
-    let run = |j: usize, sc: &mut Scratch| {
+    let run = |j: usize, q_packed: bool, sc: &mut Scratch| {
         attend(
             isa,
             q,
@@ -369,6 +369,7 @@ fn run_task(
             task.outs.len(),
             j..(j + CHUNK_KEYS).min(n_kv),
             packed,
+            q_packed,
             sc,
         );
     };
@@ -378,7 +379,7 @@ fn run_task(
         let partials: Vec<Partial> = starts
             .into_par_iter()
             .map_init(Scratch::default, |sc, j| {
-                run(j, sc);
+                run(j, false, sc);
                 Partial {
                     m: sc.m.clone(),
                     l: sc.l.clone(),
@@ -391,7 +392,7 @@ fn run_task(
         }
     } else {
         for j in (0..n_kv).step_by(CHUNK_KEYS) {
-            run(j, sc);
+            run(j, j > 0, sc);
             total.merge(&sc.m, &sc.l, &sc.acc[..rows * d], d);
         }
     }
@@ -427,6 +428,7 @@ fn attend(
     n_tq: usize,
     keys: std::ops::Range<usize>,
     packed: Option<&PackedHead>,
+    q_packed: bool,
     sc: &mut Scratch,
 ) {
     let d = p.head_dim;
@@ -434,11 +436,14 @@ fn attend(
     let rows = n_tq * group;
     let rows_pad = rows.next_multiple_of(4);
 
-    // Packed query rows (row = query-in-task * group + head-in-group), zero padding rows.
-    resize_zeroed(&mut sc.q, rows_pad * d);
-    for qi in 0..n_tq {
-        let src = ((q0 + qi) * p.n_head + g * group) * d;
-        sc.q[qi * group * d..(qi + 1) * group * d].copy_from_slice(&q[src..src + group * d]);
+    // Packed query rows (row = query-in-task * group + head-in-group), zero padding rows;
+    // done once per task when its chunks run one after the other on this scratch.
+    if !q_packed {
+        resize_zeroed(&mut sc.q, rows_pad * d);
+        for qi in 0..n_tq {
+            let src = ((q0 + qi) * p.n_head + g * group) * d;
+            sc.q[qi * group * d..(qi + 1) * group * d].copy_from_slice(&q[src..src + group * d]);
+        }
     }
     resize_zeroed(&mut sc.acc, rows_pad * d);
     // Written whole before each read: sized, not cleared (this runs per chunk of keys).

@@ -23,7 +23,7 @@
 
 use rayon::prelude::*;
 
-use super::matmul_float::WeightElem;
+use super::matmul_float::{Epilogue, WeightElem};
 use super::simd::{Isa, Simd, dispatch};
 
 /// Upper bound of output columns per task.
@@ -52,6 +52,8 @@ pub(super) struct Block {
     pub(super) cols: usize,
 }
 
+/// `out = x · wᵀ`, then `epilogue` on each block of finished rows while it is in cache.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn gemm<T: WeightElem>(
     isa: Isa,
     w: &[T],
@@ -60,6 +62,7 @@ pub(super) fn gemm<T: WeightElem>(
     k: usize,
     m: usize,
     out: &mut [f32],
+    epilogue: Option<&Epilogue>,
 ) {
     let (mr, nr) = tile(isa);
     let xpack = pack_x(isa, x, n, k, mr);
@@ -70,7 +73,8 @@ pub(super) fn gemm<T: WeightElem>(
         assert!(b.i0 + b.rows <= n && b.j0 + b.cols <= m && n * m <= out_len);
         // SAFETY: the plan's blocks are disjoint rectangles of `out` (checked in range
         // above), so no two tasks write the same element and nothing reads `out` meanwhile.
-        let sink = unsafe { BlockOut::new(dst, m, b) };
+        let mut sink = unsafe { BlockOut::new(dst, m, b) };
+        sink.epilogue = epilogue.map(|e| (*e, isa));
         SCRATCH.with(|scratch| {
             let scratch = &mut *scratch.borrow_mut();
             block_dispatch(isa, w, &xpack, k, b, sink, scratch)
@@ -86,15 +90,17 @@ unsafe impl Send for OutPtr {}
 unsafe impl Sync for OutPtr {}
 
 /// Where one task writes: its rectangle of `out` (row stride `m`).
-pub(super) struct BlockOut {
+pub(super) struct BlockOut<'e> {
     ptr: OutPtr,
     pub(super) m: usize,
     block: Block,
     /// Block rows covered by whole register tiles (stored directly by the last k block).
     pub(super) full_rows: usize,
+    /// Applied to rows once they are final (`finish_rows`).
+    epilogue: Option<(Epilogue<'e>, Isa)>,
 }
 
-impl BlockOut {
+impl BlockOut<'_> {
     /// # Safety
     /// `block` lies inside `out` (`[.., m]`) and no other live `BlockOut` overlaps it.
     pub(super) unsafe fn new(ptr: OutPtr, m: usize, block: Block) -> Self {
@@ -103,6 +109,22 @@ impl BlockOut {
             m,
             block,
             full_rows: 0,
+            epilogue: None,
+        }
+    }
+
+    /// Block rows `r0..r1` hold their final sums: the epilogue, if any, runs on them.
+    pub(super) fn finish_rows(&mut self, r0: usize, r1: usize) {
+        let Some((epilogue, isa)) = self.epilogue else {
+            return;
+        };
+        let (cols, j0) = (self.block.cols, self.block.j0);
+        for r in r0..r1.min(self.block.rows) {
+            let p = self.tile_ptr(r, 0, 1, cols);
+            // SAFETY: `tile_ptr` checked that the row piece lies in this task's rectangle,
+            // which no other task touches (`new`'s contract).
+            let row = unsafe { std::slice::from_raw_parts_mut(p, cols) };
+            epilogue.apply_row(isa, row, j0);
         }
     }
 
@@ -354,6 +376,7 @@ fn block_scalar<T: WeightElem>(
         let d = sink.tile_ptr(r, 0, 1, b.cols);
         // SAFETY: `tile_ptr` checked that the row lies in the block.
         unsafe { std::ptr::copy_nonoverlapping(row.as_ptr(), d, b.cols) };
+        sink.finish_rows(r, r + 1);
     }
 }
 
@@ -473,6 +496,7 @@ fn block_tiles<S: Simd, T: WeightElem, const MR: usize, const NV: usize>(
             if edge_tiles {
                 sink.write_edges(ic * MR, (ic_end - ic) * MR, c, ldc, nr);
             }
+            sink.finish_rows(ic * MR, ic_end * MR);
         }
     }
 }

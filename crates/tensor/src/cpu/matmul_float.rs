@@ -16,6 +16,8 @@
 use half::{bf16, f16};
 use rayon::prelude::*;
 
+pub use super::act::Act;
+
 use super::gemm;
 use super::simd::{Isa, Simd, dispatch, isa};
 use crate::{DType, Result, Tensor, TensorError};
@@ -80,14 +82,72 @@ impl WeightElem for bf16 {
 /// `out[n, m] = x[n, k] · wᵀ` for a weight `w` of shape `[m, k]` (leading dimensions are
 /// flattened into m) in any dtype held on the host.
 pub fn matmul(w: &Tensor, x: &[f32], n: usize, out: &mut [f32]) -> Result<()> {
-    matmul_with(w, x, n, out, Path::Invariant)
+    matmul_with(w, x, n, out, Path::Invariant, Epilogue::default())
 }
 
 /// [`matmul`] whose f32 summation order may depend on `n`: the packed GEMM for many rows.
 /// For encoders, which always evaluate a whole image or audio window; a decoder needs
 /// [`matmul`]'s batch invariance.
 pub fn matmul_wide(w: &Tensor, x: &[f32], n: usize, out: &mut [f32]) -> Result<()> {
-    matmul_with(w, x, n, out, Path::Wide)
+    matmul_with(w, x, n, out, Path::Wide, Epilogue::default())
+}
+
+/// What a linear layer does to its matmul's outputs: `+ bias` per output column, then an
+/// activation.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Epilogue<'a> {
+    pub bias: Option<&'a [f32]>,
+    pub act: Option<Act>,
+}
+
+impl Epilogue<'_> {
+    fn is_none(&self) -> bool {
+        self.bias.is_none() && self.act.is_none()
+    }
+
+    /// On `row`, the outputs of columns `j0..j0 + row.len()`, on the calling thread.
+    pub(super) fn apply_row(&self, isa: Isa, row: &mut [f32], j0: usize) {
+        if let Some(b) = self.bias {
+            let b = &b[j0..j0 + row.len()];
+            for (x, b) in row.iter_mut().zip(b) {
+                *x += b;
+            }
+        }
+        if let Some(act) = self.act {
+            super::act::map_chunk(isa, act, row);
+        }
+    }
+
+    /// On every row of `out` (rows of `m`), as separate passes.
+    fn apply_all(&self, out: &mut [f32]) {
+        if let Some(b) = self.bias {
+            super::add_rows(out, b);
+        }
+        if let Some(act) = self.act {
+            super::act::map(act, out);
+        }
+    }
+}
+
+/// [`matmul_wide`] then `epilogue` (an encoder's linear layer): on the packed GEMM's path the
+/// bias and activation are applied to each finished block of rows while it is in cache,
+/// instead of two more passes over the output. Values are the same as the separate passes
+/// (both are element by element).
+pub fn linear_wide(
+    w: &Tensor,
+    x: &[f32],
+    n: usize,
+    out: &mut [f32],
+    epilogue: Epilogue,
+) -> Result<()> {
+    let m = out.len().checked_div(n).unwrap_or(0);
+    if let Some(b) = epilogue.bias.filter(|b| b.len() != m) {
+        return Err(TensorError::ShapeMismatch {
+            op: "linear",
+            detail: format!("bias of {} values for {m} output columns", b.len()),
+        });
+    }
+    matmul_with(w, x, n, out, Path::Wide, epilogue)
 }
 
 /// The arithmetic of [`matmul_wide`] (the media encoders' matmuls) above a few rows.
@@ -159,7 +219,14 @@ enum Path {
     Wide,
 }
 
-fn matmul_with(w: &Tensor, x: &[f32], n: usize, out: &mut [f32], path: Path) -> Result<()> {
+fn matmul_with(
+    w: &Tensor,
+    x: &[f32],
+    n: usize,
+    out: &mut [f32],
+    path: Path,
+    epilogue: Epilogue,
+) -> Result<()> {
     let k = w.shape().last().copied().unwrap_or(1);
     let m = w.numel().checked_div(k).unwrap_or(0);
     if x.len() != n * k || out.len() != n * m {
@@ -181,6 +248,7 @@ fn matmul_with(w: &Tensor, x: &[f32], n: usize, out: &mut [f32], path: Path) -> 
     }
     if k == 0 {
         out.fill(0.0);
+        epilogue.apply_all(out);
         return Ok(());
     }
     let owned;
@@ -202,6 +270,7 @@ fn matmul_with(w: &Tensor, x: &[f32], n: usize, out: &mut [f32], path: Path) -> 
             m,
             out,
             path,
+            &epilogue,
         ),
         DType::F16 => run(
             bytemuck::try_cast_slice::<u8, f16>(bytes).map_err(|_| typed("f16"))?,
@@ -211,6 +280,7 @@ fn matmul_with(w: &Tensor, x: &[f32], n: usize, out: &mut [f32], path: Path) -> 
             m,
             out,
             path,
+            &epilogue,
         ),
         DType::BF16 => run(
             bytemuck::try_cast_slice::<u8, bf16>(bytes).map_err(|_| typed("bf16"))?,
@@ -220,8 +290,12 @@ fn matmul_with(w: &Tensor, x: &[f32], n: usize, out: &mut [f32], path: Path) -> 
             m,
             out,
             path,
+            &epilogue,
         ),
-        d if d.is_quantized() => crate::quant::dot::matmul_quant(w, x, n, out)?,
+        d if d.is_quantized() => {
+            crate::quant::dot::matmul_quant(w, x, n, out)?;
+            epilogue.apply_all(out);
+        }
         d => {
             return Err(TensorError::Unsupported {
                 op: "matmul",
@@ -241,6 +315,7 @@ fn run<T: WeightElem>(
     m: usize,
     out: &mut [f32],
     path: Path,
+    epilogue: &Epilogue,
 ) {
     let isa = isa();
     if isa == Isa::Scalar {
@@ -250,11 +325,14 @@ fn run<T: WeightElem>(
         if encoder_precision() == EncoderPrecision::Bf16 {
             super::gemm_bf16::gemm_bf16(w, x, n, k, m, out);
         } else {
-            gemm::gemm(isa, w, x, n, k, m, out);
+            let fused = (!epilogue.is_none()).then_some(epilogue);
+            gemm::gemm(isa, w, x, n, k, m, out, fused);
+            return;
         }
     } else {
         dot_path(isa, w, x, n, k, m, out);
     }
+    epilogue.apply_all(out);
 }
 
 /// Weight rows split across threads, each streamed once per block of x rows.

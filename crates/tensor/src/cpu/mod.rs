@@ -35,7 +35,8 @@ pub use act::{
 pub use elementwise::{add, add_rows, mul, mul_rows, scale};
 pub use get_rows::get_rows;
 pub use matmul_float::{
-    EncoderPrecision, bf16_available, encoder_precision, matmul, matmul_wide, set_encoder_precision,
+    Act, EncoderPrecision, Epilogue, bf16_available, encoder_precision, linear_wide, matmul,
+    matmul_wide, set_encoder_precision,
 };
 pub use norm::{layer_norm, rms_norm, softmax_rows};
 pub use simd::{CpuFeatures, Isa, features, isa, with_isa};

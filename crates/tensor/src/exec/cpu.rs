@@ -167,6 +167,26 @@ impl Exec for CpuExec {
         cpu::matmul_wide(w, x, n, out)
     }
 
+    fn linear(
+        &self,
+        w: &Tensor,
+        b: Option<&Vec<f32>>,
+        act: Option<Unary>,
+        x: &Vec<f32>,
+        n: usize,
+        out: &mut Vec<f32>,
+    ) -> Result<()> {
+        // Bias and activation in the GEMM's epilogue, on rows still in cache.
+        let act = act.map(|a| match a {
+            Unary::GeluTanh => cpu::Act::GeluTanh,
+            Unary::GeluErf => cpu::Act::GeluErf,
+            Unary::GeluQuick => cpu::Act::GeluQuick,
+            Unary::Silu => cpu::Act::Silu,
+        });
+        let bias = b.map(|b| b.as_slice());
+        cpu::linear_wide(w, x, n, out, cpu::Epilogue { bias, act })
+    }
+
     fn add_rows(&self, x: &mut Vec<f32>, b: &Vec<f32>) -> Result<()> {
         cpu::add_rows(x, b);
         Ok(())
