@@ -72,10 +72,8 @@ struct Scratch {
     v: Vec<f32>,
     /// Additive mask per query of the task `[n_tq, KB]`: 0 or -inf.
     bias: Vec<f32>,
-    /// Running max per row, and its running sum: split into lanes while the keys of a chunk
-    /// go by (`[rows, SUM_LANES]`), added up into `l` at the chunk's end.
+    /// Running max and sum per row.
     m: Vec<f32>,
-    l_lanes: Vec<f32>,
     l: Vec<f32>,
     /// Weights as bf16 pairs `[rows_pad, KB / 2]` (bf16 `P·V` only).
     p_pairs: Vec<u32>,
@@ -460,7 +458,7 @@ fn attend(
         sc.p_pairs.clear();
         sc.p_pairs.resize(rows_pad * KB / 2, 0);
     }
-    resize_zeroed(&mut sc.l_lanes, rows * simd::SUM_LANES);
+    resize_zeroed(&mut sc.l, rows);
 
     // With a soft cap the scale goes inside the tanh: c · tanh(scale · s / c).
     let cap = p.softcap.filter(|&c| c != 0.0);
@@ -518,7 +516,7 @@ fn attend(
             &sc.bias,
             scale,
             &mut sc.m,
-            &mut sc.l_lanes,
+            &mut sc.l,
             &mut sc.acc,
             d,
         );
@@ -546,9 +544,6 @@ fn attend(
         };
         simd::accumulate(isa, &sc.s, rows_pad, vb, d, nk, d, &mut sc.acc);
     }
-    sc.l.clear();
-    let sums = sc.l_lanes.chunks_exact(simd::SUM_LANES).map(simd::lane_sum);
-    sc.l.extend(sums);
 }
 
 #[cfg(test)]

@@ -70,22 +70,11 @@ pub fn accumulate(
     dispatch!(usable(isa), accumulate_simd, accumulate_scalar, (p: &[f32], rows: usize, v: &[f32], v_stride: usize, keys: usize, d: usize, acc: &mut [f32]))
 }
 
-/// Lanes of a row's running sum of weights: the sums stay split by key lane across blocks
-/// (a horizontal add per row and block was a third of the softmax's time) and are added up
-/// once per chunk of keys by [`lane_sum`].
-pub const SUM_LANES: usize = 16;
-
-/// A row's running sum from its [`SUM_LANES`] lane partials, in a fixed order.
-pub fn lane_sum(lanes: &[f32]) -> f32 {
-    lanes[..SUM_LANES].iter().fold(0.0, |a, &x| a + x)
-}
-
 /// One key block's online-softmax step for score rows `0..rows` (`s`, rows of [`KEYS`]):
 /// each row becomes `s · scale + bias` (bias row `r / group` of `bias`), its block maximum
-/// raises the running max `m[r]` (shrinking the running sum lanes `l[r * SUM_LANES..]` and
-/// the accumulator row `acc[r]`, of length `d`, to match), then `exp(s - m[r])`, key `j`'s
-/// weight added to lane `j % LANES` of the row's sum. A row whose keys are all masked
-/// becomes 0 and keeps its state.
+/// raises the running max `m[r]` (shrinking `l[r]` and the accumulator row `acc[r]`, of
+/// length `d`, to match), then `exp(s - m[r])` with its sum added to `l[r]`. A row whose
+/// keys are all masked becomes 0 and keeps its state.
 #[allow(clippy::too_many_arguments)]
 pub fn softmax_block(
     isa: Isa,
@@ -100,7 +89,7 @@ pub fn softmax_block(
     d: usize,
 ) {
     assert!(group > 0 && s.len() >= rows * KEYS && bias.len() >= rows.div_ceil(group) * KEYS);
-    assert!(m.len() >= rows && l.len() >= rows * SUM_LANES && acc.len() >= rows * d);
+    assert!(m.len() >= rows && l.len() >= rows && acc.len() >= rows * d);
     dispatch!(usable(isa), softmax_block_simd, softmax_block_scalar,
         (s: &mut [f32], rows: usize, group: usize, bias: &[f32], scale: f32, m: &mut [f32], l: &mut [f32], acc: &mut [f32], d: usize))
 }
@@ -266,11 +255,13 @@ fn scale_add_max_scalar(s: &mut [f32], scale: f32, bias: &[f32]) -> f32 {
     m
 }
 
-fn exp_sub_sum_scalar(x: &mut [f32], m: f32, lanes: &mut [f32]) {
-    for (j, e) in x.iter_mut().enumerate() {
+fn exp_sub_sum_scalar(x: &mut [f32], m: f32) -> f32 {
+    let mut sum = 0.0;
+    for e in x {
         *e = (*e - m).exp();
-        lanes[j % SUM_LANES] += *e;
+        sum += *e;
     }
+    sum
 }
 
 /// Raises row `r`'s running max to `block_max`, shrinking its sum and accumulator.
@@ -282,9 +273,7 @@ fn raise_max(r: usize, block_max: f32, m: &mut [f32], l: &mut [f32], acc: &mut [
     } else if block_max > m[r] {
         // Earlier weights were relative to a smaller max: shrink them.
         let shrink = (m[r] - block_max).exp();
-        for x in &mut l[r * SUM_LANES..(r + 1) * SUM_LANES] {
-            *x *= shrink;
-        }
+        l[r] *= shrink;
         for a in &mut acc[r * d..(r + 1) * d] {
             *a *= shrink;
         }
@@ -313,7 +302,7 @@ pub fn softmax_block_scalar(
             continue;
         }
         raise_max(r, block_max, m, l, acc, d);
-        exp_sub_sum_scalar(row, m[r], &mut l[r * SUM_LANES..(r + 1) * SUM_LANES]);
+        l[r] += exp_sub_sum_scalar(row, m[r]);
     }
 }
 
@@ -567,15 +556,14 @@ fn softmax_block_simd<S: Simd>(
         }
         raise_max(r, block_max, m, l, acc, d);
         let mv = s.splat(m[r]);
-        let lanes = &mut l[r * SUM_LANES..(r + 1) * SUM_LANES];
-        let mut sum = s.load(lanes);
+        let mut sum = s.zero();
         for (t, xt) in x.iter().enumerate().take(nv) {
             // exp underflows (incl. -inf, masked keys) to exactly 0.
             let e = math::exp_with::<math::Minimax5, _>(s, s.sub(*xt, mv));
             s.store(&mut row[t * S::LANES..], e);
             sum = s.add(sum, e);
         }
-        s.store(lanes, sum);
+        l[r] += s.reduce_sum(sum);
     }
 }
 
@@ -701,7 +689,7 @@ mod tests {
                 let m0: Vec<f32> = (0..rows)
                     .map(|r| [f32::NEG_INFINITY, 3.0, 50.0][r % 3])
                     .collect();
-                let l0 = data(rows * SUM_LANES, 13);
+                let l0 = vec![1.5; rows];
                 let d = 19;
                 let acc0 = data(rows * d, 12);
                 let (mut m, mut l, mut acc) = (m0.clone(), l0.clone(), acc0.clone());
@@ -714,11 +702,7 @@ mod tests {
                     isa, &mut sc, rows, group, &bias, 0.7, &mut m, &mut l, &mut acc, d,
                 );
                 assert_eq!(m, wm, "{isa:?} softmax_block max");
-                let sums = |l: &[f32]| l.chunks(SUM_LANES).map(lane_sum).collect::<Vec<_>>();
-                assert!(
-                    max_rel(&sums(&l), &sums(&wl)) < 1e-6,
-                    "{isa:?} softmax_block sum"
-                );
+                assert!(max_rel(&l, &wl) < 1e-6, "{isa:?} softmax_block sum");
                 assert!(max_rel(&acc, &wacc) < 1e-6, "{isa:?} softmax_block acc");
                 for (g, w) in sc.iter().zip(&want) {
                     assert!(
