@@ -73,8 +73,7 @@ pub(super) fn gemm<T: WeightElem>(
         assert!(b.i0 + b.rows <= n && b.j0 + b.cols <= m && n * m <= out_len);
         // SAFETY: the plan's blocks are disjoint rectangles of `out` (checked in range
         // above), so no two tasks write the same element and nothing reads `out` meanwhile.
-        let mut sink = unsafe { BlockOut::new(dst, m, b) };
-        sink.epilogue = epilogue.map(|e| (*e, isa));
+        let sink = unsafe { BlockOut::new(dst, m, b, epilogue.map(|e| (*e, isa))) };
         SCRATCH.with(|scratch| {
             let scratch = &mut *scratch.borrow_mut();
             block_dispatch(isa, w, &xpack, k, b, sink, scratch)
@@ -100,16 +99,21 @@ pub(super) struct BlockOut<'e> {
     epilogue: Option<(Epilogue<'e>, Isa)>,
 }
 
-impl BlockOut<'_> {
+impl<'e> BlockOut<'e> {
     /// # Safety
     /// `block` lies inside `out` (`[.., m]`) and no other live `BlockOut` overlaps it.
-    pub(super) unsafe fn new(ptr: OutPtr, m: usize, block: Block) -> Self {
+    pub(super) unsafe fn new(
+        ptr: OutPtr,
+        m: usize,
+        block: Block,
+        epilogue: Option<(Epilogue<'e>, Isa)>,
+    ) -> Self {
         Self {
             ptr,
             m,
             block,
             full_rows: 0,
-            epilogue: None,
+            epilogue,
         }
     }
 

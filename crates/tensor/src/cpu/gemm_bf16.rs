@@ -51,7 +51,7 @@ pub(super) fn gemm_bf16<T: WeightElem>(
         assert!(b.i0 + b.rows <= n && b.j0 + b.cols <= m && n * m <= out_len);
         // SAFETY: the plan's blocks are disjoint rectangles of `out` (checked in range
         // above), so no two tasks write the same element and nothing reads `out` meanwhile.
-        let sink = unsafe { BlockOut::new(dst, m, b) };
+        let sink = unsafe { BlockOut::new(dst, m, b, None) };
         SCRATCH.with(|scratch| {
             let scratch = &mut *scratch.borrow_mut();
             // SAFETY: `available()` was asserted above.

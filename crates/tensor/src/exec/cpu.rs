@@ -79,12 +79,7 @@ impl Exec for CpuExec {
     }
 
     fn unary(&self, op: Unary, x: &mut Vec<f32>) -> Result<()> {
-        match op {
-            Unary::GeluTanh => cpu::gelu_tanh(x),
-            Unary::GeluErf => cpu::gelu_erf(x),
-            Unary::GeluQuick => cpu::gelu_quick(x),
-            Unary::Silu => cpu::silu(x),
-        }
+        cpu::act::map(op.into(), x);
         Ok(())
     }
 
@@ -177,14 +172,11 @@ impl Exec for CpuExec {
         out: &mut Vec<f32>,
     ) -> Result<()> {
         // Bias and activation in the GEMM's epilogue, on rows still in cache.
-        let act = act.map(|a| match a {
-            Unary::GeluTanh => cpu::Act::GeluTanh,
-            Unary::GeluErf => cpu::Act::GeluErf,
-            Unary::GeluQuick => cpu::Act::GeluQuick,
-            Unary::Silu => cpu::Act::Silu,
-        });
-        let bias = b.map(|b| b.as_slice());
-        cpu::linear_wide(w, x, n, out, cpu::Epilogue { bias, act })
+        let epilogue = cpu::Epilogue {
+            bias: b.map(|b| b.as_slice()),
+            act: act.map(Into::into),
+        };
+        cpu::linear_wide(w, x, n, out, epilogue)
     }
 
     fn add_rows(&self, x: &mut Vec<f32>, b: &Vec<f32>) -> Result<()> {
@@ -438,5 +430,16 @@ impl Exec for CpuExec {
         };
         cpu::attention(q, kd, vd, mask, params, out);
         Ok(())
+    }
+}
+
+impl From<Unary> for cpu::Act {
+    fn from(op: Unary) -> Self {
+        match op {
+            Unary::GeluTanh => Self::GeluTanh,
+            Unary::GeluErf => Self::GeluErf,
+            Unary::GeluQuick => Self::GeluQuick,
+            Unary::Silu => Self::Silu,
+        }
     }
 }
