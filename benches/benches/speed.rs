@@ -40,6 +40,12 @@ fn gemm(c: &mut Criterion, rec: &Recorder, s: &Scale) {
         ("siglip_ffn_up", 4096, 1152, 4304),
         ("qwen25vl_ffn_up", 1024, 1280, 3420),
         ("whisper_ffn_up", 1500, 1280, 5120),
+        // SmolVLM's 13 tiles in one batch: the attention projections see all 13312 rows, the
+        // feed-forward chunks of 1332 (CpuExec::chunk_rows).
+        ("smolvlm_q_proj", 13312, 768, 768),
+        ("smolvlm_ffn_up", 1332, 768, 3072),
+        ("smolvlm_ffn_down", 1332, 3072, 768),
+        ("pixtral_ffn_gate", 972, 1024, 4096),
     ];
     let mut g = Group::new(c, "gemm");
     heavy(&mut g);
@@ -67,6 +73,8 @@ fn attention(c: &mut Criterion, rec: &Recorder, s: &Scale) {
         ("whisper", 1500, 1, 20, 64),
         ("qwen25vl_full", 1024, 1, 16, 80),
         ("qwen25vl_window64", 64, 16, 16, 80),
+        ("smolvlm_tile", 1024, 1, 12, 64),
+        ("pixtral", 972, 1, 16, 64),
     ];
     let mut g = Group::new(c, "attention");
     heavy(&mut g);

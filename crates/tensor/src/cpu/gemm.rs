@@ -23,6 +23,7 @@
 
 use rayon::prelude::*;
 
+use super::attention::simd::{KEYS, transpose_to_lanes};
 use super::matmul_float::{Epilogue, WeightElem};
 use super::simd::{Isa, Simd, dispatch};
 
@@ -65,20 +66,48 @@ pub(super) fn gemm<T: WeightElem>(
     epilogue: Option<&Epilogue>,
 ) {
     let (mr, nr) = tile(isa);
-    let xpack = pack_x(isa, x, n, k, mr);
-    let blocks = plan(n, m, k, mr, nr);
-    let dst = OutPtr(out.as_mut_ptr());
-    let out_len = out.len();
-    blocks.into_par_iter().for_each(|b| {
-        assert!(b.i0 + b.rows <= n && b.j0 + b.cols <= m && n * m <= out_len);
-        // SAFETY: the plan's blocks are disjoint rectangles of `out` (checked in range
-        // above), so no two tasks write the same element and nothing reads `out` meanwhile.
-        let sink = unsafe { BlockOut::new(dst, m, b, epilogue.map(|e| (*e, isa))) };
-        SCRATCH.with(|scratch| {
-            let scratch = &mut *scratch.borrow_mut();
-            block_dispatch(isa, w, &xpack, k, b, sink, scratch)
-        })
-    });
+    // Rows in chunks whose packed x stays in the last-level cache while every column block
+    // reads it: the 13 tiles of a SmolVLM image (41 MB of x) packed whole came from memory
+    // once per column block, and ran at 56% of the peak against 88% for 4096 rows.
+    let chunk = chunk_rows(n, k, mr);
+    let mut xpack = Vec::new();
+    for i0 in (0..n).step_by(chunk) {
+        let rows = chunk.min(n - i0);
+        pack_x(isa, &x[i0 * k..(i0 + rows) * k], rows, k, mr, &mut xpack);
+        let out = &mut out[i0 * m..(i0 + rows) * m];
+        let blocks = plan(rows, m, k, mr, nr);
+        let dst = OutPtr(out.as_mut_ptr());
+        let out_len = out.len();
+        let xpack = &xpack;
+        blocks.into_par_iter().for_each(|b| {
+            assert!(b.i0 + b.rows <= rows && b.j0 + b.cols <= m && rows * m <= out_len);
+            // SAFETY: the plan's blocks are disjoint rectangles of `out` (checked in range
+            // above), so no two tasks write the same element and nothing reads `out`
+            // meanwhile.
+            let sink = unsafe { BlockOut::new(dst, m, b, epilogue.map(|e| (*e, isa))) };
+            SCRATCH.with(|scratch| {
+                let scratch = &mut *scratch.borrow_mut();
+                block_dispatch(isa, w, xpack, k, b, sink, scratch)
+            })
+        });
+    }
+}
+
+/// Most bytes of packed x in one chunk of rows. Measured (criterion, 2 threads, 32 MiB L3):
+/// 13312 x 768 x 768 ran at 51–53% of the peak whole (41 MB), 84–90% in chunks of 6 to
+/// 24 MB; chunks of 6 MB cost 5–10% on shapes that fit whole (every chunk packs its tasks'
+/// weights again), so only x beyond this is cut.
+const XPACK_CHUNK_BYTES: usize = 24 << 20;
+/// Fewest rows in a chunk (a wide k): enough for each thread's tasks to amortise packing
+/// their weight block.
+const MIN_CHUNK_ROWS: usize = 1024;
+
+/// Rows per chunk: near-equal chunks of whole `mr`-row panels, each about
+/// [`XPACK_CHUNK_BYTES`] of packed x.
+fn chunk_rows(n: usize, k: usize, mr: usize) -> usize {
+    let target = (XPACK_CHUNK_BYTES / (k.max(1) * 4)).max(MIN_CHUNK_ROWS);
+    let chunks = n.div_ceil(target).max(1);
+    n.div_ceil(chunks).next_multiple_of(mr)
 }
 
 /// `out`'s pointer, shared by tasks that write disjoint blocks of it.
@@ -217,10 +246,11 @@ pub(super) fn plan(n: usize, m: usize, k: usize, mr: usize, nr: usize) -> Vec<Bl
 /// Fewest x panels in a task's row block.
 const MIN_ROW_PANELS: usize = 16;
 
-/// x as panels of `mr` rows, each `[k][mr]` (rows past `n` are zero).
-fn pack_x(isa: Isa, x: &[f32], n: usize, k: usize, mr: usize) -> Vec<f32> {
+/// x as panels of `mr` rows, each `[k][mr]` (rows past `n` are zero), into `xpack`.
+fn pack_x(isa: Isa, x: &[f32], n: usize, k: usize, mr: usize, xpack: &mut Vec<f32>) {
     let panels = n.div_ceil(mr);
-    let mut xpack = vec![0f32; panels * mr * k];
+    xpack.resize(panels * mr * k, 0.0);
+    let xpack = &mut xpack[..panels * mr * k];
     let fill = |(q, dst): (usize, &mut [f32])| {
         let rows = mr.min(n - q * mr);
         let x = &x[q * mr * k..(q * mr + rows) * k];
@@ -231,9 +261,9 @@ fn pack_x(isa: Isa, x: &[f32], n: usize, k: usize, mr: usize) -> Vec<f32> {
         } else {
             0
         };
-        for r in 0..rows {
-            for p in done..k {
-                dst[p * mr + r] = x[r * k + p];
+        for p in done..k {
+            for r in 0..mr {
+                dst[p * mr + r] = if r < rows { x[r * k + p] } else { 0.0 };
             }
         }
     };
@@ -242,7 +272,6 @@ fn pack_x(isa: Isa, x: &[f32], n: usize, k: usize, mr: usize) -> Vec<f32> {
     } else {
         xpack.par_chunks_mut(mr * k).enumerate().for_each(fill);
     }
-    xpack
 }
 
 /// A panel of 6 rows of x to `[k][6]` with AVX-512 permutes: per 16 columns, rows are paired
@@ -479,6 +508,11 @@ fn block_tiles<S: Simd, T: WeightElem, const MR: usize, const NV: usize>(
                         } else {
                             (ct.as_mut_ptr(), ldc)
                         };
+                        // The next x panel's slice, fetched while this one is multiplied: a
+                        // batch of tiles' x (41 MB for SmolVLM) comes from memory in 3 KB
+                        // pieces, too short for the hardware prefetcher (69% -> 84% of the
+                        // peak at 13312 x 768 x 3072). Only an address: never dereferenced.
+                        let next = xpack.as_ptr().wrapping_add((q + 1) * MR * k + p0 * MR);
                         // SAFETY: xp holds kc*MR, wp kc*NR values (sliced above); ct covers
                         // MR rows of NR at stride ldc (asserted); a direct tile lies inside
                         // this task's rectangle of `out` (`tile_ptr` checks it).
@@ -487,6 +521,7 @@ fn block_tiles<S: Simd, T: WeightElem, const MR: usize, const NV: usize>(
                                 s,
                                 kc,
                                 xp.as_ptr(),
+                                next,
                                 wp.as_ptr(),
                                 (p0 > 0).then_some(ct.as_ptr()),
                                 ldc,
@@ -539,6 +574,12 @@ fn pack_w_panel<S: Simd, T: WeightElem>(
                 dst[p] = src[p].to_f32();
             }
         }
+        if S::LANES == 16 && nr == KEYS {
+            // (`S` is AVX-512 here.) 16 x 16 register transposes: a value at a time this was ~1.5 cycles per
+            // weight, 10–15% of a GEMM whose task has a few hundred rows.
+            transpose_to_lanes(Isa::Avx512, stage, nr, kc, STAGE_K, &mut panel[p0 * nr..]);
+            continue;
+        }
         for p in 0..kc {
             let out = &mut panel[(p0 + p) * nr..(p0 + p + 1) * nr];
             for (r, o) in out.iter_mut().enumerate() {
@@ -548,9 +589,24 @@ fn pack_w_panel<S: Simd, T: WeightElem>(
     }
 }
 
+/// Asks for the cache line holding `p` (a hint: `p` may point anywhere, it is not read).
+#[inline(always)]
+fn prefetch(p: *const f32) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        // SAFETY: a prefetch never faults and has no effect on memory contents.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(p.cast()) };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
 /// `dst[r][0..NR] = acc[r][0..NR] + sum_p xp[p][r] * wp[p][0..NR]` for an `MR x NR` tile,
 /// NR = NV vectors, where `acc` is a tile of earlier partial sums (or zero): the `kc` sum
 /// stays in registers and the tile is stored once.
+///
+/// `next_xp` is only prefetched (the x panel the next call reads).
 ///
 /// # Safety
 /// `xp` readable for `kc * MR`, `wp` for `kc * NV * LANES` floats; `acc` readable for `MR`
@@ -560,6 +616,7 @@ unsafe fn micro_kernel<S: Simd, const MR: usize, const NV: usize>(
     s: S,
     kc: usize,
     xp: *const f32,
+    next_xp: *const f32,
     wp: *const f32,
     partial: Option<*const f32>,
     lda: usize,
@@ -577,6 +634,10 @@ unsafe fn micro_kernel<S: Simd, const MR: usize, const NV: usize>(
             }
         }
         for p in 0..kc {
+            // Every other step: MR values are 24 bytes, so every cache line gets a prefetch.
+            if p % 2 == 0 {
+                prefetch(next_xp.wrapping_add(p * MR));
+            }
             let b: [S::V; NV] = std::array::from_fn(|h| s.load_ptr(wp.add((p * NV + h) * l)));
             let a = xp.add(p * MR);
             for (r, row) in acc.iter_mut().enumerate() {
@@ -602,8 +663,9 @@ mod tests {
     fn packing_x_in_registers_equals_packing_by_value() {
         for (n, k) in [(6, 16), (6, 1152), (7, 33), (13, 17), (12, 5), (20, 48)] {
             let x: Vec<f32> = (0..n * k).map(|i| i as f32 * 0.5 - 7.0).collect();
-            let by_value = pack_x(Isa::Scalar, &x, n, k, 6);
-            let simd = pack_x(Isa::Avx512, &x, n, k, 6);
+            let (mut by_value, mut simd) = (vec![f32::NAN; 3], vec![f32::NAN; 7]);
+            pack_x(Isa::Scalar, &x, n, k, 6, &mut by_value);
+            pack_x(Isa::Avx512, &x, n, k, 6, &mut simd);
             assert_eq!(simd, by_value, "n {n} k {k}");
             for (q, panel) in by_value.chunks(6 * k.max(1)).enumerate() {
                 for p in 0..k {

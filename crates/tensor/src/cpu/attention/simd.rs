@@ -101,26 +101,42 @@ pub fn f16_to_f32(isa: Isa, src: &[half::f16], dst: &mut [f32]) {
 }
 
 /// `kt[c * KEYS + j] = k[j * d + c]` for `j < keys`, `c < d` (the other entries of `kt` are
-/// left alone): a key block `[keys, d]` to keys across lanes. 16 x 16 tiles go through
-/// registers on AVX-512, the rest in 8 x 8 tiles of scalars.
+/// left alone): a key block `[keys, d]` to keys across lanes.
 pub fn transpose_keys(isa: Isa, k: &[f32], keys: usize, d: usize, kt: &mut [f32]) {
-    assert!(keys <= KEYS && k.len() >= keys * d && kt.len() >= d * KEYS);
-    let (mut keys16, mut d16) = (0, 0);
-    #[cfg(target_arch = "x86_64")]
-    if usable(isa) >= Isa::Avx512 {
-        keys16 = keys - keys % 16;
-        d16 = d - d % 16;
-        // SAFETY: AVX-512 F is present (`usable`); the tiles stay below keys16 x d16, inside
-        // the lengths checked above.
-        unsafe { x86::transpose16(k, keys16, d, d16, kt) };
-    }
-    let _ = isa;
-    // The parts the register tiles left: columns past d16 of every key, keys past keys16.
-    transpose_scalar(k, 0, keys16, d16, d, d, kt);
-    transpose_scalar(k, keys16, keys, 0, d, d, kt);
+    transpose_to_lanes(isa, k, keys, d, d, kt);
 }
 
-/// Scalar transpose of keys `j0..j1`, columns `c0..c1`, in 8 x 8 tiles for locality.
+/// `dst[c * KEYS + j] = src[j * stride + c]` for `j < rows <= KEYS`, `c < cols` (other
+/// entries of `dst` are left alone): rows of a matrix to lanes, 16 x 16 tiles through
+/// registers on AVX-512, the rest in 8 x 8 tiles of scalars. Also packs the GEMM's weight
+/// panels, whose 64 weight rows per panel match `KEYS`.
+pub fn transpose_to_lanes(
+    isa: Isa,
+    src: &[f32],
+    rows: usize,
+    cols: usize,
+    stride: usize,
+    dst: &mut [f32],
+) {
+    assert!(rows <= KEYS && cols <= stride && dst.len() >= cols * KEYS);
+    assert!(rows == 0 || src.len() >= (rows - 1) * stride + cols);
+    let (mut rows16, mut cols16) = (0, 0);
+    #[cfg(target_arch = "x86_64")]
+    if usable(isa) >= Isa::Avx512 {
+        rows16 = rows - rows % 16;
+        cols16 = cols - cols % 16;
+        // SAFETY: AVX-512 F is present (`usable`); the tiles stay below rows16 x cols16,
+        // inside the lengths checked above.
+        unsafe { x86::transpose16(src, rows16, stride, cols16, dst) };
+    }
+    let _ = isa;
+    // The parts the register tiles left: columns past cols16 of every row, rows past rows16.
+    transpose_scalar(src, 0, rows16, cols16, cols, stride, dst);
+    transpose_scalar(src, rows16, rows, 0, cols, stride, dst);
+}
+
+/// Scalar transpose of rows `j0..j1`, columns `c0..c1` (row stride `d`), in 8 x 8 tiles for
+/// locality.
 fn transpose_scalar(
     k: &[f32],
     j0: usize,
@@ -150,10 +166,12 @@ mod x86 {
     use super::KEYS;
     use std::arch::x86_64::*;
 
-    /// 16 x 16 register transposes of keys `0..keys16`, columns `0..d16` (multiples of 16).
+    /// 16 x 16 register transposes of rows `0..keys16` (stride `d`), columns `0..d16`
+    /// (multiples of 16).
     ///
     /// # Safety
-    /// AVX-512 F available; `k` holds `keys16` rows of `d`, `kt` `d16` rows of `KEYS`.
+    /// AVX-512 F available; `k` holds `keys16` rows of stride `d` with `d16` values each,
+    /// `kt` `d16` rows of `KEYS`.
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn transpose16(
         k: &[f32],
