@@ -45,7 +45,9 @@ fn gemm(c: &mut Criterion, rec: &Recorder, s: &Scale) {
         ("smolvlm_q_proj", 13312, 768, 768),
         ("smolvlm_ffn_up", 1332, 768, 3072),
         ("smolvlm_ffn_down", 1332, 3072, 768),
+        ("pixtral_qkv", 972, 1024, 1024),
         ("pixtral_ffn_gate", 972, 1024, 4096),
+        ("pixtral_ffn_down", 972, 4096, 1024),
     ];
     let mut g = Group::new(c, "gemm");
     heavy(&mut g);
