@@ -1,20 +1,24 @@
 //! Blocked GEMM for `out[n, m] = x[n, k] · w[m, k]ᵀ` with f32 / f16 / bf16 weights.
 //!
 //! Shape of the computation (Goto-style cache blocking):
-//! - x is packed once into panels of `MR` rows, transposed so the `MR` values of one `k`
-//!   index are adjacent (`xpack[panel][p][r]`): the micro-kernel broadcasts them.
+//! - x is cut into chunks of rows whose packed copy (about 24 MB) stays in the last-level
+//!   cache while every task reads it; each chunk is packed into panels of `MR` rows,
+//!   transposed so the `MR` values of one `k` index are adjacent (`xpack[panel][p][r]`):
+//!   the micro-kernel broadcasts them.
 //! - Each task owns a rectangle of `out`: up to `NC_MAX` weight rows (output columns) by a
-//!   block of x rows; the plan makes the task count a multiple of the thread count. A task
+//!   block of x rows; the plan makes the task count a multiple of the thread count, and
+//!   splits the weights into narrower column blocks before it splits few x rows (a task
 //!   packs its weight rows once, in panels of `NR = NV vectors` rows (`[k][NR]`, f16/bf16
-//!   converted to f32 once), into a per-thread buffer that lives across calls.
+//!   converted to f32 once, 16 x 16 register transposes on AVX-512), into a per-thread
+//!   buffer that lives across calls).
 //! - It then walks its x rows in blocks of `MC_ROWS` and `k` in blocks of `KC`: a weight
 //!   micro-panel (`KC x NR`, 32 KiB) stays in L1 while it meets every x panel of the row
-//!   block (from L2); the `MR x NR` register tile (6 x 64 on AVX-512: 24 accumulators, 4
-//!   vector loads and 6 broadcasts per `k`) sums `KC` products per call. Partial sums of
-//!   earlier `k` blocks wait in a tile buffer in L2; the last `k` block stores full tiles
-//!   straight into `out`, edge tiles through the buffer. Tasks write disjoint rectangles, so
-//!   none shares memory with another. Each output is one FMA chain over `k` in order, so
-//!   the blocking never changes a result.
+//!   block (from L2, the next panel prefetched); the `MR x NR` register tile (6 x 64 on
+//!   AVX-512: 24 accumulators, 4 vector loads and 6 broadcasts per `k`) sums `KC` products
+//!   per call. Partial sums of earlier `k` blocks wait in a tile buffer in L2; the last `k`
+//!   block stores full tiles straight into `out`, edge tiles through the buffer. Tasks write
+//!   disjoint rectangles, so none shares memory with another. Each output is one FMA chain
+//!   over `k` in order, so neither the blocking nor the chunking ever changes a result.
 //!
 //! Measured (criterion `gemm/`, 2 threads, AMD EPYC with two 512-bit FMA units per core):
 //! the 12 x 32 tile (14 loads per 24 FMAs) ran at 70–80% of the FMA peak, the 6 x 64 tile
