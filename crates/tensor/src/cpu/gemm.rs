@@ -675,6 +675,33 @@ unsafe fn micro_kernel<S: Simd, const MR: usize, const NV: usize>(
 mod tests {
     use super::*;
 
+    /// Rows of x too big for the last-level cache run in chunks; every output is still one
+    /// FMA chain over `k` in order, so each row equals, bit for bit, the same row computed
+    /// in a batch small enough to run whole, across the chunk boundary too.
+    #[test]
+    fn rows_of_a_chunked_gemm_equal_the_same_rows_run_whole() {
+        // 3500 x 2048 floats of x: 28.7 MB packed, two chunks of 1752 rows.
+        let (n, k, m) = (3500, 2048, 80);
+        assert!(chunk_rows(n, k, MR_AVX512) < n);
+        let value = |i: usize| ((i * 7919 % 1000) as f32 - 500.0) / 250.0;
+        let w: Vec<half::f16> = (0..m * k)
+            .map(|i| half::f16::from_f32(value(i + 3)))
+            .collect();
+        let x: Vec<f32> = (0..n * k).map(value).collect();
+        let isa = super::super::simd::isa();
+        let mut all = vec![0f32; n * m];
+        gemm(isa, &w, &x, n, k, m, &mut all, None);
+        let (r0, r1) = (1200, 2300);
+        let mut part = vec![0f32; (r1 - r0) * m];
+        gemm(isa, &w, &x[r0 * k..r1 * k], r1 - r0, k, m, &mut part, None);
+        let differ = part
+            .iter()
+            .zip(&all[r0 * m..r1 * m])
+            .filter(|(a, b)| a.to_bits() != b.to_bits())
+            .count();
+        assert_eq!(differ, 0, "{differ} of {} outputs differ", part.len());
+    }
+
     #[test]
     fn packing_x_in_registers_equals_packing_by_value() {
         for (n, k) in [(6, 16), (6, 1152), (7, 33), (13, 17), (12, 5), (20, 48)] {
