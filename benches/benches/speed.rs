@@ -106,6 +106,49 @@ fn attention(c: &mut Criterion, rec: &Recorder, s: &Scale) {
     g.finish();
 }
 
+/// One decode step's attention (one query row per head against an f16 KV cache), per layer:
+/// small, so per-call costs (buffers, hand-offs) show next to the arithmetic.
+fn decode_attention(c: &mut Criterion, rec: &Recorder, s: &Scale) {
+    // (name, heads, KV heads, head dim)
+    let shapes = [("gemma3_270m", 4, 1, 256), ("qwen25_0p5b", 14, 2, 64)];
+    let mut g = Group::new(c, "decode_attention");
+    g.inner.warm_up_time(Duration::from_millis(300));
+    g.inner.measurement_time(Duration::from_secs(1));
+    for (name, n_head, n_kv_head, d) in shapes {
+        for n_kv in [128, 1024] {
+            let n_kv = s.tokens(n_kv);
+            let q = data(n_head * d, 1);
+            let to_f16 = |v: Vec<f32>| -> Vec<half::f16> {
+                v.into_iter().map(half::f16::from_f32).collect()
+            };
+            let k = to_f16(data(n_kv * n_kv_head * d, 2));
+            let v = to_f16(data(n_kv * n_kv_head * d, 3));
+            let q_pos = [n_kv as i32 - 1];
+            let k_pos: Vec<i32> = (0..n_kv as i32).collect();
+            let mask = AttnMask::causal(&q_pos, &k_pos);
+            let p = AttnParams {
+                n_kv_head,
+                ..AttnParams::mha(n_head, d)
+            };
+            let mut out = vec![0f32; n_head * d];
+            let id = format!("{name}_kv{n_kv}_h{n_head}_kvh{n_kv_head}_d{d}");
+            // K and V bytes read.
+            let bytes = (2 * n_kv * n_kv_head * d * 2) as f64;
+            rec.bench(&mut g, &id, Work::Bytes(bytes), || {
+                cpu::attention(
+                    black_box(&q),
+                    KvData::F16(&k),
+                    KvData::F16(&v),
+                    &mask,
+                    &p,
+                    &mut out,
+                );
+            });
+        }
+    }
+    g.finish();
+}
+
 /// One token through a decoder's FFN matrix (`n = 1`): bandwidth-bound, so throughput is
 /// bytes of weight read per second.
 fn matvec(c: &mut Criterion, rec: &Recorder, s: &Scale) {
@@ -128,6 +171,11 @@ fn matvec(c: &mut Criterion, rec: &Recorder, s: &Scale) {
         // Gemma 3 270M's tied output matrix (Q8_0 in its Q4_K_M file: 640 is no multiple
         // of 256): 178 MB streamed per token, far beyond the caches.
         ("gemma3_270m_output", 640, 262_144),
+        // Gemma 3 270M's layer matrices: small enough that a call's fixed costs (hand-off,
+        // activation tables, the first cache misses of each task) weigh on a decode step.
+        ("gemma3_270m_attn_q", 640, 1024),
+        ("gemma3_270m_ffn_up", 640, 2048),
+        ("gemma3_270m_attn_output", 1024, 640),
     ];
     let mut g = Group::new(c, "matvec");
     g.inner.warm_up_time(Duration::from_millis(300));
@@ -213,6 +261,7 @@ fn main() {
     let rec = Recorder::default();
     gemm(&mut c, &rec, &scale);
     attention(&mut c, &rec, &scale);
+    decode_attention(&mut c, &rec, &scale);
     matvec(&mut c, &rec, &scale);
     matmul_few_rows(&mut c, &rec, &scale);
     log_mel(&mut c, &rec, &scale);

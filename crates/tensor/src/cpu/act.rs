@@ -5,7 +5,7 @@
 use rayon::prelude::*;
 
 use super::math::{self, ErfCoefficients};
-use super::simd::{Isa, Simd, dispatch, isa};
+use super::simd::{F16Table, Isa, Simd, dispatch, isa};
 use crate::ops::act::{GELU_COEF_A, GELU_QUICK_COEF, GELU_SQRT_2_OVER_PI, reference};
 
 /// Below this many elements a kernel stays on the calling thread.
@@ -170,14 +170,18 @@ fn gelu_tanh_f32(x: f32) -> f32 {
 /// GELU of every f16 value (indexed by its bits), rounded to f16 and widened back to f32:
 /// ggml's CPU GELU is a lookup in this table. Built once per process.
 pub fn gelu_f16_table() -> &'static [f32] {
-    static TABLE: std::sync::OnceLock<Vec<f32>> = std::sync::OnceLock::new();
+    &gelu_table().0
+}
+
+fn gelu_table() -> &'static F16Table {
+    static TABLE: std::sync::OnceLock<Box<F16Table>> = std::sync::OnceLock::new();
     TABLE.get_or_init(|| {
-        (0..=u16::MAX)
-            .map(|bits| {
-                let x = half::f16::from_bits(bits).to_f32();
-                half::f16::from_f32(gelu_tanh_f32(x)).to_f32()
-            })
-            .collect()
+        let mut t = Box::new(F16Table([0.0; 1 << 16]));
+        for (bits, v) in t.0.iter_mut().enumerate() {
+            let x = half::f16::from_bits(bits as u16).to_f32();
+            *v = half::f16::from_f32(gelu_tanh_f32(x)).to_f32();
+        }
+        t
     })
 }
 
@@ -188,21 +192,107 @@ pub const GEGLU_TABLE_SATURATION: f32 = 10.0;
 /// up in [`gelu_f16_table`], and saturates outside [-10, 10] (0 below, the gate above).
 /// Without it Gemma 3's logits drift from llama.cpp's by ~1.4.
 pub fn geglu_f16_table(gate: &[f32], up: &[f32], out: &mut [f32]) {
-    let table = gelu_f16_table();
+    assert!(
+        gate.len() == out.len() && up.len() == out.len(),
+        "geglu_f16_table: gate {}, up {}, out {} elements",
+        gate.len(),
+        up.len(),
+        out.len()
+    );
+    let (isa, table) = (isa(), gelu_table());
+    if out.len() < PARALLEL_MIN {
+        geglu_table_chunk(isa, table, gate, up, out);
+    } else {
+        out.par_chunks_mut(CHUNK)
+            .zip(gate.par_chunks(CHUNK).zip(up.par_chunks(CHUNK)))
+            .for_each(|(o, (g, u))| geglu_table_chunk(isa, table, g, u, o));
+    }
+}
+
+fn geglu_table_chunk(isa: Isa, table: &F16Table, gate: &[f32], up: &[f32], out: &mut [f32]) {
+    dispatch!(isa, geglu_table_simd, geglu_table_scalar, (table: &F16Table, gate: &[f32], up: &[f32], out: &mut [f32]))
+}
+
+fn geglu_table_scalar(table: &F16Table, gate: &[f32], up: &[f32], out: &mut [f32]) {
     for ((o, &g), &u) in out.iter_mut().zip(gate).zip(up) {
         *o = if g <= -GEGLU_TABLE_SATURATION {
             0.0
         } else if g >= GEGLU_TABLE_SATURATION {
             g * u
         } else {
-            table[half::f16::from_f32(g).to_bits() as usize] * u
+            table.0[half::f16::from_f32(g).to_bits() as usize] * u
         };
+    }
+}
+
+#[inline(always)]
+fn geglu_table_simd<S: Simd>(s: S, table: &F16Table, gate: &[f32], up: &[f32], out: &mut [f32]) {
+    // `g <= -10` is `g < (the float after -10)`; NaN gates take the table (NaN), as ggml's.
+    let below = s.splat((-GEGLU_TABLE_SATURATION).next_up());
+    let above = s.splat(GEGLU_TABLE_SATURATION);
+    let one = |g: S::V, u: S::V| {
+        let gelu = s.select_lt(g, above, s.lookup_f16(table, g), g);
+        s.select_lt(g, below, s.zero(), s.mul(gelu, u))
+    };
+    let n = out.len();
+    let full = n - n % S::LANES;
+    for i in (0..full).step_by(S::LANES) {
+        s.store(&mut out[i..], one(s.load(&gate[i..]), s.load(&up[i..])));
+    }
+    if full < n {
+        let y = one(s.load_partial(&gate[full..]), s.load_partial(&up[full..]));
+        s.store_partial(&mut out[full..], y);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every f16 gate value (and the saturation edges, NaN, infinities, odd up values) on
+    /// each SIMD path equals the scalar lookup bit for bit.
+    #[test]
+    fn table_geglu_simd_matches_scalar() {
+        let mut gate: Vec<f32> = (0..=u16::MAX)
+            .map(|b| half::f16::from_bits(b).to_f32())
+            .collect();
+        let edge = GEGLU_TABLE_SATURATION;
+        gate.extend([
+            -edge,
+            edge,
+            (-edge).next_up(),
+            edge.next_down(),
+            1e-8,
+            -1e-8,
+            7.77777,
+        ]);
+        gate.extend([f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 1e6, -1e6]);
+        let up: Vec<f32> = (0..gate.len())
+            .map(|i| match i % 5 {
+                0 => -1.5,
+                1 => f32::INFINITY,
+                2 => 0.0,
+                3 => -0.0,
+                _ => 3.25,
+            })
+            .collect();
+        let mut want = vec![0.0; gate.len()];
+        geglu_table_scalar(gelu_table(), &gate, &up, &mut want);
+        for isa in Isa::available() {
+            let mut got = vec![0.0; gate.len()];
+            super::super::simd::with_isa(isa, || geglu_f16_table(&gate, &up, &mut got));
+            for i in 0..gate.len() {
+                assert!(
+                    got[i].to_bits() == want[i].to_bits() || (got[i].is_nan() && want[i].is_nan()),
+                    "{isa:?}: gate {} up {}: {} vs {}",
+                    gate[i],
+                    up[i],
+                    got[i],
+                    want[i]
+                );
+            }
+        }
+    }
 
     #[test]
     fn table_geglu_is_close_to_exact_gelu() {

@@ -35,6 +35,17 @@ fn copy_kv(kv: KvData, isa: Isa, start: usize, dst: &mut [f32]) {
     }
 }
 
+/// Asks for KV head `g`'s rows `keys` of `kv` (`stride` values apart, `d` long) to be
+/// fetched into the cache.
+fn prefetch_kv(kv: KvData, keys: std::ops::Range<usize>, stride: usize, g: usize, d: usize) {
+    let (bytes, size): (&[u8], usize) = match kv {
+        KvData::F32(x) => (bytemuck::cast_slice(x), 4),
+        KvData::F16(x) => (bytemuck::cast_slice(x), 2),
+    };
+    let from = ((keys.start * stride + g * d) * size).min(bytes.len());
+    simd::prefetch_rows(&bytes[from..], keys.len(), stride * size, d * size);
+}
+
 /// Query rows one task aims at (queries × heads sharing a KV head): enough to amortise
 /// packing and transposing each K/V block.
 const ROWS_PER_TASK: usize = 128;
@@ -77,6 +88,22 @@ struct Scratch {
     l: Vec<f32>,
     /// Weights as bf16 pairs `[rows_pad, KB / 2]` (bf16 `P·V` only).
     p_pairs: Vec<u32>,
+}
+
+impl Scratch {
+    /// Runs `f` on this thread's scratch, kept across calls: a decode step attends once per
+    /// layer, and allocating and clearing the block buffers (~200 KB at head dim 256) each
+    /// time cost as much as the attention itself. Taken out while in use, so a nested call
+    /// on the same thread (rayon runs other tasks while it waits) gets a fresh one.
+    fn with<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
+        thread_local! {
+            static KEPT: std::cell::Cell<Option<Box<Scratch>>> = const { std::cell::Cell::new(None) };
+        }
+        let mut sc = KEPT.with(|k| k.take()).unwrap_or_default();
+        let r = f(&mut sc);
+        KEPT.with(|k| k.set(Some(sc)));
+        r
+    }
 }
 
 fn resize_zeroed(v: &mut Vec<f32>, n: usize) {
@@ -172,9 +199,8 @@ pub fn attention_with(
     // the copy goes when the head's last task ends, so at most a few heads are held.
     let packs = (n_blocks >= 2 && !parallel_chunks).then(|| HeadPacks::new(p.n_kv_head, n_blocks));
     let pv_bf16 = pv == PvPrecision::Bf16 && super::gemm_bf16::available();
-    tasks
-        .into_par_iter()
-        .for_each_init(Scratch::default, |scratch, mut task| {
+    tasks.into_par_iter().for_each(|mut task| {
+        Scratch::with(|scratch| {
             let Some(packs) = &packs else {
                 run_task(
                     isa,
@@ -207,7 +233,8 @@ pub fn attention_with(
             );
             drop(head);
             packs.release(task.g);
-        });
+        })
+    });
 }
 
 /// The packed KV heads in use, each shared by the tasks of its head.
@@ -376,13 +403,15 @@ fn run_task(
         let starts: Vec<usize> = (0..n_kv).step_by(CHUNK_KEYS).collect();
         let partials: Vec<Partial> = starts
             .into_par_iter()
-            .map_init(Scratch::default, |sc, j| {
-                run(j, false, sc);
-                Partial {
-                    m: sc.m.clone(),
-                    l: sc.l.clone(),
-                    acc: sc.acc[..rows * d].to_vec(),
-                }
+            .map(|j| {
+                Scratch::with(|sc| {
+                    run(j, false, sc);
+                    Partial {
+                        m: sc.m.clone(),
+                        l: sc.l.clone(),
+                        acc: sc.acc[..rows * d].to_vec(),
+                    }
+                })
             })
             .collect();
         for part in &partials {
@@ -448,9 +477,10 @@ fn attend(
     sc.s.resize(rows_pad * KB, 0.0);
     sc.bias.resize(n_tq * KB, 0.0);
     if packed.is_none() {
-        resize_zeroed(&mut sc.kt, d * KB);
-        resize_zeroed(&mut sc.kp, KB * d);
-        resize_zeroed(&mut sc.v, KB * d);
+        // Written before each read (`kt` cleared below when a block is short).
+        sc.kt.resize(d * KB, 0.0);
+        sc.kp.resize(KB * d, 0.0);
+        sc.v.resize(KB * d, 0.0);
     }
     sc.m.clear();
     sc.m.resize(rows, f32::NEG_INFINITY);
@@ -465,8 +495,19 @@ fn attend(
     let score_scale = cap.map_or(p.scale, |c| p.scale / c);
 
     let kv_stride = p.n_kv_head * d;
+    if packed.is_none() {
+        let first = keys.start..(keys.start + KB).min(keys.end);
+        prefetch_kv(k, first.clone(), kv_stride, g, d);
+        prefetch_kv(v, first, kv_stride, g, d);
+    }
     for j0 in keys.clone().step_by(KB) {
         let nk = KB.min(keys.end - j0);
+        if packed.is_none() {
+            // The next block's rows arrive while this one is computed.
+            let next = (j0 + KB).min(keys.end)..(j0 + 2 * KB).min(keys.end);
+            prefetch_kv(k, next.clone(), kv_stride, g, d);
+            prefetch_kv(v, next, kv_stride, g, d);
+        }
         let mut any = false;
         let range = mask.key_range(j0, nk);
         for qi in 0..n_tq {

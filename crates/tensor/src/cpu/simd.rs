@@ -111,6 +111,9 @@ pub(crate) trait Simd: Copy + Send + Sync {
     fn select_lt(self, a: Self::V, b: Self::V, x: Self::V, y: Self::V) -> Self::V;
     /// Per lane: `table[idx]` for integral `idx` in 0..8.
     fn table8(self, table: &[f32; 8], idx: Self::V) -> Self::V;
+    /// Per lane: `table[bits]`, `bits` the lane rounded to f16 (to nearest even, as
+    /// `half::f16::from_f32`) and read as an integer.
+    fn lookup_f16(self, table: &F16Table, x: Self::V) -> Self::V;
     fn reduce_sum(self, a: Self::V) -> f32;
     fn reduce_max(self, a: Self::V) -> f32;
 
@@ -142,6 +145,10 @@ pub(crate) trait Simd: Copy + Send + Sync {
         dst.copy_from_slice(&buf[..n]);
     }
 }
+
+/// A function of f16 values tabulated at every one of the 65536 bit patterns (the length is
+/// the type's, so [`Simd::lookup_f16`] cannot index past it).
+pub struct F16Table(pub [f32; 1 << 16]);
 
 #[cfg(target_arch = "x86_64")]
 pub(crate) use x86::{Avx2, Avx512};
@@ -266,6 +273,14 @@ mod x86 {
             unsafe {
                 let m = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(a, b);
                 _mm512_mask_blend_ps(m, y, x)
+            }
+        }
+        #[inline(always)]
+        fn lookup_f16(self, table: &super::F16Table, x: __m512) -> __m512 {
+            unsafe {
+                let bits = _mm512_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(x);
+                // Every u16 indexes one of the table's 65536 entries.
+                _mm512_i32gather_ps::<4>(_mm512_cvtepu16_epi32(bits), table.0.as_ptr().cast())
             }
         }
         #[inline(always)]
@@ -418,6 +433,14 @@ mod x86 {
         #[inline(always)]
         fn select_lt(self, a: __m256, b: __m256, x: __m256, y: __m256) -> __m256 {
             unsafe { _mm256_blendv_ps(y, x, _mm256_cmp_ps::<_CMP_LT_OQ>(a, b)) }
+        }
+        #[inline(always)]
+        fn lookup_f16(self, table: &super::F16Table, x: __m256) -> __m256 {
+            unsafe {
+                let bits = _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(x);
+                // Every u16 indexes one of the table's 65536 entries.
+                _mm256_i32gather_ps::<4>(table.0.as_ptr().cast(), _mm256_cvtepu16_epi32(bits))
+            }
         }
         #[inline(always)]
         fn table8(self, table: &[f32; 8], idx: __m256) -> __m256 {

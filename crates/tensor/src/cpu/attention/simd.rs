@@ -22,6 +22,29 @@ fn usable(isa: Isa) -> Isa {
     isa.min(features().best_isa())
 }
 
+/// Asks the cache to fetch `rows` rows of `row_bytes` bytes, `stride_bytes` apart, from
+/// `data` (a hint: nothing is read, no bound can be crossed). A decode step's K/V rows were
+/// written one token ago and have since been pushed out to memory by the weights streamed
+/// through the caches; fetched one by one as the kernel reaches them, each costs a full
+/// memory latency.
+pub fn prefetch_rows(data: &[u8], rows: usize, stride_bytes: usize, row_bytes: usize) {
+    #[cfg(target_arch = "x86_64")]
+    for r in 0..rows {
+        let start = r * stride_bytes;
+        let end = (start + row_bytes).min(data.len());
+        for at in (start..end).step_by(64) {
+            // SAFETY: `at` is inside `data`; a prefetch reads nothing architecturally.
+            unsafe {
+                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                    data.as_ptr().add(at).cast(),
+                )
+            };
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (data, rows, stride_bytes, row_bytes);
+}
+
 /// `s[r * KEYS + j] = Σ_c q[r * d + c] · kt[c * KEYS + j]` for `rows` query rows (a multiple
 /// of 4) and all `KEYS` columns of the transposed key block `kt` (`[d, KEYS]`).
 pub fn scores(isa: Isa, q: &[f32], rows: usize, kt: &[f32], d: usize, s: &mut [f32]) {

@@ -59,8 +59,6 @@ pub(super) fn dot_group(
         && (1..=GROUP_ROWS).contains(&rows)
         && w.len() == rows * row_bytes
         && row_bytes == blocks * weight.type_size()
-        // The scale gather addresses rows with i32 offsets.
-        && i32::try_from(GROUP_ROWS * row_bytes).is_ok()
         && cols.end <= acts.n
         && out.len() >= cols.len() * GROUP_ROWS
         && acts.d.len() == acts.n * blocks
@@ -127,6 +125,45 @@ unsafe fn levels<const T: u8>(x: *const u8) -> __m256i {
     }
 }
 
+/// The unsigned stored levels of two rows' blocks at `a` and `b`, `a`'s in the low half:
+/// [`levels`] of both, with the nibbles of the two rows split in one pass (half the vector
+/// instructions per row of two `levels` and an insert).
+#[inline(always)]
+unsafe fn levels_pair<const T: u8>(a: *const u8, b: *const u8) -> __m512i {
+    unsafe {
+        // 128-bit lanes (a, a, b, b), shifted by (0, 4, 0, 4): low nibbles, then high ones.
+        let nibbles = |qs: usize| {
+            let v = _mm512_inserti64x4::<1>(
+                _mm512_castsi256_si512(_mm256_broadcastsi128_si256(load128(a.add(qs)))),
+                _mm256_broadcastsi128_si256(load128(b.add(qs))),
+            );
+            let shifts = _mm512_setr_epi64(0, 0, 4, 4, 0, 0, 4, 4);
+            _mm512_and_si512(_mm512_srlv_epi64(v, shifts), _mm512_set1_epi8(0x0F))
+        };
+        match T {
+            Q4_0 => nibbles(2),
+            Q5_0 => {
+                let bit =
+                    |p: *const u8| u32::from_le_bytes(std::ptr::read_unaligned(p.add(2).cast()));
+                let high = u64::from(bit(a)) | (u64::from(bit(b)) << 32);
+                let nib = nibbles(6);
+                _mm512_mask_add_epi8(nib, high, nib, _mm512_set1_epi8(16))
+            }
+            Q8_0 => _mm512_xor_si512(
+                _mm512_inserti64x4::<1>(
+                    _mm512_castsi256_si512(load256(a.add(2))),
+                    load256(b.add(2)),
+                ),
+                _mm512_set1_epi8(-128),
+            ),
+            _ => _mm512_shuffle_epi8(
+                _mm512_broadcast_i32x4(load128(IQ4_UNSIGNED.as_ptr())),
+                nibbles(2),
+            ),
+        }
+    }
+}
+
 /// `v[i]` holds rows i (low half) and i + 4 (high half), 8 partial i32 sums each; returns the
 /// 8 row totals in row order.
 #[inline(always)]
@@ -148,8 +185,8 @@ unsafe fn reduce_rows(v: [__m512i; 4]) -> __m256i {
     }
 }
 
-/// What [`group`] and [`group_wide`] share: the rows' and columns' pointers, the scale
-/// gather, and the prefetch of the rows ahead.
+/// What [`group`] and [`group_wide`] share: the rows' and columns' pointers, the row scales,
+/// and the prefetch of the rows ahead.
 struct Group<const C: usize> {
     /// Bytes per block of the format.
     size: usize,
@@ -157,9 +194,6 @@ struct Group<const C: usize> {
     /// Row r's first byte (missing rows of a last, partial group repeat the last row; their
     /// lanes are dropped).
     p: [*const u8; GROUP_ROWS],
-    /// Byte offsets of the 8 rows from `base`, for the scale gather.
-    idx: __m256i,
-    base: *const u8,
     /// Per column: its first block's levels, its block scales, its `-offset * sum(x)` terms.
     xs: [*const u8; C],
     ds: [*const f32; C],
@@ -187,16 +221,6 @@ impl<const C: usize> Group<C> {
             };
             let blocks = a.k / QK32;
             let row_at = |r: usize| r.min(rows - 1) * row_bytes;
-            let idx = _mm256_setr_epi32(
-                row_at(0) as i32,
-                row_at(1) as i32,
-                row_at(2) as i32,
-                row_at(3) as i32,
-                row_at(4) as i32,
-                row_at(5) as i32,
-                row_at(6) as i32,
-                row_at(7) as i32,
-            );
             // The 8 rows are read as 8 short streams, which the hardware prefetcher does not
             // follow far enough ahead; `prefetch` fetches the rows PREFETCH_BYTES on (the same
             // bytes in address order) at the pace they are consumed. Addresses past the matrix
@@ -208,8 +232,6 @@ impl<const C: usize> Group<C> {
                 size,
                 blocks,
                 p: std::array::from_fn(|r| w.as_ptr().add(row_at(r))),
-                idx,
-                base: w.as_ptr(),
                 xs: std::array::from_fn(|c| {
                     a.blocks
                         .as_ptr()
@@ -235,13 +257,16 @@ impl<const C: usize> Group<C> {
         }
     }
 
-    /// The f16 scales of the 8 rows' block at byte `at` of each row, as f32 lanes (4 bytes
-    /// read per row: the scale and 2 level bytes).
+    /// The f16 scales of the 8 rows' block at byte `at` of each row, as f32 lanes. Scalar
+    /// loads joined in general registers: a `vpgatherdd` costs more than the rest of the
+    /// block's work on AMD cores.
     #[inline(always)]
     unsafe fn row_scales(&self, at: usize) -> __m256 {
         unsafe {
-            let raw = _mm256_i32gather_epi32::<1>(self.base.add(at).cast(), self.idx);
-            _mm256_cvtph_ps(_mm256_cvtepi32_epi16(raw))
+            let s = |r: usize| u64::from(std::ptr::read_unaligned(self.p[r].add(at).cast::<u16>()));
+            let lo = s(0) | s(1) << 16 | s(2) << 32 | s(3) << 48;
+            let hi = s(4) | s(5) << 16 | s(6) << 32 | s(7) << 48;
+            _mm256_cvtph_ps(_mm_set_epi64x(hi as i64, lo as i64))
         }
     }
 
@@ -273,8 +298,7 @@ unsafe fn group<const T: u8, const C: usize>(
             let at = b * g.size;
             let mut wz = [_mm512_setzero_si512(); 4];
             for (i, wz) in wz.iter_mut().enumerate() {
-                let (lo, hi) = (levels::<T>(g.p[i].add(at)), levels::<T>(g.p[i + 4].add(at)));
-                *wz = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi);
+                *wz = levels_pair::<T>(g.p[i].add(at), g.p[i + 4].add(at));
             }
             let dw = g.row_scales(at);
             for (c, f) in f.iter_mut().enumerate() {
