@@ -11,7 +11,7 @@ use crate::kv_cache::{CellPos, KvCache, KvType, RopedKeys};
 use crate::weights::{LayerWeights, Weights};
 use tensor::Tensor;
 use tensor::cpu;
-use tensor::exec::{CpuExec, Exec};
+use tensor::exec::{CpuExec, Exec, Projection};
 use tensor::ops::attention::{AttnMask, AttnParams};
 use tensor::ops::rope::RopeConfig;
 
@@ -523,9 +523,27 @@ impl Decoder {
         let hp = &self.hp;
         let (emb, hd, n) = (hp.n_embd, hp.head_dim, u.n);
         e.rms_norm(&s.x, &lw.attn_norm, hp.rms_eps, emb, &mut s.h)?;
-        e.matmul_bias(&lw.wq, lw.bq.as_ref(), &s.h, n, &mut s.q)?;
-        e.matmul_bias(&lw.wk, lw.bk.as_ref(), &s.h, n, &mut s.k)?;
-        e.matmul_bias(&lw.wv, lw.bv.as_ref(), &s.h, n, &mut s.v)?;
+        e.matmul_bias_many(
+            &mut [
+                Projection {
+                    w: &lw.wq,
+                    b: lw.bq.as_ref(),
+                    out: &mut s.q,
+                },
+                Projection {
+                    w: &lw.wk,
+                    b: lw.bk.as_ref(),
+                    out: &mut s.k,
+                },
+                Projection {
+                    w: &lw.wv,
+                    b: lw.bv.as_ref(),
+                    out: &mut s.v,
+                },
+            ],
+            &s.h,
+            n,
+        )?;
         if let Some(w) = &lw.q_norm {
             e.rms_norm_inplace(&mut s.q, w, hp.rms_eps, hd, &mut s.tmp)?;
         }
@@ -623,8 +641,22 @@ impl Decoder {
     ) -> Result<()> {
         let hp = &self.hp;
         e.rms_norm(&s.x, &lw.ffn_norm, hp.rms_eps, hp.n_embd, &mut s.h)?;
-        e.matmul(&lw.ffn_gate, &s.h, n, &mut s.gate)?;
-        e.matmul(&lw.ffn_up, &s.h, n, &mut s.up)?;
+        e.matmul_bias_many(
+            &mut [
+                Projection {
+                    w: &lw.ffn_gate,
+                    b: None,
+                    out: &mut s.gate,
+                },
+                Projection {
+                    w: &lw.ffn_up,
+                    b: None,
+                    out: &mut s.up,
+                },
+            ],
+            &s.h,
+            n,
+        )?;
         match hp.ffn_act {
             FfnAct::SwiGlu => e.swiglu(&s.gate, &s.up, &mut s.act)?,
             FfnAct::GeGlu => e.geglu_f16_table(&s.gate, &s.up, &mut s.act)?,

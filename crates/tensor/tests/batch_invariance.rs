@@ -189,6 +189,82 @@ fn every_float_type_is_batch_invariant_on_threaded_shapes() {
     }
 }
 
+/// A decode step's q/k/v (different types and widths, one with a bias) run together by
+/// `CpuExec::matmul_bias_many` give the bits of each projection run alone, on the pool as
+/// a decode step runs it and for a prefill batch.
+#[test]
+fn projections_run_together_equal_each_run_alone() {
+    use tensor::exec::{CpuExec, Exec, Projection};
+    let mut rng = Rng(77);
+    let k = 640;
+    let ws = [
+        quant_weight(DType::Q5_0, 1024, k, &mut rng),
+        quant_weight(DType::Q8_0, 256, k, &mut rng),
+        quant_weight(DType::Q4K, 256, k / 256 * 256, &mut rng),
+    ];
+    let ws = [&ws[0], &ws[1], &ws[2]];
+    let bias: Vec<f32> = (0..256).map(|_| rng.normal()).collect();
+    let e = CpuExec;
+    for n in [1, 3, 20] {
+        let x: Vec<f32> = (0..n * k).map(|_| rng.normal()).collect();
+        let xs = [
+            x.clone(),
+            x.clone(),
+            x[..].chunks(k).flat_map(|r| r[..512].to_vec()).collect(),
+        ];
+        let alone: Vec<Vec<f32>> = ws
+            .iter()
+            .zip(&xs)
+            .enumerate()
+            .map(|(i, (w, x))| {
+                let mut o = vec![0f32; n * w.shape()[0]];
+                let b = (i == 1).then_some(&bias);
+                e.matmul_bias(w, b, x, n, &mut o).unwrap();
+                o
+            })
+            .collect();
+        // The first two share an input; the third (k = 512) runs on its own.
+        let mut outs: Vec<Vec<f32>> = ws
+            .iter()
+            .map(|w| vec![f32::NAN; n * w.shape()[0]])
+            .collect();
+        let (first, rest) = outs.split_at_mut(1);
+        let (second, third) = rest.split_at_mut(1);
+        tensor::cpu::on_compute_pool(|| {
+            e.matmul_bias_many(
+                &mut [
+                    Projection {
+                        w: ws[0],
+                        b: None,
+                        out: &mut first[0],
+                    },
+                    Projection {
+                        w: ws[1],
+                        b: Some(&bias),
+                        out: &mut second[0],
+                    },
+                ],
+                &xs[0],
+                n,
+            )
+            .unwrap();
+            e.matmul_bias_many(
+                &mut [Projection {
+                    w: ws[2],
+                    b: None,
+                    out: &mut third[0],
+                }],
+                &xs[2],
+                n,
+            )
+            .unwrap();
+        });
+        for (i, (got, want)) in outs.iter().zip(&alone).enumerate() {
+            assert!(bits(got) == bits(want), "projection {i}, {n} rows");
+        }
+    }
+}
+
 /// Queries at positions `n_kv - n_q..n_kv` over one cache of `n_kv` keys (causal, optional
 /// sliding window and soft cap): each query's output row, computed alone, in every window of
 /// up to `max_batch` queries and with the whole batch, is bit-identical.

@@ -2,7 +2,7 @@
 
 use half::f16;
 
-use super::{Exec, KvStore, KvType, Unary};
+use super::{Exec, KvStore, KvType, Projection, Unary};
 use crate::cpu;
 use crate::ops::attention::{AttnMask, AttnParams, KvData};
 use crate::ops::conv::Conv2dParams;
@@ -32,6 +32,10 @@ fn gpu_store(op: &'static str) -> TensorError {
         backend: "cpu (the cache lives on a GPU)",
     }
 }
+
+/// Up to this many input rows (a decode step of a few sequences) the projections of
+/// [`Exec::matmul_bias_many`] run concurrently.
+const CONCURRENT_PROJECTION_ROWS: usize = 16;
 
 fn shape(op: &'static str, detail: String) -> TensorError {
     TensorError::ShapeMismatch { op, detail }
@@ -156,6 +160,37 @@ impl Exec for CpuExec {
 
     fn matmul(&self, w: &Tensor, x: &Vec<f32>, n: usize, out: &mut Vec<f32>) -> Result<()> {
         cpu::matmul(w, x, n, out)
+    }
+
+    fn matmul_bias_many(
+        &self,
+        projections: &mut [Projection<'_, Vec<f32>, Vec<f32>>],
+        x: &Vec<f32>,
+        n: usize,
+    ) -> Result<()> {
+        if n > CONCURRENT_PROJECTION_ROWS {
+            // Prefill: each GEMM already fills the pool for long; one at a time keeps one
+            // packed input in the caches and in memory.
+            for p in projections.iter_mut() {
+                self.matmul_bias(p.w, p.b, x, n, p.out)?;
+            }
+            return Ok(());
+        }
+        // Each projection splits its rows over the pool as it would alone; spawned together,
+        // a thread that finishes its part of one moves on to the next instead of waiting.
+        let mut results: Vec<Result<()>> = projections.iter().map(|_| Ok(())).collect();
+        rayon::scope(|s| {
+            for (p, r) in projections.iter_mut().zip(results.iter_mut()) {
+                s.spawn(move |_| {
+                    *r = cpu::matmul(p.w, x, n, p.out).map(|()| {
+                        if let Some(b) = p.b {
+                            cpu::add_rows(p.out, b);
+                        }
+                    })
+                });
+            }
+        });
+        results.into_iter().collect()
     }
 
     fn matmul_wide(&self, w: &Tensor, x: &Vec<f32>, n: usize, out: &mut Vec<f32>) -> Result<()> {

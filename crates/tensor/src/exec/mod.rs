@@ -120,6 +120,13 @@ pub enum Unary {
 /// values, row-major); `Vector` is a small weight vector (a norm's scale, a bias) kept in
 /// the backend's memory. Matrices are [`Tensor`]s in the backend's memory (memory-mapped
 /// for the CPU, uploaded once for a GPU).
+/// One projection of [`Exec::matmul_bias_many`].
+pub struct Projection<'a, V, A> {
+    pub w: &'a Tensor,
+    pub b: Option<&'a V>,
+    pub out: &'a mut A,
+}
+
 pub trait Exec {
     type Act;
     type Vector;
@@ -209,6 +216,21 @@ pub trait Exec {
             Some(b) => self.add_rows(out, b),
             None => Ok(()),
         }
+    }
+    /// [`Exec::matmul_bias`] for several projections of the same input (q/k/v, gate/up):
+    /// `out = x · wᵀ + b` for each `(w, b, out)`, in any order. The CPU runs them as one
+    /// parallel job, so a decode step's small projections do not each wait for their
+    /// slowest task.
+    fn matmul_bias_many(
+        &self,
+        projections: &mut [Projection<'_, Self::Vector, Self::Act>],
+        x: &Self::Act,
+        n: usize,
+    ) -> Result<()> {
+        for p in projections.iter_mut() {
+            self.matmul_bias(p.w, p.b, x, n, p.out)?;
+        }
+        Ok(())
     }
     /// `out = act(x · wᵀ + b)` for a whole input ([`Exec::matmul_wide`]'s summation), the bias
     /// and the activation optional: a linear layer of an encoder. The GPU runs it as one
