@@ -33,6 +33,12 @@ fn heavy(g: &mut Group<'_>) {
     g.inner.measurement_time(Duration::from_secs(2));
 }
 
+/// Short kernels (microseconds): a brief warm-up and a second of samples.
+fn light(g: &mut Group<'_>) {
+    g.inner.warm_up_time(Duration::from_millis(300));
+    g.inner.measurement_time(Duration::from_secs(1));
+}
+
 /// `x [n, k] · w [m, k]ᵀ` at the encoders' shapes.
 fn gemm(c: &mut Criterion, rec: &Recorder, s: &Scale) {
     // (name, tokens, k, m)
@@ -112,8 +118,7 @@ fn decode_attention(c: &mut Criterion, rec: &Recorder, s: &Scale) {
     // (name, heads, KV heads, head dim)
     let shapes = [("gemma3_270m", 4, 1, 256), ("qwen25_0p5b", 14, 2, 64)];
     let mut g = Group::new(c, "decode_attention");
-    g.inner.warm_up_time(Duration::from_millis(300));
-    g.inner.measurement_time(Duration::from_secs(1));
+    light(&mut g);
     for (name, n_head, n_kv_head, d) in shapes {
         for n_kv in [128, 1024] {
             let n_kv = s.tokens(n_kv);
@@ -178,8 +183,7 @@ fn matvec(c: &mut Criterion, rec: &Recorder, s: &Scale) {
         ("gemma3_270m_attn_output", 1024, 640),
     ];
     let mut g = Group::new(c, "matvec");
-    g.inner.warm_up_time(Duration::from_millis(300));
-    g.inner.measurement_time(Duration::from_secs(1));
+    light(&mut g);
     for (name, k, m) in shapes {
         let m = s.tokens(m).next_multiple_of(16);
         let x = data(k, 2);
@@ -212,8 +216,7 @@ fn matmul_few_rows(c: &mut Criterion, rec: &Recorder, s: &Scale) {
         ("qwen25_0p5b_ffn_down", 4864, 896, DType::Q6K),
     ];
     let mut g = Group::new(c, "matmul_few_rows");
-    g.inner.warm_up_time(Duration::from_millis(300));
-    g.inner.measurement_time(Duration::from_secs(1));
+    light(&mut g);
     for (name, k, m, dtype) in cases {
         let m = s.tokens(m).next_multiple_of(16);
         let w = weight(dtype, m, k);

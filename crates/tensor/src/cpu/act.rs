@@ -136,20 +136,34 @@ fn gated_chunk(isa: Isa, act: Act, gate: &[f32], up: &[f32], out: &mut [f32]) {
 }
 
 fn gated(act: Act, gate: &[f32], up: &[f32], out: &mut [f32]) {
+    split_gated("gated activation", gate, up, out, |isa, g, u, o| {
+        gated_chunk(isa, act, g, u, o)
+    })
+}
+
+/// Checks that `gate`, `up` and `out` have one length, then runs `chunk(isa, gate, up, out)`
+/// over them: on the calling thread when short, else over rayon in chunks of [`CHUNK`].
+fn split_gated(
+    op: &str,
+    gate: &[f32],
+    up: &[f32],
+    out: &mut [f32],
+    chunk: impl Fn(Isa, &[f32], &[f32], &mut [f32]) + Sync,
+) {
     assert!(
         gate.len() == out.len() && up.len() == out.len(),
-        "gated activation: gate {}, up {}, out {} elements",
+        "{op}: gate {}, up {}, out {} elements",
         gate.len(),
         up.len(),
         out.len()
     );
     let isa = isa();
     if out.len() < PARALLEL_MIN {
-        gated_chunk(isa, act, gate, up, out);
+        chunk(isa, gate, up, out);
     } else {
         out.par_chunks_mut(CHUNK)
             .zip(gate.par_chunks(CHUNK).zip(up.par_chunks(CHUNK)))
-            .for_each(|(o, (g, u))| gated_chunk(isa, act, g, u, o));
+            .for_each(|(o, (g, u))| chunk(isa, g, u, o));
     }
 }
 
@@ -192,21 +206,10 @@ pub const GEGLU_TABLE_SATURATION: f32 = 10.0;
 /// up in [`gelu_f16_table`], and saturates outside [-10, 10] (0 below, the gate above).
 /// Without it Gemma 3's logits drift from llama.cpp's by ~1.4.
 pub fn geglu_f16_table(gate: &[f32], up: &[f32], out: &mut [f32]) {
-    assert!(
-        gate.len() == out.len() && up.len() == out.len(),
-        "geglu_f16_table: gate {}, up {}, out {} elements",
-        gate.len(),
-        up.len(),
-        out.len()
-    );
-    let (isa, table) = (isa(), gelu_table());
-    if out.len() < PARALLEL_MIN {
-        geglu_table_chunk(isa, table, gate, up, out);
-    } else {
-        out.par_chunks_mut(CHUNK)
-            .zip(gate.par_chunks(CHUNK).zip(up.par_chunks(CHUNK)))
-            .for_each(|(o, (g, u))| geglu_table_chunk(isa, table, g, u, o));
-    }
+    let table = gelu_table();
+    split_gated("geglu_f16_table", gate, up, out, |isa, g, u, o| {
+        geglu_table_chunk(isa, table, g, u, o)
+    })
 }
 
 fn geglu_table_chunk(isa: Isa, table: &F16Table, gate: &[f32], up: &[f32], out: &mut [f32]) {
