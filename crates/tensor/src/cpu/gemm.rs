@@ -1,10 +1,9 @@
 //! Blocked GEMM for `out[n, m] = x[n, k] · w[m, k]ᵀ` with f32 / f16 / bf16 weights.
 //!
 //! Shape of the computation (Goto-style cache blocking):
-//! - x is cut into chunks of rows whose packed copy (about 24 MB) stays in the last-level
-//!   cache while every task reads it; each chunk is packed into panels of `MR` rows,
-//!   transposed so the `MR` values of one `k` index are adjacent (`xpack[panel][p][r]`):
-//!   the micro-kernel broadcasts them.
+//! - x is cut into chunks of rows (about 24 MB) that stay in the last-level cache while
+//!   every task reads them; the micro-kernel reads panels of `MR` rows in place (one
+//!   broadcast per row and `k`), only a last partial panel from a zero-padded copy.
 //! - Each task owns a rectangle of `out`: up to `NC_MAX` weight rows (output columns) by a
 //!   block of x rows; the plan makes the task count a multiple of the thread count, and
 //!   splits the weights into narrower column blocks before it splits few x rows (a task
@@ -74,15 +73,21 @@ pub(super) fn gemm<T: WeightElem>(
     // reads it: the 13 tiles of a SmolVLM image (41 MB of x) packed whole came from memory
     // once per column block, and ran at 56% of the peak against 88% for 4096 rows.
     let chunk = chunk_rows(n, k, mr);
-    let mut xpack = Vec::new();
+    let mut tail = Vec::new();
     for i0 in (0..n).step_by(chunk) {
         let rows = chunk.min(n - i0);
-        pack_x(isa, &x[i0 * k..(i0 + rows) * k], rows, k, mr, &mut xpack);
+        let x = &x[i0 * k..(i0 + rows) * k];
+        let xs = XPanels {
+            x,
+            k,
+            full: rows / mr,
+            tail: pack_tail(x, rows, k, mr, &mut tail),
+        };
         let out = &mut out[i0 * m..(i0 + rows) * m];
         let blocks = plan(rows, m, k, mr, nr);
         let dst = OutPtr(out.as_mut_ptr());
         let out_len = out.len();
-        let xpack = &xpack;
+        let xs = &xs;
         blocks.into_par_iter().for_each(|b| {
             assert!(b.i0 + b.rows <= rows && b.j0 + b.cols <= m && rows * m <= out_len);
             // SAFETY: the plan's blocks are disjoint rectangles of `out` (checked in range
@@ -91,7 +96,7 @@ pub(super) fn gemm<T: WeightElem>(
             let sink = unsafe { BlockOut::new(dst, m, b, epilogue.map(|e| (*e, isa))) };
             SCRATCH.with(|scratch| {
                 let scratch = &mut *scratch.borrow_mut();
-                block_dispatch(isa, w, xpack, k, b, sink, scratch)
+                block_dispatch(isa, w, xs, k, b, sink, scratch)
             })
         });
     }
@@ -262,165 +267,92 @@ const MIN_ROW_PANELS: usize = 16;
 /// blocks, 14.4 ms in 6 column blocks; 972 x 1024 x 1024 5.2 ms in 4 x 2, 4.6 ms in 8 x 1.
 const ROWS_PER_WEIGHT_PACK: usize = 768;
 
-/// x as panels of `mr` rows, each `[k][mr]` (rows past `n` are zero), into `xpack`.
-fn pack_x(isa: Isa, x: &[f32], n: usize, k: usize, mr: usize, xpack: &mut Vec<f32>) {
-    let panels = n.div_ceil(mr);
-    xpack.resize(panels * mr * k, 0.0);
-    let xpack = &mut xpack[..panels * mr * k];
-    let fill = |(q, dst): (usize, &mut [f32])| {
-        let rows = mr.min(n - q * mr);
-        let x = &x[q * mr * k..(q * mr + rows) * k];
-        // Whole 6-row panels go through registers on AVX-512 (a scalar store per value was
-        // 2–4% of an encode); the rest, and the columns past a multiple of 16, by value.
-        let done = if rows == 6 {
-            pack6::panel(isa, x, k, dst)
+/// Where the micro-kernel reads x: whole panels of `MR` rows in place (row-major, the
+/// broadcasts read 6 rows side by side), and a last, partial panel from a zero-padded
+/// copy. Packing every panel into `[k][MR]` first cost a pass over x per call (2% of a
+/// SmolVLM encode, plus clearing the 24 MB buffer it went into) and bought nothing the
+/// prefetches below do not: the rows of a panel are 6 sequential streams.
+struct XPanels<'a> {
+    x: &'a [f32],
+    k: usize,
+    /// Whole panels (the tail panel's index when `tail` is not empty).
+    full: usize,
+    /// The partial last panel, `[k][MR]`, rows past `n` zero.
+    tail: &'a [f32],
+}
+
+impl XPanels<'_> {
+    /// Panel `q` from column `p0`: its first value, the stride between its rows and the
+    /// stride between consecutive `k`. An address only, never dereferenced here: past the
+    /// last panel it names "the next panel" for prefetching.
+    fn addr(&self, q: usize, p0: usize, mr: usize) -> (*const f32, usize, usize) {
+        if q < self.full || self.tail.is_empty() {
+            let at = q * mr * self.k + p0;
+            (self.x.as_ptr().wrapping_add(at), self.k, 1)
         } else {
-            0
-        };
-        for p in done..k {
-            for r in 0..mr {
-                dst[p * mr + r] = if r < rows { x[r * k + p] } else { 0.0 };
-            }
+            (self.tail.as_ptr().wrapping_add(p0 * mr), 1, mr)
         }
-    };
-    if n * k < 1 << 16 {
-        xpack.chunks_mut(mr * k).enumerate().for_each(fill);
-    } else {
-        xpack.par_chunks_mut(mr * k).enumerate().for_each(fill);
+    }
+
+    /// [`Self::addr`] of a panel the micro-kernel reads for `kc` values from `p0`; panics
+    /// unless all `mr x kc` of them lie inside x or the tail copy.
+    fn panel(&self, q: usize, p0: usize, kc: usize, mr: usize) -> (*const f32, usize, usize) {
+        let inside = if q < self.full {
+            p0 + kc <= self.k && (q + 1) * mr * self.k <= self.x.len()
+        } else {
+            q == self.full && (p0 + kc) * mr <= self.tail.len()
+        };
+        assert!(inside, "gemm: x panel {q} [{p0}, +{kc}) out of range");
+        self.addr(q, p0, mr)
     }
 }
 
-/// A panel of 6 rows of x to `[k][6]` with AVX-512 permutes: per 16 columns, rows are paired
-/// into (row 2s, row 2s + 1) value pairs, then each output vector of 8 pairs takes its pairs
-/// from the three pair vectors in two two-source permutes.
-mod pack6 {
-    use super::Isa;
-
-    /// Packs columns `0..k - k % 16` of the 6 rows `x` (`[6][k]`) into `dst` (`[k][6]`);
-    /// returns how many columns it did (0 without AVX-512).
-    pub(super) fn panel(isa: Isa, x: &[f32], k: usize, dst: &mut [f32]) -> usize {
-        assert!(x.len() >= 6 * k && dst.len() >= 6 * k);
-        #[cfg(target_arch = "x86_64")]
-        if isa >= Isa::Avx512 && crate::cpu::simd::features().best_isa() >= Isa::Avx512 {
-            // SAFETY: AVX-512 F is present (checked); lengths checked above.
-            unsafe { x86::panel(x, k, dst) };
-            return k - k % 16;
-        }
-        let _ = isa;
-        0
+/// The last `n % mr` rows of x (`n` rows of `k`) as one panel `[k][mr]`, zero-padded, in
+/// `buf`; empty when `n` is a multiple of `mr`.
+fn pack_tail<'b>(x: &[f32], n: usize, k: usize, mr: usize, buf: &'b mut Vec<f32>) -> &'b [f32] {
+    let rows = n % mr;
+    buf.clear();
+    if rows == 0 {
+        return buf;
     }
-
-    /// Permute indices: `PAIR[h]` interleaves values `8h..8h + 8` of two rows; `FIRST[j]` and
-    /// `SECOND[j]` place output vector `j`'s pairs (64-bit elements) from pair vectors 0, 1
-    /// and then 2.
-    const PAIR: [[i32; 16]; 2] = {
-        let mut t = [[0; 16]; 2];
-        let mut i = 0;
-        while i < 16 {
-            let v = (i / 2) as i32 + if i % 2 == 1 { 16 } else { 0 };
-            t[0][i] = v;
-            t[1][i] = v + 8;
-            i += 1;
-        }
-        t
-    };
-    const FIRST: [[i64; 8]; 6] = placement(true);
-    const SECOND: [[i64; 8]; 6] = placement(false);
-
-    const fn placement(first: bool) -> [[i64; 8]; 6] {
-        let mut t = [[0; 8]; 6];
-        let mut j = 0;
-        while j < 6 {
-            let mut e = 0;
-            while e < 8 {
-                let u = 8 * j + e;
-                let (p, s) = (u / 3 - 8 * (j / 3), u % 3);
-                t[j][e] = match (first, s) {
-                    (true, 0) => p as i64,
-                    (true, 1) => 8 + p as i64,
-                    (true, _) => 0,
-                    (false, 2) => 8 + p as i64,
-                    (false, _) => e as i64,
-                };
-                e += 1;
-            }
-            j += 1;
-        }
-        t
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    mod x86 {
-        #![allow(unsafe_code)]
-        use super::{FIRST, PAIR, SECOND};
-        use std::arch::x86_64::*;
-
-        /// # Safety
-        /// AVX-512 F available; `x` holds `6 * k` values and `dst` `6 * k`.
-        #[target_feature(enable = "avx512f")]
-        pub(super) unsafe fn panel(x: &[f32], k: usize, dst: &mut [f32]) {
-            unsafe {
-                let idx = |t: &[i32; 16]| _mm512_loadu_si512(t.as_ptr().cast());
-                let pair = [idx(&PAIR[0]), idx(&PAIR[1])];
-                let place = |t: &[i64; 8]| _mm512_loadu_si512(t.as_ptr().cast());
-                let first: [__m512i; 6] = std::array::from_fn(|j| place(&FIRST[j]));
-                let second: [__m512i; 6] = std::array::from_fn(|j| place(&SECOND[j]));
-                for p0 in (0..k - k % 16).step_by(16) {
-                    let r: [__m512; 6] =
-                        std::array::from_fn(|i| _mm512_loadu_ps(x.as_ptr().add(i * k + p0)));
-                    for h in 0..2 {
-                        let pairs: [__m512d; 3] = std::array::from_fn(|s| {
-                            _mm512_castps_pd(_mm512_permutex2var_ps(
-                                r[2 * s],
-                                pair[h],
-                                r[2 * s + 1],
-                            ))
-                        });
-                        for j in 3 * h..3 * h + 3 {
-                            let a = _mm512_permutex2var_pd(pairs[0], first[j], pairs[1]);
-                            let b = _mm512_permutex2var_pd(a, second[j], pairs[2]);
-                            let out = dst.as_mut_ptr().add(p0 * 6 + 16 * j);
-                            _mm512_storeu_ps(out, _mm512_castpd_ps(b));
-                        }
-                    }
-                }
-            }
+    buf.resize(mr * k, 0.0);
+    let x = &x[(n - rows) * k..n * k];
+    for (r, row) in x.chunks_exact(k).enumerate() {
+        for (p, &v) in row.iter().enumerate() {
+            buf[p * mr + r] = v;
         }
     }
+    buf
 }
 
 fn block_dispatch<T: WeightElem>(
     isa: Isa,
     w: &[T],
-    xpack: &[f32],
+    xs: &XPanels,
     k: usize,
     b: Block,
     sink: BlockOut,
     scratch: &mut Scratch,
 ) {
     dispatch!(isa, block_simd, block_scalar,
-        <T: WeightElem> (w: &[T], xpack: &[f32], k: usize, b: Block, sink: BlockOut, scratch: &mut Scratch))
+        <T: WeightElem> (w: &[T], xs: &XPanels, k: usize, b: Block, sink: BlockOut, scratch: &mut Scratch))
 }
 
 /// The GEMM is only planned on SIMD paths; plain loops keep the dispatch total.
 fn block_scalar<T: WeightElem>(
     w: &[T],
-    xpack: &[f32],
+    xs: &XPanels,
     k: usize,
     b: Block,
     mut sink: BlockOut,
     _: &mut Scratch,
 ) {
-    let (mr, _) = tile(Isa::Avx2);
     let mut row = vec![0f32; b.cols];
     for r in 0..b.rows {
-        let i = b.i0 + r;
-        let panel = &xpack[i / mr * mr * k..];
+        let xr = &xs.x[(b.i0 + r) * k..(b.i0 + r + 1) * k];
         for (jj, o) in row.iter_mut().enumerate() {
             let wr = &w[(b.j0 + jj) * k..(b.j0 + jj + 1) * k];
-            *o = (0..k)
-                .map(|p| panel[p * mr + i % mr] * wr[p].to_f32())
-                .sum();
+            *o = xr.iter().zip(wr).map(|(a, w)| a * w.to_f32()).sum();
         }
         let d = sink.tile_ptr(r, 0, 1, b.cols);
         // SAFETY: `tile_ptr` checked that the row lies in the block.
@@ -433,16 +365,16 @@ fn block_scalar<T: WeightElem>(
 fn block_simd<S: Simd, T: WeightElem>(
     s: S,
     w: &[T],
-    xpack: &[f32],
+    xs: &XPanels,
     k: usize,
     b: Block,
     sink: BlockOut,
     scratch: &mut Scratch,
 ) {
     if S::LANES == 16 {
-        block_tiles::<S, T, MR_AVX512, NV_AVX512>(s, w, xpack, k, b, sink, scratch)
+        block_tiles::<S, T, MR_AVX512, NV_AVX512>(s, w, xs, k, b, sink, scratch)
     } else {
-        block_tiles::<S, T, MR_AVX2, NV_AVX2>(s, w, xpack, k, b, sink, scratch)
+        block_tiles::<S, T, MR_AVX2, NV_AVX2>(s, w, xs, k, b, sink, scratch)
     }
 }
 
@@ -479,7 +411,7 @@ pub(super) fn sized<E: Copy + Default>(buf: &mut Vec<E>, len: usize) -> &mut [E]
 fn block_tiles<S: Simd, T: WeightElem, const MR: usize, const NV: usize>(
     s: S,
     w: &[T],
-    xpack: &[f32],
+    xs: &XPanels,
     k: usize,
     b: Block,
     mut sink: BlockOut,
@@ -513,7 +445,7 @@ fn block_tiles<S: Simd, T: WeightElem, const MR: usize, const NV: usize>(
                     let full_cols = (jp + 1) * nr <= b.cols;
                     for ip in ic..ic_end {
                         let q = first_panel + ip;
-                        let xp = &xpack[q * MR * k + p0 * MR..q * MR * k + (p0 + kc) * MR];
+                        let (xp, x_row, x_step) = xs.panel(q, p0, kc, MR);
                         let ct = &mut c[(ip - ic) * MR * ldc + jp * nr..];
                         assert!(ct.len() >= (MR - 1) * ldc + nr);
                         let row0 = ip * MR;
@@ -525,18 +457,19 @@ fn block_tiles<S: Simd, T: WeightElem, const MR: usize, const NV: usize>(
                             (ct.as_mut_ptr(), ldc)
                         };
                         // The next x panel's slice, fetched while this one is multiplied: a
-                        // batch of tiles' x (41 MB for SmolVLM) comes from memory in 3 KB
-                        // pieces, too short for the hardware prefetcher (69% -> 84% of the
+                        // batch of tiles' x (41 MB for SmolVLM) comes from memory in short
+                        // pieces the hardware prefetcher does not follow (69% -> 84% of the
                         // peak at 13312 x 768 x 3072). Only an address: never dereferenced.
-                        let next = xpack.as_ptr().wrapping_add((q + 1) * MR * k + p0 * MR);
-                        // SAFETY: xp holds kc*MR, wp kc*NR values (sliced above); ct covers
+                        let next = xs.addr(q + 1, p0, MR);
+                        // SAFETY: xp's MR rows hold kc values each (`panel` checked), wp kc*NR
+                        // values (sliced above); ct covers
                         // MR rows of NR at stride ldc (asserted); a direct tile lies inside
                         // this task's rectangle of `out` (`tile_ptr` checks it).
                         unsafe {
                             micro_kernel::<S, MR, NV>(
                                 s,
                                 kc,
-                                xp.as_ptr(),
+                                (xp, x_row, x_step),
                                 next,
                                 wp.as_ptr(),
                                 (p0 > 0).then_some(ct.as_ptr()),
@@ -618,21 +551,24 @@ fn prefetch(p: *const f32) {
     let _ = p;
 }
 
-/// `dst[r][0..NR] = acc[r][0..NR] + sum_p xp[p][r] * wp[p][0..NR]` for an `MR x NR` tile,
-/// NR = NV vectors, where `acc` is a tile of earlier partial sums (or zero): the `kc` sum
-/// stays in registers and the tile is stored once.
+/// `dst[r][0..NR] = acc[r][0..NR] + sum_p x(r, p) * wp[p][0..NR]` for an `MR x NR` tile,
+/// NR = NV vectors, where `x(r, p) = x.0[r * x.1 + p * x.2]` (a panel read in place or from
+/// a packed copy) and `acc` is a tile of earlier partial sums (or zero): the `kc` sum stays
+/// in registers and the tile is stored once.
 ///
-/// `next_xp` is only prefetched (the x panel the next call reads).
+/// `next` (the x panel the next call reads, same layout) is only prefetched.
 ///
 /// # Safety
-/// `xp` readable for `kc * MR`, `wp` for `kc * NV * LANES` floats; `acc` readable for `MR`
-/// rows of `NV * LANES` floats at stride `lda`; `dst` writable likewise at stride `ldd`.
+/// `x` readable at `r * x.1 + p * x.2` for `r < MR`, `p < kc`; `wp` for `kc * NV * LANES`
+/// floats; `acc` readable for `MR` rows of `NV * LANES` floats at stride `lda`; `dst`
+/// writable likewise at stride `ldd`.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 unsafe fn micro_kernel<S: Simd, const MR: usize, const NV: usize>(
     s: S,
     kc: usize,
-    xp: *const f32,
-    next_xp: *const f32,
+    (xp, x_row, x_step): (*const f32, usize, usize),
+    next: (*const f32, usize, usize),
     wp: *const f32,
     partial: Option<*const f32>,
     lda: usize,
@@ -649,15 +585,19 @@ unsafe fn micro_kernel<S: Simd, const MR: usize, const NV: usize>(
                 }
             }
         }
+        let rows: [*const f32; MR] = std::array::from_fn(|r| xp.add(r * x_row));
         for p in 0..kc {
-            // Every other step: MR values are 24 bytes, so every cache line gets a prefetch.
-            if p % 2 == 0 {
-                prefetch(next_xp.wrapping_add(p * MR));
+            // One line of each row of the next panel per 16 steps (a row's 16 values of a
+            // line, read in place), or of the packed copy's `MR * 16` values.
+            if p % 16 == 0 {
+                for r in 0..MR {
+                    prefetch(next.0.wrapping_add(r * next.1 + p * next.2));
+                }
             }
             let b: [S::V; NV] = std::array::from_fn(|h| s.load_ptr(wp.add((p * NV + h) * l)));
-            let a = xp.add(p * MR);
+            let at = p * x_step;
             for (r, row) in acc.iter_mut().enumerate() {
-                let av = s.splat(*a.add(r));
+                let av = s.splat(*rows[r].add(at));
                 for (x, bh) in row.iter_mut().zip(&b) {
                     *x = s.fma(av, *bh, *x);
                 }
@@ -703,20 +643,52 @@ mod tests {
     }
 
     #[test]
-    fn packing_x_in_registers_equals_packing_by_value() {
-        for (n, k) in [(6, 16), (6, 1152), (7, 33), (13, 17), (12, 5), (20, 48)] {
+    fn the_tail_panel_is_the_last_rows_zero_padded() {
+        for (n, k) in [(6, 16), (7, 33), (13, 17), (11, 5), (1, 48)] {
             let x: Vec<f32> = (0..n * k).map(|i| i as f32 * 0.5 - 7.0).collect();
-            let (mut by_value, mut simd) = (vec![f32::NAN; 3], vec![f32::NAN; 7]);
-            pack_x(Isa::Scalar, &x, n, k, 6, &mut by_value);
-            pack_x(Isa::Avx512, &x, n, k, 6, &mut simd);
-            assert_eq!(simd, by_value, "n {n} k {k}");
-            for (q, panel) in by_value.chunks(6 * k.max(1)).enumerate() {
-                for p in 0..k {
-                    for r in 0..6 {
-                        let i = q * 6 + r;
-                        let want = if i < n { x[i * k + p] } else { 0.0 };
-                        assert_eq!(panel[p * 6 + r], want, "n {n} k {k} row {i} col {p}");
-                    }
+            let mut buf = vec![f32::NAN; 3];
+            let tail = pack_tail(&x, n, k, 6, &mut buf);
+            if n % 6 == 0 {
+                assert!(tail.is_empty());
+                continue;
+            }
+            let first = n - n % 6;
+            for p in 0..k {
+                for r in 0..6 {
+                    let i = first + r;
+                    let want = if i < n { x[i * k + p] } else { 0.0 };
+                    assert_eq!(tail[p * 6 + r], want, "n {n} k {k} row {i} col {p}");
+                }
+            }
+        }
+    }
+
+    /// Every output of the tiled GEMM against a plain dot product over k in order (the same
+    /// FMA chain): row counts around the panel height, so whole panels read in place and the
+    /// padded tail panel both run.
+    #[test]
+    fn panels_in_place_and_the_tail_equal_plain_dot_products() {
+        let isa = super::super::simd::isa();
+        let value = |i: usize| ((i * 7919 % 1000) as f32 - 500.0) / 250.0;
+        for (n, k, m) in [
+            (1, 7, 3),
+            (5, 64, 70),
+            (6, 130, 64),
+            (13, 300, 129),
+            (40, 257, 200),
+        ] {
+            let w: Vec<half::f16> = (0..m * k)
+                .map(|i| half::f16::from_f32(value(i + 3)))
+                .collect();
+            let x: Vec<f32> = (0..n * k).map(value).collect();
+            let mut out = vec![f32::NAN; n * m];
+            gemm(isa, &w, &x, n, k, m, &mut out, None);
+            for i in 0..n {
+                for j in 0..m {
+                    let want =
+                        (0..k).fold(0f32, |a, p| x[i * k + p].mul_add(w[j * k + p].to_f32(), a));
+                    let got = out[i * m + j];
+                    assert_eq!(got.to_bits(), want.to_bits(), "{n}x{k}x{m} at ({i}, {j})");
                 }
             }
         }
