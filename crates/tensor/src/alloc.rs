@@ -12,8 +12,11 @@
 //! so that it faults in 2 MiB at a time rather than 4 KiB ([`advise_huge_pages`]).
 //!
 //! Peak memory stays where it was: kept blocks only fill the room under the high-water mark
-//! of live large blocks. A large allocation that finds no block of its size first returns
-//! kept blocks to the system until live + kept + the new block fit under that mark (all of
+//! of live large blocks. A large allocation that finds no block of its size, where a new
+//! block would not fit under that mark beside the kept ones, is first lent the smallest kept
+//! block that holds it (whole: it stays counted at its real size until freed, when it is
+//! kept again at that size). Only when none is large enough are kept blocks returned to the
+//! system until live + kept + the new block fit under the mark (all of
 //! them when the new block sets a new mark). Install it in a binary with
 //! `#[global_allocator] static ALLOC: tensor::alloc::ReuseLarge = tensor::alloc::ReuseLarge;`.
 #![allow(unsafe_code)]
@@ -23,7 +26,7 @@ use std::sync::Mutex;
 
 /// Smallest block kept for reuse (smaller ones are the system allocator's business).
 pub const MIN_BLOCK: usize = 1 << 20;
-/// Blocks kept at most.
+/// Blocks kept at most (and blocks lent at most).
 const SLOTS: usize = 32;
 
 #[derive(Clone, Copy)]
@@ -38,6 +41,8 @@ struct Kept {
 struct Table {
     /// Freed large blocks (`addr` 0: empty slot).
     kept: [Kept; SLOTS],
+    /// Kept blocks handed out for a smaller request, at their real size and alignment.
+    lent: [Kept; SLOTS],
     kept_bytes: usize,
     /// Bytes of large blocks handed out and not freed.
     live: usize,
@@ -45,12 +50,15 @@ struct Table {
     peak: usize,
 }
 
+const EMPTY: Kept = Kept {
+    addr: 0,
+    size: 0,
+    align: 0,
+};
+
 static TABLE: Mutex<Table> = Mutex::new(Table {
-    kept: [Kept {
-        addr: 0,
-        size: 0,
-        align: 0,
-    }; SLOTS],
+    kept: [EMPTY; SLOTS],
+    lent: [EMPTY; SLOTS],
     kept_bytes: 0,
     live: 0,
     peak: 0,
@@ -84,8 +92,9 @@ fn table() -> std::sync::MutexGuard<'static, Table> {
     TABLE.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Takes a kept block of `layout`'s size and alignment (counted live), or, when none fits,
-/// makes room under the high-water mark for a new one and returns `None`.
+/// Takes a kept block of `layout`'s size and alignment (counted live), or lends a larger
+/// kept block when a new one would not fit under the high-water mark, or, when neither is
+/// possible, makes room under the mark for a new one and returns `None`.
 fn take(layout: Layout) -> Option<*mut u8> {
     let mut t = table();
     let size = layout.size();
@@ -100,6 +109,11 @@ fn take(layout: Layout) -> Option<*mut u8> {
         t.live += size;
         return Some(addr as *mut u8);
     }
+    if t.live + t.kept_bytes + size > t.peak
+        && let Some(addr) = lend(&mut t, layout)
+    {
+        return Some(addr);
+    }
     t.live += size;
     t.peak = t.peak.max(t.live);
     for i in 0..SLOTS {
@@ -109,6 +123,47 @@ fn take(layout: Layout) -> Option<*mut u8> {
         t.free_slot(i);
     }
     None
+}
+
+/// Hands out the smallest kept block that holds `layout` (its address aligned to it) and
+/// keeps live under the high-water mark, recording its real size for `dealloc`. A new block
+/// would instead have cost returning kept blocks to the system, and faulting their pages in
+/// again when their size is next asked for: a SmolVLM encode's layers free four 24 MB blocks,
+/// ask for a few 3 MB ones, then for the 24 MB ones again (2.4 GB of fresh pages per encode).
+fn lend(t: &mut Table, layout: Layout) -> Option<*mut u8> {
+    let room = t.peak.checked_sub(t.live)?;
+    let fits = |k: &Kept| {
+        k.addr != 0
+            && k.size >= layout.size()
+            && k.size <= room
+            && k.addr.is_multiple_of(layout.align())
+    };
+    let (i, block) = t
+        .kept
+        .iter()
+        .enumerate()
+        .filter(|(_, k)| fits(k))
+        .min_by_key(|(_, k)| k.size)
+        .map(|(i, k)| (i, *k))?;
+    let record = t.lent.iter_mut().find(|l| l.addr == 0)?;
+    *record = block;
+    t.kept[i].addr = 0;
+    t.kept_bytes -= block.size;
+    t.live += block.size;
+    Some(block.addr as *mut u8)
+}
+
+/// The real layout of a block being freed: its own, or, for a lent block, the one it was
+/// made with (its record is dropped).
+fn real_layout(ptr: *mut u8, layout: Layout) -> Layout {
+    let mut t = table();
+    let Some(record) = t.lent.iter_mut().find(|l| l.addr == ptr as usize) else {
+        return layout;
+    };
+    let real = *record;
+    record.addr = 0;
+    // SAFETY: the size and alignment a `System` block was allocated with.
+    unsafe { Layout::from_size_align_unchecked(real.size, real.align) }
 }
 
 /// Counts a large block freed; keeps it for reuse unless the table is full (false).
@@ -189,7 +244,8 @@ fn advise_huge_pages(p: *mut u8, size: usize) {
 }
 
 // SAFETY: every block comes from `System` with the layout it is later freed or reused
-// with (reuse requires the same size and alignment); the table hands a block out once.
+// with (reuse at the same size and alignment, or lent whole with its real layout recorded
+// and restored on free); the table hands a block out once.
 unsafe impl GlobalAlloc for ReuseLarge {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         if layout.size() >= MIN_BLOCK
@@ -218,7 +274,13 @@ unsafe impl GlobalAlloc for ReuseLarge {
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        if layout.size() >= MIN_BLOCK && keep(ptr, layout) {
+        if layout.size() < MIN_BLOCK {
+            // SAFETY: a small block is always the system's own, with this layout.
+            unsafe { System.dealloc(ptr, layout) };
+            return;
+        }
+        let layout = real_layout(ptr, layout);
+        if keep(ptr, layout) {
             return;
         }
         // SAFETY: `ptr` came from `System` with `layout` (kept blocks are never freed twice:
@@ -227,10 +289,25 @@ unsafe impl GlobalAlloc for ReuseLarge {
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        // Every live block is a `System` block, so the system can resize it in place.
+        let (old, new) = (layout.size(), new_size);
+        if old >= MIN_BLOCK && table().lent.iter().any(|l| l.addr == ptr as usize) {
+            // A lent block is larger than `layout` says: move it rather than have the system
+            // resize it by the wrong size.
+            // SAFETY: `new_size` with the old alignment is a valid layout (caller's
+            // guarantee); the old block holds `old` bytes and is freed by its owner's layout.
+            unsafe {
+                let new_layout = Layout::from_size_align_unchecked(new_size, layout.align());
+                let p = self.alloc(new_layout);
+                if !p.is_null() {
+                    std::ptr::copy_nonoverlapping(ptr, p, old.min(new));
+                    self.dealloc(ptr, layout);
+                }
+                return p;
+            }
+        }
+        // Every other live block is a `System` block, so the system can resize it in place.
         // SAFETY: forwarded with the caller's guarantees.
         let p = unsafe { System.realloc(ptr, layout, new_size) };
-        let (old, new) = (layout.size(), new_size);
         if !p.is_null() && (old >= MIN_BLOCK || new >= MIN_BLOCK) {
             let mut t = table();
             if old >= MIN_BLOCK {
@@ -324,5 +401,43 @@ mod tests {
             assert_eq!(*q.add(layout.size() - 1), 0);
             a.dealloc(q, layout);
         }
+    }
+
+    #[test]
+    fn a_smaller_request_under_the_mark_borrows_a_kept_block_whole() {
+        let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let a = ReuseLarge;
+        release_free_memory();
+        // A mark of two 3 MiB blocks, 7.5 MiB at most with the moved one below (the mark is
+        // global: the first test needs it under 8 MiB).
+        let big = Layout::from_size_align(3 << 20, 64).unwrap();
+        let small = Layout::from_size_align(3 << 19, 64).unwrap();
+        unsafe {
+            let p = a.alloc(big);
+            let q = a.alloc(big);
+            assert!(!p.is_null() && !q.is_null());
+            a.dealloc(p, big);
+            // Live 3 + kept 3 + 1.5 would pass the mark: a kept block is lent, not a new one made.
+            let r = a.alloc_zeroed(small);
+            assert_eq!(r, p);
+            let bytes = std::slice::from_raw_parts_mut(r, small.size());
+            assert!(bytes.iter().all(|&b| b == 0));
+            bytes.fill(5);
+            // Grown past its request: moved to a new block with its contents.
+            let r = a.realloc(r, small, small.size() + 4096);
+            assert!(!r.is_null());
+            assert!(
+                std::slice::from_raw_parts(r, small.size())
+                    .iter()
+                    .all(|&b| b == 5)
+            );
+            a.dealloc(r, Layout::from_size_align(small.size() + 4096, 64).unwrap());
+            // p went back to the table at its real size: the next 3 MiB request gets it.
+            let s = a.alloc(big);
+            assert_eq!(s, p);
+            a.dealloc(s, big);
+            a.dealloc(q, big);
+        }
+        release_free_memory();
     }
 }
