@@ -508,14 +508,18 @@ fn attend(
             prefetch_kv(k, next.clone(), kv_stride, g, d);
             prefetch_kv(v, next, kv_stride, g, d);
         }
-        let mut any = false;
+        // A whole block every query sees (all of an encoder's) needs no mask.
         let range = mask.key_range(j0, nk);
-        for qi in 0..n_tq {
-            let bias = &mut sc.bias[qi * KB..(qi + 1) * KB];
-            any |= mask.fill_bias_in(q0 + qi, j0, nk, range, bias);
-        }
-        if !any {
-            continue;
+        let unmasked = nk == KB && (0..n_tq).all(|qi| mask.sees_all(q0 + qi, range));
+        if !unmasked {
+            let mut any = false;
+            for qi in 0..n_tq {
+                let bias = &mut sc.bias[qi * KB..(qi + 1) * KB];
+                any |= mask.fill_bias_in(q0 + qi, j0, nk, range, bias);
+            }
+            if !any {
+                continue;
+            }
         }
         // Keys across SIMD lanes for any number of rows: every score is one FMA chain over
         // the head dimension in order. (Direct dot products, cheaper for the few rows of a
@@ -554,7 +558,7 @@ fn attend(
             &mut sc.s,
             rows,
             group,
-            &sc.bias,
+            (!unmasked).then_some(&sc.bias[..]),
             scale,
             &mut sc.m,
             &mut sc.l,

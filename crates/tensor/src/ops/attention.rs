@@ -110,6 +110,13 @@ impl<'a> AttnMask<'a> {
             })
     }
 
+    /// Whether query `i` sees every key whose position lies in `key_range` (by position
+    /// alone; a group only ever adds keys).
+    pub(crate) fn sees_all(&self, i: usize, (kmin, kmax): (i64, i64)) -> bool {
+        let (lo, hi) = self.position_range(i);
+        lo <= kmin && kmax <= hi
+    }
+
     /// Writes the additive mask of query `i` against keys `j0..j0 + nk` (whose positions span
     /// `key_range(j0, nk)`) into `bias[..nk]` (0 visible, -inf hidden; the rest of `bias`
     /// hidden); returns whether any is visible.
@@ -125,7 +132,7 @@ impl<'a> AttnMask<'a> {
         let (lo, hi) = self.position_range(i);
         let group = self.group_of(i);
         bias[nk..].fill(f32::NEG_INFINITY);
-        if lo <= kmin && kmax <= hi {
+        if self.sees_all(i, (kmin, kmax)) {
             bias[..nk].fill(0.0);
             return nk > 0;
         }

@@ -94,7 +94,8 @@ pub fn accumulate(
 }
 
 /// One key block's online-softmax step for score rows `0..rows` (`s`, rows of [`KEYS`]):
-/// each row becomes `s · scale + bias` (bias row `r / group` of `bias`), its block maximum
+/// each row becomes `s · scale + bias` (bias row `r / group` of `bias`; no bias: every key
+/// visible, the same values as a bias of zeros), its block maximum
 /// raises the running max `m[r]` (shrinking `l[r]` and the accumulator row `acc[r]`, of
 /// length `d`, to match), then `exp(s - m[r])` with its sum added to `l[r]`. A row whose
 /// keys are all masked becomes 0 and keeps its state.
@@ -104,17 +105,18 @@ pub fn softmax_block(
     s: &mut [f32],
     rows: usize,
     group: usize,
-    bias: &[f32],
+    bias: Option<&[f32]>,
     scale: f32,
     m: &mut [f32],
     l: &mut [f32],
     acc: &mut [f32],
     d: usize,
 ) {
-    assert!(group > 0 && s.len() >= rows * KEYS && bias.len() >= rows.div_ceil(group) * KEYS);
+    assert!(group > 0 && s.len() >= rows * KEYS);
+    assert!(bias.is_none_or(|b| b.len() >= rows.div_ceil(group) * KEYS));
     assert!(m.len() >= rows && l.len() >= rows && acc.len() >= rows * d);
     dispatch!(usable(isa), softmax_block_simd, softmax_block_scalar,
-        (s: &mut [f32], rows: usize, group: usize, bias: &[f32], scale: f32, m: &mut [f32], l: &mut [f32], acc: &mut [f32], d: usize))
+        (s: &mut [f32], rows: usize, group: usize, bias: Option<&[f32]>, scale: f32, m: &mut [f32], l: &mut [f32], acc: &mut [f32], d: usize))
 }
 
 /// Converts `src` into `dst` (same length).
@@ -287,10 +289,10 @@ pub fn accumulate_scalar(
     }
 }
 
-fn scale_add_max_scalar(s: &mut [f32], scale: f32, bias: &[f32]) -> f32 {
+fn scale_add_max_scalar(s: &mut [f32], scale: f32, bias: Option<&[f32]>) -> f32 {
     let mut m = f32::NEG_INFINITY;
-    for (x, b) in s.iter_mut().zip(bias) {
-        *x = *x * scale + b;
+    for (j, x) in s.iter_mut().enumerate() {
+        *x = *x * scale + bias.map_or(0.0, |b| b[j]);
         m = m.max(*x);
     }
     m
@@ -327,7 +329,7 @@ pub fn softmax_block_scalar(
     s: &mut [f32],
     rows: usize,
     group: usize,
-    bias: &[f32],
+    bias: Option<&[f32]>,
     scale: f32,
     m: &mut [f32],
     l: &mut [f32],
@@ -336,7 +338,7 @@ pub fn softmax_block_scalar(
 ) {
     for r in 0..rows {
         let row = &mut s[r * KEYS..(r + 1) * KEYS];
-        let b = &bias[r / group * KEYS..(r / group + 1) * KEYS];
+        let b = bias.map(|b| &b[r / group * KEYS..(r / group + 1) * KEYS]);
         let block_max = scale_add_max_scalar(row, scale, b);
         if block_max == f32::NEG_INFINITY {
             row.fill(0.0);
@@ -569,7 +571,7 @@ fn softmax_block_simd<S: Simd>(
     sc: &mut [f32],
     rows: usize,
     group: usize,
-    bias: &[f32],
+    bias: Option<&[f32]>,
     scale: f32,
     m: &mut [f32],
     l: &mut [f32],
@@ -582,12 +584,16 @@ fn softmax_block_simd<S: Simd>(
     let scv = s.splat(scale);
     for r in 0..rows {
         let row = &mut sc[r * KEYS..(r + 1) * KEYS];
-        let b = &bias[r / group * KEYS..(r / group + 1) * KEYS];
+        let b = bias.map(|b| &b[r / group * KEYS..(r / group + 1) * KEYS]);
         let mut x = [s.zero(); MAX_V];
         let mut mx = s.splat(f32::NEG_INFINITY);
         for (t, xt) in x.iter_mut().enumerate().take(nv) {
             let at = t * S::LANES;
-            *xt = s.fma(s.load(&row[at..]), scv, s.load(&b[at..]));
+            // x · scale + 0 rounds as x · scale does.
+            *xt = match b {
+                Some(b) => s.fma(s.load(&row[at..]), scv, s.load(&b[at..])),
+                None => s.mul(s.load(&row[at..]), scv),
+            };
             mx = s.max(mx, *xt);
         }
         let block_max = s.reduce_max(mx);
@@ -736,11 +742,64 @@ mod tests {
                 let (mut m, mut l, mut acc) = (m0.clone(), l0.clone(), acc0.clone());
                 let (mut wm, mut wl, mut wacc) = (m0, l0, acc0);
                 let mut want = sc.clone();
-                softmax_block_scalar(
-                    &mut want, rows, group, &bias, 0.7, &mut wm, &mut wl, &mut wacc, d,
+                // Without a bias, the same as a bias of zeros.
+                let zeros = vec![0.0; bias.len()];
+                let (mut un, mut un_m, mut un_l, mut un_acc) =
+                    (sc.clone(), m.clone(), l.clone(), acc.clone());
+                let (mut zs, mut zm, mut zl, mut zacc) =
+                    (sc.clone(), m.clone(), l.clone(), acc.clone());
+                softmax_block(
+                    isa,
+                    &mut un,
+                    rows,
+                    group,
+                    None,
+                    0.7,
+                    &mut un_m,
+                    &mut un_l,
+                    &mut un_acc,
+                    d,
                 );
                 softmax_block(
-                    isa, &mut sc, rows, group, &bias, 0.7, &mut m, &mut l, &mut acc, d,
+                    isa,
+                    &mut zs,
+                    rows,
+                    group,
+                    Some(&zeros),
+                    0.7,
+                    &mut zm,
+                    &mut zl,
+                    &mut zacc,
+                    d,
+                );
+                assert_eq!(
+                    (un, un_m, un_l, un_acc),
+                    (zs, zm, zl, zacc),
+                    "{isa:?} no bias"
+                );
+
+                softmax_block_scalar(
+                    &mut want,
+                    rows,
+                    group,
+                    Some(&bias),
+                    0.7,
+                    &mut wm,
+                    &mut wl,
+                    &mut wacc,
+                    d,
+                );
+                softmax_block(
+                    isa,
+                    &mut sc,
+                    rows,
+                    group,
+                    Some(&bias),
+                    0.7,
+                    &mut m,
+                    &mut l,
+                    &mut acc,
+                    d,
                 );
                 assert_eq!(m, wm, "{isa:?} softmax_block max");
                 assert!(max_rel(&l, &wl) < 1e-6, "{isa:?} softmax_block sum");
