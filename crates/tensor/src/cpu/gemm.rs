@@ -69,9 +69,9 @@ pub(super) fn gemm<T: WeightElem>(
     epilogue: Option<&Epilogue>,
 ) {
     let (mr, nr) = tile(isa);
-    // Rows in chunks whose packed x stays in the last-level cache while every column block
-    // reads it: the 13 tiles of a SmolVLM image (41 MB of x) packed whole came from memory
-    // once per column block, and ran at 56% of the peak against 88% for 4096 rows.
+    // Rows in chunks whose x stays in the last-level cache while every column block reads
+    // it: the 13 tiles of a SmolVLM image (41 MB of x) whole came from memory once per
+    // column block, and ran at 56% of the peak against 88% for 4096 rows.
     let chunk = chunk_rows(n, k, mr);
     let mut tail = Vec::new();
     for i0 in (0..n).step_by(chunk) {
@@ -102,19 +102,20 @@ pub(super) fn gemm<T: WeightElem>(
     }
 }
 
-/// Most bytes of packed x in one chunk of rows. Measured (criterion, 2 threads, 32 MiB L3):
-/// 13312 x 768 x 768 ran at 51–53% of the peak whole (41 MB), 84–90% in chunks of 6 to
-/// 24 MB; chunks of 6 MB cost 5–10% on shapes that fit whole (every chunk packs its tasks'
-/// weights again), so only x beyond this is cut.
-const XPACK_CHUNK_BYTES: usize = 24 << 20;
+/// Most bytes of x in one chunk of rows. Measured (criterion, 2 threads, 32 MiB L3, x then
+/// packed): 13312 x 768 x 768 ran at 51–53% of the peak whole (41 MB), 84–90% in chunks of
+/// 6 to 24 MB; chunks of 6 MB cost 5–10% on shapes that fit whole (every chunk packs its
+/// tasks' weights again), so only x beyond this is cut. With x read in place, 12 MB chunks
+/// gave the same SmolVLM encode times as 24 MB.
+const X_CHUNK_BYTES: usize = 24 << 20;
 /// Fewest rows in a chunk (a wide k): enough for each thread's tasks to amortise packing
 /// their weight block.
 const MIN_CHUNK_ROWS: usize = 1024;
 
 /// Rows per chunk: near-equal chunks of whole `mr`-row panels, each about
-/// [`XPACK_CHUNK_BYTES`] of packed x.
+/// [`X_CHUNK_BYTES`] of x.
 fn chunk_rows(n: usize, k: usize, mr: usize) -> usize {
-    let target = (XPACK_CHUNK_BYTES / (k.max(1) * 4)).max(MIN_CHUNK_ROWS);
+    let target = (X_CHUNK_BYTES / (k.max(1) * 4)).max(MIN_CHUNK_ROWS);
     let chunks = n.div_ceil(target).max(1);
     n.div_ceil(chunks).next_multiple_of(mr)
 }
