@@ -153,25 +153,21 @@ fn lend(t: &mut Table, layout: Layout) -> Option<*mut u8> {
     Some(block.addr as *mut u8)
 }
 
-/// The real layout of a block being freed: its own, or, for a lent block, the one it was
-/// made with (its record is dropped).
-fn real_layout(ptr: *mut u8, layout: Layout) -> Layout {
+/// Counts a large block freed (a lent one at its real size, its record dropped) and keeps
+/// it for reuse; when the table is full, returns the layout to free it with.
+fn keep(ptr: *mut u8, layout: Layout) -> Result<(), Layout> {
     let mut t = table();
-    let Some(record) = t.lent.iter_mut().find(|l| l.addr == ptr as usize) else {
-        return layout;
+    let layout = match t.lent.iter_mut().find(|l| l.addr == ptr as usize) {
+        Some(record) => {
+            record.addr = 0;
+            // SAFETY: the size and alignment the `System` block was allocated with.
+            unsafe { Layout::from_size_align_unchecked(record.size, record.align) }
+        }
+        None => layout,
     };
-    let real = *record;
-    record.addr = 0;
-    // SAFETY: the size and alignment a `System` block was allocated with.
-    unsafe { Layout::from_size_align_unchecked(real.size, real.align) }
-}
-
-/// Counts a large block freed; keeps it for reuse unless the table is full (false).
-fn keep(ptr: *mut u8, layout: Layout) -> bool {
-    let mut t = table();
     t.live = t.live.saturating_sub(layout.size());
     let Some(slot) = t.kept.iter_mut().find(|k| k.addr == 0) else {
-        return false;
+        return Err(layout);
     };
     *slot = Kept {
         addr: ptr as usize,
@@ -179,7 +175,7 @@ fn keep(ptr: *mut u8, layout: Layout) -> bool {
         align: layout.align(),
     };
     t.kept_bytes += layout.size();
-    true
+    Ok(())
 }
 
 /// Returns the memory of freed blocks to the system: every kept block, and (with glibc) the
@@ -274,17 +270,16 @@ unsafe impl GlobalAlloc for ReuseLarge {
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        if layout.size() < MIN_BLOCK {
-            // SAFETY: a small block is always the system's own, with this layout.
-            unsafe { System.dealloc(ptr, layout) };
-            return;
-        }
-        let layout = real_layout(ptr, layout);
-        if keep(ptr, layout) {
-            return;
-        }
-        // SAFETY: `ptr` came from `System` with `layout` (kept blocks are never freed twice:
-        // `take` empties a slot before the block leaves it).
+        let layout = if layout.size() < MIN_BLOCK {
+            layout
+        } else {
+            match keep(ptr, layout) {
+                Ok(()) => return,
+                Err(real) => real,
+            }
+        };
+        // SAFETY: `ptr` came from `System` with `layout`, its real one (kept blocks are never
+        // freed twice: `take` empties a slot before the block leaves it).
         unsafe { System.dealloc(ptr, layout) }
     }
 

@@ -744,39 +744,13 @@ mod tests {
                 let mut want = sc.clone();
                 // Without a bias, the same as a bias of zeros.
                 let zeros = vec![0.0; bias.len()];
-                let (mut un, mut un_m, mut un_l, mut un_acc) =
-                    (sc.clone(), m.clone(), l.clone(), acc.clone());
-                let (mut zs, mut zm, mut zl, mut zacc) =
-                    (sc.clone(), m.clone(), l.clone(), acc.clone());
-                softmax_block(
-                    isa,
-                    &mut un,
-                    rows,
-                    group,
-                    None,
-                    0.7,
-                    &mut un_m,
-                    &mut un_l,
-                    &mut un_acc,
-                    d,
-                );
-                softmax_block(
-                    isa,
-                    &mut zs,
-                    rows,
-                    group,
-                    Some(&zeros),
-                    0.7,
-                    &mut zm,
-                    &mut zl,
-                    &mut zacc,
-                    d,
-                );
-                assert_eq!(
-                    (un, un_m, un_l, un_acc),
-                    (zs, zm, zl, zacc),
-                    "{isa:?} no bias"
-                );
+                let run = |b: Option<&[f32]>| {
+                    let (mut s, mut m, mut l, mut a) =
+                        (sc.clone(), m.clone(), l.clone(), acc.clone());
+                    softmax_block(isa, &mut s, rows, group, b, 0.7, &mut m, &mut l, &mut a, d);
+                    (s, m, l, a)
+                };
+                assert_eq!(run(None), run(Some(&zeros)), "{isa:?} no bias");
 
                 softmax_block_scalar(
                     &mut want,
