@@ -12,6 +12,7 @@ use std::time::Duration;
 use tensor::DType;
 use tensor::cpu;
 use tensor::cpu::probe::MachinePeaks;
+use tensor::exec::{Exec, Projection};
 use tensor::ops::attention::{AttnMask, AttnParams, KvData};
 
 use benches::{Group, Recorder, Work, data, weight};
@@ -203,6 +204,107 @@ fn matvec(c: &mut Criterion, rec: &Recorder, s: &Scale) {
     g.finish();
 }
 
+/// The weight matmuls of a decoder layer in one decode step, on enough layers that the
+/// weights stream from memory as in a real model (the bench shapes above stay in the
+/// last-level cache between iterations): throughput is the layers' weight bytes per second,
+/// compared with the read bandwidth. Unlike one big matrix, these include each call's fixed
+/// costs (hand-offs, activation tables, the first misses of each task).
+/// A weight matrix's (k, m, type).
+type Shape = (usize, usize, DType);
+
+fn decode_layers(c: &mut Criterion, rec: &Recorder, s: &Scale) {
+    // (name, [(k, m, type)] in call order: q, k, v together, o, gate and up together, down)
+    let models: [(&str, [Shape; 7]); 2] = [
+        (
+            "gemma3_270m",
+            [
+                (640, 1024, DType::Q5_0),
+                (640, 256, DType::Q5_0),
+                (640, 256, DType::Q8_0),
+                (1024, 640, DType::Q4K),
+                (640, 2048, DType::Q5_0),
+                (640, 2048, DType::Q5_0),
+                (2048, 640, DType::Q6K),
+            ],
+        ),
+        (
+            "qwen25_0p5b",
+            [
+                (896, 896, DType::Q5_0),
+                (896, 128, DType::Q5_0),
+                (896, 128, DType::Q8_0),
+                (896, 896, DType::Q5_0),
+                (896, 4864, DType::Q5_0),
+                (896, 4864, DType::Q5_0),
+                (4864, 896, DType::Q6K),
+            ],
+        ),
+    ];
+    // Three times a 32 MiB last-level cache.
+    let stream_bytes = (96usize << 20) / s.0;
+    let mut g = Group::new(c, "decode_layers");
+    light(&mut g);
+    for (name, shapes) in models {
+        let shapes = shapes.map(|(k, m, t)| (k, s.tokens(m).next_multiple_of(16), t));
+        let layer_bytes: usize = shapes
+            .iter()
+            .map(|&(k, m, t)| m * k / t.block_size() * t.type_size())
+            .sum();
+        let layers = stream_bytes.div_ceil(layer_bytes);
+        let weights = layer_weights(&shapes, layers);
+        // Each call's input, made once (its length is the call's k).
+        let xs: Vec<Vec<f32>> = shapes.iter().map(|&(k, _, _)| data(k, 3)).collect();
+        let mut outs: Vec<Vec<f32>> = shapes.iter().map(|&(_, m, _)| vec![0f32; m]).collect();
+        let e = tensor::exec::CpuExec;
+        let id = format!("{name}_{layers}_layers");
+        rec.bench(
+            &mut g,
+            &id,
+            Work::Bytes((layers * layer_bytes) as f64),
+            || {
+                for w in weights.chunks_exact(7) {
+                    let [q, k, v, o, gate, up, down] = &mut outs[..] else {
+                        unreachable!()
+                    };
+                    let p = |w, out| Projection { w, b: None, out };
+                    e.matmul_bias_many(&mut [p(&w[0], q), p(&w[1], k), p(&w[2], v)], &xs[0], 1)
+                        .expect("qkv");
+                    e.matmul(&w[3], &xs[3], 1, o).expect("o");
+                    e.matmul_bias_many(&mut [p(&w[4], gate), p(&w[5], up)], &xs[4], 1)
+                        .expect("gate, up");
+                    e.matmul(&w[6], &xs[6], 1, down).expect("down");
+                }
+            },
+        );
+    }
+    g.finish();
+}
+
+/// `layers` copies of a layer's weights, read from a file into (huge-page) memory as a model
+/// is loaded.
+fn layer_weights(shapes: &[Shape], layers: usize) -> Vec<tensor::Tensor> {
+    let mut bytes = Vec::new();
+    let mut at = Vec::new();
+    for _ in 0..layers {
+        for &(k, m, t) in shapes {
+            let w = weight(t, m, k);
+            let b = w.host_bytes().expect("host weight");
+            at.push((bytes.len()..bytes.len() + b.len(), t, m, k));
+            bytes.extend_from_slice(b);
+        }
+    }
+    let path = std::env::temp_dir().join(format!("mtmd-bench-layers-{}.bin", std::process::id()));
+    std::fs::write(&path, &bytes).expect("write the layers' weights");
+    let mapped = gguf::MappedBytes::load_file(&path, gguf::LoadMode::Read).expect("read them back");
+    let _ = std::fs::remove_file(&path);
+    at.into_iter()
+        .map(|(range, t, m, k)| {
+            let b = mapped.slice(range).expect("in range");
+            tensor::Tensor::new(t, &[m, k], tensor::Storage::Mapped(b)).expect("a weight")
+        })
+        .collect()
+}
+
 /// A decode step of several sequences (`n` = 1..16 rows, the server's batch): still
 /// bandwidth-bound, so throughput is bytes of weight read per second; the rows-per-call at
 /// which it stops being so shows where the row kernels should hand over to the GEMM.
@@ -267,6 +369,7 @@ fn main() {
     decode_attention(&mut c, &rec, &scale);
     matvec(&mut c, &rec, &scale);
     matmul_few_rows(&mut c, &rec, &scale);
+    decode_layers(&mut c, &rec, &scale);
     log_mel(&mut c, &rec, &scale);
     c.final_summary();
     let peaks = MachinePeaks::measure(rayon::current_num_threads());

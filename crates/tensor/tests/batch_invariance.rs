@@ -382,3 +382,46 @@ fn attention_rows_of_a_long_batch_match_each_row_alone() {
         }
     }
 }
+
+/// K-quant blocks at their extremes (every level and sub-block scale at its largest, Q6_K's
+/// scales at -128 too) against activations at ±127: the decode kernels' 16-bit products and
+/// 32-bit sums must not wrap, so a row alone gives the bits of the GEMM's batch and agrees
+/// with the scalar reference.
+#[test]
+fn extreme_k_quant_blocks_give_the_batch_bits() {
+    let (m, k, rows) = (13, 512, 6);
+    for t in [DType::Q4K, DType::Q5K, DType::Q6K] {
+        for fill in [0xFFu8, 0x80] {
+            let mut bytes = vec![fill; m * k / t.block_size() * t.type_size()];
+            for block in bytes.chunks_exact_mut(t.type_size()) {
+                for &off in scale_offsets(t) {
+                    block[off..off + 2].copy_from_slice(&half::f16::from_f32(0.5).to_le_bytes());
+                }
+            }
+            let w = Tensor::new(t, &[m, k], Storage::Host(HostBytes::from_bytes(&bytes))).unwrap();
+            let x: Vec<f32> = (0..rows * k)
+                .map(|i| if (i / 7) % 2 == 0 { 1.0 } else { -1.0 })
+                .collect();
+            // Each row's sum of |w| (|x| = 1): the size of the terms that cancel.
+            let mut wf = vec![0f32; m * k];
+            tensor::quant::dequantize(t, &bytes, &mut wf).unwrap();
+            let magnitude = wf.iter().map(|v| v.abs()).sum::<f32>() / m as f32;
+            let mut reference = vec![0f32; rows * m];
+            matmul_quant_with(Isa::Scalar, &w, &x, rows, &mut reference).unwrap();
+            for isa in Isa::available() {
+                let mm = |x: &[f32], n: usize, o: &mut [f32]| {
+                    matmul_quant_with(isa, &w, x, n, o).unwrap();
+                };
+                check_windows(&format!("{t} {isa:?} fill {fill:#x}"), &x, rows, k, m, &mm);
+                let mut out = vec![0f32; rows * m];
+                mm(&x, rows, &mut out);
+                for (o, r) in out.iter().zip(&reference) {
+                    assert!(
+                        (o - r).abs() <= 1e-6 * magnitude,
+                        "{t} {isa:?} fill {fill:#x}: {o} against the reference {r} (terms of {magnitude})"
+                    );
+                }
+            }
+        }
+    }
+}

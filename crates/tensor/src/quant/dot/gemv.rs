@@ -167,7 +167,7 @@ unsafe fn levels_pair<const T: u8>(a: *const u8, b: *const u8) -> __m512i {
 /// `v[i]` holds rows i (low half) and i + 4 (high half), 8 partial i32 sums each; returns the
 /// 8 row totals in row order.
 #[inline(always)]
-unsafe fn reduce_rows(v: [__m512i; 4]) -> __m256i {
+pub(super) unsafe fn reduce_rows(v: [__m512i; 4]) -> __m256i {
     unsafe {
         let u0 = _mm512_add_epi32(
             _mm512_unpacklo_epi32(v[0], v[1]),

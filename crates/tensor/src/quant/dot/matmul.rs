@@ -143,6 +143,22 @@ fn run(isa: Isa, weights: &Weights, acts: &QuantizedActivations, out: &mut [f32]
                 super::gemv::dot_group(weights.dtype, bytes, weights.row_bytes, &prepared, cols, o)
             });
         }
+        if super::gemv_k::supports(weights.dtype) {
+            // Few columns of Q4_K / Q6_K: 8 rows at a time, the same f32 order.
+            let group = super::gemv::GROUP_ROWS;
+            return run_rows(weights, acts, out, group, |rows, cols, o| {
+                let bytes =
+                    &weights.bytes[rows.start * weights.row_bytes..rows.end * weights.row_bytes];
+                super::gemv_k::dot_group(
+                    weights.dtype,
+                    bytes,
+                    weights.row_bytes,
+                    &prepared,
+                    cols,
+                    o,
+                )
+            });
+        }
     }
     let dot = kernel_for(isa, weights.dtype)?;
     run_rows(weights, acts, out, 1, |rows, cols, o| {

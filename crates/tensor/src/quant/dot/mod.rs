@@ -19,7 +19,8 @@
 //!   are unpacked into an interleaved u8 layout and a register-tiled micro-kernel computes
 //!   16 rows x 8 columns at a time (a GEMM, not n GEMVs).
 //! - `gemv`: for one or two activation rows of the 32-element formats on AVX-512 VNNI, row
-//!   dot products on the same prepared activation tables (one `dpbusd` per block).
+//!   dot products on the same prepared activation tables (one `dpbusd` per block);
+//!   `gemv_k` the same for Q4_K and Q6_K (8 rows per pass, sub-block scales by `vpdpwssd`).
 //! - `matmul`: validation, threading (rayon over weight rows) and the GEMV / GEMM choice.
 //!
 //! Threading note: each matmul hands its row ranges to the rayon pool. Calling it from a
@@ -32,6 +33,8 @@ mod activation;
 mod gemm;
 #[cfg(target_arch = "x86_64")]
 mod gemv;
+#[cfg(target_arch = "x86_64")]
+mod gemv_k;
 mod matmul;
 #[cfg(target_arch = "x86_64")]
 mod pack;
