@@ -12,9 +12,10 @@
 //! Batch invariance: the result for one (weight row, activation row) never depends on the
 //! other activation rows, the batch size or the threading. Every path computes a fixed
 //! function of the two rows: on AVX-512 VNNI the dot path of a packable type uses the GEMM's
-//! own f32 order (`gemv` for the 32-element formats; the K-quant row kernels fold each
-//! super-block in as `fma(isum, d_w * d_x, f)` like the GEMM lanes; Q2_K / Q3_K, which have
-//! no SIMD row kernel, always take the GEMM); on other levels there is only the dot path.
+//! own f32 order (`gemv` for the 32-element formats, `gemv_k` for Q4_K / Q6_K; the other
+//! K-quant row kernels fold each super-block in as `fma(isum, d_w * d_x, f)` like the GEMM
+//! lanes; Q2_K / Q3_K, which have no SIMD row kernel, always take the GEMM); on other levels
+//! there is only the dot path.
 
 use std::ops::Range;
 
@@ -32,13 +33,17 @@ use crate::{DType, Result, Tensor, TensorError};
 /// blocks and, on weights streamed from memory, beats pack + GEMM up to 16 rows: a decode
 /// step of 16 sequences of Qwen2.5-Coder 0.5B, 197 -> 220 t/s aggregate (`mtmd bench
 /// --parallel`; `cargo bench -p benches -- matmul_few_rows` for cache-resident shapes).
-/// K-quant super-blocks unpack partly in scalar code per column. Q2_K and Q3_K have no SIMD
-/// row kernel in the GEMM's f32 order, so they always take the GEMM.
+/// Q4_K and Q6_K rows go 8 at a time (`gemv_k`, two columns per pass) and match pack + GEMM
+/// up to 8 columns (Qwen2.5 0.5B's Q4_K ffn_down from the caches: 77 us for 2 columns, 170
+/// for 4, against ~320 for the GEMM at 8). The other K-quant row kernels unpack partly in
+/// scalar code per column. Q2_K and Q3_K have no SIMD row kernel in the GEMM's f32 order, so
+/// they always take the GEMM.
 #[cfg(target_arch = "x86_64")]
 fn gemm_min_cols(weight: DType, kind: PanelKind) -> usize {
     match (weight, kind) {
         (DType::Q2K | DType::Q3K, _) => 1,
         (_, PanelKind::Legacy { .. }) => 17,
+        (DType::Q4K | DType::Q6K, _) => 9,
         (_, PanelKind::KQuant { .. }) => 5,
     }
 }
