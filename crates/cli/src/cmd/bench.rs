@@ -156,6 +156,34 @@ struct Row {
     test: String,
     tokens_per_s: f64,
     spread: f64,
+    /// tg: t/s of each repetition, and the read bandwidth (GB/s) probed before the first
+    /// and after each one (empty for pp).
+    samples: Vec<f64>,
+    bandwidth: Vec<f64>,
+}
+
+impl Row {
+    /// tg: per repetition, its t/s over the bound at the bandwidth probed on either side of
+    /// it (the host's bandwidth drifts by tens of percent within minutes, so a probe taken
+    /// once, before or after, can pair a slow stretch with a fast one). The median fraction
+    /// and the median bandwidth, or `None` without probes.
+    fn bound_fraction(&self, bytes_per_token: f64) -> Option<(f64, f64)> {
+        if self.bandwidth.len() != self.samples.len() + 1 || self.samples.is_empty() {
+            return None;
+        }
+        let beside: Vec<f64> = self
+            .bandwidth
+            .windows(2)
+            .map(|w| (w[0] + w[1]) / 2.0)
+            .collect();
+        let fractions: Vec<f64> = self
+            .samples
+            .iter()
+            .zip(&beside)
+            .map(|(tps, gbps)| tps * bytes_per_token / (gbps * 1e9))
+            .collect();
+        Some((stats(&fractions).0, stats(&beside).0))
+    }
 }
 
 /// Median and standard deviation.
@@ -272,16 +300,26 @@ fn peak_lines(
             ));
         } else if r.test.starts_with("tg") {
             let bytes = cost.tg_weight_bytes + cost.tg_kv_bytes;
-            let bound = peaks.read_gbps * 1e9 / bytes;
-            let fraction = r.tokens_per_s / bound;
+            let (fraction, gbps, when) = match r.bound_fraction(bytes) {
+                Some((f, g)) => (
+                    f,
+                    g,
+                    " (median of the repetitions, each against the bandwidth probed on either side of it)",
+                ),
+                None => (
+                    r.tokens_per_s * bytes / (peaks.read_gbps * 1e9),
+                    peaks.read_gbps,
+                    "",
+                ),
+            };
+            let bound = gbps * 1e9 / bytes;
             lines.push(format!(
                 "{}: {:.1} MB read per token ({:.1} MB weights + {:.2} MB K/V), bound {bound:.1} t/s \
-                 at {:.1} GB/s: {:.0}% of the bandwidth bound{}",
+                 at {gbps:.1} GB/s: {:.0}% of the bandwidth bound{when}{}",
                 r.test,
                 bytes / 1e6,
                 cost.tg_weight_bytes / 1e6,
                 cost.tg_kv_bytes / 1e6,
-                peaks.read_gbps,
                 100.0 * fraction,
                 if fraction > 1.0 { " (the weights fit in the caches)" } else { "" }
             ));
@@ -335,23 +373,34 @@ pub fn run(args: Args) -> Result<()> {
     time_pp(&model, 8.min(args.n_prompt.max(1)), args.compute.kv_type)?;
 
     let mut rows = Vec::new();
-    let mut measure = |test: String, f: &dyn Fn() -> Result<f64>| -> Result<()> {
-        let samples: Vec<f64> = (0..args.repetitions).map(|_| f()).collect::<Result<_>>()?;
+    // `probe`: also probe the read bandwidth before the first repetition and after each.
+    let mut measure = |test: String, probe: bool, f: &dyn Fn() -> Result<f64>| -> Result<()> {
+        let read_gbps = || tensor::cpu::probe::read_bandwidth_gbps(threads);
+        let mut bandwidth: Vec<f64> = probe.then(read_gbps).into_iter().collect();
+        let mut samples = Vec::with_capacity(args.repetitions);
+        for _ in 0..args.repetitions {
+            samples.push(f()?);
+            if probe {
+                bandwidth.push(read_gbps());
+            }
+        }
         let (median, spread) = stats(&samples);
         rows.push(Row {
             test,
             tokens_per_s: median,
             spread,
+            samples,
+            bandwidth,
         });
         Ok(())
     };
     if args.n_prompt > 0 {
-        measure(format!("pp{}", args.n_prompt), &|| {
+        measure(format!("pp{}", args.n_prompt), false, &|| {
             time_pp(&model, args.n_prompt, args.compute.kv_type)
         })?;
     }
     if args.n_gen > 0 {
-        measure(format!("tg{}", args.n_gen), &|| {
+        measure(format!("tg{}", args.n_gen), true, &|| {
             time_tg(&model, args.n_gen, args.compute.kv_type)
         })?;
     }
@@ -384,8 +433,13 @@ pub fn run(args: Args) -> Result<()> {
                 } else if r.test.starts_with("tg") {
                     let bytes = cost.tg_weight_bytes + cost.tg_kv_bytes;
                     row["bytes_per_token"] = bytes.into();
-                    row["bandwidth_bound_fraction"] =
-                        (r.tokens_per_s * bytes / (peaks.read_gbps * 1e9)).into();
+                    let (fraction, gbps) = r.bound_fraction(bytes).unwrap_or((
+                        r.tokens_per_s * bytes / (peaks.read_gbps * 1e9),
+                        peaks.read_gbps,
+                    ));
+                    row["bandwidth_bound_fraction"] = fraction.into();
+                    row["read_gbps_beside"] = gbps.into();
+                    row["read_gbps_probes"] = r.bandwidth.clone().into();
                 }
                 row
             })
