@@ -25,7 +25,11 @@ use crate::quant::blocks::QK32;
 pub(super) const GROUP_ROWS: usize = 8;
 
 /// How far ahead of the group being read the kernel prefetches (tuned on the 178 MB Q8_0
-/// output matrix of Gemma 3 270M: one group ahead is too close, 4 too far).
+/// output matrix of Gemma 3 270M: one group ahead is too close, 4 too far; 6, 8, 24 and 48
+/// KiB measured again on whole decode layers streamed from memory: 12 is as fast as any,
+/// longer is slower). Into L1 (`T0`): on decode layers 0–8% faster than into L2 (`T1`),
+/// the same on the output matrix (interleaved runs of `benches/benches/speed.rs`'s
+/// `decode_layers` shapes).
 const PREFETCH_BYTES: usize = 12 * 1024;
 
 /// The legacy format tags the kernel is instantiated for.
@@ -252,7 +256,7 @@ impl<const C: usize> Group<C> {
         let mut line = b * per_block;
         while line < (b + 1) * per_block {
             // SAFETY: a prefetch of any address is harmless; the pointer only wraps.
-            unsafe { _mm_prefetch::<_MM_HINT_T1>(self.ahead.wrapping_add(line).cast()) };
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(self.ahead.wrapping_add(line).cast()) };
             line += 64;
         }
     }

@@ -26,7 +26,7 @@ const Q8K_BYTES: usize = 292;
 const Q8K_QS: usize = 4;
 /// Values per super-block.
 const QK_K: usize = 256;
-/// Prefetch distance ahead of the group being read (as for the 32-element formats).
+/// Prefetch distance ahead of the group being read, into L1 (as for the 32-element formats).
 const PREFETCH_BYTES: usize = 12 * 1024;
 
 /// The formats this module has kernels for.
@@ -122,7 +122,7 @@ impl Rows {
         let mut line = b * per_block;
         while line < (b + 1) * per_block {
             // SAFETY: a prefetch of any address is harmless; the pointer only wraps.
-            unsafe { _mm_prefetch::<_MM_HINT_T1>(self.ahead.wrapping_add(line).cast()) };
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(self.ahead.wrapping_add(line).cast()) };
             line += 64;
         }
     }
