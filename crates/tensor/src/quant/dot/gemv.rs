@@ -252,13 +252,7 @@ impl<const C: usize> Group<C> {
     /// Prefetches the part of the rows ahead that block `b` of this group corresponds to.
     #[inline(always)]
     fn prefetch(&self, b: usize) {
-        let per_block = GROUP_ROWS * self.size;
-        let mut line = b * per_block;
-        while line < (b + 1) * per_block {
-            // SAFETY: a prefetch of any address is harmless; the pointer only wraps.
-            unsafe { _mm_prefetch::<_MM_HINT_T0>(self.ahead.wrapping_add(line).cast()) };
-            line += 64;
-        }
+        prefetch_ahead(self.ahead, b, GROUP_ROWS * self.size);
     }
 
     /// The f16 scales of the 8 rows' block at byte `at` of each row, as f32 lanes. Scalar
@@ -266,12 +260,7 @@ impl<const C: usize> Group<C> {
     /// block's work on AMD cores.
     #[inline(always)]
     unsafe fn row_scales(&self, at: usize) -> __m256 {
-        unsafe {
-            let s = |r: usize| u64::from(std::ptr::read_unaligned(self.p[r].add(at).cast::<u16>()));
-            let lo = s(0) | s(1) << 16 | s(2) << 32 | s(3) << 48;
-            let hi = s(4) | s(5) << 16 | s(6) << 32 | s(7) << 48;
-            _mm256_cvtph_ps(_mm_set_epi64x(hi as i64, lo as i64))
-        }
+        unsafe { _mm256_cvtph_ps(f16_lanes(&self.p, at)) }
     }
 
     /// Folds block `b`'s integer sums `isum` (lane = row) of column `c` into `f` in the
@@ -282,6 +271,34 @@ impl<const C: usize> Group<C> {
             let scale = _mm256_mul_ps(dw, _mm256_set1_ps(*self.ds[c].add(b)));
             _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), scale, f)
         }
+    }
+}
+
+/// Prefetches bytes `b * per_block..(b + 1) * per_block` past `ahead`: the part of the rows
+/// ahead that block `b` of a group of rows corresponds to, at the pace the group reads.
+#[inline(always)]
+pub(super) fn prefetch_ahead(ahead: *const u8, b: usize, per_block: usize) {
+    let mut line = b * per_block;
+    while line < (b + 1) * per_block {
+        // SAFETY: a prefetch of any address is harmless; the pointer only wraps.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(line).cast()) };
+        line += 64;
+    }
+}
+
+/// The f16 at byte `at` of each of the 8 rows `p`, as 16-bit lanes 0..8 of an xmm. Scalar
+/// loads joined in general registers: a `vpgatherdd` costs more than the rest of a block's
+/// work on AMD cores.
+///
+/// # Safety
+/// Every `p[r] + at` is readable for 2 bytes.
+#[inline(always)]
+pub(super) unsafe fn f16_lanes(p: &[*const u8; GROUP_ROWS], at: usize) -> __m128i {
+    unsafe {
+        let s = |r: usize| u64::from(std::ptr::read_unaligned(p[r].add(at).cast::<u16>()));
+        let lo = s(0) | s(1) << 16 | s(2) << 32 | s(3) << 48;
+        let hi = s(4) | s(5) << 16 | s(6) << 32 | s(7) << 48;
+        _mm_set_epi64x(hi as i64, lo as i64)
     }
 }
 

@@ -16,9 +16,9 @@
 
 use std::arch::x86_64::*;
 
-use super::gemv::{GROUP_ROWS, reduce_rows};
+use super::gemv::{GROUP_ROWS, f16_lanes, prefetch_ahead, reduce_rows};
 use super::pack::GemmActs;
-use super::x86::{has_avx512_vnni, load128, load256};
+use super::x86::{has_avx512_vnni, k4_scales_mins, load128, load256};
 use crate::DType;
 
 /// Bytes of a Q8_K activation block and the offset of its levels.
@@ -118,29 +118,13 @@ impl Rows {
 
     #[inline(always)]
     fn prefetch(&self, b: usize) {
-        let per_block = GROUP_ROWS * self.size;
-        let mut line = b * per_block;
-        while line < (b + 1) * per_block {
-            // SAFETY: a prefetch of any address is harmless; the pointer only wraps.
-            unsafe { _mm_prefetch::<_MM_HINT_T0>(self.ahead.wrapping_add(line).cast()) };
-            line += 64;
-        }
+        prefetch_ahead(self.ahead, b, GROUP_ROWS * self.size);
     }
 
-    /// The 8 rows' f16 at byte `at` of each row's super-block `b`, as 16-bit lanes 0..8 of an
-    /// xmm (scalar loads joined in general registers: cheaper than a gather on AMD cores).
+    /// The 8 rows' f16 at byte `at` of each row's super-block `b`, as 16-bit lanes 0..8.
     #[inline(always)]
     unsafe fn f16s(&self, b: usize, at: usize) -> __m128i {
-        unsafe {
-            let s = |r: usize| {
-                u64::from(std::ptr::read_unaligned(
-                    self.p[r].add(b * self.size + at).cast::<u16>(),
-                ))
-            };
-            let lo = s(0) | s(1) << 16 | s(2) << 32 | s(3) << 48;
-            let hi = s(4) | s(5) << 16 | s(6) << 32 | s(7) << 48;
-            _mm_set_epi64x(hi as i64, lo as i64)
-        }
+        unsafe { f16_lanes(&self.p, b * self.size + at) }
     }
 }
 
@@ -207,22 +191,6 @@ static Q6K_SCALE_IDX: [[u16; 32]; 4] = {
 #[inline(always)]
 unsafe fn load512(p: *const u8) -> __m512i {
     unsafe { _mm512_loadu_si512(p.cast()) }
-}
-
-/// Sub-block scales and mins (6 bits each) of a Q4_K super-block from its 12 packed bytes, as
-/// two u64 of 8 bytes (scale j / min j in byte j). See `x86::k4_scales_mins`.
-#[inline(always)]
-unsafe fn k4_scales_mins(p: *const u8) -> (u64, u64) {
-    const LOW6: u32 = 0x3F3F_3F3F;
-    const LOW4: u32 = 0x0F0F_0F0F;
-    const LOW2: u32 = 0x0303_0303;
-    let [w0, w1, w2]: [u32; 3] = unsafe { std::ptr::read_unaligned(p.cast()) };
-    let sc_high = (w2 & LOW4) | (((w0 >> 6) & LOW2) << 4);
-    let m_high = ((w2 >> 4) & LOW4) | (((w1 >> 6) & LOW2) << 4);
-    (
-        u64::from(w0 & LOW6) | (u64::from(sc_high) << 32),
-        u64::from(w1 & LOW6) | (u64::from(m_high) << 32),
-    )
 }
 
 /// Q4_K super-block (144 bytes): d, dmin (f16), 12 bytes of scales and mins, 128 of nibbles.

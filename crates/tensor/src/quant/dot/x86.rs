@@ -253,7 +253,7 @@ unsafe fn dot_signed<O: Ops>(acc: __m256i, v: __m256i, y: __m256i) -> __m256i {
 /// scales 4..8; bytes 4..8 the same for the mins; bytes 8..12 the low nibbles of scales 4..8
 /// and, in their high nibbles, of mins 4..8. Done on 32-bit words, one byte per lane.
 #[inline(always)]
-unsafe fn k4_scales_mins(p: *const u8) -> (u64, u64) {
+pub(super) unsafe fn k4_scales_mins(p: *const u8) -> (u64, u64) {
     const LOW6: u32 = 0x3F3F_3F3F;
     const LOW4: u32 = 0x0F0F_0F0F;
     const LOW2: u32 = 0x0303_0303;
