@@ -166,10 +166,13 @@ impl Row {
     /// tg: per repetition, its t/s over the bound at the bandwidth probed on either side of
     /// it (the host's bandwidth drifts by tens of percent within minutes, so a probe taken
     /// once, before or after, can pair a slow stretch with a fast one). The median fraction
-    /// and the median bandwidth, or `None` without probes.
-    fn bound_fraction(&self, bytes_per_token: f64) -> Option<(f64, f64)> {
-        if self.bandwidth.len() != self.samples.len() + 1 || self.samples.is_empty() {
-            return None;
+    /// and the median bandwidth; without probes, the median t/s against `fallback_gbps`.
+    fn bound_fraction(&self, bytes_per_token: f64, fallback_gbps: f64) -> (f64, f64) {
+        if !self.probed() {
+            return (
+                self.tokens_per_s * bytes_per_token / (fallback_gbps * 1e9),
+                fallback_gbps,
+            );
         }
         let beside: Vec<f64> = self
             .bandwidth
@@ -182,7 +185,12 @@ impl Row {
             .zip(&beside)
             .map(|(tps, gbps)| tps * bytes_per_token / (gbps * 1e9))
             .collect();
-        Some((stats(&fractions).0, stats(&beside).0))
+        (stats(&fractions).0, stats(&beside).0)
+    }
+
+    /// Whether every repetition has a probe on either side.
+    fn probed(&self) -> bool {
+        !self.samples.is_empty() && self.bandwidth.len() == self.samples.len() + 1
     }
 }
 
@@ -300,17 +308,11 @@ fn peak_lines(
             ));
         } else if r.test.starts_with("tg") {
             let bytes = cost.tg_weight_bytes + cost.tg_kv_bytes;
-            let (fraction, gbps, when) = match r.bound_fraction(bytes) {
-                Some((f, g)) => (
-                    f,
-                    g,
-                    " (median of the repetitions, each against the bandwidth probed on either side of it)",
-                ),
-                None => (
-                    r.tokens_per_s * bytes / (peaks.read_gbps * 1e9),
-                    peaks.read_gbps,
-                    "",
-                ),
+            let (fraction, gbps) = r.bound_fraction(bytes, peaks.read_gbps);
+            let when = if r.probed() {
+                " (median of the repetitions, each against the bandwidth probed on either side of it)"
+            } else {
+                ""
             };
             let bound = gbps * 1e9 / bytes;
             lines.push(format!(
@@ -433,10 +435,7 @@ pub fn run(args: Args) -> Result<()> {
                 } else if r.test.starts_with("tg") {
                     let bytes = cost.tg_weight_bytes + cost.tg_kv_bytes;
                     row["bytes_per_token"] = bytes.into();
-                    let (fraction, gbps) = r.bound_fraction(bytes).unwrap_or((
-                        r.tokens_per_s * bytes / (peaks.read_gbps * 1e9),
-                        peaks.read_gbps,
-                    ));
+                    let (fraction, gbps) = r.bound_fraction(bytes, peaks.read_gbps);
                     row["bandwidth_bound_fraction"] = fraction.into();
                     row["read_gbps_beside"] = gbps.into();
                     row["read_gbps_probes"] = r.bandwidth.clone().into();

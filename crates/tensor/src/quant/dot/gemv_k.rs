@@ -68,13 +68,13 @@ pub(super) fn dot_group(
     if !fits {
         return false;
     }
+    let rows = Rows::new(w, row_bytes, rows, weight.type_size(), blocks);
     let mut c = cols.start;
     let mut o = out;
     while c < cols.end {
         // Two columns per pass share the unpacked rows; 8 rows x 2 columns of 512-bit
         // accumulators is what the registers hold.
         let step = (cols.end - c).min(2);
-        let rows = Rows::new(w, row_bytes, rows, weight.type_size(), blocks);
         // SAFETY: features and all lengths checked above.
         unsafe {
             match (weight, step) {

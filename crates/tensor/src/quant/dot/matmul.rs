@@ -128,6 +128,10 @@ pub fn matmul_quant_acts_with(
     run(isa, &weights, acts, out)
 }
 
+/// An 8-row group kernel: `gemv::dot_group`'s signature.
+#[cfg(target_arch = "x86_64")]
+type GroupKernel = fn(DType, &[u8], usize, &GemmActs, Range<usize>, &mut [f32]) -> bool;
+
 /// The GEMM or the dot path over validated operands.
 fn run(isa: Isa, weights: &Weights, acts: &QuantizedActivations, out: &mut [f32]) -> Result<()> {
     let n = acts.rows();
@@ -139,29 +143,19 @@ fn run(isa: Isa, weights: &Weights, acts: &QuantizedActivations, out: &mut [f32]
         if n >= gemm_min_cols(weights.dtype, kind) {
             return run_gemm(weights, kind, &prepared, out);
         }
-        if let PanelKind::Legacy { .. } = kind {
-            // Few columns of a 32-element format: groups of rows on the prepared tables.
+        // Few columns: groups of 8 rows on the prepared tables (the 32-element formats, and
+        // Q4_K / Q6_K), in the GEMM's f32 order.
+        let group_kernel = match kind {
+            PanelKind::Legacy { .. } => Some(super::gemv::dot_group as GroupKernel),
+            _ if super::gemv_k::supports(weights.dtype) => Some(super::gemv_k::dot_group as _),
+            _ => None,
+        };
+        if let Some(kernel) = group_kernel {
             let group = super::gemv::GROUP_ROWS;
             return run_rows(weights, acts, out, group, |rows, cols, o| {
                 let bytes =
                     &weights.bytes[rows.start * weights.row_bytes..rows.end * weights.row_bytes];
-                super::gemv::dot_group(weights.dtype, bytes, weights.row_bytes, &prepared, cols, o)
-            });
-        }
-        if super::gemv_k::supports(weights.dtype) {
-            // Few columns of Q4_K / Q6_K: 8 rows at a time, the same f32 order.
-            let group = super::gemv::GROUP_ROWS;
-            return run_rows(weights, acts, out, group, |rows, cols, o| {
-                let bytes =
-                    &weights.bytes[rows.start * weights.row_bytes..rows.end * weights.row_bytes];
-                super::gemv_k::dot_group(
-                    weights.dtype,
-                    bytes,
-                    weights.row_bytes,
-                    &prepared,
-                    cols,
-                    o,
-                )
+                kernel(weights.dtype, bytes, weights.row_bytes, &prepared, cols, o)
             });
         }
     }
