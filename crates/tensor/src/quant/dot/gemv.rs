@@ -24,13 +24,14 @@ use crate::quant::blocks::QK32;
 /// Weight rows per call (one f32 lane each).
 pub(super) const GROUP_ROWS: usize = 8;
 
-/// How far ahead of the group being read the kernel prefetches (tuned on the 178 MB Q8_0
-/// output matrix of Gemma 3 270M: one group ahead is too close, 4 too far; 6, 8, 24 and 48
-/// KiB measured again on whole decode layers streamed from memory: 12 is as fast as any,
-/// longer is slower). Into L1 (`T0`): on decode layers 0–8% faster than into L2 (`T1`),
-/// the same on the output matrix (interleaved runs of `benches/benches/speed.rs`'s
-/// `decode_layers` shapes).
-const PREFETCH_BYTES: usize = 12 * 1024;
+/// How far ahead of the group being read the decode kernels (this one and `gemv_k`) prefetch,
+/// into L1 (`T0`). Tuned on two AMD EPYC machine kinds, interleaved per decoded token in one
+/// process: with 48 KiB of L1 per core (two 512-bit FMA units) 6–12 KiB are equally fast and
+/// 24–48 KiB slower; with 32 KiB of L1 (AVX-512 on 256-bit units) 6 KiB decodes Gemma 3 270M
+/// 5–10% and Qwen2.5 0.5B 0–5% faster than 12 KiB, 4 KiB is as fast as 6, into L2 (`T1`) is
+/// no faster, non-temporal (`NTA`) 0–4% faster on Qwen only (not taken on one machine kind's
+/// word). Without any prefetch the 178 MB output matrix streams at half the speed.
+pub(super) const PREFETCH_BYTES: usize = 6 * 1024;
 
 /// The legacy format tags the kernel is instantiated for.
 const Q4_0: u8 = 0;

@@ -16,7 +16,7 @@
 
 use std::arch::x86_64::*;
 
-use super::gemv::{GROUP_ROWS, f16_lanes, prefetch_ahead, reduce_rows};
+use super::gemv::{GROUP_ROWS, PREFETCH_BYTES, f16_lanes, prefetch_ahead, reduce_rows};
 use super::pack::GemmActs;
 use super::x86::{has_avx512_vnni, k4_scales_mins, load128, load256};
 use crate::DType;
@@ -26,8 +26,6 @@ const Q8K_BYTES: usize = 292;
 const Q8K_QS: usize = 4;
 /// Values per super-block.
 const QK_K: usize = 256;
-/// Prefetch distance ahead of the group being read, into L1 (as for the 32-element formats).
-const PREFETCH_BYTES: usize = 12 * 1024;
 
 /// The formats this module has kernels for.
 pub(super) fn supports(weight: DType) -> bool {
