@@ -97,7 +97,18 @@ struct Rows {
     size: usize,
     blocks: usize,
     ahead: *const u8,
+    row_bytes: usize,
+    /// Super-blocks ahead each row is prefetched, for groups above [`ROW_WISE_ABOVE`]; 0
+    /// for the linear prefetch of the next group.
+    steps: usize,
 }
+
+/// Groups of 8 rows larger than this prefetch each row a few super-blocks ahead instead of
+/// the whole next group: a group of long rows (Qwen2.5 0.5B's ffn_down, 8 × 4 KB) and the one
+/// after it no longer fit in L1 together. Row-wise, ~6 KiB ahead: such a matrix streamed from
+/// memory 20–39% faster on a 32 KiB-L1 AMD EPYC, the whole Qwen decode 3–4% (interleaved per
+/// token); for groups of 13 KB (Gemma 3 270M's ffn_down) the two ways measured within ±3%.
+const ROW_WISE_ABOVE: usize = 16 * 1024;
 
 impl Rows {
     fn new(w: &[u8], row_bytes: usize, rows: usize, size: usize, blocks: usize) -> Self {
@@ -111,12 +122,41 @@ impl Rows {
             ahead: w
                 .as_ptr()
                 .wrapping_add((GROUP_ROWS * row_bytes).max(PREFETCH_BYTES)),
+            row_bytes,
+            steps: if GROUP_ROWS * row_bytes > ROW_WISE_ABOVE {
+                PREFETCH_BYTES.div_ceil(GROUP_ROWS * size)
+            } else {
+                0
+            },
         }
     }
 
     #[inline(always)]
     fn prefetch(&self, b: usize) {
-        prefetch_ahead(self.ahead, b, GROUP_ROWS * self.size);
+        if self.steps == 0 {
+            prefetch_ahead(self.ahead, b, GROUP_ROWS * self.size);
+            return;
+        }
+        // Super-block b + steps of each row: in this group, or at its start in the next one
+        // (8 rows on; past the matrix, a prefetch is harmless: never dereferenced).
+        let t = b + self.steps;
+        let at = if t < self.blocks {
+            t * self.size
+        } else {
+            GROUP_ROWS * self.row_bytes + (t - self.blocks) * self.size
+        };
+        for p in self.p {
+            let first = p.wrapping_add(at);
+            let mut line = 0;
+            while line < self.size {
+                // SAFETY: a prefetch of any address is harmless.
+                unsafe { _mm_prefetch::<_MM_HINT_T0>(first.wrapping_add(line).cast()) };
+                line += 64;
+            }
+            // The super-block's last line, when it starts late in its first one.
+            // SAFETY: as above.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(first.wrapping_add(self.size - 1).cast()) };
+        }
     }
 
     /// The 8 rows' f16 at byte `at` of each row's super-block `b`, as 16-bit lanes 0..8.
