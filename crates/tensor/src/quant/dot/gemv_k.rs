@@ -147,14 +147,9 @@ impl Rows {
         };
         for p in self.p {
             let first = p.wrapping_add(at);
-            let mut line = 0;
-            while line < self.size {
-                // SAFETY: a prefetch of any address is harmless.
-                unsafe { _mm_prefetch::<_MM_HINT_T0>(first.wrapping_add(line).cast()) };
-                line += 64;
-            }
+            prefetch_ahead(first, 0, self.size);
             // The super-block's last line, when it starts late in its first one.
-            // SAFETY: as above.
+            // SAFETY: a prefetch of any address is harmless.
             unsafe { _mm_prefetch::<_MM_HINT_T0>(first.wrapping_add(self.size - 1).cast()) };
         }
     }
